@@ -7,3 +7,22 @@ os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import shutil  # noqa: E402
+
+import pytest  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "data" / "sample"))
+from make_sample import make_sample  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def sample_master(tmp_path_factory):
+    """The embedded sample (12 train rows + banners, 6 test rows), drawn once per test session. Read-only: copy it."""
+    return make_sample(tmp_path_factory.mktemp("sample_master"))
+
+
+@pytest.fixture
+def sample_dir(sample_master, tmp_path):
+    """A private, writable copy of the sample as a DATA_DIR (train/, test/)."""
+    return Path(shutil.copytree(sample_master, tmp_path / "data"))

@@ -250,11 +250,9 @@ def test_run_main_user_error_exits_2(tmp_path):
     assert out.stderr.strip() == "error: row id=7: caption is not text"  # one clear line, no traceback
 
 
-def test_sample_maker(tmp_path):
-    sys.path.insert(0, str(common.REPO_ROOT / "data" / "sample"))
-    from make_sample import make_sample
+def test_sample_maker(sample_dir):
 
-    root = make_sample(tmp_path)
+    root = sample_dir
     train = common.read_info(root / "train" / "info.csv", check_images=True)
     test = common.read_info(root / "test" / "info.csv")
     assert len(train) == 12 and len(test) == 6
