@@ -1,0 +1,121 @@
+"""
+Prompts that fit the text encoder's window (CLIP: 77 tokens including the start and end tokens).
+
+The seed joined "{caption}, description is {description} and more information is {moreInfo}" and let the tokenizer
+cut the tail silently; `fit_prompt` instead keeps the caption first and adds description and moreInfo only as far as
+they fit, counted with the pipeline's own tokenizer, so nothing the encoder sees is cut mid-word and nothing is lost
+without the report knowing.
+
+What is dropped on purpose (noise for an image model):
+- the supplement disclaimer "Sản phẩm không phải là thuốc…" / "This product is not a medicine…" (about 30 % of rows):
+  legal text, nothing visual, and 15-25 tokens that pushed the caption's own words out of the window;
+- emoji, URLs, phone numbers, hashtags and repeated punctuation.
+Category tags in moreInfo ("Cosmetics & Beauty", "Real estate") are KEPT when they fit: 2-5 tokens naming the vertical,
+the strongest cue for the kind of picture; they come last, so they are the first thing dropped when space is short.
+"""
+import re
+import unicodedata
+
+from common import normalize_text
+
+SEED_TEMPLATE = "{caption}, description is {description} and more information is {moreInfo}"
+# Realistic Vision's recommended negatives, shortened to fit the window (the negative prompt has its own 77 tokens)
+NEGATIVE_PROMPT = ("deformed, distorted, disfigured, bad anatomy, extra limbs, blurry, lowres, jpeg artifacts, "
+                   "watermark, signature, duplicate, worst quality, low quality, cropped, out of frame")
+SEPARATOR = ". "  # between caption, description and moreInfo (captions carry their own commas)
+MIN_TAIL_TOKENS = 6  # a truncated description shorter than this says nothing: drop it instead
+DISCLAIMER_PATTERNS = (  # Vietnamese and the usual English translations of the supplement disclaimer
+    r"kh[oô]ng ph[aả]i l[aà] thu[oố]c", r"\bnot (?:a )?(?:medicine|medication|drug)s?\b",
+    r"\bnot (?:a )?substitute for (?:medicine|medication|drugs?)\b", r"\bkh[oô]ng c[oó] t[aá]c d[uụ]ng thay th[eế]",
+)
+_DISCLAIMER = re.compile("|".join(DISCLAIMER_PATTERNS), re.IGNORECASE)
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_PHONE = re.compile(r"(?<!\w)(?:\+?\d[\d .-]{7,}\d)(?!\w)")
+_HASHTAG = re.compile(r"#\w+")
+
+
+def is_disclaimer(text):
+    return bool(_DISCLAIMER.search(unicodedata.normalize("NFC", text)))
+
+
+def clean(text):
+    """Drop what an image model cannot draw: emoji/symbols, URLs, phone numbers, hashtags, repeated punctuation."""
+    text = normalize_text(text or "")
+    text = _URL.sub(" ", text)
+    text = _PHONE.sub(" ", text)
+    text = _HASHTAG.sub(" ", text)
+    text = "".join(ch for ch in text if unicodedata.category(ch) not in ("So", "Sk", "Cs", "Co", "Cn", "Cf"))
+    text = re.sub(r"([!?.,;:~*_=-])\1+", r"\1", text)
+    text = re.sub(r"\s+([,.;:!?])", r"\1", normalize_text(text))
+    return text.strip(" ,.;:-")
+
+
+def seed_prompt(caption, description, more_info):
+    """The seed team's prompt, for comparison (no cleaning, no fitting)."""
+    return SEED_TEMPLATE.format(caption=caption, description=description, moreInfo=more_info)
+
+
+def token_counter(tokenizer):
+    """Tokens `text` takes inside the window, start/end tokens excluded (the same tokenizer the pipeline runs)."""
+    def count(text):
+        return len(tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
+    return count
+
+
+def window(tokenizer):
+    """Content tokens that fit: model_max_length (77 for CLIP) minus the start and end tokens."""
+    return int(tokenizer.model_max_length) - 2
+
+
+def _join(head, tail):
+    return f"{head}{SEPARATOR}{tail}" if head else tail
+
+
+def _truncate_words(head, text, count, budget):
+    """`head` + the longest word prefix of `text` that fits in `budget` tokens (binary search), or None."""
+    words = text.split()
+    lo, hi = 0, len(words)
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if count(_join(head, " ".join(words[:mid]))) <= budget:
+            lo = mid
+        else:
+            hi = mid - 1
+    return _join(head, " ".join(words[:lo]).rstrip(" ,.;:-")) if lo else None
+
+
+def fit_prompt(caption, description, more_info, count, budget=75, style=""):
+    """Build a prompt of at most `budget` tokens: caption first, then description, then moreInfo, then `style`.
+
+    The caption is cut at a word boundary only when it alone overflows; a description that does not fit whole is cut
+    at a word boundary when at least MIN_TAIL_TOKENS of it fit, otherwise dropped; moreInfo and style fit whole or are
+    dropped. Returns (prompt, notes) with notes a dict: {part: "kept" | "cut" | "dropped" | "empty" | "disclaimer"}.
+    """
+    parts = [("caption", clean(caption)), ("description", clean(description))]
+    more = clean(more_info)
+    parts.append(("moreInfo", "" if is_disclaimer(more_info or "") else more))
+    if style:
+        parts.append(("style", clean(style)))
+    prompt, notes = "", {}
+    for name, text in parts:
+        if not text:
+            notes[name] = "disclaimer" if name == "moreInfo" and more_info and is_disclaimer(more_info) else "empty"
+            continue
+        candidate = _join(prompt, text)
+        if count(candidate) <= budget:
+            prompt, notes[name] = candidate, "kept"
+            continue
+        cut = None
+        if name == "caption" or (name == "description" and count(prompt) + MIN_TAIL_TOKENS < budget):
+            cut = _truncate_words(prompt, text, count, budget)
+            if cut is not None and name == "description" and count(cut) - count(prompt) < MIN_TAIL_TOKENS:
+                cut = None
+        if cut is None and name == "caption":  # one enormous "word": fall back to cutting tokens
+            cut = text[:max(1, len(text) * budget // max(1, count(text)))]
+            while count(cut) > budget:
+                cut = cut[:-1]
+        if cut is not None:
+            prompt, notes[name] = cut, "cut"
+        else:
+            notes[name] = "dropped"
+    return prompt, notes

@@ -1,0 +1,58 @@
+"""
+Statistics of the training banners that Method 1 needs on every run, computed once and cached on disk by the CONTENT
+of the banners (a sha256 over names and file hashes), so they are never recomputed for the same set and never reused
+for a changed one: the mean colour (post-processing) and the Inception features (duplication guard).
+"""
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+
+from common import atomic_write, check_image, file_hash, mean_color, read_info, read_json, split_dir, write_json
+
+
+def train_banners(data_dir=None):
+    """(names, paths) of every training banner listed in train/info.csv, checked to exist and decode."""
+    train = split_dir("train", data_dir)
+    info = read_info(train / "info.csv")
+    names = info["bannerImage"].tolist()
+    paths = [train / "images" / name for name in names]
+    for row_id, path in zip(info["id"], paths):
+        check_image(path, f"train row id={row_id}")
+    return names, paths
+
+
+def pool_key(names, paths):
+    """Content hash of a set of banners: same names and bytes -> same key, whatever the folder or mtime."""
+    h = hashlib.sha256()
+    for name, path in zip(names, paths):
+        h.update(f"{name}\0{file_hash(path)}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def cached_mean_color(names, paths, cache_dir, key=None):
+    """Mean RGB (0..1) of the banners, from `cache_dir/mean_color_<key>.json` when there."""
+    key = key or pool_key(names, paths)
+    path = Path(cache_dir) / f"mean_color_{key}.json"
+    cached = read_json(path)
+    if cached:
+        return tuple(cached["mean_color"])
+    color = mean_color(paths)
+    write_json(path, {"mean_color": list(color), "banners": len(paths)})
+    return color
+
+
+def cached_inception(names, paths, cache_dir, extractor, key=None):
+    """(n, 2048) Inception features of the banners, from `cache_dir/inception_<key>.npy` when there."""
+    key = key or pool_key(names, paths)
+    path = Path(cache_dir) / f"inception_{key}.npy"
+    if path.is_file():
+        feats = np.load(path, allow_pickle=False)
+        if feats.shape == (len(paths), 2048):
+            return feats
+    feats = extractor(paths, progress="inception features of the training banners (cached)")
+    buf = io.BytesIO()
+    np.save(buf, feats.astype(np.float32), allow_pickle=False)
+    atomic_write(path, buf.getvalue())
+    return feats
