@@ -134,6 +134,7 @@ def load_pipeline(device):
             raise common.InputError(f"SCHEDULER={SCHEDULER!r}: choose from {', '.join(SCHEDULERS)} or default")
         cls, kwargs = SCHEDULERS[SCHEDULER]
         pipe.scheduler = getattr(diffusers, cls).from_config(pipe.scheduler.config, **kwargs)
+    prompts.check_tokenizer(pipe.tokenizer, f"{MODEL} tokenizer")
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     pipe.unet_calls = [0]  # images the UNet processed (a CFG pair counts 2): the compute accounting's ground truth

@@ -55,6 +55,18 @@ def seed_prompt(caption, description, more_info):
     return SEED_TEMPLATE.format(caption=caption, description=description, moreInfo=more_info)
 
 
+def check_tokenizer(tokenizer, name="tokenizer"):
+    """transformers 5 can hand back a 2-token stub (every id the same) when the vocab files are missing, without an
+    error; prompts would then be garbage. Refuse such a tokenizer, and one without a usable window."""
+    from common import InputError
+
+    ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in ("a red car", "a blue sea")]
+    if len(tokenizer) < 1000 or ids[0] == ids[1] or not 8 <= int(tokenizer.model_max_length) <= 4096:
+        raise InputError(f"{name}: not a usable tokenizer (vocab {len(tokenizer)}, model_max_length "
+                         f"{tokenizer.model_max_length}): vocab/merges files missing?")
+    return tokenizer
+
+
 def token_counter(tokenizer):
     """Tokens `text` takes inside the window, start/end tokens excluded (the same tokenizer the pipeline runs)."""
     # counting overlong text on purpose: silence transformers' one-time "longer than the maximum" warning

@@ -1,0 +1,114 @@
+"""
+Prompt report: how many seed-style prompts overflow the text encoder's 77 tokens, and how many of Method 1's do.
+
+Counts with the real CLIP tokenizer: the model's own (TOKENIZER) when it can be loaded, otherwise the smoke sd15
+tokenizer, whose vocab and merges are the real CLIP ones (49 408 tokens) rebuilt from the BPE file open_clip ships.
+Runs on {SPLIT}/info_trans.csv (the English prompts Method 1 uses). When there is no translation it reports on the
+Vietnamese info.csv as a PROXY and says so: CLIP's BPE splits Vietnamese diacritics into byte tokens, so Vietnamese
+takes about 3x the tokens of its English translation (3.4x on the sample's hand-translated test rows) and the overflow
+counts are upper bounds; it then adds a rough ESTIMATE for English: the template's own tokens plus the Vietnamese
+fields' tokens divided by VI_PER_EN_TOKENS.
+
+usage: python -m inference.prompt_report --DATA_DIR=../shared/zac2023 [--SPLIT=train] [--REPORT=path.json]
+"""
+import os
+import statistics
+import sys
+
+import common
+from inference import prompts
+
+DATA_DIR = ""  # dataset root ("" = $DATA_DIR or data/)
+SPLIT = "train"  # train | test
+TOKENIZER = "SG161222/Realistic_Vision_V5.1_noVAE"  # model whose tokenizer counts (falls back to the real CLIP vocab)
+STYLE = ""  # the STYLE knob of Method 1, if you use one
+REPORT = ""  # optional JSON file for the figures
+VI_PER_EN_TOKENS = 3.4  # CLIP tokens of Vietnamese per token of its English translation (measured on the sample's rows)
+common.configure(globals(), argv=sys.argv[1:] if __name__ == "__main__" else [])
+
+
+def load_tokenizer():
+    """(tokenizer, where it came from)."""
+    from transformers import CLIPTokenizer
+
+    try:
+        tokenizer = common.load_model(CLIPTokenizer.from_pretrained, TOKENIZER, subfolder="tokenizer")
+        return prompts.check_tokenizer(tokenizer, TOKENIZER), TOKENIZER
+    except common.InputError as e:
+        import smoke
+
+        note = (f"{TOKENIZER} unavailable ({str(e)[:80]}...); using the real CLIP vocab/merges rebuilt from "
+                f"open_clip's bpe_simple_vocab_16e6.txt.gz (the smoke sd15 tokenizer): same ids as SD 1.5's tokenizer")
+        tokenizer = CLIPTokenizer.from_pretrained(smoke.smoke_model("sd15"), subfolder="tokenizer")
+        return prompts.check_tokenizer(tokenizer, "smoke sd15 tokenizer"), note
+
+
+def report(info, tokenizer):
+    count, budget = prompts.token_counter(tokenizer), prompts.window(tokenizer)
+    limit = budget + 2
+    template_tokens = count(prompts.seed_prompt("", "", ""))
+    seed_tokens, ours_tokens, status, english_estimate = [], [], {}, []
+    for row in info.itertuples():
+        seed_tokens.append(count(prompts.seed_prompt(row.caption, row.description, row.moreInfo)) + 2)
+        fields = sum(count(text) for text in (row.caption, row.description, row.moreInfo))
+        english_estimate.append(template_tokens + 2 + fields / VI_PER_EN_TOKENS)
+        prompt, notes = prompts.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, STYLE)
+        ours_tokens.append(count(prompt) + 2)
+        for part, what in notes.items():
+            status.setdefault(part, {}).setdefault(what, 0)
+            status[part][what] += 1
+    overflow = [t for t in seed_tokens if t > limit]
+    return {
+        "rows": len(info), "window": limit,
+        "seed_overflow": len(overflow), "seed_overflow_pct": round(100 * len(overflow) / max(1, len(info)), 1),
+        "seed_tokens_lost_mean": round(sum(t - limit for t in overflow) / max(1, len(overflow)), 1),
+        "seed_tokens_median": statistics.median(seed_tokens), "seed_tokens_max": max(seed_tokens),
+        "ours_overflow": sum(t > limit for t in ours_tokens), "ours_tokens_median": statistics.median(ours_tokens),
+        "ours_tokens_max": max(ours_tokens), "parts": status,
+        "estimated_english_seed_overflow": sum(t > limit for t in english_estimate),
+        "estimated_english_seed_tokens_median": round(statistics.median(english_estimate), 1),
+        "estimated_english_seed_tokens_max": round(max(english_estimate), 1),
+    }
+
+
+def main():
+    if DATA_DIR:
+        os.environ["DATA_DIR"] = DATA_DIR
+    folder = common.split_dir(SPLIT)
+    trans = folder / "info_trans.csv"
+    english = trans.is_file()
+    info = common.read_info(trans if english else folder / "info.csv")
+    tokenizer, source = load_tokenizer()
+    figures = report(info, tokenizer)
+    figures.update(text=str(trans if english else folder / "info.csv"), english=english, tokenizer=source)
+    if english:
+        figures.pop("estimated_english_seed_overflow")
+        figures.pop("estimated_english_seed_tokens_median")
+        figures.pop("estimated_english_seed_tokens_max")
+    print(f"prompt report: {figures['rows']} rows of {figures['text']}")
+    if not english:
+        print("!! NO info_trans.csv: counting the VIETNAMESE text as a proxy (no translation offline). CLIP's BPE\n"
+              "!! splits Vietnamese diacritics into byte tokens (~3x the tokens of English): the seed-style overflow\n"
+              "!! below is an UPPER BOUND, not the figure for the English prompts Method 1 really uses.")
+    print(f"tokenizer: {source}")
+    print(f"seed template {prompts.SEED_TEMPLATE!r}:\n"
+          f"  {figures['seed_overflow']} / {figures['rows']} prompts overflow {figures['window']} tokens "
+          f"({figures['seed_overflow_pct']} %), losing {figures['seed_tokens_lost_mean']} tokens each on average "
+          f"(median length {figures['seed_tokens_median']}, max {figures['seed_tokens_max']})")
+    print(f"fitted prompts (caption first, disclaimer dropped, cut at word boundaries):\n"
+          f"  {figures['ours_overflow']} / {figures['rows']} overflow (median length {figures['ours_tokens_median']}, "
+          f"max {figures['ours_tokens_max']})")
+    for part, counts in figures["parts"].items():
+        print(f"  {part:12s} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    if not english:
+        print(f"ESTIMATE for English seed-style prompts (Vietnamese field tokens / {VI_PER_EN_TOKENS}, a rough ratio): "
+              f"{figures['estimated_english_seed_overflow']} / {figures['rows']} would overflow (median length "
+              f"{figures['estimated_english_seed_tokens_median']}, max {figures['estimated_english_seed_tokens_max']}); run on info_trans.csv for the real count")
+
+    if REPORT:
+        common.write_json(REPORT, figures)
+        print(f"figures written to {REPORT}")
+
+
+if __name__ == "__main__":
+    common.run_main(main)
