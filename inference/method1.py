@@ -116,9 +116,7 @@ def read_inputs(data_dir):
 
 
 def load_pipeline(device):
-    import torch
     from diffusers import AutoencoderKL, StableDiffusionImg2ImgPipeline
-    import diffusers
 
     dtype = common.pick_dtype(device, DTYPE)
     key = (MODEL, VAE, SCHEDULER, str(device), str(dtype), common.smoke_enabled())
@@ -129,6 +127,15 @@ def load_pipeline(device):
         extra["vae"] = common.load_model(AutoencoderKL.from_pretrained, VAE, dtype=dtype)
     pipe = common.load_model(StableDiffusionImg2ImgPipeline.from_pretrained, MODEL, smoke_family="sd15",
                              dtype=dtype, safety_checker=None, requires_safety_checker=False, **extra)
+    pipe = prepare_pipeline(pipe, device)
+    _PIPES[key] = pipe
+    return pipe
+
+
+def prepare_pipeline(pipe, device):
+    """The SCHEDULER knob, a tokenizer check, quiet progress, and a UNet call counter (the compute accounting)."""
+    import diffusers
+
     if SCHEDULER != "default":
         if SCHEDULER not in SCHEDULERS:
             raise common.InputError(f"SCHEDULER={SCHEDULER!r}: choose from {', '.join(SCHEDULERS)} or default")
@@ -137,10 +144,8 @@ def load_pipeline(device):
     prompts.check_tokenizer(pipe.tokenizer, f"{MODEL} tokenizer")
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    pipe.unet_calls = [0]  # images the UNet processed (a CFG pair counts 2): the compute accounting's ground truth
+    pipe.unet_calls = [0]  # images the UNet processed (a guidance pair counts 2): the compute accounting's ground truth
     pipe.unet.register_forward_pre_hook(lambda _m, args: pipe.unet_calls.__setitem__(0, pipe.unet_calls[0] + len(args[0])))
-    torch.set_grad_enabled(False)
-    _PIPES[key] = pipe
     return pipe
 
 
@@ -191,16 +196,8 @@ def load_records(out_dir):
     return records
 
 
-def run_once(out_dir, seed, data_dir=None, rank=0, world=1, device=None):
-    """Generate this process's share of the test rows into `out_dir`; returns this process's compute figures."""
-    import torch
-    from tqdm import tqdm
-
-    device = device or common.pick_device(DEVICE)
-    out_dir = Path(out_dir)
-    info, inits, images_dir = read_inputs(data_dir)
-    pipe = load_pipeline(device)
-    count, budget = prompts.token_counter(pipe.tokenizer), prompts.window(pipe.tokenizer)
+def training_stats(data_dir, device):
+    """(duplication guard or None, training mean colour or None), from the on-disk cache after the first run."""
     guard = mean_rgb = None
     if DUP_GUARD or POSTPROCESS:
         from inference.train_pool import cached_mean_color, pool_key, train_banners
@@ -213,6 +210,20 @@ def run_once(out_dir, seed, data_dir=None, rank=0, world=1, device=None):
             from inference.dup_guard import DupGuard
 
             guard = DupGuard(names, paths, CACHE_DIR, device=device, key=key)
+    return guard, mean_rgb
+
+
+def run_once(out_dir, seed, data_dir=None, rank=0, world=1, device=None):
+    """Generate this process's share of the test rows into `out_dir`; returns this process's compute figures."""
+    import torch
+    from tqdm import tqdm
+
+    device = device or common.pick_device(DEVICE)
+    out_dir = Path(out_dir)
+    info, inits, images_dir = read_inputs(data_dir)
+    pipe = load_pipeline(device)
+    count, budget = prompts.token_counter(pipe.tokenizer), prompts.window(pipe.tokenizer)
+    guard, mean_rgb = training_stats(data_dir, device)
     rows = common.shard(list(zip(info.itertuples(), inits)), rank, world)
     todo = [(row, init) for row, init in rows if not is_done(out_dir / row.bannerImage)]
     print(f"[rank {rank}/{world}] {len(rows)} rows, {len(rows) - len(todo)} already done, {len(todo)} to generate "
@@ -330,6 +341,9 @@ def main():
     common.announce_smoke("inference / method 1")
     rank, world, device = common.process_info()
     device = common.pick_device(DEVICE) if world == 1 else device
+    if rank == 0 and world > 1:  # one process fills the training-statistics cache; the others then read it
+        training_stats(None, device)
+    common.wait_for_everyone()
     runs = ([(Path(SUBMISSION_DIR) / f"submission{k}", s) for k, s in enumerate(SEEDS, start=1)] if SUBMISSION
             else [(Path(OUT_DIR), SEED)])
     for out_dir, seed in runs:
