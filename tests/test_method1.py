@@ -182,7 +182,7 @@ def test_duplication_guard_regenerates_and_stops_after_the_bound(m1, tmp_path):
     assert set(strict["strength"].astype(float).round(3)) <= {0.6, 0.7}
     sims = strict["dup_similarity"].astype(float)
     assert sims.between(-1, 1).all() and (strict["dup_nearest"] != "").all()
-    m1.DUP_MAX = 1.01  # nothing is a near-copy: one try each, the seed's strength
+    m1.DUP_MAX, m1.LIMIT = 1.01, 1  # nothing is a near-copy: one try, the seed's strength
     m1.run_once(tmp_path / "loose", m1.SEED)
     loose = m1.merge_manifest(tmp_path / "loose")
     assert loose["tries"].astype(int).eq(1).all() and loose["strength"].astype(float).eq(0.6).all()
