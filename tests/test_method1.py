@@ -255,3 +255,23 @@ def test_smoke_cli_runs_offline_on_the_sample(sample_dir, cache_dir, tmp_path):
     bad = subprocess.run(["bash", "run/inference.sh", "--RETRIEVAL_FILE=nope.csv"], cwd=REPO, env=env,
                          capture_output=True, text=True, timeout=600)
     assert bad.returncode == 2 and "nope.csv" in bad.stderr
+
+
+def test_prompt_report_english_and_vietnamese_proxy(sample_dir, monkeypatch, capsys):
+    from inference import prompt_report
+
+    monkeypatch.setenv("DATA_DIR", str(sample_dir))
+    monkeypatch.setattr(prompt_report, "SPLIT", "test")
+    monkeypatch.setattr(prompt_report, "REPORT", str(sample_dir / "report.json"))
+    prompt_report.main()  # no info_trans.csv yet: the Vietnamese text, flagged as a proxy
+    out = capsys.readouterr().out
+    assert "VIETNAMESE text as a proxy" in out and "ESTIMATE for English" in out
+    figures = common.read_json(sample_dir / "report.json")
+    assert figures["english"] is False and figures["ours_overflow"] == 0 and figures["rows"] == 6
+    write_fixtures(sample_dir)
+    prompt_report.main()
+    out = capsys.readouterr().out
+    figures = common.read_json(sample_dir / "report.json")
+    assert "proxy" not in out and figures["english"] is True
+    assert figures["seed_overflow"] == 1 and figures["ours_overflow"] == 0  # the 300-char caption row
+    assert figures["parts"]["moreInfo"]["disclaimer"] == 1
