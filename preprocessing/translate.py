@@ -3,7 +3,7 @@ Translate the Vietnamese ad copy into English: $DATA_DIR/{train,test}/info.csv -
 
 caption, description and moreInfo are translated; every other column (id, bannerImage, ...) is copied as is, rows keep
 their order, an empty field stays empty. Each distinct string (after Unicode NFC + collapsed whitespace) is translated
-once across both splits (the "not a medicine" disclaimer alone is in ~30 % of rows), longest first in batches so a
+once across both splits (the "not a medicine" disclaimer is in 23 % of train rows), longest first in batches so a
 batch holds strings of similar length (less padding, and an out-of-memory shows up at once, not at the end).
 
 Backends (BACKEND):
