@@ -335,6 +335,8 @@ def translate_missing(texts, make_translator, store, tag, progress=True):
             except ServiceDown as e:
                 failures.update({t: str(e) for t in todo[start:] if t not in failures})
                 break
+            if len(results) != len(batch):
+                raise RuntimeError(f"{translator.name} returned {len(results)} results for {len(batch)} strings")
             for text, result in zip(batch, results):
                 if isinstance(result, str) and result:
                     store.put(cache_key(tag, text), result)
@@ -343,6 +345,8 @@ def translate_missing(texts, make_translator, store, tag, progress=True):
                     failures[text] = describe(result)
             store.save()
             bar.update(len(batch))
+            if failures:
+                bar.set_postfix(failed=len(failures))
     finally:
         store.save()  # everything that succeeded survives a crash or Ctrl-C
         bar.close()
@@ -404,10 +408,12 @@ def run(root, splits, make_translator, tag, cache_path, lowercase=False, progres
         log(f"warning: {stats['truncated']} strings were longer than the model's input limit and were truncated")
     for info in infos:
         bad = [dict(split=info.name, id=i, field=c, text=t, reason=failed[t]) for i, c, t in info.texts if t in failed]
+        out = info.path.with_name("info_trans.csv")
         if bad:
             stats["failures"].extend(bad)
+            if out.exists():
+                log(f"note: {out} was NOT updated; the file there is from an earlier run")
             continue
-        out = info.path.with_name("info_trans.csv")
         common.write_csv(out, translated_frame(info, store, tag, lowercase))
         stats["written"].append(str(out))
         log(f"wrote {out} ({len(info.frame)} rows)")
