@@ -398,3 +398,28 @@ def test_failure_list_is_written_for_the_cli(sample_dir, monkeypatch, capsys):
     assert len(service_down.calls) == tr.GOOGLE_GIVE_UP_AFTER * (tr.GOOGLE_RETRIES + 1)
     assert not (sample_dir / "train" / "info_trans.csv").exists()
     assert "could not be translated" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("tgt_lang_as", ["decoder_start", "forced_bos"])
+def test_language_codes_are_applied_when_the_tokenizer_has_them(tmp_path, tgt_lang_as):
+    """vinai-translate (decoder_start=en_XX) and NLLB/mBART-50 (forced_bos) settings, on the smoke model given two
+    language tokens (the real models cannot be downloaded here)."""
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    folder = str(tmp_path / "with_lang_codes")
+    tok = AutoTokenizer.from_pretrained(smoke.smoke_model("seq2seq"))
+    tok.add_special_tokens({"additional_special_tokens": ["vi_VN", "en_XX"]})
+    model = AutoModelForSeq2SeqLM.from_pretrained(smoke.smoke_model("seq2seq"))
+    model.resize_token_embeddings(len(tok))
+    tok.save_pretrained(folder)
+    model.save_pretrained(folder)
+    t = tr.Seq2SeqTranslator(folder, device="cpu", max_new_tokens=6, num_beams=2, src_lang="vi_VN", tgt_lang="en_XX",
+                             tgt_lang_as=tgt_lang_as, cpu_threads=1)
+    en = tok.convert_tokens_to_ids("en_XX")
+    key = "decoder_start_token_id" if tgt_lang_as == "decoder_start" else "forced_bos_token_id"
+    assert t.generate_kwargs[key] == en and t.notes == [f"{tgt_lang_as}=en_XX"]
+    # forced_bos: en_XX is the first generated token, so it must not be suppressed there; decoder_start: it is the
+    # given start token, and generating it again would be noise
+    assert (en in t.generate_kwargs["begin_suppress_tokens"]) == (tgt_lang_as == "decoder_start")
+    out = t.translate_batch(["Giảm giá 50%", "Mua 1 tặng 1, miễn phí giao hàng toàn quốc"])
+    assert all(isinstance(o, str) and o and "en_XX" not in o for o in out)
