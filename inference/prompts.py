@@ -7,8 +7,9 @@ they fit, counted with the pipeline's own tokenizer, so nothing the encoder sees
 without the report knowing.
 
 What is dropped on purpose (noise for an image model):
-- the supplement disclaimer "Sản phẩm không phải là thuốc…" / "This product is not a medicine…" (about 30 % of rows):
-  legal text, nothing visual, and 15-25 tokens that pushed the caption's own words out of the window;
+- the supplement disclaimer "Sản phẩm không phải là thuốc…" / "This product is not a medicine…" (422 of the 1362
+  train rows, in moreInfo and 4 times in description; dropped sentence by sentence): legal text, nothing visual, and
+  15-25 English tokens that push the copy's own words out of the window;
 - emoji, URLs, phone numbers, hashtags and repeated punctuation.
 Category tags in moreInfo ("Cosmetics & Beauty", "Real estate") are KEPT when they fit: 2-5 tokens naming the vertical,
 the strongest cue for the kind of picture; they come last, so they are the first thing dropped when space is short.
@@ -24,9 +25,13 @@ NEGATIVE_PROMPT = ("deformed, distorted, disfigured, bad anatomy, extra limbs, b
                    "watermark, signature, duplicate, worst quality, low quality, cropped, out of frame")
 SEPARATOR = ". "  # between caption, description and moreInfo (captions carry their own commas)
 MIN_TAIL_TOKENS = 6  # a truncated description shorter than this says nothing: drop it instead
-DISCLAIMER_PATTERNS = (  # Vietnamese and the usual English translations of the supplement disclaimer
-    r"kh[oô]ng ph[aả]i l[aà] thu[oố]c", r"\bnot (?:a )?(?:medicine|medication|drug)s?\b",
-    r"\bnot (?:a )?substitute for (?:medicine|medication|drugs?)\b", r"\bkh[oô]ng c[oó] t[aá]c d[uụ]ng thay th[eế]",
+DISCLAIMER_PATTERNS = (  # Vietnamese wordings seen in the data and the usual English translations
+    r"kh[oô]ng (?:ph[aả]i l[aà]|ph[aả]i|l[aà]) thu[oố]c", r"kh[oô]ng c[oó] t[aá]c d[uụ]ng thay th[eế]",
+    r"thay th[eế] thu[oố]c ch[uữ]a b[eệ]nh",
+    r"\bnot (?:a |an )?(?:medicines?|medications?|drugs?|medicinal products?|pharmaceuticals?)\b",
+    r"\b(?:does not|do not|doesn't|cannot|can not|not intended to|no effect of) replac\w* (?:\w+ ){0,3}?"
+    r"(?:medicines?|medications?|drugs?|treatments?)\b",
+    r"\bnot (?:a )?substitute for\b",
 )
 _DISCLAIMER = re.compile("|".join(DISCLAIMER_PATTERNS), re.IGNORECASE)
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
@@ -35,7 +40,13 @@ _HASHTAG = re.compile(r"#\w+")
 
 
 def is_disclaimer(text):
-    return bool(_DISCLAIMER.search(unicodedata.normalize("NFC", text)))
+    return bool(_DISCLAIMER.search(unicodedata.normalize("NFC", text or "")))
+
+
+def strip_disclaimer(text):
+    """`text` without its disclaimer sentence(s) (in moreInfo mostly, sometimes in description)."""
+    sentences = re.split(r"(?<=[.;!?])\s+|\n+", text or "")
+    return " ".join(s for s in sentences if not is_disclaimer(s)).strip()
 
 
 def clean(text):
@@ -105,15 +116,14 @@ def fit_prompt(caption, description, more_info, count, budget=75, style=""):
     at a word boundary when at least MIN_TAIL_TOKENS of it fit, otherwise dropped; moreInfo and style fit whole or are
     dropped. Returns (prompt, notes) with notes a dict: {part: "kept" | "cut" | "dropped" | "empty" | "disclaimer"}.
     """
-    parts = [("caption", clean(caption)), ("description", clean(description))]
-    more = clean(more_info)
-    parts.append(("moreInfo", "" if is_disclaimer(more_info or "") else more))
+    raw = {"caption": caption or "", "description": description or "", "moreInfo": more_info or ""}
+    parts = [(name, clean(strip_disclaimer(text) if name != "caption" else text)) for name, text in raw.items()]
     if style:
         parts.append(("style", clean(style)))
     prompt, notes = "", {}
     for name, text in parts:
         if not text:
-            notes[name] = "disclaimer" if name == "moreInfo" and more_info and is_disclaimer(more_info) else "empty"
+            notes[name] = "disclaimer" if is_disclaimer(raw.get(name, "")) else "empty"
             continue
         candidate = _join(prompt, text)
         if count(candidate) <= budget:
