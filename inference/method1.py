@@ -38,6 +38,7 @@ RETRIEVAL_FILE = "retrieval.csv"  # in $DATA_DIR/test: id, rank, train_bannerIma
 OUT_DIR = "inference/method_1"  # output folder (SUBMISSION=1 writes SUBMISSION_DIR/submission{k} instead)
 GEN_SIZE = (1024, 536)  # generation size WxH, multiples of 8 (533 is not); outputs are resized to exactly 1024x533
 BATCH_SIZE = 4  # images per pipeline call
+VAE_SLICING = True  # decode a batch's latents one image at a time (less peak memory at 1024x536, same images)
 SEED = 42  # run seed; each row's generator is seeded from (SEED, id)
 DEVICE = "auto"  # auto | cuda | cpu (accelerate launch picks each process's GPU)
 DTYPE = "fp16"  # fp16 | bf16 | fp32 on CUDA (always fp32 on the CPU)
@@ -144,6 +145,8 @@ def prepare_pipeline(pipe, device):
     prompts.check_tokenizer(pipe.tokenizer, f"{MODEL} tokenizer")
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
+    if VAE_SLICING:
+        pipe.vae.enable_slicing()
     pipe.unet_calls = [0]  # images the UNet processed (a guidance pair counts 2): the compute accounting's ground truth
     pipe.unet.register_forward_pre_hook(lambda _m, args: pipe.unet_calls.__setitem__(0, pipe.unet_calls[0] + len(args[0])))
     return pipe
