@@ -1,0 +1,56 @@
+"""
+Where to put DUP_MAX: the duplication guard's similarity (Inception cosine) between DISTINCT training banners, and
+between a training banner and simple near-copies of it (blur, desaturation, down-and-up scaling).
+
+usage: python -m inference.dup_calibration --DATA_DIR=../shared/zac2023 [--N=200]
+"""
+import os
+import random
+import sys
+
+import numpy as np
+from PIL import ImageEnhance, ImageFilter
+
+import common
+
+DATA_DIR = ""  # dataset root ("" = $DATA_DIR or data/)
+N = 200  # random training banners (features cost ~1 s each on a CPU)
+N_COPIES = 30  # of those, how many get near-copies
+SEED = 0  # which banners
+common.configure(globals(), argv=sys.argv[1:] if __name__ == "__main__" else [])
+
+NEAR_COPIES = {
+    "blur radius 2": lambda im: im.filter(ImageFilter.GaussianBlur(2)),
+    "blur radius 6": lambda im: im.filter(ImageFilter.GaussianBlur(6)),
+    "colour x0.6": lambda im: ImageEnhance.Color(im).enhance(0.6),
+    "down 8x and up": lambda im: im.resize((im.width // 8, im.height // 8)).resize(im.size),
+}
+
+
+def main():
+    from evaluation.inception import InceptionFeatures, l2_normalize
+    from inference.train_pool import train_banners
+
+    if DATA_DIR:
+        os.environ["DATA_DIR"] = DATA_DIR
+    _, paths = train_banners()
+    paths = sorted(paths)
+    random.Random(SEED).shuffle(paths)
+    paths = paths[:N]
+    extractor = InceptionFeatures(device=common.pick_device())
+    feats = l2_normalize(extractor(paths, progress="inception features"))
+    sims = feats @ feats.T
+    np.fill_diagonal(sims, -np.inf)
+    nearest = sims.max(axis=1)
+    p50, p90, p99 = np.percentile(nearest, [50, 90, 99])
+    print(f"{len(paths)} distinct training banners, cosine to the nearest other one: median {p50:.3f}, "
+          f"90th pct {p90:.3f}, 99th pct {p99:.3f}, max {nearest.max():.3f}")
+    originals = [common.load_rgb(p) for p in paths[:N_COPIES]]
+    for name, transform in NEAR_COPIES.items():
+        copies = l2_normalize(extractor([transform(im) for im in originals]))
+        cos = (copies * feats[:N_COPIES]).sum(axis=1)
+        print(f"near-copy '{name}' vs its original: mean {cos.mean():.3f}, min {cos.min():.3f} ({N_COPIES} banners)")
+
+
+if __name__ == "__main__":
+    common.run_main(main)
