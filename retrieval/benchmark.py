@@ -7,8 +7,9 @@ Retrieval benchmark: embedding throughput and search time / memory. Prints a tab
      does not depend on weight values), image decoding and preprocessing included.
 2. Search: QUERIES random unit queries against 10k / 100k / 1M random unit 512-d embeddings written to disk as an index
    (fp16), top-k by `retrieval.search.search` reading the index chunk by chunk, beside one bare in-memory fp32
-   `torch.matmul` of the same size (the limit). Peak memory = the highest resident anonymous memory during the search
-   above what it was before (the index's own pages are file-backed and listed apart as "index pages touched").
+   `torch.matmul` of the same size (the limit). Peak memory = the highest resident anonymous memory during one search
+   in a fresh process above what it was before (the index's own pages are file-backed, counted apart as "index pages
+   touched": the page cache can drop them at any time).
 
 usage: python -m retrieval.benchmark [--BENCH_DATA=/work/shared/zac2023/train] [--POOL_SIZES="(10000,100000,1000000)"]
 """
@@ -36,6 +37,7 @@ TOP_K = 5  # neighbours per query
 SEARCH_CHUNK = 32768  # pool rows per matrix product
 REPEATS = 5  # timed repeats, interleaved (the best is reported)
 SKIP_EMBEDDING = False  # only the search part
+MEMORY_PROBE = ""  # internal: an index folder; run one search in this fresh process and print its peak memory
 WORK_DIR = ""  # where the temporary indexes go (empty: a temp folder; needs ~1 GB per million rows at fp16)
 common.configure(globals())
 
@@ -119,6 +121,29 @@ def bench_embedding():
         print(f"{name:52s} {n:7d} {dt:9.2f} {n / dt:9.1f}")
 
 
+def memory_in_fresh_process(folder):
+    """Peak memory of one search, measured in a new process: in this one, memory kept by the allocator from earlier
+    work would hide part of it."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "retrieval.benchmark", f"--MEMORY_PROBE={folder}"], check=True,
+                         capture_output=True, text=True, cwd=common.REPO_ROOT).stdout
+    anon_mb, file_mb = out.strip().splitlines()[-1].split()
+    return float(anon_mb), float(file_mb)
+
+
+def probe_memory(folder):
+    from retrieval.index import Index
+    from retrieval.search import search
+
+    index = Index.open(folder)
+    queries = torch.from_numpy(unit_rows(np.random.default_rng(0), QUERIES, DIM))
+    with PeakMemory() as mem:
+        search(queries, index, TOP_K, chunk_rows=SEARCH_CHUNK)
+    print(f"{mem.anon_mb:.1f} {mem.file_mb:.1f}")
+
+
 def bench_search(work):
     from retrieval.index import Index, write_safetensors_streaming
     from retrieval.search import search
@@ -138,19 +163,20 @@ def bench_search(work):
                                                  "ids": [], "row_keys": []})
         index = Index.open(folder)
         search(queries, index, TOP_K, chunk_rows=SEARCH_CHUNK)  # warm-up (page cache)
-        with PeakMemory() as mem:
-            search(queries, index, TOP_K, chunk_rows=SEARCH_CHUNK)
+        anon_mb, file_mb = memory_in_fresh_process(folder)
         pool = index.embeddings()  # fp32 in memory: what the bare matmul gets for free
         t_search, t_matmul = best_times([lambda: search(queries, index, TOP_K, chunk_rows=SEARCH_CHUNK),
                                          lambda: torch.matmul(queries, pool.T)], REPEATS)
         del pool
         size_mb = os.path.getsize(index.path) / 2**20
         print(f"{n:9d} {size_mb:9.0f} {t_search:9.3f} {t_matmul:9.3f} {t_search / t_matmul:6.2f} "
-              f"{mem.anon_mb:20.0f} {mem.file_mb:23.0f}", flush=True)
+              f"{anon_mb:20.0f} {file_mb:23.0f}", flush=True)
         (folder / "embeddings.safetensors").unlink()
 
 
 def main():
+    if MEMORY_PROBE:
+        return probe_memory(MEMORY_PROBE)
     if not SKIP_EMBEDDING:
         bench_embedding()
     if WORK_DIR:

@@ -89,10 +89,11 @@ def read_header(path):
 
 def _memmap(path):
     """Read-only numpy view of a single-tensor safetensors file (random row access for reuse, without loading it)."""
-    header = read_header(path)
-    info = header[TENSOR]
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        info = json.loads(f.read(size))[TENSOR]
     dtype = {"F16": np.float16, "F32": np.float32}[info["dtype"]]
-    offset = 8 + struct.unpack("<Q", open(path, "rb").read(8))[0] + info["data_offsets"][0]
+    offset = 8 + size + info["data_offsets"][0]
     return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(info["shape"]))
 
 
@@ -144,14 +145,12 @@ def _encode_part(encoder, items, row_keys, lo, hi, reuse, old, dtype, batch_size
     """Rows [lo, hi): copied from the previous index where the input is unchanged, else encoded in batches."""
     np_dtype = DTYPES[dtype][0]
     out = np.empty((hi - lo, encoder.dim), dtype=np_dtype)
-    todo = []
-    for i in range(lo, hi):
-        j = reuse.get(row_keys[i])
-        if j is not None:
-            out[i - lo] = old[j]
-        else:
-            todo.append(i)
-    bar.update(hi - lo - len(todo))
+    previous = np.array([reuse.get(rk, -1) for rk in row_keys[lo:hi]], dtype=np.int64)
+    known = previous >= 0
+    if known.any():
+        out[known] = old[previous[known]]  # one gather from the memory-mapped previous file
+    todo = (np.flatnonzero(~known) + lo).tolist()
+    bar.update(int(known.sum()))
     for b in range(0, len(todo), batch_size):
         rows = todo[b:b + batch_size]
         vectors = encoder.encode([items[i] for i in rows])

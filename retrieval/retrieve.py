@@ -118,7 +118,8 @@ def main():
         raise InputError(f"TOP_K must be >= 1, got {TOP_K}")
     if TOP_K > pool.n:
         print(f"warning: TOP_K={TOP_K} but only {pool.n} train rows: {pool.n} neighbours per row", flush=True)
-    rows, scores = search(queries.embeddings(), pool, TOP_K, chunk_rows=SEARCH_CHUNK, device=device)
+    rows, scores = search(queries.embeddings(), pool, TOP_K, chunk_rows=SEARCH_CHUNK, device=device,
+                          progress="search")
     # the indexes carry their ids; map back through them, never through positions in a CSV that may have changed
     train_banner = dict(zip(train.id, train.bannerImage))
     test_banner = dict(zip(test.id, test.bannerImage))

@@ -8,6 +8,7 @@ Rows are L2-normalised, so the dot product is the cosine. Among equal scores the
 """
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from retrieval.index import TENSOR, Index
 
@@ -47,11 +48,12 @@ def _merge(best_scores, best_rows, scores, rows, k):
     return torch.gather(s, 1, order), torch.gather(r, 1, order)
 
 
-def search(queries, pool, k, chunk_rows=32768, query_rows=4096, device="cpu", exclude=None):
+def search(queries, pool, k, chunk_rows=32768, query_rows=4096, device="cpu", exclude=None, progress=None):
     """Top-k pool rows for each query: (rows int64 (m, k), scores float32 (m, k)), best first.
 
     queries: (m, dim) array/tensor (normalised); pool: `Index` or (n, dim) array/tensor. k is capped at the pool size.
     exclude: optional (m,) pool row per query to skip (e.g. the query's own row when searching a pool against itself).
+    progress: a label to show a progress bar over the pool's rows.
     """
     queries = torch.as_tensor(np.asarray(queries, dtype=np.float32)) if not torch.is_tensor(queries) else queries
     queries = queries.to(device=device, dtype=torch.float32)
@@ -66,7 +68,9 @@ def search(queries, pool, k, chunk_rows=32768, query_rows=4096, device="cpu", ex
     excl = None if exclude is None else torch.as_tensor(np.asarray(exclude), dtype=torch.int64, device=device)
     # one scores buffer reused for every (query block, chunk) product, for the same reason as the chunk buffer
     scores_buffer = torch.empty(min(m, query_rows) * min(chunk_rows, n), dtype=torch.float32, device=device)
+    bar = tqdm(total=n, desc=progress, unit="row", unit_scale=True, disable=progress is None)
     for start, chunk in _pool_chunks(pool, chunk_rows, device):
+        bar.update(len(chunk))
         kk = min(k, len(chunk))
         for q0 in range(0, m, query_rows):  # bounded scores matrix when there are many queries too
             q1 = min(m, q0 + query_rows)
@@ -79,4 +83,5 @@ def search(queries, pool, k, chunk_rows=32768, query_rows=4096, device="cpu", ex
             top_scores, top_rows = torch.topk(scores, kk, dim=1, sorted=False)
             best_scores[q0:q1], best_rows[q0:q1] = _merge(best_scores[q0:q1], best_rows[q0:q1], top_scores,
                                                           top_rows + start, k)
+    bar.close()
     return best_rows.cpu().numpy(), best_scores.cpu().numpy()
