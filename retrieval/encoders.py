@@ -172,13 +172,9 @@ class _ClipTower:
         self.batch_size = batch_size
         self.model, self.preprocess, self.tokenizer, fingerprint = load_open_clip(
             name, self.device, image_resize_mode, smoke_family)
-        self.dim = int(self.model.text_projection.shape[1] if hasattr(self.model, "text_projection")
-                       and self.model.text_projection is not None else self._probe_dim())
+        with torch.inference_mode():  # the shared embedding size, whatever the tower's implementation
+            self.dim = int(self.model.encode_text(self.tokenizer(["a"]).to(self.device)).shape[-1])
         self.spec = {"kind": self.kind, "model": str(name), "fingerprint": fingerprint, "dim": self.dim}
-
-    def _probe_dim(self):
-        with torch.inference_mode():
-            return self.model.encode_text(self.tokenizer(["a"]).to(self.device)).shape[-1]
 
     def encode(self, items):
         out = []

@@ -44,8 +44,8 @@ def row_texts(df, fields, what):
     missing = [c for c in columns if c not in df.columns]
     if not columns or missing:
         raise InputError(f"{what}: field(s) {missing or fields!r} not among the columns {list(df.columns)}")
-    texts = [FIELD_SEPARATOR.join(t for t in (common.normalize_text(row[c]) for c in columns) if t)
-             for _, row in df.iterrows()]
+    texts = [FIELD_SEPARATOR.join(t for t in map(common.normalize_text, values) if t)
+             for values in zip(*(df[c] for c in columns))]
     empty = [df.id[i] for i, t in enumerate(texts) if not t]
     if empty:
         raise InputError(f"{what}: empty {'+'.join(columns)} for row id(s) {empty[:10]}")
@@ -100,8 +100,10 @@ def main():
         if list(trans.id) != list(test.id):
             raise InputError(f"{trans_csv}: ids differ from {test_csv} (rerun the translation)")
         images_dir = common.split_dir("train") / "images"
-        for row in train.itertuples():
-            common.check_image(images_dir / row.bannerImage, f"train row id={row.id}")
+        # existence up front (fast); an unreadable file fails while encoding, naming it, and finished parts are kept
+        missing = [i for i, b in zip(train.id, train.bannerImage) if not (images_dir / b).is_file()]
+        if missing:
+            raise InputError(f"{images_dir}: banner missing for train row id(s) {missing[:10]}")
         image_encoder = ClipImageEncoder(CLIP_MODEL, device=device, batch_size=BATCH_SIZE,
                                          image_resize_mode=IMAGE_RESIZE_MODE)
         pool = build(image_encoder, "train", [str(images_dir / b) for b in train.bannerImage], train.id, "",
