@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import InputError, load_model, load_rgb, model_path, pick_device
+from common import InputError, load_model, load_rgb, model_path, pick_device, smoke_enabled
 
 # models whose card asks for word-segmented input (pyvi's ViTokenizer: "học sinh" -> "học_sinh")
 NEEDS_WORD_SEGMENTATION = ("vietnamese-bi-encoder",)
@@ -100,7 +100,7 @@ class TextEncoder:
         self.model = load_model(SentenceTransformer, name, smoke_family, device=self.device,
                                 trust_remote_code=trust_remote_code)
         self.model.eval()
-        self.segment = _word_segmenter(name, word_segment)
+        self.segment = _word_segmenter(path if smoke_enabled() else name, word_segment)  # the smoke model: no
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         self.spec = {"kind": self.kind, "model": str(name), "fingerprint": model_fingerprint(name, path),

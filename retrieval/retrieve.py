@@ -71,7 +71,8 @@ def build(encoder, split, items, ids, fields, rank, world_size):
                                  batch_size=BATCH_SIZE, rank=rank, world_size=world_size,
                                  desc=f"{split} {encoder.kind}")
     if rank == 0:
-        print(f"{split} index {folder}: {index.n} rows, {encoded} encoded now, {index.n - encoded} reused", flush=True)
+        by = f" by rank 0 of {world_size}" if world_size > 1 else ""
+        print(f"{split} index {folder}: {index.n} rows, {encoded} encoded now{by}", flush=True)
     return index
 
 
