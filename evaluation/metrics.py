@@ -1,0 +1,93 @@
+"""
+The local score: per-row PSNR, SSIM and Inception cosine, FID over the set, and the four [0, 1] terms of the
+competitors' reconstruction (lower is better; ../shared/notes/competition.md):
+
+    score = 0.25*mean(1/(1+PSNR)) + 0.25*mean(1-(SSIM+1)/2) + 0.25*mean((1-cos)/2) + 0.25*(1-1/(1+FID))
+
+- PSNR on 0..255 RGB, over all pixels and channels; identical images give inf, whose term is 0.
+- SSIM: the standard Wang et al. (2004) index, Gaussian window 11x11 with sigma 1.5, K1=0.01, K2=0.03, data range 255,
+  computed on each RGB channel and averaged (torchmetrics' `structural_similarity_index_measure`, which is also what the
+  public reconstruction of the competition score called). RGB rather than luminance because the score is about the
+  colour banner as delivered, and both PSNR and the reconstruction work on RGB.
+- FID: Frechet distance between Gaussians fitted to the two sets of 2048-d features, in float64 with scipy's sqrtm, the
+  way pytorch-fid does it (a small diagonal offset when the product is singular, the imaginary part dropped when it is
+  numerical noise). Fewer than 2 images have no covariance: it is taken as zero (the distance of the means).
+"""
+import warnings
+
+import numpy as np
+
+
+def psnr(pred, target):
+    """PSNR in dB of two uint8 HxWx3 arrays on 0..255; inf when identical."""
+    mse = np.mean((pred.astype(np.float64) - target.astype(np.float64)) ** 2)
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0 ** 2 / mse))
+
+
+def ssim(pred, target):
+    """SSIM (Gaussian 11, sigma 1.5, RGB channels averaged, data range 255) of two uint8 HxWx3 arrays; 1 when identical."""
+    import torch
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    def to_tensor(a):
+        return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].to(torch.float64)
+
+    value = structural_similarity_index_measure(to_tensor(pred), to_tensor(target), gaussian_kernel=True, sigma=1.5,
+                                                kernel_size=11, data_range=255.0, k1=0.01, k2=0.03)
+    return float(value)
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
+    from scipy import linalg
+
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    diff = mu1 - mu2
+    covmean, _ = linalg.sqrtm(sigma1.dot(sigma2), disp=False)
+    if not np.isfinite(covmean).all():
+        # a singular product (fewer images than dimensions): offset both diagonals, as pytorch-fid does
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        imag = np.max(np.abs(covmean.imag))
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            warnings.warn(f"FID: sqrtm has a large imaginary part ({imag:.3g}); keeping the real part")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def gaussian_stats(features):
+    features = np.asarray(features, dtype=np.float64)
+    mu = features.mean(axis=0)
+    if len(features) < 2:
+        return mu, np.zeros((features.shape[1], features.shape[1]))
+    return mu, np.cov(features, rowvar=False)
+
+
+def fid(pred_features, target_features):
+    """FID between two (n, 2048) feature sets; >= 0 (tiny negative float noise is clipped)."""
+    return max(0.0, frechet_distance(*gaussian_stats(pred_features), *gaussian_stats(target_features)))
+
+
+def psnr_term(psnr_db):
+    return 0.0 if np.isinf(psnr_db) else 1.0 / (1.0 + psnr_db)
+
+
+def ssim_term(ssim_value):
+    return 1.0 - (ssim_value + 1.0) / 2.0
+
+
+def inception_term(cos):
+    return (1.0 - cos) / 2.0
+
+
+def fid_term(fid_value):
+    return 1.0 - 1.0 / (1.0 + fid_value)
+
+
+def total_score(psnr_terms, ssim_terms, inception_terms, fid_value):
+    """The four terms (each the mean over rows, FID's over the set) and their average: lower is better."""
+    terms = {"psnr_term": float(np.mean(psnr_terms)), "ssim_term": float(np.mean(ssim_terms)),
+             "inception_term": float(np.mean(inception_terms)), "fid_term": float(fid_term(fid_value))}
+    terms["score"] = 0.25 * sum(terms.values())
+    return terms
