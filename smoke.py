@@ -1,0 +1,368 @@
+"""Tiny random stand-ins for every model family the pipeline uses.
+
+The real checkpoints (Stable Diffusion, CLIP, LLaVA, translators...) are gigabytes and live on
+a model hub we cannot reach in tests or CI. Each builder here makes a model with the same
+architecture family, a few thousand times smaller and with random weights, and saves it with
+working tokenizer/processor files, so the library's standard loader runs on the folder:
+
+    import smoke
+    pipe = StableDiffusionPipeline.from_pretrained(smoke.smoke_model("sd15"))
+
+Outputs are noise, of course; the point is to exercise the code paths end to end, offline.
+
+    python -m smoke [--all | family ...]    # build (if missing) and print the cached paths
+"""
+import argparse
+import gzip
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+FAMILIES = ("sd15", "sd21", "sentence", "open_clip", "llava", "causal_lm", "seq2seq")
+ROOT = Path(__file__).resolve().parent
+MARKER = ".complete"  # written last: a folder without it is a half build
+SEED = 0
+_lock = threading.Lock()  # builds seed torch's global RNG: one at a time per process
+
+# Small Vietnamese + English ad-copy corpus to train the tokenizers on.
+_CORPUS = (
+    "Giảm giá 50% cho tất cả sản phẩm trong tuần này!",
+    "Mua một tặng một, chỉ có tại cửa hàng của chúng tôi.",
+    "Cà phê sữa đá thơm ngon, đậm đà hương vị Việt Nam.",
+    "Khuyến mãi mùa hè: miễn phí vận chuyển toàn quốc.",
+    "Điện thoại thông minh mới nhất với camera siêu nét.",
+    "Ưu đãi đặc biệt dành cho khách hàng thân thiết.",
+    "Trà sữa trân châu đường đen, uống là ghiền.",
+    "Nhanh tay đặt hàng ngay hôm nay để nhận quà tặng hấp dẫn.",
+    "Thời trang công sở thanh lịch, phong cách hiện đại.",
+    "Khóa học tiếng Anh trực tuyến cho người mới bắt đầu.",
+    "Bánh mì nóng giòn, nhân thịt nướng thơm lừng.",
+    "Du lịch Đà Nẵng, Hội An, Phú Quốc với giá cực sốc.",
+    "Mỹ phẩm thiên nhiên, an toàn cho làn da nhạy cảm.",
+    "Xe máy điện tiết kiệm, thân thiện với môi trường.",
+    "Căn hộ cao cấp view sông, thanh toán chỉ 30% nhận nhà.",
+    "Siêu sale cuối năm, hàng ngàn deal giá sốc đang chờ bạn.",
+    "Big sale this weekend: up to 70% off everything!",
+    "Buy one, get one free at all our stores.",
+    "Fresh iced coffee with condensed milk, the taste of Vietnam.",
+    "Free nationwide shipping on all summer orders.",
+    "The newest smartphone with an ultra sharp camera.",
+    "Exclusive offers for our loyal customers.",
+    "Order today and get an attractive gift.",
+    "Elegant office fashion with a modern style.",
+    "Online English courses for beginners.",
+    "A colorful advertising banner with a bright red background and bold white text.",
+    "A bowl of pho with fresh herbs on a wooden table, product photo, studio lighting.",
+    "A smiling young woman holding a cup of milk tea, pastel colors, clean layout.",
+    "A modern electric scooter on a city street at sunset, high quality, 4k.",
+    "Describe the image in detail.",
+    "Translate the following Vietnamese text into English.",
+    "Write a short prompt for a banner advertising this product.",
+)
+
+
+def smoke_dir():
+    """Cache root: $SMOKE_CACHE, else <repo>/.cache/smoke_models (git-ignored)."""
+    return os.environ.get("SMOKE_CACHE") or str(ROOT / ".cache" / "smoke_models")
+
+
+def _build_key():
+    # The marker stores a hash of this file, so changing a recipe invalidates old caches.
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def _is_complete(folder):
+    try:
+        return (Path(folder) / MARKER).read_text().strip() == _build_key()
+    except OSError:
+        return False
+
+
+def smoke_model(family):
+    """Path of the cached tiny model for `family`, building it first if needed."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
+    final = Path(smoke_dir()) / family
+    if _is_complete(final):
+        return str(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    # Build beside the final folder (same filesystem) and rename it into place only when
+    # complete, so an interrupted build never looks cached.
+    tmp = Path(tempfile.mkdtemp(prefix=f".{family}.building-", dir=final.parent))
+    try:
+        build(family, tmp)
+        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache may be shared
+        (tmp / MARKER).write_text(_build_key() + "\n")
+        if final.exists() and not _is_complete(final):
+            shutil.rmtree(final, ignore_errors=True)  # half-built or stale leftovers
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not _is_complete(final):  # not a lost race: a real error
+                raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(final)
+
+
+def build(family, folder):
+    """Build the tiny model `family` into `folder` (same weights every time)."""
+    import torch
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    # fork_rng: seeding must not change the caller's random stream
+    with _lock, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(SEED)
+        globals()["_build_" + family](str(folder))
+
+
+# ---------------------------------------------------------------------------- tokenizers
+
+def _clip_vocab():
+    """The real CLIP BPE vocab (49408 tokens) and merges, rebuilt from the file open_clip ships."""
+    import open_clip
+    from open_clip.tokenizer import bytes_to_unicode
+    bpe = Path(open_clip.__file__).parent / "bpe_simple_vocab_16e6.txt.gz"
+    lines = gzip.open(bpe, "rt", encoding="utf-8").read().split("\n")
+    merges = [tuple(m.split()) for m in lines[1:49152 - 256 - 2 + 1]]  # CLIP keeps the first 48894
+    chars = list(bytes_to_unicode().values())
+    tokens = chars + [c + "</w>" for c in chars] + ["".join(m) for m in merges]
+    tokens += ["<|startoftext|>", "<|endoftext|>"]
+    return {t: i for i, t in enumerate(tokens)}, merges
+
+
+def _bpe(special, vocab_size=600):
+    """Byte-level BPE trained on _CORPUS: encodes any text (Vietnamese, emoji) without unk."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                                  show_progress=False)
+    tok.train_from_iterator(_CORPUS, trainer)
+    return tok
+
+
+def _fast(tok, model_max_length=256, **kw):
+    from transformers import PreTrainedTokenizerFast
+    return PreTrainedTokenizerFast(tokenizer_object=tok, model_max_length=model_max_length, **kw)
+
+
+# ---------------------------------------------------------------------------- families
+
+def _sd(folder, v_prediction):
+    from diffusers import (AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionPipeline,
+                           UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    unet = UNet2DConditionModel(
+        sample_size=64, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=(32, 64), cross_attention_dim=32,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        # SD 2.x: per-block head dims and linear projections in the transformer blocks
+        attention_head_dim=(2, 4) if v_prediction else 8,
+        use_linear_projection=v_prediction, upcast_attention=v_prediction,
+    )
+    # 4 blocks -> 3 downsamples -> latents are 1/8 of the image, as in the real VAE
+    vae = AutoencoderKL(
+        in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
+        block_out_channels=(32, 32, 64, 64), norm_num_groups=32, sample_size=64,
+        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+    )
+    text_encoder = CLIPTextModel(CLIPTextConfig(
+        vocab_size=49408, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=77, projection_dim=32,
+        bos_token_id=49406, eos_token_id=49407, pad_token_id=49407 if not v_prediction else 0,
+        hidden_act="gelu" if v_prediction else "quick_gelu",  # OpenCLIP-H vs OpenAI CLIP-L
+    ))
+    betas = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                 beta_schedule="scaled_linear", set_alpha_to_one=False, steps_offset=1)
+    if v_prediction:
+        scheduler = DDIMScheduler(**betas, clip_sample=False, prediction_type="v_prediction",
+                                  rescale_betas_zero_snr=True, timestep_spacing="trailing")
+    else:
+        scheduler = PNDMScheduler(**betas, skip_prk_steps=True, prediction_type="epsilon")
+    vocab, merges = _clip_vocab()
+    # transformers 5: vocab/merges (not vocab_file/merges_file, which are silently ignored);
+    # model_max_length must be set or padding to max_length overflows.
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77,
+                              pad_token="!" if v_prediction else "<|endoftext|>")  # SD2 pads with "!"
+    pipe = StableDiffusionPipeline(
+        vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, unet=unet, scheduler=scheduler,
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.save_pretrained(folder)
+    # transformers saves only tokenizer.json; add the classic files for other readers
+    with open(os.path.join(folder, "tokenizer", "vocab.json"), "w", encoding="utf-8") as f:
+        json.dump(vocab, f, ensure_ascii=False)
+    with open(os.path.join(folder, "tokenizer", "merges.txt"), "w", encoding="utf-8") as f:
+        f.write("#version: 0.2\n" + "".join(f"{a} {b}\n" for a, b in merges))
+
+
+def _build_sd15(folder):
+    _sd(folder, v_prediction=False)
+
+
+def _build_sd21(folder):
+    _sd(folder, v_prediction=True)
+
+
+def _build_sentence(folder):
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertModel
+    try:
+        from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
+    except ImportError:  # sentence-transformers < 6
+        from sentence_transformers.models import Normalize, Pooling, Transformer
+    from sentence_transformers import SentenceTransformer
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=False)  # keep Vietnamese tones
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(_CORPUS, trainers.WordPieceTrainer(
+        vocab_size=800, special_tokens=special, show_progress=False))
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)])
+    hf_tok = _fast(tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]",
+                   sep_token="[SEP]", mask_token="[MASK]", model_max_length=128)
+
+    bert = BertModel(BertConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, max_position_embeddings=128, pad_token_id=tok.token_to_id("[PAD]")))
+    # Transformer() loads from a folder, so stage the BERT files first.
+    with tempfile.TemporaryDirectory() as stage:
+        bert.save_pretrained(stage)
+        hf_tok.save_pretrained(stage)
+        model = SentenceTransformer(modules=[Transformer(stage), Pooling(32, "mean"), Normalize()],
+                                    device="cpu")
+        model.save(folder)
+
+
+def _build_open_clip(folder):
+    import open_clip
+    from safetensors.torch import save_file
+    model_cfg = {
+        "embed_dim": 32,
+        # head_width defaults to 64, which would give 0 heads at width 32
+        "vision_cfg": {"image_size": 32, "patch_size": 8, "layers": 2, "width": 32, "head_width": 16},
+        # vocab/context as real CLIP so open_clip's own SimpleTokenizer fits the model
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+    }
+    model = open_clip.CLIP(**model_cfg)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              os.path.join(folder, "open_clip_model.safetensors"))
+    preprocess_cfg = {"mean": list(open_clip.OPENAI_DATASET_MEAN), "std": list(open_clip.OPENAI_DATASET_STD)}
+    with open(os.path.join(folder, "open_clip_config.json"), "w") as f:
+        json.dump({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, f, indent=2)
+
+
+# Works for plain-string content and for processor-style content lists with {"type": "image"}.
+_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>\n"
+    "{% if m['content'] is string %}{{ m['content'] }}"
+    "{% else %}{% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image>\n{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}</s>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
+)
+
+
+def _llama_config(tok, **kw):
+    from transformers import LlamaConfig
+    return LlamaConfig(
+        vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=tok.token_to_id("<s>"), eos_token_id=tok.token_to_id("</s>"),
+        pad_token_id=tok.token_to_id("<pad>"),
+        tie_word_embeddings=False,  # tied + random answers every prompt with the same blank token
+        **kw)
+
+
+def _chat_tokenizer(extra=()):
+    tok = _bpe(["<unk>", "<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>", *extra])
+    hf_tok = _fast(tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>",
+                   padding_side="left")  # decoder-only batched generation pads on the left
+    hf_tok.chat_template = _CHAT_TEMPLATE
+    return tok, hf_tok
+
+
+def _build_causal_lm(folder):
+    from transformers import GenerationConfig, LlamaForCausalLM
+    tok, hf_tok = _chat_tokenizer()
+    cfg = _llama_config(tok)
+    model = LlamaForCausalLM(cfg)
+    model.generation_config = GenerationConfig(bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
+                                               pad_token_id=cfg.pad_token_id, max_new_tokens=16)
+    model.save_pretrained(folder)
+    hf_tok.save_pretrained(folder)
+
+
+def _build_llava(folder):
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, GenerationConfig, LlavaConfig,
+                              LlavaForConditionalGeneration, LlavaProcessor)
+    tok, hf_tok = _chat_tokenizer(extra=["<image>"])
+    image_size, patch = 32, 8
+    text_cfg = _llama_config(tok)
+    cfg = LlavaConfig(
+        vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                       num_attention_heads=4, image_size=image_size, patch_size=patch,
+                                       projection_dim=32),
+        text_config=text_cfg, image_token_id=tok.token_to_id("<image>"),
+        vision_feature_select_strategy="default", vision_feature_layer=-2,
+        tie_word_embeddings=False)
+    model = LlavaForConditionalGeneration(cfg)
+    model.generation_config = GenerationConfig(bos_token_id=text_cfg.bos_token_id, eos_token_id=text_cfg.eos_token_id,
+                                               pad_token_id=text_cfg.pad_token_id, max_new_tokens=16)
+    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
+                                         crop_size={"height": image_size, "width": image_size})
+    # "default" drops the CLS token: (32/8)^2 = 16 image tokens; +1 tells the processor about CLS
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=hf_tok, patch_size=patch,
+                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
+                               chat_template=_CHAT_TEMPLATE)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
+def _build_seq2seq(folder):
+    from tokenizers import processors
+    from transformers import BartConfig, BartForConditionalGeneration, GenerationConfig
+    tok = _bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"])  # BART's special ids 0..4
+    bos, pad, eos = 0, 1, 2
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", bos), ("</s>", eos)])
+    hf_tok = _fast(tok, bos_token="<s>", eos_token="</s>", pad_token="<pad>", unk_token="<unk>",
+                   mask_token="<mask>")
+    cfg = BartConfig(
+        vocab_size=tok.get_vocab_size(), d_model=32, encoder_layers=2, decoder_layers=2,
+        encoder_attention_heads=4, decoder_attention_heads=4, encoder_ffn_dim=64, decoder_ffn_dim=64,
+        max_position_embeddings=256, bos_token_id=bos, pad_token_id=pad, eos_token_id=eos,
+        decoder_start_token_id=eos, forced_eos_token_id=eos, tie_word_embeddings=False)
+    model = BartForConditionalGeneration(cfg)
+    model.generation_config = GenerationConfig(
+        bos_token_id=bos, pad_token_id=pad, eos_token_id=eos, decoder_start_token_id=eos,
+        forced_eos_token_id=eos, max_new_tokens=16)
+    model.save_pretrained(folder)
+    hf_tok.save_pretrained(folder)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(prog="python -m smoke", description="Build tiny random models offline.")
+    p.add_argument("families", nargs="*", metavar="family", help=f"any of {', '.join(FAMILIES)}")
+    p.add_argument("--all", action="store_true", help="build every family (the default)")
+    args = p.parse_args(argv)
+    for family in (FAMILIES if args.all or not args.families else args.families):
+        print(family, smoke_model(family), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
