@@ -124,15 +124,24 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=CACHE_DIR, dup_threshol
         print(f"note: {len(extra)} image(s) in {pred_dir} have no ground-truth row and are ignored, e.g. {sorted(extra)[:3]}")
 
     cache_dir = Path(cache_dir)
+    timings, tick = {}, time.time()
+
+    def lap(name):  # seconds per phase, so the report shows where scoring time goes
+        nonlocal tick
+        timings[name] = round(time.time() - tick, 3)
+        tick = time.time()
+
     if extractor is None and common.pick_device(device) != "cpu":
         from evaluation.inception import InceptionFeatures
 
         extractor = InceptionFeatures(device=common.pick_device(device))
     with JsonStore(cache_dir / "pixel_metrics.json", every=50) as store:
         pixels = pixel_metrics(pred_paths, gt_paths, store)
+    lap("psnr_ssim")
     features = FeatureCache(cache_dir / "inception_features.safetensors", extractor)
     pred_feats = features.features(pred_paths, progress="inception: predictions")
     gt_feats = features.features(gt_paths, progress="inception: ground truth")
+    lap("inception_pred_gt")
 
     rows = gt_info[["id", "bannerImage"]].copy()
     rows["psnr"], rows["ssim"] = pixels[:, 0], pixels[:, 1]
@@ -144,6 +153,7 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=CACHE_DIR, dup_threshol
     report = metrics.total_score(rows["psnr_term"], rows["ssim_term"], rows["inception_term"], fid)
     rows["row_score"] = 0.25 * (rows["psnr_term"] + rows["ssim_term"] + rows["inception_term"] + report["fid_term"])
     report.update(fid=fid, n=len(rows))
+    lap("fid")
 
     if train_dir and str(train_dir).lower() != "none":
         names, train_paths = training_pool(train_dir)
@@ -159,6 +169,7 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=CACHE_DIR, dup_threshol
                       dup_threshold=dup_threshold)
     else:
         report.update(duplication_mean=None, duplication_max=None)
+    lap("duplication")
 
     if clip_model:
         from evaluation.clip_score import ClipScorer
@@ -166,6 +177,7 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=CACHE_DIR, dup_threshol
         scorer = ClipScorer(clip_model, device=common.pick_device(device))
         rows["clip_score"] = scorer(pred_paths, clip_texts(gt_dir, gt_info))
         report.update(clip_score_mean=float(rows["clip_score"].mean()), clip_model=clip_model)
+        lap("clip_score")
 
     finite = rows["psnr"][np.isfinite(rows["psnr"])]
     report.update(psnr_mean_finite=float(finite.mean()) if len(finite) else None, ssim_mean=float(rows["ssim"].mean()),
@@ -176,6 +188,8 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=CACHE_DIR, dup_threshol
         from evaluation.gallery import write_gallery
 
         write_gallery(pred_dir / "gallery.html", rows, gt_info, pred_dir, gt_dir, train_dir, report, thumb_width)
+        lap("gallery")
+    report["timings_s"] = timings
     report["seconds"] = round(time.time() - start, 3)
     report["seconds_per_image"] = round(report["seconds"] / max(1, len(rows)), 4)
     write_json(pred_dir / "report.json", report)

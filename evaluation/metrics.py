@@ -9,9 +9,13 @@ competitors' reconstruction (lower is better; ../shared/notes/competition.md):
   computed on each RGB channel and averaged (torchmetrics' `structural_similarity_index_measure`, which is also what the
   public reconstruction of the competition score called). RGB rather than luminance because the score is about the
   colour banner as delivered, and both PSNR and the reconstruction work on RGB.
-- FID: Frechet distance between Gaussians fitted to the two sets of 2048-d features, in float64 with scipy's sqrtm, the
-  way pytorch-fid does it (a small diagonal offset when the product is singular, the imaginary part dropped when it is
-  numerical noise). Fewer than 2 images have no covariance: it is taken as zero (the distance of the means).
+- FID: Frechet distance between Gaussians fitted to the two sets of 2048-d features, in float64:
+  |mu1-mu2|^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^1/2). Only the TRACE of the matrix square root is needed, and with
+  S1 = A'A, S2 = B'B (A, B the centred features / sqrt(n-1)) it equals the sum of the singular values of A B' (an
+  n1 x n2 matrix): exact, real by construction, and about 1000x faster than scipy's sqrtm of the 2048x2048 product,
+  which for a set smaller than 2048 images is singular (pytorch-fid then adds a 1e-6 diagonal offset and drops an
+  imaginary part). method="sqrtm" computes it the pytorch-fid way; the tests check both agree. Fewer than 2 images have
+  no covariance: it is taken as zero (the distance of the means).
 """
 import warnings
 
@@ -29,8 +33,8 @@ def ssim(pred, target):
     import torch
     from torchmetrics.functional.image import structural_similarity_index_measure
 
-    def to_tensor(a):
-        return torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None].to(torch.float64)
+    def to_tensor(a):  # float32 as the reconstruction did: float64 is 30x slower on the CPU for the same 4 digits
+        return torch.from_numpy(np.array(a, dtype=np.float32)).permute(2, 0, 1)[None]
 
     value = structural_similarity_index_measure(to_tensor(pred), to_tensor(target), gaussian_kernel=True, sigma=1.5,
                                                 kernel_size=11, data_range=255.0, k1=0.01, k2=0.03)
@@ -43,7 +47,9 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
     sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
     diff = mu1 - mu2
-    covmean, _ = linalg.sqrtm(sigma1.dot(sigma2), disp=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # singular-matrix warnings: handled below as pytorch-fid does
+        covmean = linalg.sqrtm(sigma1.dot(sigma2))
     if not np.isfinite(covmean).all():
         # a singular product (fewer images than dimensions): offset both diagonals, as pytorch-fid does
         offset = np.eye(sigma1.shape[0]) * eps
@@ -64,9 +70,24 @@ def gaussian_stats(features):
     return mu, np.cov(features, rowvar=False)
 
 
-def fid(pred_features, target_features):
+def _scaled_centred(features):
+    """A with A'A = the sample covariance (zero for a single image)."""
+    x = np.asarray(features, dtype=np.float64)
+    if len(x) < 2:
+        return np.zeros_like(x)
+    return (x - x.mean(axis=0)) / np.sqrt(len(x) - 1)
+
+
+def fid(pred_features, target_features, method="svd"):
     """FID between two (n, 2048) feature sets; >= 0 (tiny negative float noise is clipped)."""
-    return max(0.0, frechet_distance(*gaussian_stats(pred_features), *gaussian_stats(target_features)))
+    if method == "sqrtm":
+        value = frechet_distance(*gaussian_stats(pred_features), *gaussian_stats(target_features))
+    else:
+        a, b = _scaled_centred(pred_features), _scaled_centred(target_features)
+        diff = np.mean(pred_features, axis=0) - np.mean(target_features, axis=0)
+        trace_sqrt = np.linalg.svd(a @ b.T, compute_uv=False).sum()  # Tr((S1 S2)^1/2), exactly
+        value = float(diff @ diff + np.sum(a * a) + np.sum(b * b) - 2 * trace_sqrt)
+    return max(0.0, value)
 
 
 def psnr_term(psnr_db):
