@@ -89,13 +89,21 @@ def test_pixel_metrics_extremes_and_known_value():
     rng = np.random.default_rng(0)
     a = rng.integers(0, 256, (53, 102, 3), dtype=np.uint8)
     assert metrics.psnr(a, a) == float("inf") and metrics.psnr_term(float("inf")) == 0.0
-    assert metrics.ssim(a, a) == pytest.approx(1.0, abs=1e-6) and metrics.ssim_term(1.0) == 0.0
+    assert metrics.ssim(a, a) == 1.0 and metrics.ssim_term(1.0) == 0.0
     shifted = np.clip(a.astype(int) + 10, 0, 255).astype(np.uint8)
     mse = np.mean((shifted.astype(float) - a) ** 2)
     assert metrics.psnr(shifted, a) == pytest.approx(10 * np.log10(255 ** 2 / mse))
     noise = rng.integers(0, 256, a.shape, dtype=np.uint8)
     assert -1 < metrics.ssim(noise, a) < 0.2  # unrelated images: SSIM near 0
     assert metrics.ssim(noise, a) == pytest.approx(metrics.ssim(a, noise))  # symmetric
+    # exactly torchmetrics' SSIM (the standard variant), computed in float64
+    import torch
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    blurred = ((a.astype(int) + np.roll(a, 3, axis=1)) // 2).astype(np.uint8)
+    as_tensor = lambda x: torch.from_numpy(x.astype(np.float64)).permute(2, 0, 1)[None]  # noqa: E731
+    reference = structural_similarity_index_measure(as_tensor(blurred), as_tensor(a), data_range=255.0)
+    assert metrics.ssim(blurred, a) == pytest.approx(float(reference), abs=1e-10)
     assert metrics.inception_term(1.0) == 0.0 and metrics.inception_term(-1.0) == 1.0
     assert metrics.fid_term(0.0) == 0.0 and 0 < metrics.fid_term(5.0) < 1
 
@@ -181,7 +189,7 @@ def test_evaluate_identical_predictions_give_the_extremes(split, tmp_path, cache
     report = evaluate(pred, split / "test", split / "train", cache_dir, extractor=extractor)
     assert REQUIRED_KEYS <= set(report) and report == read_json(pred / "report.json")
     assert report["n"] == 4
-    assert report["psnr_term"] == 0.0 and report["ssim_term"] == pytest.approx(0.0, abs=1e-6)
+    assert report["psnr_term"] == 0.0 and report["ssim_term"] == 0.0
     assert report["inception_term"] == pytest.approx(0.0, abs=1e-9)
     assert report["fid"] == pytest.approx(0.0, abs=1e-6) and report["score"] == pytest.approx(0.0, abs=1e-6)
     assert report["duplication_max"] < 0.999  # held-out banners are not in the split's training pool
