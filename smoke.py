@@ -214,7 +214,7 @@ def _build_sd21(folder):
 
 
 def _build_sentence(folder):
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from transformers import BertConfig, BertModel
     try:
         from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
@@ -223,12 +223,17 @@ def _build_sentence(folder):
     from sentence_transformers import SentenceTransformer
 
     special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=False)  # keep Vietnamese tones
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    # A fixed vocabulary (whole corpus words + single characters) instead of WordPieceTrainer, whose
+    # tie-breaking varies from run to run (seen: 709 or 710 tokens), which made the weights differ.
+    normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=False)  # keep Vietnamese tones
+    splitter = pre_tokenizers.BertPreTokenizer()
+    words = sorted({w for s in _CORPUS for w, _ in splitter.pre_tokenize_str(normalizer.normalize_str(s))})
+    chars = sorted({c for w in words for c in w})
+    vocab = list(dict.fromkeys(special + chars + ["##" + c for c in chars] + words))
+    tok = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = splitter
     tok.decoder = decoders.WordPiece()
-    tok.train_from_iterator(_CORPUS, trainers.WordPieceTrainer(
-        vocab_size=800, special_tokens=special, show_progress=False))
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
