@@ -2,6 +2,7 @@
 The baselines every method must beat, scored on a deterministic validation split of $DATA_DIR/train:
 
   (a) mean_color        a constant banner of the split's training mean colour (common.mean_color)
+  (r) random_copy       a random training banner per row (common.row_seed), copied: what (b)'s retrieval must beat
   (b) retrieved_copy    the rank-1 retrieved training banner copied as is (runs `python -m retrieval.retrieve` on the
                         split when the retrieval stage exists; reads test/retrieval.csv)
   (c) retrieved_pp      (b) through Method 1's post-processing (`python -m inference.postprocess`, the top-2 retrieved
@@ -86,6 +87,17 @@ def copy_banner(src, out_dir, name):
         save_banner(load_rgb(src), out_dir, name)
 
 
+def random_copy_baseline(split, out_dir):
+    """Each test row gets a training banner picked by its row seed: the floor that retrieval has to beat."""
+    train = common.read_info(split / "train" / "info.csv")["bannerImage"].tolist()
+    test = common.read_info(split / "test" / "info.csv")
+    picks = [train[common.row_seed(SEED, i) % len(train)] for i in test["id"]]
+    for name, pick in zip(test["bannerImage"], picks):
+        copy_banner(split / "train" / "images" / pick, out_dir, name)
+    common.write_csv(out_dir / "manifest.csv", pd.DataFrame({"id": test["id"], "bannerImage": test["bannerImage"],
+                                                             "init_bannerImage": picks}))
+
+
 def retrieved_baseline(split, out_dir, rank):
     """Copy each test row's rank-`rank` retrieved training banner; a manifest names it for the gallery."""
     path = split / "test" / "retrieval.csv"
@@ -123,6 +135,9 @@ def main():
     (out_root / "mean_color").mkdir(parents=True, exist_ok=True)
     mean_color_baseline(split, out_root / "mean_color")
     score("mean_color")
+    (out_root / "random_copy").mkdir(parents=True, exist_ok=True)
+    random_copy_baseline(split, out_root / "random_copy")
+    score("random_copy")
 
     if stage_exists("retrieval.retrieve"):
         run_stage("retrieval.retrieve", RETRIEVAL_ARGS, split)

@@ -2,7 +2,7 @@
 Seconds per image of each part of scoring, measured cold (no cache) on N real banners, so the cost of scoring a new
 prediction folder can be predicted:  python -m evaluation.benchmark --DATA_DIR=/work/shared/zac2023 [--N=32]
 
-Prints: PSNR+SSIM per pair, Inception features per image (model load excluded), the FID (sqrtm of a 2048x2048 product)
+Prints: PSNR+SSIM per pair, Inception features per image (model load excluded), the FID (exact SVD route)
 once per set, a gallery thumbnail per image, and the resulting cold cost per row (pixel metrics + 2 Inception passes:
 prediction and ground truth; the training pool is paid once per training set and then cached).
 """
@@ -50,7 +50,7 @@ def main():
     print(f"images: {n} from {images} (device {common.pick_device(DEVICE)})")
     print(f"psnr+ssim per pair        {pixel:.3f} s")
     print(f"inception per image       {inception:.3f} s")
-    print(f"fid (sqrtm) per set       {fid:.3f} s")
+    print(f"fid per set (2048-d, SVD) {fid:.3f} s")
     print(f"gallery thumbnail / image {thumb:.3f} s")
     print(f"cold scoring per row      {pixel + 2 * inception + 3 * thumb:.3f} s  (+ {inception:.3f} s per training banner, once)")
 
