@@ -36,6 +36,7 @@ SEED = 0  # split seed
 FRACTION = 0.1  # held-out share (0.1 of 1362 -> 136 rows)
 OUT_ROOT = "outputs/baselines"  # one folder per baseline + baselines.md/.csv
 CACHE_DIR = ".cache/evaluation"  # Inception features and pixel metrics by content (shared with run/evaluate.sh)
+RUN_RETRIEVAL = True  # run the retrieval stage on the split (False: use the split's existing test/retrieval.csv)
 RETRIEVAL_ARGS = ""  # extra flags for `python -m retrieval.retrieve` on the split (e.g. an offline --TEXT_MODEL=folder)
 POSTPROCESS_ARGS = ""  # extra flags for `python -m inference.postprocess` in baseline (c)
 GALLERY = True  # write gallery.html for each baseline
@@ -111,6 +112,8 @@ def retrieved_baseline(split, out_dir, rank):
     if lost:
         raise InputError(f"{path}: no rank-{rank} neighbour for test id(s) {lost[:10]}")
     for row in retrieval.itertuples():
+        if not (split / "train" / "images" / row.train_bannerImage).is_file():
+            raise InputError(f"{path}: train_bannerImage {row.train_bannerImage} (test id {row.id}) is not in {split / 'train'}")
         copy_banner(split / "train" / "images" / row.train_bannerImage, out_dir, row.bannerImage)
     manifest = retrieval[["id", "bannerImage", "train_bannerImage"]].rename(columns={"train_bannerImage": "init_bannerImage"})
     common.write_csv(out_dir / "manifest.csv", manifest)
@@ -139,8 +142,12 @@ def main():
     random_copy_baseline(split, out_root / "random_copy")
     score("random_copy")
 
-    if stage_exists("retrieval.retrieve"):
+    retrieval_csv = split / "test" / "retrieval.csv"
+    if RUN_RETRIEVAL and stage_exists("retrieval.retrieve"):
         run_stage("retrieval.retrieve", RETRIEVAL_ARGS, split)
+    elif retrieval_csv.is_file():
+        notes.append(f"(b) used the existing {retrieval_csv} (the retrieval stage was not run by this script)")
+    if retrieval_csv.is_file():
         for name, rank in (("retrieved_copy", 1), ("retrieved_copy_rank2", 2)):
             (out_root / name).mkdir(parents=True, exist_ok=True)
             retrieved_baseline(split, out_root / name, rank)
@@ -153,7 +160,8 @@ def main():
         else:
             notes.append("(c) retrieved_pp skipped: inference.postprocess (Method 1) is not in this checkout yet")
     else:
-        notes.append("(b) retrieved_copy and (c) retrieved_pp skipped: retrieval.retrieve is not in this checkout yet")
+        notes.append("(b) retrieved_copy and (c) retrieved_pp skipped: retrieval.retrieve is not in this checkout yet "
+                     "and the split has no test/retrieval.csv")
 
     table = compare([out_root / n for n in done])
     markdown = to_markdown(table)
