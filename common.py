@@ -455,9 +455,7 @@ def mean_color(image_paths, size=(64, 33)):
 def process_info():
     """(rank, world_size, device) under `accelerate launch`, or (0, 1, pick_device()) in a plain run."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in os.environ:
-        from accelerate import PartialState
-
-        state = PartialState()
+        state = _partial_state()
         return state.process_index, state.num_processes, str(state.device)
     return 0, 1, pick_device()
 
@@ -469,6 +467,13 @@ def shard(items, rank, world_size):
 
 def wait_for_everyone():
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        from accelerate import PartialState
+        _partial_state().wait_for_everyone()
 
-        PartialState().wait_for_everyone()
+
+def _partial_state():
+    # accelerate starts a CPU process group (gloo) only when asked with cpu=True: without it a CPU run under
+    # torchrun would report a single process and every rank would do all the work
+    import torch
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())

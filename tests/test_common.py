@@ -261,3 +261,18 @@ def test_sample_maker(sample_dir):
     assert test["caption"].str.len().max() > 250
     for name in train["bannerImage"]:
         assert common.load_rgb(root / "train" / "images" / name).size == common.BANNER_SIZE
+
+
+def test_process_info_under_torchrun(tmp_path):
+    """Two real CPU processes (gloo): each sees its rank and the world size, and the shards cover every row once."""
+    script = tmp_path / "ranks.py"
+    script.write_text(
+        f"import sys; sys.path.insert(0, {str(common.REPO_ROOT)!r}); import common\n"
+        "rank, world, device = common.process_info(); common.wait_for_everyone()\n"
+        f"open({str(tmp_path)!r} + f'/rank{{rank}}.txt', 'w').write(' '.join(map(str, [world, *common.shard(list(range(7)), rank, world)])))\n")
+    out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    # each process writes its own file: two processes printing to one stdout interleave
+    shards = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
+    assert shards == [["2", "0", "2", "4", "6"], ["2", "1", "3", "5"]]

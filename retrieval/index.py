@@ -1,0 +1,233 @@
+"""
+An embedding index on disk: a folder with
+
+    embeddings.safetensors   one tensor "embeddings" (n, dim), L2-normalised rows, fp16 or fp32, in row order;
+                             its safetensors metadata holds the content key
+    meta.json                {"key", "spec", "n", "dim", "dtype", "ids": [...], "row_keys": [...]}
+
+The content key hashes the encoder spec (kind, model, a fingerprint of its files, options) and every row's
+(id, input): the texts themselves, or image names + sizes + mtimes. `build_index` returns the index as it is when the
+key matches (nothing is encoded); otherwise it encodes again only the rows whose input is new (an edited caption, an
+added banner), copying the others from the previous index, so a shuffled CSV or one changed caption costs one row.
+
+Built in parts of `part_size` rows, each written to `.parts-<key>/` as soon as it is done: a killed build resumes at the
+first missing part. Under `accelerate launch` each process encodes every world_size-th part; after a barrier rank 0
+concatenates the parts in order (encoding any part still missing), so the file is the same as a single-process build.
+The final file is streamed part by part and renamed into place: memory stays at one part whatever the pool size.
+"""
+import hashlib
+import json
+import os
+import shutil
+import struct
+import tempfile
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from common import InputError, read_json, shard, wait_for_everyone, write_json
+
+TENSOR = "embeddings"
+EMBEDDINGS_FILE = "embeddings.safetensors"
+META_FILE = "meta.json"
+DTYPES = {"fp16": (np.float16, "F16"), "fp32": (np.float32, "F32")}
+
+
+def _row_key(item_key):
+    return hashlib.sha256(item_key.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+
+
+def content_key(spec, ids, row_keys, dtype):
+    h = hashlib.sha256(json.dumps({"spec": spec, "dtype": dtype}, sort_keys=True).encode())
+    for row_id, rk in zip(ids, row_keys):
+        h.update(f"{row_id}\x1f{rk}\x1e".encode())
+    return h.hexdigest()
+
+
+class Index:
+    """A finished index folder: `.ids`, `.n`, `.dim`, `.path` (the safetensors file), `.meta`."""
+
+    def __init__(self, folder, meta):
+        self.folder = Path(folder)
+        self.meta = meta
+        self.path = self.folder / EMBEDDINGS_FILE
+        self.ids = list(meta["ids"])
+        self.n, self.dim, self.key = int(meta["n"]), int(meta["dim"]), meta["key"]
+
+    @classmethod
+    def open(cls, folder, key=None):
+        """The index in `folder`, or None when it is missing, half-written, or (key given) built from other inputs."""
+        folder = Path(folder)
+        try:
+            meta = read_json(folder / META_FILE)
+        except InputError:
+            return None
+        if not meta or (key is not None and meta.get("key") != key):
+            return None
+        try:
+            header = read_header(folder / EMBEDDINGS_FILE)
+        except (OSError, ValueError):
+            return None
+        if header.get("__metadata__", {}).get("key") != meta["key"]:
+            return None  # a kill between writing the embeddings and the meta: not this index
+        return cls(folder, meta)
+
+    def embeddings(self, start=0, stop=None):
+        """Rows [start, stop) as float32 torch tensor (reads only that slice)."""
+        from safetensors import safe_open
+
+        with safe_open(str(self.path), framework="pt") as f:
+            return f.get_slice(TENSOR)[start:self.n if stop is None else stop].float()
+
+
+def read_header(path):
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        return json.loads(f.read(size))
+
+
+def _memmap(path):
+    """Read-only numpy view of a single-tensor safetensors file (random row access for reuse, without loading it)."""
+    with open(path, "rb") as f:
+        (size,) = struct.unpack("<Q", f.read(8))
+        info = json.loads(f.read(size))[TENSOR]
+    dtype = {"F16": np.float16, "F32": np.float32}[info["dtype"]]
+    offset = 8 + size + info["data_offsets"][0]
+    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(info["shape"]))
+
+
+def write_safetensors_streaming(path, chunks, n, dim, dtype, metadata):
+    """Write one (n, dim) tensor from an iterable of row chunks in order, atomically (temp file + rename)."""
+    np_dtype, st_dtype = DTYPES[dtype]
+    nbytes = n * dim * np.dtype(np_dtype).itemsize
+    header = {TENSOR: {"dtype": st_dtype, "shape": [n, dim], "data_offsets": [0, nbytes]},
+              "__metadata__": {k: str(v) for k, v in metadata.items()}}
+    raw = json.dumps(header, separators=(",", ":")).encode()
+    raw += b" " * (-len(raw) % 8)  # the format aligns the data to 8 bytes
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(struct.pack("<Q", len(raw)) + raw)
+            written = 0
+            for chunk in chunks:
+                chunk = np.ascontiguousarray(chunk, dtype=np_dtype)
+                if chunk.ndim != 2 or chunk.shape[1] != dim:
+                    raise ValueError(f"chunk of shape {chunk.shape}, expected (*, {dim})")
+                f.write(chunk.astype(np.dtype(np_dtype).newbyteorder("<"), copy=False).tobytes())
+                written += len(chunk)
+            if written != n:
+                raise ValueError(f"wrote {written} rows, expected {n}")
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _previous_rows(folder, spec, dtype):
+    """{row_key: row} and a memmap of the index last built in `folder` with the same encoder and dtype, for reuse."""
+    old = Index.open(folder)
+    if old is None or old.meta.get("spec") != spec or old.meta.get("dtype") != dtype:
+        return {}, None
+    return {rk: i for i, rk in enumerate(old.meta["row_keys"])}, _memmap(old.path)
+
+
+def _part_file(parts_dir, p):
+    return parts_dir / f"part-{p:06d}.npy"
+
+
+def _encode_part(encoder, items, row_keys, lo, hi, reuse, old, dtype, batch_size, bar):
+    """Rows [lo, hi): copied from the previous index where the input is unchanged, else encoded in batches."""
+    np_dtype = DTYPES[dtype][0]
+    out = np.empty((hi - lo, encoder.dim), dtype=np_dtype)
+    previous = np.array([reuse.get(rk, -1) for rk in row_keys[lo:hi]], dtype=np.int64)
+    known = previous >= 0
+    if known.any():
+        out[known] = old[previous[known]]  # one gather from the memory-mapped previous file
+    todo = (np.flatnonzero(~known) + lo).tolist()
+    bar.update(int(known.sum()))
+    for b in range(0, len(todo), batch_size):
+        rows = todo[b:b + batch_size]
+        vectors = encoder.encode([items[i] for i in rows])
+        if vectors.shape != (len(rows), encoder.dim):
+            raise RuntimeError(f"encoder returned shape {vectors.shape} for {len(rows)} inputs")
+        out[np.asarray(rows) - lo] = vectors.astype(np_dtype)
+        bar.update(len(rows))
+    return out, len(todo)
+
+
+def _save_part(path, array):
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with os.fdopen(fd, "wb") as f:
+        np.save(f, array, allow_pickle=False)
+    os.replace(tmp, path)
+
+
+def _load_part(path, rows, dim):
+    try:
+        array = np.load(path, allow_pickle=False)
+    except (OSError, ValueError):
+        return None
+    return array if array.shape == (rows, dim) else None
+
+
+def build_index(folder, encoder, items, ids, dtype="fp16", part_size=4096, batch_size=64, rank=0, world_size=1,
+                desc="embedding", progress=True):
+    """Return the `Index` of `items` (texts or image paths, in row order, named by `ids`) in `folder`, building it
+    only if its content key changed. Returns (index or None on ranks > 0 of a simulated run, rows encoded)."""
+    if dtype not in DTYPES:
+        raise InputError(f"index dtype must be one of {list(DTYPES)}, got {dtype!r}")
+    ids = [str(i) for i in ids]
+    if len(ids) != len(items):
+        raise ValueError(f"{len(items)} items but {len(ids)} ids")
+    if not items:
+        raise InputError(f"nothing to index for {folder}: no rows")
+    if len(set(ids)) != len(ids):
+        raise InputError(f"duplicate ids in the rows for {folder}")
+    folder = Path(folder)
+    row_keys = [_row_key(k) for k in encoder.item_keys(items)]
+    key = content_key(encoder.spec, ids, row_keys, dtype)
+    current = Index.open(folder, key)
+    if current is not None:
+        return current, 0
+    folder.mkdir(parents=True, exist_ok=True)
+    reuse, old = _previous_rows(folder, encoder.spec, dtype)
+    parts_dir = folder / f".parts-{key[:16]}"
+    parts_dir.mkdir(exist_ok=True)
+    n, n_parts = len(items), (len(items) + part_size - 1) // part_size
+    bounds = [(p * part_size, min(n, (p + 1) * part_size)) for p in range(n_parts)]
+    mine = shard(list(range(n_parts)), rank, world_size)
+    todo = [p for p in mine if _load_part(_part_file(parts_dir, p), bounds[p][1] - bounds[p][0], encoder.dim) is None]
+    encoded = 0
+    bar = tqdm(total=sum(bounds[p][1] - bounds[p][0] for p in todo), desc=desc, unit="row",
+               disable=not progress or not todo)
+    for p in todo:
+        part, k = _encode_part(encoder, items, row_keys, *bounds[p], reuse, old, dtype, batch_size, bar)
+        _save_part(_part_file(parts_dir, p), part)
+        encoded += k
+    bar.close()
+    wait_for_everyone()
+    if rank == 0:
+        def chunks():
+            nonlocal encoded
+            for p, (lo, hi) in enumerate(bounds):
+                part = _load_part(_part_file(parts_dir, p), hi - lo, encoder.dim)
+                if part is None:  # a process that died, or a simulated run without it: do its share here
+                    part, k = _encode_part(encoder, items, row_keys, lo, hi, reuse, old, dtype, batch_size,
+                                           tqdm(disable=True))
+                    encoded += k
+                yield part
+
+        (folder / META_FILE).unlink(missing_ok=True)  # from here until the new meta, the folder reads as unbuilt
+        write_safetensors_streaming(folder / EMBEDDINGS_FILE, chunks(), n, encoder.dim, dtype, {"key": key})
+        write_json(folder / META_FILE, {"key": key, "spec": encoder.spec, "n": n, "dim": encoder.dim, "dtype": dtype,
+                                        "ids": ids, "row_keys": row_keys})
+        for stale in folder.glob(".parts-*"):
+            shutil.rmtree(stale, ignore_errors=True)
+    wait_for_everyone()
+    return Index.open(folder, key), encoded

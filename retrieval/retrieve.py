@@ -1,0 +1,145 @@
+"""
+Retrieval stage: for every test row, the TOP_K most similar training rows -> $DATA_DIR/test/retrieval.csv
+
+    id, bannerImage, rank, train_id, train_bannerImage, score      (TOP_K rows per test row, rank 1 = best)
+
+MODE=text (the seed's Method 1): a sentence-transformers model over the Vietnamese caption of test vs train rows.
+MODE=clip_text_image: open_clip's text tower over the English translation (test/info_trans.csv) vs its image tower over
+the training banners.
+
+Embeddings are kept as indexes under $DATA_DIR/<split>/index/ and rebuilt only when the inputs or the model change
+(a changed caption re-encodes that row only). Several GPUs: `accelerate launch -m retrieval.retrieve` (each process
+encodes a share of the rows; rank 0 assembles the same index and writes the CSV).
+"""
+import os
+import re
+from pathlib import Path
+
+import pandas as pd
+
+import common
+from common import InputError
+
+MODE = "text"  # "text" (caption -> captions, the seed) or "clip_text_image" (English text -> train banners)
+TEXT_MODEL = "bkai-foundation-models/vietnamese-bi-encoder"  # MODE=text: sentence-transformers hub id or folder
+QUERY_FIELDS = "caption"  # MODE=text: test info.csv columns joined into the query text (comma-separated)
+POOL_FIELDS = "caption"  # MODE=text: train info.csv columns joined into the pool text
+WORD_SEGMENT = "auto"  # pyvi word segmentation: auto (if the model card asks and pyvi is installed) / on / off
+CLIP_MODEL = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"  # MODE=clip_text_image: open_clip hub id, folder, or ARCH:TAG
+CLIP_QUERY_FIELDS = "caption,description"  # MODE=clip_text_image: test info_trans.csv (English) columns for the query
+IMAGE_RESIZE_MODE = "longest"  # banners into CLIP's square: longest (pad, whole banner) / shortest (crop) / squash
+FIELD_SEPARATOR = ". "  # joins the fields of one row
+TOP_K = 5  # neighbours per test row (Method 1 uses rank 1; the others are fallbacks for the duplication guard)
+INDEX_DTYPE = "fp16"  # stored embeddings: fp16 (half the disk, cosine error ~1e-3) or fp32
+BATCH_SIZE = 64  # rows per encoder call
+PART_SIZE = 4096  # rows per resumable part of an index build (and per process share under accelerate)
+SEARCH_CHUNK = 32768  # pool rows per matrix product during search (bounds memory)
+DEVICE = "auto"  # auto (cuda if there, else cpu), cpu, cuda, cuda:1 ...
+TRUST_REMOTE_CODE = False  # let a sentence-transformers model run code from its repository
+common.configure(globals())
+
+
+def row_texts(df, fields, what):
+    columns = [c.strip() for c in fields.split(",") if c.strip()]
+    missing = [c for c in columns if c not in df.columns]
+    if not columns or missing:
+        raise InputError(f"{what}: field(s) {missing or fields!r} not among the columns {list(df.columns)}")
+    texts = [FIELD_SEPARATOR.join(t for t in map(common.normalize_text, values) if t)
+             for values in zip(*(df[c] for c in columns))]
+    empty = [df.id[i] for i, t in enumerate(texts) if not t]
+    if empty:
+        raise InputError(f"{what}: empty {'+'.join(columns)} for row id(s) {empty[:10]}")
+    return texts
+
+
+def index_name(encoder, fields):
+    """A readable folder name per (encoder, fields); the content key inside decides whether it is current."""
+    model = encoder.spec["model"]
+    if common.smoke_enabled():
+        model = "smoke"
+    elif os.path.isdir(os.path.expanduser(model)):  # a local folder: its last two path parts
+        model = "/".join(Path(os.path.expanduser(model)).resolve().parts[-2:])
+    model = re.sub(r"[^A-Za-z0-9._-]+", "--", model)
+    return f"{encoder.kind}__{model}__{fields.replace(',', '+')}" if fields else f"{encoder.kind}__{model}"
+
+
+def build(encoder, split, items, ids, fields, rank, world_size):
+    from retrieval.index import build_index
+
+    folder = common.split_dir(split) / "index" / index_name(encoder, fields)
+    index, encoded = build_index(folder, encoder, items, ids, dtype=INDEX_DTYPE, part_size=PART_SIZE,
+                                 batch_size=BATCH_SIZE, rank=rank, world_size=world_size,
+                                 desc=f"{split} {encoder.kind}")
+    if rank == 0:
+        by = f" by rank 0 of {world_size}" if world_size > 1 else ""
+        print(f"{split} index {folder}: {index.n} rows, {encoded} encoded now{by}", flush=True)
+    return index
+
+
+def main():
+    from retrieval.encoders import ClipImageEncoder, ClipTextEncoder, TextEncoder
+    from retrieval.search import search
+
+    common.announce_smoke("retrieval")
+    rank, world_size, device = common.process_info()
+    device = device if DEVICE == "auto" else DEVICE
+    train_csv, test_csv = common.split_dir("train") / "info.csv", common.split_dir("test") / "info.csv"
+    train = common.read_info(train_csv)
+    test = common.read_info(test_csv)
+    if MODE == "text":
+        encoder = TextEncoder(TEXT_MODEL, device=device, batch_size=BATCH_SIZE, word_segment=WORD_SEGMENT,
+                              trust_remote_code=TRUST_REMOTE_CODE)
+        pool = build(encoder, "train", row_texts(train, POOL_FIELDS, train_csv), train.id, POOL_FIELDS, rank,
+                     world_size)
+        query_encoder, query_items, query_fields = encoder, row_texts(test, QUERY_FIELDS, test_csv), QUERY_FIELDS
+    elif MODE == "clip_text_image":
+        trans_csv = common.split_dir("test") / "info_trans.csv"
+        if not trans_csv.is_file():
+            raise InputError(f"{trans_csv}: not found; MODE=clip_text_image needs the English translation "
+                             f"(bash run/translation.sh)")
+        trans = common.read_info(trans_csv)
+        if list(trans.id) != list(test.id):
+            raise InputError(f"{trans_csv}: ids differ from {test_csv} (rerun the translation)")
+        images_dir = common.split_dir("train") / "images"
+        # existence up front (fast); an unreadable file fails while encoding, naming it, and finished parts are kept
+        missing = [i for i, b in zip(train.id, train.bannerImage) if not (images_dir / b).is_file()]
+        if missing:
+            raise InputError(f"{images_dir}: banner missing for train row id(s) {missing[:10]}")
+        image_encoder = ClipImageEncoder(CLIP_MODEL, device=device, batch_size=BATCH_SIZE,
+                                         image_resize_mode=IMAGE_RESIZE_MODE)
+        pool = build(image_encoder, "train", [str(images_dir / b) for b in train.bannerImage], train.id, "",
+                     rank, world_size)
+        query_encoder = ClipTextEncoder(CLIP_MODEL, device=device, batch_size=BATCH_SIZE,
+                                        image_resize_mode=IMAGE_RESIZE_MODE)
+        query_items, query_fields = row_texts(trans, CLIP_QUERY_FIELDS, trans_csv), CLIP_QUERY_FIELDS
+    else:
+        raise InputError(f"MODE must be text or clip_text_image, got {MODE!r}")
+    queries = build(query_encoder, "test", query_items, test.id, query_fields, rank, world_size)
+    if rank != 0:
+        return
+    if TOP_K < 1:
+        raise InputError(f"TOP_K must be >= 1, got {TOP_K}")
+    if TOP_K > pool.n:
+        print(f"warning: TOP_K={TOP_K} but only {pool.n} train rows: {pool.n} neighbours per row", flush=True)
+    rows, scores = search(queries.embeddings(), pool, TOP_K, chunk_rows=SEARCH_CHUNK, device=device,
+                          progress="search")
+    # the indexes carry their ids; map back through them, never through positions in a CSV that may have changed
+    train_banner = dict(zip(train.id, train.bannerImage))
+    test_banner = dict(zip(test.id, test.bannerImage))
+    k = rows.shape[1]
+    out = pd.DataFrame({
+        "id": [i for i in queries.ids for _ in range(k)],
+        "bannerImage": [test_banner[i] for i in queries.ids for _ in range(k)],
+        "rank": [r + 1 for _ in queries.ids for r in range(k)],
+        "train_id": [pool.ids[j] for j in rows.reshape(-1)],
+        "score": [f"{s:.6f}" for s in scores.reshape(-1)],
+    })
+    out.insert(4, "train_bannerImage", [train_banner[i] for i in out.train_id])
+    path = common.split_dir("test") / "retrieval.csv"
+    common.write_csv(path, out)
+    print(f"wrote {path}: {len(test)} test rows x {k} neighbours ({MODE}; mean top-1 score "
+          f"{scores[:, 0].mean():.4f})", flush=True)
+
+
+if __name__ == "__main__":
+    common.run_main(main)
