@@ -1,0 +1,174 @@
+"""
+The baselines every method must beat, scored on a deterministic validation split of $DATA_DIR/train:
+
+  (a) mean_color        a constant banner of the split's training mean colour (common.mean_color)
+  (r) random_copy       a random training banner per row (common.row_seed), copied: what (b)'s retrieval must beat
+  (b) retrieved_copy    the rank-1 retrieved training banner copied as is (runs `python -m retrieval.retrieve` on the
+                        split when the retrieval stage exists; reads test/retrieval.csv)
+  (c) retrieved_pp      (b) through Method 1's post-processing (`python -m inference.postprocess`, the top-2 retrieved
+                        banners side by side) when that module exists; otherwise skipped with a note
+
+    python -m evaluation.baselines --DATA_DIR=/work/shared/zac2023      (DATA_DIR as env var works too)
+
+Writes each baseline's banners, report.json, scores.csv and gallery.html under OUT_ROOT/<name>/, and the table as
+OUT_ROOT/baselines.md + .csv. Reruns skip finished banners and reuse cached features.
+"""
+import importlib.util
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+import common
+from common import InputError, is_valid_image, load_rgb, save_banner
+from evaluation.compare import compare, to_markdown
+from evaluation.evaluate import evaluate
+from evaluation.make_split import make_split
+
+DATA_DIR = ""  # the dataset whose train/ is split (default: env DATA_DIR, else data)
+SPLIT_DIR = "data/val_split"  # where the validation split is written (DATA_DIR-style: train/, test/)
+SEED = 0  # split seed
+FRACTION = 0.1  # held-out share (0.1 of 1362 -> 136 rows)
+OUT_ROOT = "outputs/baselines"  # one folder per baseline + baselines.md/.csv
+CACHE_DIR = ".cache/evaluation"  # Inception features and pixel metrics by content (shared with run/evaluate.sh)
+RUN_RETRIEVAL = True  # run the retrieval stage on the split (False: use the split's existing test/retrieval.csv)
+RETRIEVAL_ARGS = ""  # extra flags for `python -m retrieval.retrieve` on the split (e.g. an offline --TEXT_MODEL=folder)
+POSTPROCESS_ARGS = ""  # extra flags for `python -m inference.postprocess` in baseline (c)
+GALLERY = True  # write gallery.html for each baseline
+common.configure(globals(), argv=sys.argv[1:] if __name__ == "__main__" else [])
+
+
+def stage_exists(module):
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
+
+
+def run_stage(module, args, data_dir):
+    """Run another stage as its own process on `data_dir` (its knobs stay its own); fail loudly if it fails."""
+    cmd = [sys.executable, "-m", module, *shlex.split(args)]
+    print("running:", f"DATA_DIR={data_dir}", " ".join(cmd), flush=True)
+    result = subprocess.run(cmd, env={**os.environ, "DATA_DIR": str(data_dir)}, cwd=common.REPO_ROOT)
+    if result.returncode != 0:
+        raise InputError(f"{module} failed (exit {result.returncode}) on DATA_DIR={data_dir}")
+
+
+def mean_color_baseline(split, out_dir):
+    train = common.read_info(split / "train" / "info.csv")
+    rgb = common.mean_color(split / "train" / "images" / b for b in train["bannerImage"])
+    print(f"(a) training mean colour over {len(train)} banners: RGB {tuple(round(c, 4) for c in rgb)}")
+    from PIL import Image
+
+    banner = Image.new("RGB", common.BANNER_SIZE, tuple(round(c * 255) for c in rgb))
+    for name in common.read_info(split / "test" / "info.csv")["bannerImage"]:
+        if not is_valid_image(out_dir / name):
+            save_banner(banner, out_dir, name)
+
+
+def copy_banner(src, out_dir, name):
+    """The training banner as is: its bytes when it already is a 1024x533 JPEG, else converted to one."""
+    from PIL import Image
+
+    dst = out_dir / name
+    if is_valid_image(dst):
+        return
+    with Image.open(src) as im:
+        as_is = im.format == "JPEG" and im.mode == "RGB" and im.size == common.BANNER_SIZE
+    if as_is:
+        tmp = dst.with_name(f".{name}.tmp")
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    else:
+        save_banner(load_rgb(src), out_dir, name)
+
+
+def random_copy_baseline(split, out_dir):
+    """Each test row gets a training banner picked by its row seed: the floor that retrieval has to beat."""
+    train = common.read_info(split / "train" / "info.csv")["bannerImage"].tolist()
+    test = common.read_info(split / "test" / "info.csv")
+    picks = [train[common.row_seed(SEED, i) % len(train)] for i in test["id"]]
+    for name, pick in zip(test["bannerImage"], picks):
+        copy_banner(split / "train" / "images" / pick, out_dir, name)
+    common.write_csv(out_dir / "manifest.csv", pd.DataFrame({"id": test["id"], "bannerImage": test["bannerImage"],
+                                                             "init_bannerImage": picks}))
+
+
+def retrieved_baseline(split, out_dir, rank):
+    """Copy each test row's rank-`rank` retrieved training banner; a manifest names it for the gallery."""
+    path = split / "test" / "retrieval.csv"
+    retrieval = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"id", "bannerImage", "rank", "train_bannerImage"} - set(retrieval.columns)
+    if missing:
+        raise InputError(f"{path}: missing column(s) {sorted(missing)}")
+    retrieval = retrieval[retrieval["rank"].astype(int) == rank]
+    test = common.read_info(split / "test" / "info.csv")
+    lost = sorted(set(test["id"]) - set(retrieval["id"]))
+    if lost:
+        raise InputError(f"{path}: no rank-{rank} neighbour for test id(s) {lost[:10]}")
+    for row in retrieval.itertuples():
+        if not (split / "train" / "images" / row.train_bannerImage).is_file():
+            raise InputError(f"{path}: train_bannerImage {row.train_bannerImage} (test id {row.id}) is not in {split / 'train'}")
+        copy_banner(split / "train" / "images" / row.train_bannerImage, out_dir, row.bannerImage)
+    manifest = retrieval[["id", "bannerImage", "train_bannerImage"]].rename(columns={"train_bannerImage": "init_bannerImage"})
+    common.write_csv(out_dir / "manifest.csv", manifest)
+
+
+def main():
+    data = Path(DATA_DIR) if DATA_DIR else common.data_dir()
+    split, out_root = Path(SPLIT_DIR), Path(OUT_ROOT)
+    train, test = make_split(data / "train", split, SEED, FRACTION, "symlink")
+    print(f"validation split of {data / 'train'}: {len(train)} train + {len(test)} test rows in {split}")
+    from evaluation.inception import InceptionFeatures
+
+    extractor = InceptionFeatures(device=common.pick_device())  # one model shared by every evaluation
+    done, notes = [], []
+
+    def score(name):
+        start = time.time()
+        report = evaluate(out_root / name, split / "test", split / "train", CACHE_DIR, gallery=GALLERY, extractor=extractor)
+        print(f"{name}: score {report['score']:.4f} in {time.time() - start:.1f} s ({report['timings_s']})")
+        done.append(name)
+
+    (out_root / "mean_color").mkdir(parents=True, exist_ok=True)
+    mean_color_baseline(split, out_root / "mean_color")
+    score("mean_color")
+    (out_root / "random_copy").mkdir(parents=True, exist_ok=True)
+    random_copy_baseline(split, out_root / "random_copy")
+    score("random_copy")
+
+    retrieval_csv = split / "test" / "retrieval.csv"
+    if RUN_RETRIEVAL and stage_exists("retrieval.retrieve"):
+        run_stage("retrieval.retrieve", RETRIEVAL_ARGS, split)
+    elif retrieval_csv.is_file():
+        notes.append(f"(b) used the existing {retrieval_csv} (the retrieval stage was not run by this script)")
+    if retrieval_csv.is_file():
+        for name, rank in (("retrieved_copy", 1), ("retrieved_copy_rank2", 2)):
+            (out_root / name).mkdir(parents=True, exist_ok=True)
+            retrieved_baseline(split, out_root / name, rank)
+        score("retrieved_copy")
+        if stage_exists("inference.postprocess"):
+            run_stage("inference.postprocess", f"--IN_DIR={out_root / 'retrieved_copy'} --IN_DIR2="
+                      f"{out_root / 'retrieved_copy_rank2'} --OUT_DIR={out_root / 'retrieved_pp'} {POSTPROCESS_ARGS}", split)
+            shutil.copyfile(out_root / "retrieved_copy" / "manifest.csv", out_root / "retrieved_pp" / "manifest.csv")
+            score("retrieved_pp")
+        else:
+            notes.append("(c) retrieved_pp skipped: inference.postprocess (Method 1) is not in this checkout yet")
+    else:
+        notes.append("(b) retrieved_copy and (c) retrieved_pp skipped: retrieval.retrieve is not in this checkout yet "
+                     "and the split has no test/retrieval.csv")
+
+    table = compare([out_root / n for n in done])
+    markdown = to_markdown(table)
+    print("\n" + markdown + "\n" + "\n".join(notes))
+    common.atomic_write(out_root / "baselines.md", markdown + "\n\n" + "\n".join(notes) + "\n")
+    common.write_csv(out_root / "baselines.csv", table)
+
+
+if __name__ == "__main__":
+    common.run_main(main)

@@ -1,0 +1,59 @@
+"""
+Seconds per image of each part of scoring, measured cold (no cache) on N real banners, so the cost of scoring a new
+prediction folder can be predicted:  python -m evaluation.benchmark --DATA_DIR=/work/shared/zac2023 [--N=32]
+
+Prints: PSNR+SSIM per pair, Inception features per image (model load excluded), the FID (exact SVD route)
+once per set, a gallery thumbnail per image, and the resulting cold cost per row (pixel metrics + 2 Inception passes:
+prediction and ground truth; the training pool is paid once per training set and then cached).
+"""
+import sys
+import time
+
+import numpy as np
+
+import common
+from common import load_rgb
+
+DATA_DIR = ""  # dataset whose train/images are timed (default: env DATA_DIR, else data)
+N = 32  # images timed (pairs are image i vs image i+1)
+DEVICE = "auto"  # auto | cpu | cuda
+common.configure(globals(), argv=sys.argv[1:] if __name__ == "__main__" else [])
+
+
+def main():
+    from evaluation import metrics
+    from evaluation.gallery import thumbnail
+    from evaluation.inception import InceptionFeatures
+
+    images = (common.Path(DATA_DIR) if DATA_DIR else common.data_dir()) / "train" / "images"
+    paths = sorted(p for p in images.iterdir() if not p.name.startswith("."))[:N + 1]
+    if len(paths) < 3:
+        raise common.InputError(f"{images}: need at least 3 images")
+    n = len(paths) - 1
+    t = time.time()
+    for a, b in zip(paths[:-1], paths[1:]):
+        x, y = np.asarray(load_rgb(a)), np.asarray(load_rgb(b))
+        metrics.psnr(x, y), metrics.ssim(x, y)
+    pixel = (time.time() - t) / n
+    extractor = InceptionFeatures(device=common.pick_device(DEVICE))
+    extractor(paths[:2])  # warm-up: the first TorchScript call optimises the graph
+    t = time.time()
+    feats = extractor(paths[:n])
+    inception = (time.time() - t) / n
+    t = time.time()
+    metrics.fid(feats[: n // 2], feats[n // 2:])
+    fid = time.time() - t
+    t = time.time()
+    for p in paths[:n]:
+        thumbnail(p, 320)
+    thumb = (time.time() - t) / n
+    print(f"images: {n} from {images} (device {common.pick_device(DEVICE)})")
+    print(f"psnr+ssim per pair        {pixel:.3f} s")
+    print(f"inception per image       {inception:.3f} s")
+    print(f"fid per set (2048-d, SVD) {fid:.3f} s")
+    print(f"gallery thumbnail / image {thumb:.3f} s")
+    print(f"cold scoring per row      {pixel + 2 * inception + 3 * thumb:.3f} s  (+ {inception:.3f} s per training banner, once)")
+
+
+if __name__ == "__main__":
+    common.run_main(main)

@@ -1,0 +1,213 @@
+"""
+Score a folder of predicted banners against the ground truth with the competitors' reconstruction of the Zalo AI 2023
+score (lower is better; see evaluation/metrics.py), plus duplication against the training banners.
+
+    PRED_DIR=<predictions> GT_DIR=<folder with info.csv and images/> bash run/evaluate.sh
+
+Predictions are matched to ground-truth rows by bannerImage; a missing, unreadable or wrong-sized prediction is reported
+by name and fails the run. Written into PRED_DIR:
+- report.json: psnr_term, ssim_term, inception_term, fid_term, score, fid, duplication_mean, duplication_max, n (+ extras);
+- scores.csv: one row per banner (PSNR, SSIM, Inception cosine, their terms, row_score whose mean is the score,
+  duplication = max Inception cosine to any banner of TRAIN_DIR and which one, CLIP score when asked);
+- gallery.html: every row with its text, init/retrieved banner, prediction, ground truth and terms, sortable.
+Inception features and pixel metrics are cached by file content in CACHE_DIR, so a rescore only computes what changed.
+"""
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm import tqdm
+
+import common
+from common import InputError, JsonStore, load_rgb, read_info, write_csv, write_json
+from evaluation import metrics
+from evaluation.feature_cache import FeatureCache, content_hash
+from evaluation.inception import cosine, max_cosine
+
+PRED_DIR = ""  # folder of predicted banners named by bannerImage; report.json, scores.csv, gallery.html are written here
+GT_DIR = ""  # ground truth: a folder with info.csv and images/ (e.g. data/val_split/test from evaluation.make_split)
+TRAIN_DIR = ""  # duplication pool, a folder with images/ (default $DATA_DIR/train; "none" skips duplication)
+CACHE_DIR = ".cache/evaluation"  # Inception features + pixel metrics keyed by file content: rescoring is fast
+DUP_THRESHOLD = 0.89  # rows with duplication above this are counted in the report (the real threshold is not public)
+GALLERY = True  # write gallery.html
+THUMB_WIDTH = 320  # gallery thumbnail width in px (JPEG data URIs inside the HTML)
+CLIP_SCORE = False  # also compute the CLIP score prompt <-> prediction (needs CLIP_MODEL's weights; SMOKE=1: tiny model)
+CLIP_MODEL = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"  # open_clip model: hub repo id or local folder
+DEVICE = "auto"  # auto | cpu | cuda (Inception and CLIP)
+common.configure(globals(), argv=sys.argv[1:] if __name__ == "__main__" else [])  # imported: env vars only
+
+
+def check_predictions(gt_info, gt_dir, pred_dir):
+    """Paths of the predictions in row order; every missing/unreadable/wrong-sized one is named in one InputError."""
+    from PIL import Image
+
+    problems, paths = [], []
+    for row in gt_info.itertuples():
+        pred, gt = Path(pred_dir) / row.bannerImage, Path(gt_dir) / "images" / row.bannerImage
+        paths.append(pred)
+        with Image.open(gt) as im:
+            want = im.size
+        if not pred.is_file():
+            problems.append(f"{row.bannerImage} (missing)")
+            continue
+        try:
+            with Image.open(pred) as im:
+                size = im.size
+        except Exception as e:  # PIL raises many types for corrupt files
+            problems.append(f"{row.bannerImage} (unreadable: {e})")
+            continue
+        if size != want:
+            problems.append(f"{row.bannerImage} ({size[0]}x{size[1]}, expected {want[0]}x{want[1]})")
+    if problems:
+        shown = ", ".join(problems[:30]) + (f", ... ({len(problems) - 30} more)" if len(problems) > 30 else "")
+        raise InputError(f"{len(problems)} of {len(gt_info)} predictions in {pred_dir} are not usable: {shown}")
+    return paths
+
+
+def pixel_metrics(pred_paths, gt_paths, store):
+    """(psnr, ssim) per pair, memoised in `store` by the two files' contents."""
+    out = []
+    for pred, gt in tqdm(list(zip(pred_paths, gt_paths)), desc="psnr+ssim", unit="img"):
+        key = f"{content_hash(pred)}:{content_hash(gt)}"
+        if key not in store:
+            a, b = np.asarray(load_rgb(pred)), np.asarray(load_rgb(gt))
+            store.put(key, [metrics.psnr(a, b), metrics.ssim(a, b)])
+        out.append(store[key])
+    store.save()
+    return np.array(out, dtype=np.float64).reshape(-1, 2)
+
+
+def training_pool(train_dir):
+    """(bannerImage names, paths) of the duplication pool: train_dir/info.csv's rows, else every image in images/."""
+    train_dir = Path(train_dir)
+    if (train_dir / "info.csv").is_file():
+        names = read_info(train_dir / "info.csv", check_images=True)["bannerImage"].tolist()
+    elif (train_dir / "images").is_dir():
+        names = sorted(p.name for p in (train_dir / "images").iterdir() if not p.name.startswith("."))
+    else:
+        raise InputError(f"TRAIN_DIR {train_dir}: no info.csv or images/ (set TRAIN_DIR=none to skip duplication)")
+    if not names:
+        raise InputError(f"TRAIN_DIR {train_dir}: no training banners")
+    return names, [train_dir / "images" / n for n in names]
+
+
+def clip_texts(gt_dir, gt_info):
+    """The text CLIP reads: the English caption from info_trans.csv when the translation stage wrote one, else the raw one."""
+    trans = Path(gt_dir) / "info_trans.csv"
+    if trans.is_file():
+        english = pd.read_csv(trans, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+        if {"id", "caption"} <= set(english.columns):
+            by_id = dict(zip(english["id"], english["caption"]))
+            return [by_id.get(i) or c for i, c in zip(gt_info["id"], gt_info["caption"])]
+    print("CLIP score: no info_trans.csv with English captions in GT_DIR; using the original (Vietnamese) captions")
+    return gt_info["caption"].tolist()
+
+
+def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=CACHE_DIR, dup_threshold=DUP_THRESHOLD, gallery=GALLERY,
+             thumb_width=THUMB_WIDTH, clip_model=None, device="auto", extractor=None):
+    """Score pred_dir against gt_dir; writes report.json, scores.csv (and gallery.html) into pred_dir; returns the report.
+
+    train_dir None/"none" skips duplication; clip_model None skips the CLIP score; `extractor` lets a caller share one
+    loaded InceptionFeatures across several evaluations.
+    """
+    start = time.time()
+    pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
+    if not pred_dir.is_dir():
+        raise InputError(f"PRED_DIR not found: {pred_dir}")
+    gt_info = read_info(gt_dir / "info.csv", check_images=True)
+    gt_paths = [gt_dir / "images" / b for b in gt_info["bannerImage"]]
+    pred_paths = check_predictions(gt_info, gt_dir, pred_dir)
+    extra = {p.name for p in pred_dir.glob("*.jp*g")} - set(gt_info["bannerImage"])
+    if extra:
+        print(f"note: {len(extra)} image(s) in {pred_dir} have no ground-truth row and are ignored, e.g. {sorted(extra)[:3]}")
+
+    cache_dir = Path(cache_dir)
+    timings, tick = {}, time.time()
+
+    def lap(name):  # seconds per phase, so the report shows where scoring time goes
+        nonlocal tick
+        timings[name] = round(time.time() - tick, 3)
+        tick = time.time()
+
+    if extractor is None and common.pick_device(device) != "cpu":
+        from evaluation.inception import InceptionFeatures
+
+        extractor = InceptionFeatures(device=common.pick_device(device))
+    with JsonStore(cache_dir / "pixel_metrics.json", every=50) as store:
+        pixels = pixel_metrics(pred_paths, gt_paths, store)
+    lap("psnr_ssim")
+    features = FeatureCache(cache_dir / "inception_features.safetensors", extractor)
+    pred_feats = features.features(pred_paths, progress="inception: predictions")
+    gt_feats = features.features(gt_paths, progress="inception: ground truth")
+    lap("inception_pred_gt")
+
+    rows = gt_info[["id", "bannerImage"]].copy()
+    rows["psnr"], rows["ssim"] = pixels[:, 0], pixels[:, 1]
+    rows["inception_cos"] = cosine(pred_feats, gt_feats)
+    rows["psnr_term"] = [metrics.psnr_term(v) for v in rows["psnr"]]
+    rows["ssim_term"] = [metrics.ssim_term(v) for v in rows["ssim"]]
+    rows["inception_term"] = [metrics.inception_term(v) for v in rows["inception_cos"]]
+    fid = metrics.fid(pred_feats, gt_feats)
+    report = metrics.total_score(rows["psnr_term"], rows["ssim_term"], rows["inception_term"], fid)
+    rows["row_score"] = 0.25 * (rows["psnr_term"] + rows["ssim_term"] + rows["inception_term"] + report["fid_term"])
+    report.update(fid=fid, n=len(rows))
+    lap("fid")
+
+    if train_dir and str(train_dir).lower() != "none":
+        names, train_paths = training_pool(train_dir)
+        train_feats = features.features(train_paths, progress="inception: training pool")
+        rows["duplication"], nearest = max_cosine(pred_feats, train_feats)
+        rows["dup_train_bannerImage"] = [names[j] for j in nearest]
+        gt_in_pool = {content_hash(p) for p in gt_paths} & {content_hash(p) for p in train_paths}
+        if gt_in_pool:
+            print(f"warning: TRAIN_DIR {train_dir} holds {len(gt_in_pool)} ground-truth banner(s): a perfect "
+                  "prediction reads as a duplicate. Use the split's own train folder as the pool.")
+        report.update(duplication_mean=float(rows["duplication"].mean()), duplication_max=float(rows["duplication"].max()),
+                      duplication_over_threshold=int((rows["duplication"] > dup_threshold).sum()),
+                      dup_threshold=dup_threshold)
+    else:
+        report.update(duplication_mean=None, duplication_max=None)
+    lap("duplication")
+
+    if clip_model:
+        from evaluation.clip_score import ClipScorer
+
+        scorer = ClipScorer(clip_model, device=common.pick_device(device))
+        rows["clip_score"] = scorer(pred_paths, clip_texts(gt_dir, gt_info))
+        report.update(clip_score_mean=float(rows["clip_score"].mean()), clip_model=clip_model)
+        lap("clip_score")
+
+    finite = rows["psnr"][np.isfinite(rows["psnr"])]
+    report.update(psnr_mean_finite=float(finite.mean()) if len(finite) else None, ssim_mean=float(rows["ssim"].mean()),
+                  inception_cos_mean=float(rows["inception_cos"].mean()), pred_dir=str(pred_dir), gt_dir=str(gt_dir),
+                  train_dir=str(train_dir) if train_dir else None, new_features_computed=features.new)
+    write_csv(pred_dir / "scores.csv", rows)
+    if gallery:
+        from evaluation.gallery import write_gallery
+
+        write_gallery(pred_dir / "gallery.html", rows, gt_info, pred_dir, gt_dir, train_dir, report, thumb_width)
+        lap("gallery")
+    report["timings_s"] = timings
+    report["seconds"] = round(time.time() - start, 3)
+    report["seconds_per_image"] = round(report["seconds"] / max(1, len(rows)), 4)
+    write_json(pred_dir / "report.json", report)
+    return report
+
+
+def main():
+    if not PRED_DIR or not GT_DIR:
+        raise InputError("set PRED_DIR (predictions) and GT_DIR (folder with info.csv and images/); see --help")
+    common.announce_smoke("evaluate")
+    train_dir = TRAIN_DIR or common.split_dir("train")
+    clip_model = CLIP_MODEL if CLIP_SCORE else None
+    report = evaluate(PRED_DIR, GT_DIR, train_dir, CACHE_DIR, DUP_THRESHOLD, GALLERY, THUMB_WIDTH, clip_model, DEVICE)
+    keys = ["score", "psnr_term", "ssim_term", "inception_term", "fid_term", "fid", "duplication_mean", "duplication_max",
+            "n", "seconds_per_image"]
+    print("  ".join(f"{k}={report[k]:.4f}" if isinstance(report[k], float) else f"{k}={report[k]}" for k in keys))
+    print(f"wrote {Path(PRED_DIR) / 'report.json'}, scores.csv" + (", gallery.html" if GALLERY else ""))
+
+
+if __name__ == "__main__":
+    common.run_main(main)

