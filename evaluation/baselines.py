@@ -35,7 +35,7 @@ SPLIT_DIR = "data/val_split"  # where the validation split is written (DATA_DIR-
 SEED = 0  # split seed
 FRACTION = 0.1  # held-out share (0.1 of 1362 -> 136 rows)
 OUT_ROOT = "outputs/baselines"  # one folder per baseline + baselines.md/.csv
-CACHE_DIR = ".cache/evaluation"  # Inception features and pixel metrics by content (shared with run/evaluate.sh)
+CACHE_DIR = ".cache/features"  # Inception features and pixel metrics by content (shared with run/evaluate.sh)
 RUN_RETRIEVAL = True  # run the retrieval stage on the split (False: use the split's existing test/retrieval.csv)
 RETRIEVAL_ARGS = ""  # extra flags for `python -m retrieval.retrieve` on the split (e.g. an offline --TEXT_MODEL=folder)
 POSTPROCESS_ARGS = ""  # extra flags for `python -m inference.postprocess` in baseline (c)

@@ -29,7 +29,7 @@ from evaluation.inception import cosine, max_cosine
 PRED_DIR = ""  # folder of predicted banners named by bannerImage; report.json, scores.csv, gallery.html are written here
 GT_DIR = ""  # ground truth: a folder with info.csv and images/ (e.g. data/val_split/test from evaluation.make_split)
 TRAIN_DIR = ""  # duplication pool, a folder with images/ (default $DATA_DIR/train; "none" skips duplication)
-CACHE_DIR = ".cache/evaluation"  # Inception features + pixel metrics keyed by file content: rescoring is fast
+CACHE_DIR = ".cache/features"  # Inception features + pixel metrics keyed by file content: rescoring is fast
 DUP_THRESHOLD = 0.89  # rows with duplication above this are counted in the report (the real threshold is not public)
 GALLERY = True  # write gallery.html
 THUMB_WIDTH = 320  # gallery thumbnail width in px (JPEG data URIs inside the HTML)

@@ -13,10 +13,10 @@ from inference.train_pool import cached_inception
 
 
 class DupGuard:
-    def __init__(self, names, paths, cache_dir, device="cpu", key=None):
+    def __init__(self, names, paths, cache_dir, device="cpu"):
         self.extractor = InceptionFeatures(device=device)
         self.names = list(names)
-        self.pool = cached_inception(self.names, paths, cache_dir, self.extractor, key=key)
+        self.pool = cached_inception(paths, cache_dir, self.extractor)
 
     def measure(self, images):
         """PIL images -> (similarity to the nearest training banner, that banner's name) for each."""

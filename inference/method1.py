@@ -51,7 +51,7 @@ SUBMISSION = False  # competition layout: one run per seed of SEEDS, with time_s
 SEEDS = (42, 2023)  # SUBMISSION=1: the seeds of submission1 and submission2
 SUBMISSION_DIR = "inference"  # SUBMISSION=1: parent of submission1/, submission2/ and the time CSVs
 LIMIT = 0  # only the first LIMIT test rows (0 = all): quick looks
-CACHE_DIR = ".cache/method1"  # cached training statistics (Inception features, mean colour), keyed by content
+CACHE_DIR = ".cache/features"  # training statistics (Inception features, mean colour) by content; shared with evaluation
 if common.smoke_enabled():  # tiny random model: few steps, small batches, small canvas (outputs still 1024x533)
     STEPS, BATCH_SIZE, GEN_SIZE = 3, 2, (256, 136)
 common.configure(globals(), argv=sys.argv[1:] if __name__ == "__main__" else [])
@@ -212,7 +212,7 @@ def training_stats(data_dir, device):
         if DUP_GUARD:
             from inference.dup_guard import DupGuard
 
-            guard = DupGuard(names, paths, CACHE_DIR, device=device, key=key)
+            guard = DupGuard(names, paths, CACHE_DIR, device=device)
     return guard, mean_rgb
 
 

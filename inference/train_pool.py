@@ -1,15 +1,13 @@
 """
 Statistics of the training banners that Method 1 needs on every run, computed once and cached on disk by the CONTENT
 of the banners (a sha256 over names and file hashes), so they are never recomputed for the same set and never reused
-for a changed one: the mean colour (post-processing) and the Inception features (duplication guard).
+for a changed one: the mean colour (post-processing) and the Inception features (duplication guard, through the
+evaluation's feature cache).
 """
 import hashlib
-import io
 from pathlib import Path
 
-import numpy as np
-
-from common import atomic_write, check_image, file_hash, mean_color, read_info, read_json, split_dir, write_json
+from common import check_image, file_hash, mean_color, read_info, read_json, split_dir, write_json
 
 
 def train_banners(data_dir=None):
@@ -43,16 +41,10 @@ def cached_mean_color(names, paths, cache_dir, key=None):
     return color
 
 
-def cached_inception(names, paths, cache_dir, extractor, key=None):
-    """(n, 2048) Inception features of the banners, from `cache_dir/inception_<key>.npy` when there."""
-    key = key or pool_key(names, paths)
-    path = Path(cache_dir) / f"inception_{key}.npy"
-    if path.is_file():
-        feats = np.load(path, allow_pickle=False)
-        if feats.shape == (len(paths), 2048):
-            return feats
-    feats = extractor(paths, progress="inception features of the training banners (cached)")
-    buf = io.BytesIO()
-    np.save(buf, feats.astype(np.float32), allow_pickle=False)
-    atomic_write(path, buf.getvalue())
-    return feats
+def cached_inception(paths, cache_dir, extractor):
+    """(n, 2048) Inception features of the banners from the evaluation's content-keyed cache (one file shared with
+    `run/evaluate.sh`, so the guard and the duplication report featurise each training banner once between them)."""
+    from evaluation.feature_cache import FeatureCache
+
+    cache = FeatureCache(Path(cache_dir) / "inception_features.safetensors", extractor)
+    return cache.features(paths, progress="inception features of the training banners (cached)")
