@@ -65,7 +65,7 @@ def _sort_value(x):
 
 def _image_cell(uri, caption=""):
     if not uri:
-        return '<td class="muted">-</td>'
+        return f'<td class="muted" data-v="{html.escape(caption)}">{html.escape(caption) or "-"}</td>'
     return f'<td data-v="{html.escape(caption)}"><img src="{uri}" loading="lazy"><span class="muted">{html.escape(caption)}</span></td>'
 
 
@@ -86,7 +86,8 @@ def write_gallery(path, rows, info, pred_dir, gt_dir, train_dir, report, thumb_w
         cells = [f"<td>{html.escape(row.id)}<br><span class='muted'>{html.escape(row.bannerImage)}</span></td>",
                  f'<td class="text">{text}</td>',
                  _image_cell(thumbnail(find(init_name), thumb_width), init_name or ""),
-                 _image_cell(thumbnail(find(near_name), thumb_width) if near_name != init_name else "", near_name or ""),
+                 (_image_cell(thumbnail(find(near_name), thumb_width), near_name or "") if near_name != init_name
+                  else _image_cell("", f"the init banner ({near_name})")),
                  _image_cell(thumbnail(Path(pred_dir) / row.bannerImage, thumb_width)),
                  _image_cell(thumbnail(Path(gt_dir) / "images" / row.bannerImage, thumb_width))]
         cells += [f'<td data-v="{_sort_value(getattr(row, c))}">{getattr(row, c):.4f}</td>' for c in numbers]
