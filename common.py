@@ -77,10 +77,13 @@ def configure(scope, argv=None, env=None):
     """Override the UPPERCASE constants in `scope` (a script's globals()).
 
     Order: the constant in the file < an environment variable of the same name < `--NAME=value` / `--NAME value`
-    on the command line (also accepted in lower case with dashes: --data-dir). `--help` prints the script's docstring
-    and every knob with its current value and comment, then exits.
+    on the command line (also accepted in lower case with dashes: --data-dir), read only when the scope is the script
+    being run (`__main__`), so importing a stage from tests or another stage never parses someone else's arguments.
+    `--help` prints the script's docstring and every knob with its current value and comment, then exits.
     """
-    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv is None:  # flags belong to the script being run; a module imported by another program reads none
+        argv = sys.argv[1:] if scope.get("__name__") == "__main__" else []
+    argv = list(argv)
     env = os.environ if env is None else env
     knobs = [k for k, v in scope.items() if k.isupper() and not k.startswith("_") and isinstance(v, (bool, int, float, str, tuple, list, type(None)))]
     for name in knobs:
@@ -284,8 +287,12 @@ def read_info(path, images_dir=None, check_images=False):
         dup = df[col][df[col].duplicated()].unique().tolist()
         if dup:
             raise InputError(f"{path}: duplicate {col} value(s) {dup[:10]}")
-    for col in TEXT_COLUMNS:
-        df[col] = df[col].map(lambda s: "" if s.strip().lower() in ("nan", "none") else s.strip())
+    # a name is joined to an images/ or output folder: a path in it would read or write outside that folder
+    bad = [b for b in df["bannerImage"] if b in (".", "..") or b != Path(b).name or "\\" in b]
+    if bad:
+        raise InputError(f"{path}: bannerImage must be a plain file name (no folders), got {bad[:10]}")
+    for col in TEXT_COLUMNS:  # "nan" is what a NaN becomes when a pandas frame is written as text
+        df[col] = df[col].map(lambda s: "" if s.strip().lower() == "nan" else s.strip())
     if check_images:
         images_dir = Path(images_dir) if images_dir else path.parent / "images"
         for row in df.itertuples():
@@ -307,7 +314,7 @@ def check_image(path, what=""):
         raise InputError(f"image not found: {path}{where}")
     try:
         with Image.open(path) as im:
-            im.verify()
+            im.load()  # decode the pixels: verify() alone passes a truncated JPEG
     except Exception as e:  # PIL raises many types for corrupt files
         raise InputError(f"unreadable image: {path}{where}: {e}") from None
 
@@ -360,6 +367,8 @@ def to_banner(image):
 
 def save_banner(image, out_dir, banner_name):
     """Write `image` as an exactly 1024x533 JPEG named `banner_name` in `out_dir`, atomically; returns the path."""
+    if banner_name in ("", ".", "..") or Path(banner_name).name != banner_name:
+        raise InputError(f"bannerImage {banner_name!r}: must be a plain file name")
     buf = io.BytesIO()
     to_banner(image).save(buf, format="JPEG", quality=JPEG_QUALITY)
     path = Path(out_dir) / banner_name
@@ -396,11 +405,13 @@ def pick_dtype(device, prefer="fp16"):
     """fp16/bf16 on CUDA as asked (bf16 falls back to fp16 where unsupported); always fp32 on the CPU."""
     import torch
 
+    if prefer not in ("fp16", "bf16", "fp32"):
+        raise InputError(f"DTYPE must be fp16, bf16 or fp32, got {prefer!r}")
     if str(device).startswith("cpu"):
         return torch.float32
     if prefer == "bf16":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp16": torch.float16, "fp32": torch.float32}.get(prefer, torch.float16)
+    return torch.float16 if prefer == "fp16" else torch.float32
 
 
 def model_path(name, smoke_family=None):

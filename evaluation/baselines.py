@@ -40,7 +40,7 @@ RUN_RETRIEVAL = True  # run the retrieval stage on the split (False: use the spl
 RETRIEVAL_ARGS = ""  # extra flags for `python -m retrieval.retrieve` on the split (e.g. an offline --TEXT_MODEL=folder)
 POSTPROCESS_ARGS = ""  # extra flags for `python -m inference.postprocess` in baseline (c)
 GALLERY = True  # write gallery.html for each baseline
-common.configure(globals(), argv=sys.argv[1:] if __name__ == "__main__" else [])
+common.configure(globals())
 
 
 def stage_exists(module):

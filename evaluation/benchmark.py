@@ -17,7 +17,7 @@ from common import load_rgb
 DATA_DIR = ""  # dataset whose train/images are timed (default: env DATA_DIR, else data)
 N = 32  # images timed (pairs are image i vs image i+1)
 DEVICE = "auto"  # auto | cpu | cuda
-common.configure(globals(), argv=sys.argv[1:] if __name__ == "__main__" else [])
+common.configure(globals())
 
 
 def main():

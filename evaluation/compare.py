@@ -18,7 +18,7 @@ from common import InputError, read_json, write_csv
 PRED_DIRS = ""  # comma-separated prediction folders, each holding a report.json from evaluation.evaluate
 NAMES = ""  # optional comma-separated labels, one per folder (default: the folder names)
 OUT_CSV = "outputs/compare.csv"  # where the table is also written as CSV ("" to skip)
-common.configure(globals(), argv=sys.argv[1:] if __name__ == "__main__" else [])  # imported: env vars only
+common.configure(globals())
 
 COLUMNS = ["score", "psnr_term", "ssim_term", "inception_term", "fid_term", "fid", "duplication_mean", "duplication_max",
            "n", "seconds_per_image"]

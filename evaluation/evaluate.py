@@ -36,7 +36,7 @@ THUMB_WIDTH = 320  # gallery thumbnail width in px (JPEG data URIs inside the HT
 CLIP_SCORE = False  # also compute the CLIP score prompt <-> prediction (needs CLIP_MODEL's weights; SMOKE=1: tiny model)
 CLIP_MODEL = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"  # open_clip model: hub repo id or local folder
 DEVICE = "auto"  # auto | cpu | cuda (Inception and CLIP)
-common.configure(globals(), argv=sys.argv[1:] if __name__ == "__main__" else [])  # imported: env vars only
+common.configure(globals())
 
 
 def check_predictions(gt_info, gt_dir, pred_dir):

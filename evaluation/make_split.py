@@ -25,7 +25,7 @@ FRACTION = 0.1  # share of rows held out as the validation "test" split (0.1 of 
 SOURCE_DIR = ""  # the training folder to split (info.csv + images/); default $DATA_DIR/train
 SPLIT_DIR = "data/val_split"  # where the new DATA_DIR-style folder is written
 LINK = "symlink"  # symlink | copy: how images get into the split (copy when the split must move between machines)
-common.configure(globals(), argv=sys.argv[1:] if __name__ == "__main__" else [])  # imported: env vars only
+common.configure(globals())
 
 
 def choose_test_ids(ids, seed, fraction):

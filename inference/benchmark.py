@@ -28,7 +28,7 @@ DTYPE = "fp16"  # on CUDA; the CPU always runs fp32
 DEVICE = "auto"  # auto | cuda | cpu
 WARMUP = 1  # untimed batches first (CUDA kernels, allocator)
 GUARD = True  # also time the duplication guard's Inception features of the outputs
-common.configure(globals(), argv=sys.argv[1:] if __name__ == "__main__" else [])
+common.configure(globals())
 
 SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, cross_attention_dim=768,
                  block_out_channels=(320, 640, 1280, 1280), attention_head_dim=8, norm_num_groups=32,

@@ -17,7 +17,7 @@ DATA_DIR = ""  # dataset root ("" = $DATA_DIR or data/)
 N = 200  # random training banners (features cost ~1 s each on a CPU)
 N_COPIES = 30  # of those, how many get near-copies
 SEED = 0  # which banners
-common.configure(globals(), argv=sys.argv[1:] if __name__ == "__main__" else [])
+common.configure(globals())
 
 NEAR_COPIES = {
     "blur radius 2": lambda im: im.filter(ImageFilter.GaussianBlur(2)),

@@ -54,7 +54,7 @@ LIMIT = 0  # only the first LIMIT test rows (0 = all): quick looks
 CACHE_DIR = ".cache/features"  # training statistics (Inception features, mean colour) by content; shared with evaluation
 if common.smoke_enabled():  # tiny random model: few steps, small batches, small canvas (outputs still 1024x533)
     STEPS, BATCH_SIZE, GEN_SIZE = 3, 2, (256, 136)
-common.configure(globals(), argv=sys.argv[1:] if __name__ == "__main__" else [])
+common.configure(globals())
 
 SCHEDULERS = {"dpmpp": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
               "ddim": ("DDIMScheduler", {}), "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),

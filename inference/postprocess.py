@@ -30,7 +30,7 @@ IN_DIR = ""  # script mode: folder of banners to post-process (named by bannerIm
 IN_DIR2 = ""  # script mode: optional second folder with the same names (the pair's right image)
 OUT_DIR = "outputs/postprocessed"  # script mode: where the post-processed banners go
 CACHE_DIR = ".cache/features"  # training statistics by the banners' content; shared with Method 1 and evaluation
-common.configure(globals(), argv=sys.argv[1:] if __name__ == "__main__" else [])
+common.configure(globals())
 
 
 def _rgb255(color):

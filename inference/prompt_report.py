@@ -24,7 +24,7 @@ TOKENIZER = "SG161222/Realistic_Vision_V5.1_noVAE"  # model whose tokenizer coun
 STYLE = ""  # the STYLE knob of Method 1, if you use one
 REPORT = ""  # optional JSON file for the figures
 VI_PER_EN_TOKENS = 3.4  # CLIP tokens of Vietnamese per token of its English translation (measured on the sample's rows)
-common.configure(globals(), argv=sys.argv[1:] if __name__ == "__main__" else [])
+common.configure(globals())
 
 
 def load_tokenizer():

@@ -27,7 +27,7 @@ DTYPE = "fp16"  # on CUDA; the CPU runs fp32
 CPU_THREADS = 0  # torch threads on the CPU; 0 = torch's default
 SEED = 0  # which strings are sampled
 
-common.configure(globals(), argv=None if __name__ == "__main__" else [])
+common.configure(globals())
 
 
 def distinct_report(frame):

@@ -56,7 +56,7 @@ CACHE = ""  # translation cache file; "" = $DATA_DIR/translation_cache.json
 LOWERCASE = False  # lower-case every string before translating (the seed's behaviour; loses brand-name casing)
 PROGRESS = True  # show the tqdm progress bar (strings/s)
 
-common.configure(globals(), argv=None if __name__ == "__main__" else [])
+common.configure(globals())
 
 
 class ServiceDown(Exception):
@@ -296,7 +296,10 @@ class RetryingTranslator:
         for text in texts:
             out = self.translate_one(text)
             results.append(out)
-            self.failed_in_a_row = self.failed_in_a_row + 1 if isinstance(out, Exception) else 0
+            if not isinstance(out, Exception):
+                self.failed_in_a_row = 0
+            elif not isinstance(out, self.permanent):  # e.g. a string over the length limit says nothing of the service
+                self.failed_in_a_row += 1
             if self.give_up_after and self.failed_in_a_row >= self.give_up_after:
                 raise ServiceDown(f"{self.failed_in_a_row} strings in a row failed after {self.retries} retries "
                                   f"each (last error: {describe(out)}); stopped asking the service")

@@ -197,7 +197,10 @@ def build_index(folder, encoder, items, ids, dtype="fp16", part_size=4096, batch
         return current, 0
     folder.mkdir(parents=True, exist_ok=True)
     reuse, old = _previous_rows(folder, encoder.spec, dtype)
-    parts_dir = folder / f".parts-{key[:16]}"
+    # every process gets parts to encode (1362 rows would otherwise be one part, all on rank 0)
+    part_size = max(1, min(part_size, -(-len(items) // world_size)))
+    # the folder names the layout too: a resumed build with another PART_SIZE must never reuse parts of other rows
+    parts_dir = folder / f".parts-{key[:16]}-p{part_size}"
     parts_dir.mkdir(exist_ok=True)
     n, n_parts = len(items), (len(items) + part_size - 1) // part_size
     bounds = [(p * part_size, min(n, (p + 1) * part_size)) for p in range(n_parts)]

@@ -44,11 +44,18 @@ def row_texts(df, fields, what):
     missing = [c for c in columns if c not in df.columns]
     if not columns or missing:
         raise InputError(f"{what}: field(s) {missing or fields!r} not among the columns {list(df.columns)}")
-    texts = [FIELD_SEPARATOR.join(t for t in map(common.normalize_text, values) if t)
-             for values in zip(*(df[c] for c in columns))]
+    def join(cols):
+        return [FIELD_SEPARATOR.join(t for t in map(common.normalize_text, values) if t) for values in zip(*(df[c] for c in cols))]
+
+    texts = join(columns)
+    # a row whose chosen fields are all empty falls back to its other copy rather than stopping the stage
+    other = [c for c in common.TEXT_COLUMNS if c in df.columns and c not in columns]
+    if other and not all(texts):
+        fallback = join(other)
+        texts = [t or f for t, f in zip(texts, fallback)]
     empty = [df.id[i] for i, t in enumerate(texts) if not t]
     if empty:
-        raise InputError(f"{what}: empty {'+'.join(columns)} for row id(s) {empty[:10]}")
+        raise InputError(f"{what}: no text at all (caption, description, moreInfo) for row id(s) {empty[:10]}")
     return texts
 
 

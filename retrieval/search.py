@@ -48,6 +48,16 @@ def _merge(best_scores, best_rows, scores, rows, k):
     return torch.gather(s, 1, order), torch.gather(r, 1, order)
 
 
+def _topk_lowest_rows_on_ties(scores, k):
+    """torch.topk, except that among equal scores at the cut the lowest rows are kept (topk picks any of them, so
+    duplicate captions would get a neighbour that depends on SEARCH_CHUNK)."""
+    cut = torch.topk(scores, k, dim=1).values[:, -1:]
+    greater, equal = scores > cut, scores == cut
+    take = greater | (equal & (equal.cumsum(1) <= k - greater.sum(1, keepdim=True)))
+    rows = take.nonzero()[:, 1].view(-1, k)
+    return scores.gather(1, rows), rows
+
+
 def search(queries, pool, k, chunk_rows=32768, query_rows=4096, device="cpu", exclude=None, progress=None):
     """Top-k pool rows for each query: (rows int64 (m, k), scores float32 (m, k)), best first.
 
@@ -80,7 +90,7 @@ def search(queries, pool, k, chunk_rows=32768, query_rows=4096, device="cpu", ex
                 local = excl[q0:q1] - start
                 hit = (local >= 0) & (local < len(chunk))
                 scores[hit.nonzero().squeeze(1), local[hit]] = -torch.inf
-            top_scores, top_rows = torch.topk(scores, kk, dim=1, sorted=False)
+            top_scores, top_rows = _topk_lowest_rows_on_ties(scores, kk)
             best_scores[q0:q1], best_rows[q0:q1] = _merge(best_scores[q0:q1], best_rows[q0:q1], top_scores,
                                                           top_rows + start, k)
     bar.close()

@@ -1,6 +1,10 @@
 # Sourced by every run/*.sh: work from the repo root and pick the project's Python.
 # PYTHON overrides; otherwise the venv made by run/setup.sh, otherwise python3 on PATH.
 set -euo pipefail
+# folders given relative to where the user stands, before we move to the repo root
+for v in DATA_DIR OUT_DIR PRED_DIR GT_DIR TRAIN_DIR DEMO_DATA_DIR DEMO_OUT; do
+  if [ -n "${!v:-}" ] && [[ "${!v}" != /* && "${!v}" != none ]]; then export "$v=$PWD/${!v}"; fi
+done
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python3; fi

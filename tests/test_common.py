@@ -50,6 +50,8 @@ def test_read_info_nan_text_becomes_empty(tmp_path):
     ("id,caption,description,moreInfo,bannerImage\n1,a,b,c,1.jpg\n1,d,e,f,2.jpg\n", "duplicate id value(s) ['1']"),
     ("id,caption,description,moreInfo,bannerImage\n1,a,b,c,x.jpg\n2,d,e,f,x.jpg\n", "duplicate bannerImage value(s) ['x.jpg']"),
     ("id,caption,description,moreInfo,bannerImage\n1,a,b,c,1.jpg\n2,d,e,f,\n", "empty bannerImage on data line(s) [3]"),
+    ("id,caption,description,moreInfo,bannerImage\n1,a,b,c,../../x.jpg\n", "must be a plain file name (no folders), got ['../../x.jpg']"),
+    ("id,caption,description,moreInfo,bannerImage\n1,a,b,c,/etc/x.jpg\n", "must be a plain file name"),
 ])
 def test_read_info_bad(tmp_path, text, message):
     path = write_csv_bytes(tmp_path / "info.csv", text)
@@ -77,6 +79,11 @@ def test_read_info_images_missing_or_unreadable(tmp_path):
     with pytest.raises(InputError, match=r"image not found: .*2\.jpg \(row id=2\)"):
         common.read_info(path, check_images=True)
     (tmp_path / "images" / "2.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated garbage")
+    with pytest.raises(InputError, match=r"unreadable image: .*2\.jpg \(row id=2\)"):
+        common.read_info(path, check_images=True)
+    common.save_banner(Image.effect_noise((1024, 536), 60).convert("RGB"), tmp_path / "images", "2.jpg")
+    data = (tmp_path / "images" / "2.jpg").read_bytes()
+    (tmp_path / "images" / "2.jpg").write_bytes(data[: len(data) // 2])  # a valid header, half the pixels
     with pytest.raises(InputError, match=r"unreadable image: .*2\.jpg \(row id=2\)"):
         common.read_info(path, check_images=True)
     Image.new("RGB", (8, 8)).save(tmp_path / "images" / "2.jpg")
@@ -185,6 +192,14 @@ def test_per_row_noise_independent_of_batch_and_order():
 def test_pick_dtype_cpu_is_fp32():
     assert common.pick_dtype("cpu", "fp16") == torch.float32
     assert common.pick_device("cpu") == "cpu"
+    with pytest.raises(InputError, match="DTYPE must be fp16, bf16 or fp32, got 'float32'"):
+        common.pick_dtype("cuda", "float32")
+
+
+def test_save_banner_refuses_paths(tmp_path):
+    with pytest.raises(InputError, match="plain file name"):
+        common.save_banner(Image.new("RGB", (8, 8)), tmp_path / "out", "../escaped.jpg")
+    assert not (tmp_path / "escaped.jpg").exists()
 
 
 def test_model_path(tmp_path, monkeypatch):

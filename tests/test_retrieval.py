@@ -315,3 +315,23 @@ def test_stage_clip_text_image_mode(sample_dir):
     (sample_dir / "train" / "images" / "42.jpg").unlink()
     result = run_stage(sample_dir, "--MODE=clip_text_image")
     assert result.returncode == 2 and "id(s) ['42']" in result.stderr
+
+
+def test_ties_keep_the_lowest_rows_whatever_the_chunk_size():
+    """Duplicate captions embed identically: which of them is the neighbour must not depend on SEARCH_CHUNK."""
+    pool = np.tile(np.array([[1.0, 0.0]], dtype=np.float32), (20, 1))
+    pool[::2] = [0.0, 1.0]  # even rows point elsewhere; the 10 odd rows tie exactly
+    query = np.array([[1.0, 0.0]], dtype=np.float32)
+    for chunk in (40, 16, 7, 3):
+        rows, scores = search(query, pool, 3, chunk_rows=chunk)
+        assert rows.tolist() == [[1, 3, 5]] and np.allclose(scores, 1.0), chunk
+
+
+def test_row_texts_fall_back_to_other_fields():
+    from retrieval.retrieve import row_texts
+
+    df = pd.DataFrame({"id": ["1", "2", "3"], "caption": ["Áo phủ xe", "", ""], "description": ["x", "Giảm 30%", ""],
+                       "moreInfo": ["", "", ""], "bannerImage": ["1.jpg", "2.jpg", "3.jpg"]})
+    with pytest.raises(common.InputError, match=r"row id\(s\) \['3'\]"):
+        row_texts(df, "caption", "info.csv")
+    assert row_texts(df.head(2), "caption", "info.csv") == ["Áo phủ xe", "Giảm 30%"]

@@ -296,6 +296,14 @@ def test_google_permanent_error_is_not_retried():
     assert isinstance(out, NotValidLength) and len(service.calls) == 1 and clock.sleeps == []
 
 
+def test_google_permanent_errors_do_not_mean_the_service_is_down():
+    clock = FakeClock()
+    long = [f"{i}" + "x" * 6000 for i in range(5)]  # longest first, as the stage sends them
+    service = StandInService({t: [NotValidLength(t, 0, 5000)] for t in long})
+    out = policy(service, clock, give_up_after=3).translate_batch(long + ["ok"])
+    assert all(isinstance(o, NotValidLength) for o in out[:5]) and out[5] == "EN[ok]"
+
+
 def test_google_request_rate_is_bounded():
     clock = FakeClock()
     service = StandInService(clock=clock, cost=0.1)
