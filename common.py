@@ -74,6 +74,18 @@ def _parse_value(raw, current, name):
 
 
 def configure(scope, argv=None, env=None):
+    """Override the UPPERCASE constants in `scope` (see `_configure`); in the script being run a bad knob prints one
+    line and exits 2, like every other user error."""
+    try:
+        return _configure(scope, argv, env)
+    except InputError as e:
+        if scope.get("__name__") == "__main__":
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        raise
+
+
+def _configure(scope, argv=None, env=None):
     """Override the UPPERCASE constants in `scope` (a script's globals()).
 
     Order: the constant in the file < an environment variable of the same name < `--NAME=value` / `--NAME value`
@@ -365,14 +377,28 @@ def to_banner(image):
     return image
 
 
-def save_banner(image, out_dir, banner_name):
-    """Write `image` as an exactly 1024x533 JPEG named `banner_name` in `out_dir`, atomically; returns the path."""
-    if banner_name in ("", ".", "..") or Path(banner_name).name != banner_name:
-        raise InputError(f"bannerImage {banner_name!r}: must be a plain file name")
+def banner_jpeg(image):
+    """The exact JPEG bytes `save_banner` writes for `image` (exactly 1024x533)."""
     buf = io.BytesIO()
     to_banner(image).save(buf, format="JPEG", quality=JPEG_QUALITY)
+    return buf.getvalue()
+
+
+def decode_image(data):
+    """JPEG/PNG bytes -> RGB PIL image (e.g. to measure a banner exactly as it will be on disk)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        return im.convert("RGB")
+
+
+def save_banner(image, out_dir, banner_name):
+    """Write `image` (a PIL image, or bytes from `banner_jpeg`) as an exactly 1024x533 JPEG named `banner_name` in
+    `out_dir`, atomically; returns the path."""
+    if banner_name in ("", ".", "..") or Path(banner_name).name != banner_name:
+        raise InputError(f"bannerImage {banner_name!r}: must be a plain file name")
     path = Path(out_dir) / banner_name
-    atomic_write(path, buf.getvalue())
+    atomic_write(path, image if isinstance(image, bytes) else banner_jpeg(image))
     return path
 
 

@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 import common
-from common import InputError, is_valid_image, load_rgb, save_banner
+from common import InputError, load_rgb, save_banner
 from evaluation.compare import compare, to_markdown
 from evaluation.evaluate import evaluate
 from evaluation.make_split import make_split
@@ -66,18 +66,15 @@ def mean_color_baseline(split, out_dir):
     from PIL import Image
 
     banner = Image.new("RGB", common.BANNER_SIZE, tuple(round(c * 255) for c in rgb))
-    for name in common.read_info(split / "test" / "info.csv")["bannerImage"]:
-        if not is_valid_image(out_dir / name):
-            save_banner(banner, out_dir, name)
+    for name in common.read_info(split / "test" / "info.csv")["bannerImage"]:  # rewritten each run: cheap, never stale
+        save_banner(banner, out_dir, name)
 
 
 def copy_banner(src, out_dir, name):
     """The training banner as is: its bytes when it already is a 1024x533 JPEG, else converted to one."""
     from PIL import Image
 
-    dst = out_dir / name
-    if is_valid_image(dst):
-        return
+    dst = out_dir / name  # rewritten each run (cheap): a changed retrieval.csv must never leave an old copy behind
     with Image.open(src) as im:
         as_is = im.format == "JPEG" and im.mode == "RGB" and im.size == common.BANNER_SIZE
     if as_is:
@@ -154,7 +151,7 @@ def main():
         score("retrieved_copy")
         if stage_exists("inference.postprocess"):
             run_stage("inference.postprocess", f"--IN_DIR={out_root / 'retrieved_copy'} --IN_DIR2="
-                      f"{out_root / 'retrieved_copy_rank2'} --OUT_DIR={out_root / 'retrieved_pp'} {POSTPROCESS_ARGS}", split)
+                      f"{out_root / 'retrieved_copy_rank2'} --OUT_DIR={out_root / 'retrieved_pp'} --CACHE_DIR={CACHE_DIR} {POSTPROCESS_ARGS}", split)
             shutil.copyfile(out_root / "retrieved_copy" / "manifest.csv", out_root / "retrieved_pp" / "manifest.csv")
             score("retrieved_pp")
         else:

@@ -80,7 +80,7 @@ def write_gallery(path, rows, info, pred_dir, gt_dir, train_dir, report, thumb_w
     for row in rows.itertuples():
         t = texts.loc[row.id]
         text = "<br>".join(f"<b>{k}</b>: {html.escape(t[k])}" for k in ("caption", "description", "moreInfo") if t[k])
-        init_name = init.get(row.id)
+        init_name = (init.get(row.id) or "").split(";")[0] or None  # POSTPROCESS runs list both parts: "a.jpg;b.jpg"
         near_name = getattr(row, "dup_train_bannerImage", None)
         find = (lambda n: train_images / n if train_images and n else None)
         cells = [f"<td>{html.escape(row.id)}<br><span class='muted'>{html.escape(row.bannerImage)}</span></td>",

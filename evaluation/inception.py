@@ -65,7 +65,7 @@ def l2_normalize(x, eps=1e-12):
 
 def cosine(a, b):
     """Row-wise cosine of two (n, d) arrays."""
-    return np.sum(l2_normalize(a) * l2_normalize(b), axis=-1)
+    return np.clip(np.sum(l2_normalize(a) * l2_normalize(b), axis=-1), -1.0, 1.0)  # rounding can pass 1
 
 
 def max_cosine(queries, pool, chunk=4096):
@@ -79,4 +79,4 @@ def max_cosine(queries, pool, chunk=4096):
         s = sims[np.arange(len(q)), j]
         better = s > best
         best[better], arg[better] = s[better], j[better] + start
-    return best, arg
+    return np.clip(best, -1.0, 1.0), arg  # rounding can pass 1 for an exact copy

@@ -9,7 +9,8 @@ reads   $DATA_DIR/test/info_trans.csv (INFO_FILE), $DATA_DIR/test/retrieval.csv 
 writes  $OUT_DIR/<bannerImage>: exactly 1024x533 JPEG per test row (generated at GEN_SIZE, 1024x536)
         $OUT_DIR/manifest.csv: id, bannerImage, init_bannerImage, strength, seed, tries, dup_similarity, seconds,
         dup_nearest, prompt (one line per row; `seconds` = that row's share of its batches' wall time, retries included)
-SUBMISSION=1: one run per seed of SEEDS into $SUBMISSION_DIR/submission{1,2}/ plus time_submission{1,2}.csv
+SUBMISSION=1: one run per seed of SEEDS into $SUBMISSION_DIR/submission{1,2}/ (banners only; manifests beside them as
+        submission{k}_manifest.csv) plus time_submission{1,2}.csv
         (fname,time: seconds per image measured around its generation; a batch's time is split evenly over its images)
 POSTPROCESS=1: the winner's recipe (inference/postprocess.py; knobs PP_*) on the generations from the rank-1 and rank-2
         retrieved banners.
@@ -47,6 +48,9 @@ DUP_MAX = 0.85  # regenerate above this Inception cosine (distinct train banners
 DUP_STRENGTH_STEP = 0.1  # each retry adds this much strength (capped at 1.0)
 DUP_MAX_TRIES = 3  # generations per row at most, the first included; after that the least similar one is kept
 POSTPROCESS = False  # the winner's recipe: rank-1 and rank-2 generations side by side, blended, padded (knobs PP_*)
+PP_PAIR = postprocess.PP_PAIR  # POSTPROCESS: two generations (rank-1 and rank-2 init banners) side by side
+PP_BLEND_WEIGHT = postprocess.PP_BLEND_WEIGHT  # POSTPROCESS: 0..1 toward the training mean colour
+PP_PAD = postprocess.PP_PAD  # POSTPROCESS: pad to the 1024:533 aspect with the mean colour
 SUBMISSION = False  # competition layout: one run per seed of SEEDS, with time_submission{k}.csv
 SEEDS = (42, 2023)  # SUBMISSION=1: the seeds of submission1 and submission2
 SUBMISSION_DIR = "inference"  # SUBMISSION=1: parent of submission1/, submission2/ and the time CSVs
@@ -55,6 +59,7 @@ CACHE_DIR = ".cache/features"  # training statistics (Inception features, mean c
 if common.smoke_enabled():  # tiny random model: few steps, small batches, small canvas (outputs still 1024x533)
     STEPS, BATCH_SIZE, GEN_SIZE = 3, 2, (256, 136)
 common.configure(globals())
+postprocess.PP_PAIR, postprocess.PP_BLEND_WEIGHT, postprocess.PP_PAD = PP_PAIR, PP_BLEND_WEIGHT, PP_PAD
 
 SCHEDULERS = {"dpmpp": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
               "ddim": ("DDIMScheduler", {}), "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
@@ -189,10 +194,18 @@ def is_done(path):
         return im.size == common.BANNER_SIZE
 
 
+def meta_path(out_dir, name):
+    """Where a run's bookkeeping goes: inside OUT_DIR, but beside a submission folder (the grader reads every file in
+    submission{k}/, which must hold banners only)."""
+    out_dir = Path(out_dir)
+    return out_dir.parent / f"{out_dir.name}_{name}" if SUBMISSION else out_dir / name
+
+
 def load_records(out_dir):
     """Manifest records of every process of every earlier run ({bannerImage: record}; the newest record wins)."""
     records = {}
-    for path in sorted(Path(out_dir).glob(".manifest.rank*.json")):
+    pattern = meta_path(out_dir, ".manifest.rank*.json")
+    for path in sorted(pattern.parent.glob(pattern.name)):
         for name, rec in (common.read_json(path, {}) or {}).items():
             if name not in records or rec.get("finished", 0) > records[name].get("finished", 0):
                 records[name] = rec
@@ -203,12 +216,11 @@ def training_stats(data_dir, device):
     """(duplication guard or None, training mean colour or None), from the on-disk cache after the first run."""
     guard = mean_rgb = None
     if DUP_GUARD or POSTPROCESS:
-        from inference.train_pool import cached_mean_color, pool_key, train_banners
+        from inference.train_pool import cached_mean_color, train_banners
 
         names, paths = train_banners(data_dir)
-        key = pool_key(names, paths)
         if POSTPROCESS:
-            mean_rgb = cached_mean_color(names, paths, CACHE_DIR, key=key)
+            mean_rgb = cached_mean_color(names, paths, CACHE_DIR)
         if DUP_GUARD:
             from inference.dup_guard import DupGuard
 
@@ -221,6 +233,8 @@ def run_once(out_dir, seed, data_dir=None, rank=0, world=1, device=None):
     import torch
     from tqdm import tqdm
 
+    if DUP_GUARD and DUP_MAX_TRIES < 1:
+        raise common.InputError(f"DUP_MAX_TRIES={DUP_MAX_TRIES}: must be >= 1 (the first generation counts)")
     device = device or common.pick_device(DEVICE)
     out_dir = Path(out_dir)
     info, inits, images_dir = read_inputs(data_dir)
@@ -231,7 +245,7 @@ def run_once(out_dir, seed, data_dir=None, rank=0, world=1, device=None):
     todo = [(row, init) for row, init in rows if not is_done(out_dir / row.bannerImage)]
     print(f"[rank {rank}/{world}] {len(rows)} rows, {len(rows) - len(todo)} already done, {len(todo)} to generate "
           f"into {out_dir} (seed {seed})", file=sys.stderr)
-    store = common.JsonStore(out_dir / f".manifest.rank{rank}.json", every=1)
+    store = common.JsonStore(meta_path(out_dir, f".manifest.rank{rank}.json"), every=1)
     calls_before, generated, started = pipe.unet_calls[0], 0, time.perf_counter()
     if str(device).startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -252,10 +266,12 @@ def run_once(out_dir, seed, data_dir=None, rank=0, world=1, device=None):
             generated += len(jobs)
             per_part = len(jobs) // len(pending)
             finals = [outs[i * per_part:(i + 1) * per_part] for i in range(len(pending))]
-            finals = [postprocess.compose(parts, mean_rgb) if POSTPROCESS else common.to_banner(parts[0])
+            # the guard measures the banner exactly as it will be on disk (JPEG), as the evaluation will
+            finals = [common.banner_jpeg(postprocess.compose(parts, mean_rgb) if POSTPROCESS else parts[0])
                       for parts in finals]
             t0 = time.perf_counter()
-            sims, nearest = guard.measure(finals) if guard else ([float("nan")] * len(finals), [""] * len(finals))
+            sims, nearest = (guard.measure([common.decode_image(jpeg) for jpeg in finals]) if guard
+                             else ([float("nan")] * len(finals), [""] * len(finals)))
             wall += time.perf_counter() - t0
             still = []
             for (row, names), image, sim, near in zip(pending, finals, sims, nearest):
@@ -272,11 +288,14 @@ def run_once(out_dir, seed, data_dir=None, rank=0, world=1, device=None):
                 break
         for row, names in batch:
             rec = best[row.id]
-            common.save_banner(rec.pop("image"), out_dir, row.bannerImage)
+            jpeg = rec.pop("image")
             rec["tries"] = tried[row.id]  # generations made; strength and seed are those of the kept one
+            # record first, then the image: a kill in between leaves a record whose row is redone, never a banner
+            # without its record (which would leave its time_submission cell empty)
             store.put(row.bannerImage, {"id": row.id, "bannerImage": row.bannerImage,
                                         "init_bannerImage": ";".join(names), **rec, "seconds": seconds[row.id],
                                         "prompt": prompt[row.id], "finished": time.time()})
+            common.save_banner(jpeg, out_dir, row.bannerImage)
         bar.update(len(batch))
     bar.close()
     store.save()
@@ -319,7 +338,7 @@ def merge_manifest(out_dir, data_dir=None):
     if missing:
         raise common.InputError(f"{out_dir}: no valid output for test row(s) id={missing[:10]}: rerun to finish them")
     manifest = pd.DataFrame(rows, columns=columns)
-    common.write_csv(out_dir / "manifest.csv", manifest)
+    common.write_csv(meta_path(out_dir, "manifest.csv"), manifest)
     sims = pd.to_numeric(manifest["dup_similarity"], errors="coerce").dropna()
     if len(sims):
         print(f"{out_dir}: {len(manifest)} banners; duplication similarity mean {sims.mean():.4f}, max "

@@ -74,13 +74,22 @@ def main():
     sources = sorted(p for p in Path(IN_DIR).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not sources:
         raise common.InputError(f"{IN_DIR}: no .jpg/.png banners")
+    # resume only outputs made with the same recipe and inputs: a new blend weight must not keep the old banners
+    recipe = {"pair": PP_PAIR, "tile": list(PP_TILE_SIZE), "gap": PP_GAP, "blend": PP_BLEND_WEIGHT, "pad": PP_PAD,
+              "mean_rgb": list(mean_rgb), "in_dir": str(Path(IN_DIR).resolve()),
+              "in_dir2": str(Path(IN_DIR2).resolve()) if IN_DIR2 else ""}
+    stamp = Path(OUT_DIR) / ".postprocess.json"
+    same_recipe = common.read_json(stamp) == recipe
+    if not same_recipe and stamp.exists():
+        stamp.unlink()  # a kill during the redo must not leave the old stamp vouching for a mix of recipes
     for src in tqdm(sources, desc="post-processing", unit="img"):
-        if common.is_valid_image(Path(OUT_DIR) / src.name):
+        if same_recipe and common.is_valid_image(Path(OUT_DIR) / src.name):
             continue
         images = [common.load_rgb(src)]
         if IN_DIR2:
             images.append(common.load_rgb(Path(IN_DIR2) / src.name))
         common.save_banner(compose(images, mean_rgb), OUT_DIR, src.name)
+    common.write_json(stamp, recipe)
     print(f"{len(sources)} banners in {OUT_DIR}")
 
 

@@ -35,7 +35,8 @@ DISCLAIMER_PATTERNS = (  # Vietnamese wordings seen in the data and the usual En
 )
 _DISCLAIMER = re.compile("|".join(DISCLAIMER_PATTERNS), re.IGNORECASE)
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
-_PHONE = re.compile(r"(?<!\w)(?:\+?\d[\d .-]{7,}\d)(?!\w)")
+# Vietnamese phone numbers (0xx.../+84..., 10-11 digits) and 1800/1900 hotlines; not prices, years or areas
+_PHONE = re.compile(r"(?<!\w)(?:(?:\+84[ .-]?|0)\d(?:[ .-]?\d){7,9}|1[89]00[ .-]?\d{3,4}(?:[ .-]?\d{1,3})?)(?!\w)")
 _HASHTAG = re.compile(r"#\w+")
 
 

@@ -256,6 +256,11 @@ def test_configure_help_and_errors(tmp_path):
         common.configure({"A": 1}, ["--A=abc"], env={})
 
 
+def test_bad_flag_in_a_script_is_one_line_and_exit_2(tmp_path):
+    out = run_script(tmp_path, "--BATCH_SIZE=abc")
+    assert out.returncode == 2 and out.stderr.strip() == "error: knob BATCH_SIZE: expected a value like 4, got 'abc'"
+
+
 def test_run_main_user_error_exits_2(tmp_path):
     code = ("import sys; sys.path.insert(0, %r); import common\n"
             "def main(): raise common.InputError('row id=7: caption is not text')\n"
