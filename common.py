@@ -118,10 +118,13 @@ def _configure(scope, argv=None, env=None):
         if name not in knobs:
             raise InputError(f"unknown knob {arg!r}; known: {', '.join(knobs)}")
         if not has_value:
-            if i + 1 >= len(argv):
+            if isinstance(scope[name], bool) and (i + 1 >= len(argv) or argv[i + 1].startswith("--")):
+                value = "1"  # a bare --FLAG turns a boolean knob on
+            elif i + 1 >= len(argv):
                 raise InputError(f"knob --{key} needs a value")
-            i += 1
-            value = argv[i]
+            else:
+                i += 1
+                value = argv[i]
         scope[name] = _parse_value(value, scope[name], name)
         i += 1
     return {k: scope[k] for k in knobs}

@@ -72,8 +72,17 @@ def smoke_dir():
 
 
 def _build_key():
-    # The marker stores a hash of this file, so changing a recipe invalidates old caches.
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    # The marker stores a hash of this file and of the libraries that save the folders, so changing a recipe or
+    # upgrading transformers/diffusers invalidates old caches.
+    from importlib.metadata import PackageNotFoundError, version
+
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    for package in ("torch", "transformers", "diffusers", "tokenizers", "open_clip_torch", "sentence-transformers"):
+        try:
+            h.update(f"{package}={version(package)}".encode())
+        except PackageNotFoundError:
+            pass
+    return h.hexdigest()[:16]
 
 
 def _is_complete(folder):

@@ -39,26 +39,32 @@ DEVICE = "auto"  # auto | cpu | cuda (Inception and CLIP)
 common.configure(globals())
 
 
+# names the metric implementations in the cache key: a change of PSNR/SSIM must never reuse old values
+METRICS_VERSION = "psnr-rgb255/ssim-gauss11-s1.5-rgb-f64/v1"
+
+
 def check_predictions(gt_info, gt_dir, pred_dir):
     """Paths of the predictions in row order; every missing/unreadable/wrong-sized one is named in one InputError."""
     from PIL import Image
 
     problems, paths = [], []
     for row in gt_info.itertuples():
-        pred, gt = Path(pred_dir) / row.bannerImage, Path(gt_dir) / "images" / row.bannerImage
+        pred = Path(pred_dir) / row.bannerImage
         paths.append(pred)
-        with Image.open(gt) as im:
-            want = im.size
+        want = common.BANNER_SIZE  # what the competition accepts, whatever the ground truth's size
         if not pred.is_file():
             problems.append(f"{row.bannerImage} (missing)")
             continue
         try:
             with Image.open(pred) as im:
-                size = im.size
+                size, fmt = im.size, im.format
+                im.load()  # a truncated file must fail here, not halfway through the metrics
         except Exception as e:  # PIL raises many types for corrupt files
             problems.append(f"{row.bannerImage} (unreadable: {e})")
             continue
-        if size != want:
+        if fmt != "JPEG":
+            problems.append(f"{row.bannerImage} ({fmt}, expected JPEG)")
+        elif size != want:
             problems.append(f"{row.bannerImage} ({size[0]}x{size[1]}, expected {want[0]}x{want[1]})")
     if problems:
         shown = ", ".join(problems[:30]) + (f", ... ({len(problems) - 30} more)" if len(problems) > 30 else "")
@@ -70,7 +76,7 @@ def pixel_metrics(pred_paths, gt_paths, store):
     """(psnr, ssim) per pair, memoised in `store` by the two files' contents."""
     out = []
     for pred, gt in tqdm(list(zip(pred_paths, gt_paths)), desc="psnr+ssim", unit="img"):
-        key = f"{content_hash(pred)}:{content_hash(gt)}"
+        key = f"{METRICS_VERSION}:{content_hash(pred)}:{content_hash(gt)}"
         if key not in store:
             a, b = np.asarray(load_rgb(pred)), np.asarray(load_rgb(gt))
             store.put(key, [metrics.psnr(a, b), metrics.ssim(a, b)])

@@ -245,6 +245,8 @@ def test_configure_env_and_flags(tmp_path):
     assert out.stdout.split() == ["/x", "8", "1.0", "False"]
     out = run_script(tmp_path, "--DATA_DIR=/flag", env={"DATA_DIR": "/env"})  # the flag wins over the env var
     assert out.stdout.split()[0] == "/flag"
+    out = run_script(tmp_path, "--use-fp16=0", "--USE_FP16", "--BATCH_SIZE", "2")  # a bare boolean flag means on
+    assert out.stdout.split() == ["data", "2", "0.6", "True"]
 
 
 def test_configure_help_and_errors(tmp_path):
