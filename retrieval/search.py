@@ -50,12 +50,20 @@ def _merge(best_scores, best_rows, scores, rows, k):
 
 def _topk_lowest_rows_on_ties(scores, k):
     """torch.topk, except that among equal scores at the cut the lowest rows are kept (topk picks any of them, so
-    duplicate captions would get a neighbour that depends on SEARCH_CHUNK)."""
-    cut = torch.topk(scores, k, dim=1).values[:, -1:]
-    greater, equal = scores > cut, scores == cut
-    take = greater | (equal & (equal.cumsum(1) <= k - greater.sum(1, keepdim=True)))
-    rows = take.nonzero()[:, 1].view(-1, k)
-    return scores.gather(1, rows), rows
+    duplicate captions would get a neighbour that depends on SEARCH_CHUNK). One extra candidate tells which query rows
+    have a tie across the cut; only those (rare: duplicate embeddings) take the exact, slower rule."""
+    n = scores.shape[1]
+    values, rows = torch.topk(scores, min(k + 1, n), dim=1)  # sorted, best first
+    top_scores, top_rows = values[:, :k].contiguous(), rows[:, :k].contiguous()
+    if n > k:
+        tied = (values[:, k] == values[:, k - 1]).nonzero().squeeze(1)
+        if len(tied):
+            sub, cut = scores[tied], values[tied, k - 1:k]
+            greater, equal = sub > cut, sub == cut
+            take = greater | (equal & (equal.cumsum(1) <= k - greater.sum(1, keepdim=True)))
+            exact = take.nonzero()[:, 1].view(-1, k)
+            top_rows[tied], top_scores[tied] = exact, sub.gather(1, exact)
+    return top_scores, top_rows
 
 
 def search(queries, pool, k, chunk_rows=32768, query_rows=4096, device="cpu", exclude=None, progress=None):
