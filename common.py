@@ -11,6 +11,7 @@ The one shared module: what every stage needs and none re-implements.
 - errors: raise `InputError`; `run_main` turns it into a one-line message and exit status 2 (no bare traceback).
 """
 import ast
+import contextlib
 import hashlib
 import io
 import json
@@ -142,9 +143,14 @@ def run_main(main):
         sys.exit(130)
 
 
+def env_flag(name, env=None):
+    """True when the environment variable `name` is set to 1/true/yes/on."""
+    return (os.environ if env is None else env).get(name, "0").strip().lower() in ("1", "true", "yes", "on")
+
+
 def smoke_enabled():
     """SMOKE=1 swaps every model for a tiny random one (no hub, no GPU)."""
-    return os.environ.get("SMOKE", "0").strip().lower() in ("1", "true", "yes", "on")
+    return env_flag("SMOKE")
 
 
 def announce_smoke(stage):
@@ -174,14 +180,16 @@ _UMASK = os.umask(0o022)
 os.umask(_UMASK)
 
 
-def atomic_write(path, data):
+@contextlib.contextmanager
+def atomic_open(path, mode="wb"):
+    """A file to write `path` through: it appears under its name only when the block ends without an error (for
+    outputs written piece by piece, e.g. a 1 GB index streamed in chunks)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(data, (bytes, bytearray)) else "w"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8", "newline": ""})) as f:
-            f.write(data)
+        with os.fdopen(fd, mode, **({} if "b" in mode else {"encoding": "utf-8", "newline": ""})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600 files; outputs should read like any other file
@@ -190,6 +198,11 @@ def atomic_write(path, data):
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write(path, data):
+    with atomic_open(path, "wb" if isinstance(data, (bytes, bytearray)) else "w") as f:
+        f.write(data)
 
 
 def write_json(path, obj):
@@ -313,6 +326,36 @@ def read_info(path, images_dir=None, check_images=False):
         for row in df.itertuples():
             check_image(images_dir / row.bannerImage, f"row id={row.id}")
     return df.reset_index(drop=True)
+
+
+def read_retrieval(path, ids=None, ranks=1):
+    """{test id: [train bannerImage of rank 1, ..., rank `ranks`]} from the retrieval stage's retrieval.csv
+    (id, bannerImage, rank, train_id, train_bannerImage, score). With `ids`, every one of them must have all ranks;
+    errors name the file and the test row."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found (run bash run/retrieval.sh first)")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    missing = [c for c in ("id", "rank", "train_bannerImage") if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing}")
+    by_id = {}
+    for line, rec in enumerate(df.itertuples(), start=2):
+        try:
+            rank = int(rec.rank)
+        except ValueError:
+            raise InputError(f"{path}: line {line}: rank {rec.rank!r} is not an integer") from None
+        by_id.setdefault(rec.id.strip(), {})[rank] = rec.train_bannerImage.strip()
+    out = {}
+    for row_id in (by_id if ids is None else ids):
+        names = [by_id.get(row_id, {}).get(rank) for rank in range(1, ranks + 1)]
+        if not all(names):
+            raise InputError(f"{path}: no rank-{names.index(None) + 1} train banner for test row id={row_id} "
+                             f"(rerun retrieval)")
+        out[row_id] = names
+    return out
 
 
 # ----------------------------------------------------------------------------------------------------------------------

@@ -4,25 +4,24 @@ The baselines every method must beat, scored on a deterministic validation split
   (a) mean_color        a constant banner of the split's training mean colour (common.mean_color)
   (r) random_copy       a random training banner per row (common.row_seed), copied: what (b)'s retrieval must beat
   (b) retrieved_copy    the rank-1 retrieved training banner copied as is (runs `python -m retrieval.retrieve` on the
-                        split when the retrieval stage exists; reads test/retrieval.csv)
-  (c) retrieved_pp      (b) through Method 1's post-processing (`python -m inference.postprocess`, the top-2 retrieved
-                        banners side by side) when that module exists; otherwise skipped with a note
+                        split, RETRIEVAL_ARGS passed on; RUN_RETRIEVAL=0 reads an existing test/retrieval.csv)
+  (c) retrieved_pp      (b) through the shared post-processing (`python -m inference.postprocess`, the top-2
+                        retrieved banners side by side)
 
     python -m evaluation.baselines --DATA_DIR=/work/shared/zac2023      (DATA_DIR as env var works too)
 
 Writes each baseline's banners, report.json, scores.csv and gallery.html under OUT_ROOT/<name>/, and the table as
-OUT_ROOT/baselines.md + .csv. Reruns skip finished banners and reuse cached features.
+OUT_ROOT/baselines.md + .csv. Reruns rewrite the (cheap) copies and reuse cached features.
 """
-import importlib.util
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pandas as pd
+from tqdm import tqdm
 
 import common
 from common import InputError, load_rgb, save_banner
@@ -41,13 +40,6 @@ RETRIEVAL_ARGS = ""  # extra flags for `python -m retrieval.retrieve` on the spl
 POSTPROCESS_ARGS = ""  # extra flags for `python -m inference.postprocess` in baseline (c)
 GALLERY = True  # write gallery.html for each baseline
 common.configure(globals())
-
-
-def stage_exists(module):
-    try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def run_stage(module, args, data_dir):
@@ -78,9 +70,7 @@ def copy_banner(src, out_dir, name):
     with Image.open(src) as im:
         as_is = im.format == "JPEG" and im.mode == "RGB" and im.size == common.BANNER_SIZE
     if as_is:
-        tmp = dst.with_name(f".{name}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        common.atomic_write(dst, Path(src).read_bytes())
     else:
         save_banner(load_rgb(src), out_dir, name)
 
@@ -99,21 +89,14 @@ def random_copy_baseline(split, out_dir):
 def retrieved_baseline(split, out_dir, rank):
     """Copy each test row's rank-`rank` retrieved training banner; a manifest names it for the gallery."""
     path = split / "test" / "retrieval.csv"
-    retrieval = pd.read_csv(path, dtype=str, keep_default_na=False)
-    missing = {"id", "bannerImage", "rank", "train_bannerImage"} - set(retrieval.columns)
-    if missing:
-        raise InputError(f"{path}: missing column(s) {sorted(missing)}")
-    retrieval = retrieval[retrieval["rank"].astype(int) == rank]
     test = common.read_info(split / "test" / "info.csv")
-    lost = sorted(set(test["id"]) - set(retrieval["id"]))
-    if lost:
-        raise InputError(f"{path}: no rank-{rank} neighbour for test id(s) {lost[:10]}")
-    for row in retrieval.itertuples():
-        if not (split / "train" / "images" / row.train_bannerImage).is_file():
-            raise InputError(f"{path}: train_bannerImage {row.train_bannerImage} (test id {row.id}) is not in {split / 'train'}")
-        copy_banner(split / "train" / "images" / row.train_bannerImage, out_dir, row.bannerImage)
-    manifest = retrieval[["id", "bannerImage", "train_bannerImage"]].rename(columns={"train_bannerImage": "init_bannerImage"})
-    common.write_csv(out_dir / "manifest.csv", manifest)
+    picks = [names[rank - 1] for names in common.read_retrieval(path, test["id"], ranks=rank).values()]
+    for row, pick in zip(tqdm(test.itertuples(), total=len(test), desc=f"copy rank-{rank}", unit="img"), picks):
+        if not (split / "train" / "images" / pick).is_file():
+            raise InputError(f"{path}: train_bannerImage {pick} (test id {row.id}) is not in {split / 'train'}")
+        copy_banner(split / "train" / "images" / pick, out_dir, row.bannerImage)
+    common.write_csv(out_dir / "manifest.csv", pd.DataFrame({"id": test["id"], "bannerImage": test["bannerImage"],
+                                                             "init_bannerImage": picks}))
 
 
 def main():
@@ -139,26 +122,20 @@ def main():
     random_copy_baseline(split, out_root / "random_copy")
     score("random_copy")
 
-    retrieval_csv = split / "test" / "retrieval.csv"
-    if RUN_RETRIEVAL and stage_exists("retrieval.retrieve"):
+    if RUN_RETRIEVAL:
         run_stage("retrieval.retrieve", RETRIEVAL_ARGS, split)
-    elif retrieval_csv.is_file():
-        notes.append(f"(b) used the existing {retrieval_csv} (the retrieval stage was not run by this script)")
-    if retrieval_csv.is_file():
-        for name, rank in (("retrieved_copy", 1), ("retrieved_copy_rank2", 2)):
-            (out_root / name).mkdir(parents=True, exist_ok=True)
-            retrieved_baseline(split, out_root / name, rank)
-        score("retrieved_copy")
-        if stage_exists("inference.postprocess"):
-            run_stage("inference.postprocess", f"--IN_DIR={out_root / 'retrieved_copy'} --IN_DIR2="
-                      f"{out_root / 'retrieved_copy_rank2'} --OUT_DIR={out_root / 'retrieved_pp'} --CACHE_DIR={CACHE_DIR} {POSTPROCESS_ARGS}", split)
-            shutil.copyfile(out_root / "retrieved_copy" / "manifest.csv", out_root / "retrieved_pp" / "manifest.csv")
-            score("retrieved_pp")
-        else:
-            notes.append("(c) retrieved_pp skipped: inference.postprocess (Method 1) is not in this checkout yet")
     else:
-        notes.append("(b) retrieved_copy and (c) retrieved_pp skipped: retrieval.retrieve is not in this checkout yet "
-                     "and the split has no test/retrieval.csv")
+        notes.append(f"(b) used the existing {split / 'test' / 'retrieval.csv'} (RUN_RETRIEVAL=0)")
+    for name, rank in (("retrieved_copy", 1), ("retrieved_copy_rank2", 2)):
+        (out_root / name).mkdir(parents=True, exist_ok=True)
+        retrieved_baseline(split, out_root / name, rank)
+    score("retrieved_copy")
+    run_stage("inference.postprocess", f"--IN_DIR={out_root / 'retrieved_copy'} --IN_DIR2="
+              f"{out_root / 'retrieved_copy_rank2'} --OUT_DIR={out_root / 'retrieved_pp'} --CACHE_DIR={CACHE_DIR} "
+              f"{POSTPROCESS_ARGS}", split)
+    common.atomic_write(out_root / "retrieved_pp" / "manifest.csv",
+                        (out_root / "retrieved_copy" / "manifest.csv").read_bytes())
+    score("retrieved_pp")
 
     table = compare([out_root / n for n in done])
     markdown = to_markdown(table)

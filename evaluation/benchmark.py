@@ -6,7 +6,6 @@ Prints: PSNR+SSIM per pair, Inception features per image (model load excluded), 
 once per set, a gallery thumbnail per image, and the resulting cold cost per row (pixel metrics + 2 Inception passes:
 prediction and ground truth; the training pool is paid once per training set and then cached).
 """
-import sys
 import time
 
 import numpy as np

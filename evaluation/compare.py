@@ -7,7 +7,6 @@ Several evaluated prediction folders side by side, from their report.json: a Mar
 Rows keep the order given; the best (lowest) score is marked. Runs scored against different ground truths or row
 counts are flagged, since their numbers do not compare.
 """
-import sys
 from pathlib import Path
 
 import pandas as pd

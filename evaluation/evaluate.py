@@ -12,12 +12,10 @@ by name and fails the run. Written into PRED_DIR:
 - gallery.html: every row with its text, init/retrieved banner, prediction, ground truth and terms, sortable.
 Inception features and pixel metrics are cached by file content in CACHE_DIR, so a rescore only computes what changed.
 """
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 import common
@@ -103,10 +101,9 @@ def clip_texts(gt_dir, gt_info):
     """The text CLIP reads: the English caption from info_trans.csv when the translation stage wrote one, else the raw one."""
     trans = Path(gt_dir) / "info_trans.csv"
     if trans.is_file():
-        english = pd.read_csv(trans, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-        if {"id", "caption"} <= set(english.columns):
-            by_id = dict(zip(english["id"], english["caption"]))
-            return [by_id.get(i) or c for i, c in zip(gt_info["id"], gt_info["caption"])]
+        english = read_info(trans)
+        by_id = dict(zip(english["id"], english["caption"]))
+        return [by_id.get(i) or c for i, c in zip(gt_info["id"], gt_info["caption"])]
     print("CLIP score: no info_trans.csv with English captions in GT_DIR; using the original (Vietnamese) captions")
     return gt_info["caption"].tolist()
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
+import common
 from common import atomic_write, load_rgb
 
 NUMBER_COLUMNS = ["row_score", "psnr", "ssim", "inception_cos", "psnr_term", "ssim_term", "inception_term", "duplication",
@@ -49,13 +50,13 @@ def thumbnail(path, width):
 
 def init_banners(pred_dir, gt_dir):
     """{id: training bannerImage the prediction started from} from the method's manifest, else the retrieval top-1."""
-    for path, column in ((Path(pred_dir) / "manifest.csv", "init_bannerImage"), (Path(gt_dir) / "retrieval.csv", "train_bannerImage")):
-        if path.is_file():
-            df = pd.read_csv(path, dtype=str, keep_default_na=False)
-            if {"id", column} <= set(df.columns):
-                if "rank" in df.columns:
-                    df = df[df["rank"].astype(float) == df["rank"].astype(float).min()]
-                return dict(zip(df["id"], df[column]))
+    manifest, retrieval = Path(pred_dir) / "manifest.csv", Path(gt_dir) / "retrieval.csv"
+    if manifest.is_file():
+        df = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+        if {"id", "init_bannerImage"} <= set(df.columns):
+            return dict(zip(df["id"], df["init_bannerImage"]))
+    if retrieval.is_file():
+        return {row_id: names[0] for row_id, names in common.read_retrieval(retrieval).items()}
     return {}
 
 

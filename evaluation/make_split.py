@@ -12,10 +12,10 @@ output) is split the same way, so the split needs no new translation. Images are
 usage: python -m evaluation.make_split --SOURCE_DIR=/path/to/train --SPLIT_DIR=data/val_split [--FRACTION=0.1]
 then:  DATA_DIR=data/val_split bash run/<method>.sh; PRED_DIR=... GT_DIR=data/val_split/test bash run/evaluate.sh
 """
-import sys
 import os
-import shutil
 from pathlib import Path
+
+from tqdm import tqdm
 
 import common
 from common import InputError, read_info, row_seed, write_csv, write_json
@@ -50,9 +50,7 @@ def place_image(src, dst, link):
     if link == "symlink":
         dst.symlink_to(src)
     else:
-        tmp = dst.with_name(f".{dst.name}.tmp")
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
+        common.atomic_write(dst, src.read_bytes())
 
 
 def make_split(source_dir, split_dir, seed=SEED, fraction=FRACTION, link=LINK):
@@ -71,11 +69,7 @@ def make_split(source_dir, split_dir, seed=SEED, fraction=FRACTION, link=LINK):
     trans = source_dir / "info_trans.csv"
     trans_df = None
     if trans.is_file():
-        import pandas as pd
-
-        trans_df = pd.read_csv(trans, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-        if "id" not in trans_df.columns:
-            trans_df = None
+        trans_df = read_info(trans)
     for name, df in parts.items():
         images = split_dir / name / "images"
         images.mkdir(parents=True, exist_ok=True)
@@ -83,7 +77,7 @@ def make_split(source_dir, split_dir, seed=SEED, fraction=FRACTION, link=LINK):
         for stale in images.iterdir():  # a rerun after the source changed must not keep rows that left the split
             if stale.name not in wanted:
                 stale.unlink()
-        for banner in df["bannerImage"]:
+        for banner in tqdm(df["bannerImage"], desc=f"split: {name} images", unit="img"):
             place_image(source_dir / "images" / banner, images / banner, link)
         write_csv(split_dir / name / "info.csv", df)
         if trans_df is not None:

@@ -11,7 +11,6 @@ GPU (defaults):  python -m inference.benchmark
 CPU (reduced):   python -m inference.benchmark --N_BANNERS=1 --BATCH_SIZE=1 --STEPS=4 --WARMUP=0
 """
 import resource
-import sys
 import time
 
 import common

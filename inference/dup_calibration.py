@@ -6,7 +6,6 @@ usage: python -m inference.dup_calibration --DATA_DIR=../shared/zac2023 [--N=200
 """
 import os
 import random
-import sys
 
 import numpy as np
 from PIL import ImageEnhance, ImageFilter

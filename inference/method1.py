@@ -73,8 +73,6 @@ _PIPES = {}  # loaded pipelines, reused by the two submission runs (and by tests
 
 def read_inputs(data_dir):
     """Test rows (with prompts' text), their init banners from retrieval.csv, checked; errors name the row."""
-    import pandas as pd
-
     test = common.split_dir("test", data_dir)
     info_path = test / INFO_FILE
     if not info_path.is_file():
@@ -88,29 +86,12 @@ def read_inputs(data_dir):
             raise common.InputError(f"{info_path}: ids differ from info.csv (e.g. id={stale[0]}): rerun translation")
     if LIMIT:
         info = info.head(LIMIT)
-    retrieval_path = test / RETRIEVAL_FILE
-    if not retrieval_path.is_file():
-        raise common.InputError(f"{retrieval_path}: file not found (run bash run/retrieval.sh first)")
-    retrieval = pd.read_csv(retrieval_path, dtype=str, keep_default_na=False)
-    missing = [c for c in ("id", "rank", "train_bannerImage") if c not in retrieval.columns]
-    if missing:
-        raise common.InputError(f"{retrieval_path}: missing column(s) {missing}")
-    by_id = {}
-    for line, rec in enumerate(retrieval.itertuples(), start=2):
-        try:
-            rank = int(rec.rank)
-        except ValueError:
-            raise common.InputError(f"{retrieval_path}: line {line}: rank {rec.rank!r} is not an integer") from None
-        by_id.setdefault(rec.id.strip(), {})[rank] = rec.train_bannerImage.strip()
     parts = 2 if POSTPROCESS and postprocess.PP_PAIR else 1
+    by_id = common.read_retrieval(test / RETRIEVAL_FILE, info["id"], ranks=parts)
     images = common.split_dir("train", data_dir) / "images"
     inits = []
     for row in info.itertuples():
-        ranked = by_id.get(row.id, {})
-        names = [ranked.get(rank) for rank in range(1, parts + 1)]
-        if not all(names):
-            raise common.InputError(f"{retrieval_path}: no rank-{names.index(None) + 1} train banner for test row "
-                                    f"id={row.id} (rerun retrieval)")
+        names = by_id[row.id]
         for name in names:
             common.check_image(images / name, f"init banner of test row id={row.id}")
         inits.append(names)

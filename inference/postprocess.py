@@ -13,7 +13,6 @@ method that made one generation) the image is scaled to the same content height 
 As a script it post-processes a folder of banners (Method 2's output, or Method 1's without POSTPROCESS):
     python -m inference.postprocess --IN_DIR=inference/method_2 --OUT_DIR=inference/method_2_pp [--IN_DIR2=...]
 """
-import sys
 from pathlib import Path
 
 from PIL import Image

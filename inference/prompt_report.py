@@ -13,7 +13,6 @@ usage: python -m inference.prompt_report --DATA_DIR=../shared/zac2023 [--SPLIT=t
 """
 import os
 import statistics
-import sys
 
 import common
 from inference import prompts

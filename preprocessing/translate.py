@@ -19,7 +19,6 @@ translation_failures.json beside the cache, and exits 1 without writing that spl
 
 usage: bash run/translation.sh [--BACKEND=seq2seq] [--SEQ2SEQ_MODEL=Helsinki-NLP/opus-mt-vi-en] [--help]
 """
-import json
 import os
 import sys
 import threading
@@ -71,9 +70,8 @@ def resolve_backend(backend, env=None):
     """'auto' -> 'seq2seq' when offline (HF_HUB_OFFLINE=1) or SMOKE=1, else 'google'."""
     env = os.environ if env is None else env
     if backend == "auto":
-        offline = env.get("HF_HUB_OFFLINE", "0").strip().lower() in ("1", "true", "yes", "on")
-        smoke = env.get("SMOKE", "0").strip().lower() in ("1", "true", "yes", "on")
-        return "seq2seq" if offline or smoke else "google"
+        offline = common.env_flag("HF_HUB_OFFLINE", env) or common.env_flag("SMOKE", env)
+        return "seq2seq" if offline else "google"
     if backend not in ("seq2seq", "google"):
         raise common.InputError(f"BACKEND must be auto, seq2seq or google, got {backend!r}")
     return backend

@@ -17,16 +17,14 @@ The final file is streamed part by part and renamed into place: memory stays at 
 """
 import hashlib
 import json
-import os
 import shutil
 import struct
-import tempfile
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
-from common import InputError, read_json, shard, wait_for_everyone, write_json
+from common import InputError, atomic_open, read_json, shard, wait_for_everyone, write_json
 
 TENSOR = "embeddings"
 EMBEDDINGS_FILE = "embeddings.safetensors"
@@ -105,28 +103,17 @@ def write_safetensors_streaming(path, chunks, n, dim, dtype, metadata):
               "__metadata__": {k: str(v) for k, v in metadata.items()}}
     raw = json.dumps(header, separators=(",", ":")).encode()
     raw += b" " * (-len(raw) % 8)  # the format aligns the data to 8 bytes
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(struct.pack("<Q", len(raw)) + raw)
-            written = 0
-            for chunk in chunks:
-                chunk = np.ascontiguousarray(chunk, dtype=np_dtype)
-                if chunk.ndim != 2 or chunk.shape[1] != dim:
-                    raise ValueError(f"chunk of shape {chunk.shape}, expected (*, {dim})")
-                f.write(chunk.astype(np.dtype(np_dtype).newbyteorder("<"), copy=False).tobytes())
-                written += len(chunk)
-            if written != n:
-                raise ValueError(f"wrote {written} rows, expected {n}")
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path) as f:
+        f.write(struct.pack("<Q", len(raw)) + raw)
+        written = 0
+        for chunk in chunks:
+            chunk = np.ascontiguousarray(chunk, dtype=np_dtype)
+            if chunk.ndim != 2 or chunk.shape[1] != dim:
+                raise ValueError(f"chunk of shape {chunk.shape}, expected (*, {dim})")
+            f.write(chunk.astype(np.dtype(np_dtype).newbyteorder("<"), copy=False).tobytes())
+            written += len(chunk)
+        if written != n:
+            raise ValueError(f"wrote {written} rows, expected {n}")
 
 
 def _previous_rows(folder, spec, dtype):
@@ -162,10 +149,8 @@ def _encode_part(encoder, items, row_keys, lo, hi, reuse, old, dtype, batch_size
 
 
 def _save_part(path, array):
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "wb") as f:
+    with atomic_open(path) as f:
         np.save(f, array, allow_pickle=False)
-    os.replace(tmp, path)
 
 
 def _load_part(path, rows, dim):
