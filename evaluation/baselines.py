@@ -1,8 +1,8 @@
 """
 The baselines every method must beat, scored on a deterministic validation split of $DATA_DIR/train:
 
-  (a) mean_color        a constant banner of the split's training mean colour (common.mean_color)
-  (r) random_copy       a random training banner per row (common.row_seed), copied: what (b)'s retrieval must beat
+  (a) mean_color        a constant banner of the split's training mean colour (images.mean_color)
+  (r) random_copy       a random training banner per row (seeds.row_seed), copied: what (b)'s retrieval must beat
   (b) retrieved_copy    the rank-1 retrieved training banner copied as is (runs `python -m retrieval.retrieve` on the
                         split, RETRIEVAL_ARGS passed on; RUN_RETRIEVAL=0 reads an existing test/retrieval.csv)
   (c) retrieved_pp      (b) through the shared post-processing (`python -m inference.postprocess`, the top-2
@@ -23,8 +23,10 @@ from pathlib import Path
 import pandas as pd
 from tqdm import tqdm
 
-import common
-from common import InputError, load_rgb, save_banner
+from core import REPO_ROOT
+from core import dataset, devices, files, images, knobs, seeds
+from core.knobs import InputError
+from core.images import load_rgb, save_banner
 from evaluation.compare import compare, to_markdown
 from evaluation.evaluate import evaluate
 from evaluation.make_split import make_split
@@ -39,26 +41,26 @@ RUN_RETRIEVAL = True  # run the retrieval stage on the split (False: use the spl
 RETRIEVAL_ARGS = ""  # extra flags for `python -m retrieval.retrieve` on the split (e.g. an offline --TEXT_MODEL=folder)
 POSTPROCESS_ARGS = ""  # extra flags for `python -m inference.postprocess` in baseline (c)
 GALLERY = True  # write gallery.html for each baseline
-common.configure(globals())
+knobs.configure(globals())
 
 
 def run_stage(module, args, data_dir):
     """Run another stage as its own process on `data_dir` (its knobs stay its own); fail loudly if it fails."""
     cmd = [sys.executable, "-m", module, *shlex.split(args)]
     print("running:", f"DATA_DIR={data_dir}", " ".join(cmd), flush=True)
-    result = subprocess.run(cmd, env={**os.environ, "DATA_DIR": str(data_dir)}, cwd=common.REPO_ROOT)
+    result = subprocess.run(cmd, env={**os.environ, "DATA_DIR": str(data_dir)}, cwd=REPO_ROOT)
     if result.returncode != 0:
         raise InputError(f"{module} failed (exit {result.returncode}) on DATA_DIR={data_dir}")
 
 
 def mean_color_baseline(split, out_dir):
-    train = common.read_info(split / "train" / "info.csv")
-    rgb = common.mean_color(split / "train" / "images" / b for b in train["bannerImage"])
+    train = dataset.read_info(split / "train" / "info.csv")
+    rgb = images.mean_color(split / "train" / "images" / b for b in train["bannerImage"])
     print(f"(a) training mean colour over {len(train)} banners: RGB {tuple(round(c, 4) for c in rgb)}")
     from PIL import Image
 
-    banner = Image.new("RGB", common.BANNER_SIZE, tuple(round(c * 255) for c in rgb))
-    for name in common.read_info(split / "test" / "info.csv")["bannerImage"]:  # rewritten each run: cheap, never stale
+    banner = Image.new("RGB", images.BANNER_SIZE, tuple(round(c * 255) for c in rgb))
+    for name in dataset.read_info(split / "test" / "info.csv")["bannerImage"]:  # rewritten each run: cheap, never stale
         save_banner(banner, out_dir, name)
 
 
@@ -68,45 +70,45 @@ def copy_banner(src, out_dir, name):
 
     dst = out_dir / name  # rewritten each run (cheap): a changed retrieval.csv must never leave an old copy behind
     with Image.open(src) as im:
-        as_is = im.format == "JPEG" and im.mode == "RGB" and im.size == common.BANNER_SIZE
+        as_is = im.format == "JPEG" and im.mode == "RGB" and im.size == images.BANNER_SIZE
     if as_is:
-        common.atomic_write(dst, Path(src).read_bytes())
+        files.atomic_write(dst, Path(src).read_bytes())
     else:
         save_banner(load_rgb(src), out_dir, name)
 
 
 def random_copy_baseline(split, out_dir):
     """Each test row gets a training banner picked by its row seed: the floor that retrieval has to beat."""
-    train = common.read_info(split / "train" / "info.csv")["bannerImage"].tolist()
-    test = common.read_info(split / "test" / "info.csv")
-    picks = [train[common.row_seed(SEED, i) % len(train)] for i in test["id"]]
+    train = dataset.read_info(split / "train" / "info.csv")["bannerImage"].tolist()
+    test = dataset.read_info(split / "test" / "info.csv")
+    picks = [train[seeds.row_seed(SEED, i) % len(train)] for i in test["id"]]
     for name, pick in zip(test["bannerImage"], picks):
         copy_banner(split / "train" / "images" / pick, out_dir, name)
-    common.write_csv(out_dir / "manifest.csv", pd.DataFrame({"id": test["id"], "bannerImage": test["bannerImage"],
+    files.write_csv(out_dir / "manifest.csv", pd.DataFrame({"id": test["id"], "bannerImage": test["bannerImage"],
                                                              "init_bannerImage": picks}))
 
 
 def retrieved_baseline(split, out_dir, rank):
     """Copy each test row's rank-`rank` retrieved training banner; a manifest names it for the gallery."""
     path = split / "test" / "retrieval.csv"
-    test = common.read_info(split / "test" / "info.csv")
-    picks = [names[rank - 1] for names in common.read_retrieval(path, test["id"], ranks=rank).values()]
+    test = dataset.read_info(split / "test" / "info.csv")
+    picks = [names[rank - 1] for names in dataset.read_retrieval(path, test["id"], ranks=rank).values()]
     for row, pick in zip(tqdm(test.itertuples(), total=len(test), desc=f"copy rank-{rank}", unit="img"), picks):
         if not (split / "train" / "images" / pick).is_file():
             raise InputError(f"{path}: train_bannerImage {pick} (test id {row.id}) is not in {split / 'train'}")
         copy_banner(split / "train" / "images" / pick, out_dir, row.bannerImage)
-    common.write_csv(out_dir / "manifest.csv", pd.DataFrame({"id": test["id"], "bannerImage": test["bannerImage"],
+    files.write_csv(out_dir / "manifest.csv", pd.DataFrame({"id": test["id"], "bannerImage": test["bannerImage"],
                                                              "init_bannerImage": picks}))
 
 
 def main():
-    data = Path(DATA_DIR) if DATA_DIR else common.data_dir()
+    data = Path(DATA_DIR) if DATA_DIR else dataset.data_dir()
     split, out_root = Path(SPLIT_DIR), Path(OUT_ROOT)
     train, test = make_split(data / "train", split, SEED, FRACTION, "symlink")
     print(f"validation split of {data / 'train'}: {len(train)} train + {len(test)} test rows in {split}")
     from evaluation.inception import InceptionFeatures
 
-    extractor = InceptionFeatures(device=common.pick_device())  # one model shared by every evaluation
+    extractor = InceptionFeatures(device=devices.pick_device())  # one model shared by every evaluation
     done, notes = [], []
 
     def score(name):
@@ -133,16 +135,16 @@ def main():
     run_stage("inference.postprocess", f"--IN_DIR={out_root / 'retrieved_copy'} --IN_DIR2="
               f"{out_root / 'retrieved_copy_rank2'} --OUT_DIR={out_root / 'retrieved_pp'} --CACHE_DIR={CACHE_DIR} "
               f"{POSTPROCESS_ARGS}", split)
-    common.atomic_write(out_root / "retrieved_pp" / "manifest.csv",
+    files.atomic_write(out_root / "retrieved_pp" / "manifest.csv",
                         (out_root / "retrieved_copy" / "manifest.csv").read_bytes())
     score("retrieved_pp")
 
     table = compare([out_root / n for n in done])
     markdown = to_markdown(table)
     print("\n" + markdown + "\n" + "\n".join(notes))
-    common.atomic_write(out_root / "baselines.md", markdown + "\n\n" + "\n".join(notes) + "\n")
-    common.write_csv(out_root / "baselines.csv", table)
+    files.atomic_write(out_root / "baselines.md", markdown + "\n\n" + "\n".join(notes) + "\n")
+    files.write_csv(out_root / "baselines.csv", table)
 
 
 if __name__ == "__main__":
-    common.run_main(main)
+    knobs.run_main(main)

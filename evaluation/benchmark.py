@@ -10,13 +10,13 @@ import time
 
 import numpy as np
 
-import common
-from common import load_rgb
+from core import dataset, devices, knobs
+from core.images import load_rgb
 
 DATA_DIR = ""  # dataset whose train/images are timed (default: env DATA_DIR, else data)
 N = 32  # images timed (pairs are image i vs image i+1)
 DEVICE = "auto"  # auto | cpu | cuda
-common.configure(globals())
+knobs.configure(globals())
 
 
 def main():
@@ -24,17 +24,17 @@ def main():
     from evaluation.gallery import thumbnail
     from evaluation.inception import InceptionFeatures
 
-    images = (common.Path(DATA_DIR) if DATA_DIR else common.data_dir()) / "train" / "images"
+    images = (common.Path(DATA_DIR) if DATA_DIR else dataset.data_dir()) / "train" / "images"
     paths = sorted(p for p in images.iterdir() if not p.name.startswith("."))[:N + 1]
     if len(paths) < 3:
-        raise common.InputError(f"{images}: need at least 3 images")
+        raise knobs.InputError(f"{images}: need at least 3 images")
     n = len(paths) - 1
     t = time.time()
     for a, b in zip(paths[:-1], paths[1:]):
         x, y = np.asarray(load_rgb(a)), np.asarray(load_rgb(b))
         metrics.psnr(x, y), metrics.ssim(x, y)
     pixel = (time.time() - t) / n
-    extractor = InceptionFeatures(device=common.pick_device(DEVICE))
+    extractor = InceptionFeatures(device=devices.pick_device(DEVICE))
     extractor(paths[:2])  # warm-up: the first TorchScript call optimises the graph
     t = time.time()
     feats = extractor(paths[:n])
@@ -46,7 +46,7 @@ def main():
     for p in paths[:n]:
         thumbnail(p, 320)
     thumb = (time.time() - t) / n
-    print(f"images: {n} from {images} (device {common.pick_device(DEVICE)})")
+    print(f"images: {n} from {images} (device {devices.pick_device(DEVICE)})")
     print(f"psnr+ssim per pair        {pixel:.3f} s")
     print(f"inception per image       {inception:.3f} s")
     print(f"fid per set (2048-d, SVD) {fid:.3f} s")
@@ -55,4 +55,4 @@ def main():
 
 
 if __name__ == "__main__":
-    common.run_main(main)
+    knobs.run_main(main)

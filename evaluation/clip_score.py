@@ -8,7 +8,8 @@ CLIP reads English only and 77 tokens: give it the translated caption where ther
 import numpy as np
 import torch
 
-from common import load_model, load_rgb
+from core.devices import load_model
+from core.images import load_rgb
 
 
 def _load_open_clip(path):

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pandas as pd
 
-import common
-from common import InputError, read_json, write_csv
+from core import knobs
+from core.knobs import InputError
+from core.files import read_json, write_csv
 
 PRED_DIRS = ""  # comma-separated prediction folders, each holding a report.json from evaluation.evaluate
 NAMES = ""  # optional comma-separated labels, one per folder (default: the folder names)
 OUT_CSV = "outputs/compare.csv"  # where the table is also written as CSV ("" to skip)
-common.configure(globals())
+knobs.configure(globals())
 
 COLUMNS = ["score", "psnr_term", "ssim_term", "inception_term", "fid_term", "fid", "duplication_mean", "duplication_max",
            "n", "seconds_per_image"]
@@ -73,4 +74,4 @@ def main():
 
 
 if __name__ == "__main__":
-    common.run_main(main)
+    knobs.run_main(main)

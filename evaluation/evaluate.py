@@ -18,8 +18,11 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-import common
-from common import InputError, JsonStore, load_rgb, read_info, write_csv, write_json
+from core import dataset, devices, images, knobs
+from core.knobs import InputError
+from core.files import JsonStore, write_csv, write_json
+from core.images import load_rgb
+from core.dataset import read_info
 from evaluation import metrics
 from evaluation.feature_cache import FeatureCache, content_hash
 from evaluation.inception import cosine, max_cosine
@@ -34,7 +37,7 @@ THUMB_WIDTH = 320  # gallery thumbnail width in px (JPEG data URIs inside the HT
 CLIP_SCORE = False  # also compute the CLIP score prompt <-> prediction (needs CLIP_MODEL's weights; SMOKE=1: tiny model)
 CLIP_MODEL = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"  # open_clip model: hub repo id or local folder
 DEVICE = "auto"  # auto | cpu | cuda (Inception and CLIP)
-common.configure(globals())
+knobs.configure(globals())
 
 
 # names the metric implementations in the cache key: a change of PSNR/SSIM must never reuse old values
@@ -49,7 +52,7 @@ def check_predictions(gt_info, gt_dir, pred_dir):
     for row in gt_info.itertuples():
         pred = Path(pred_dir) / row.bannerImage
         paths.append(pred)
-        want = common.BANNER_SIZE  # what the competition accepts, whatever the ground truth's size
+        want = images.BANNER_SIZE  # what the competition accepts, whatever the ground truth's size
         if not pred.is_file():
             problems.append(f"{row.bannerImage} (missing)")
             continue
@@ -134,10 +137,10 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=CACHE_DIR, dup_threshol
         timings[name] = round(time.time() - tick, 3)
         tick = time.time()
 
-    if extractor is None and common.pick_device(device) != "cpu":
+    if extractor is None and devices.pick_device(device) != "cpu":
         from evaluation.inception import InceptionFeatures
 
-        extractor = InceptionFeatures(device=common.pick_device(device))
+        extractor = InceptionFeatures(device=devices.pick_device(device))
     with JsonStore(cache_dir / "pixel_metrics.json", every=50) as store:
         pixels = pixel_metrics(pred_paths, gt_paths, store)
     lap("psnr_ssim")
@@ -177,7 +180,7 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=CACHE_DIR, dup_threshol
     if clip_model:
         from evaluation.clip_score import ClipScorer
 
-        scorer = ClipScorer(clip_model, device=common.pick_device(device))
+        scorer = ClipScorer(clip_model, device=devices.pick_device(device))
         rows["clip_score"] = scorer(pred_paths, clip_texts(gt_dir, gt_info))
         report.update(clip_score_mean=float(rows["clip_score"].mean()), clip_model=clip_model)
         lap("clip_score")
@@ -202,8 +205,8 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=CACHE_DIR, dup_threshol
 def main():
     if not PRED_DIR or not GT_DIR:
         raise InputError("set PRED_DIR (predictions) and GT_DIR (folder with info.csv and images/); see --help")
-    common.announce_smoke("evaluate")
-    train_dir = TRAIN_DIR or common.split_dir("train")
+    knobs.announce_smoke("evaluate")
+    train_dir = TRAIN_DIR or dataset.split_dir("train")
     clip_model = CLIP_MODEL if CLIP_SCORE else None
     report = evaluate(PRED_DIR, GT_DIR, train_dir, CACHE_DIR, DUP_THRESHOLD, GALLERY, THUMB_WIDTH, clip_model, DEVICE)
     keys = ["score", "psnr_term", "ssim_term", "inception_term", "fid_term", "fid", "duplication_mean", "duplication_max",
@@ -213,4 +216,4 @@ def main():
 
 
 if __name__ == "__main__":
-    common.run_main(main)
+    knobs.run_main(main)

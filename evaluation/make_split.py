@@ -5,7 +5,7 @@ Deterministic validation split of a training folder, written as a normal DATA_DI
     SPLIT_DIR/test/{info.csv, images/}    the held-out rows; test/images are the GROUND TRUTH for evaluation
     SPLIT_DIR/split.json                  how it was made
 
-Which rows go to test depends only on (SEED, id): rows are ordered by common.row_seed(SEED, id) and the first
+Which rows go to test depends only on (SEED, id): rows are ordered by seeds.row_seed(SEED, id) and the first
 round(FRACTION * n) are held out, so the split ignores file order. A sibling `info_trans.csv` (the translation stage's
 output) is split the same way, so the split needs no new translation. Images are symlinks (default) or copies.
 
@@ -17,15 +17,18 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-import common
-from common import InputError, read_info, row_seed, write_csv, write_json
+from core import dataset, files, knobs, seeds
+from core.knobs import InputError
+from core.dataset import read_info
+from core.seeds import row_seed
+from core.files import write_csv, write_json
 
 SEED = 0  # which rows are held out: the same seed and ids always give the same split
 FRACTION = 0.1  # share of rows held out as the validation "test" split (0.1 of 1362 -> 136 rows)
 SOURCE_DIR = ""  # the training folder to split (info.csv + images/); default $DATA_DIR/train
 SPLIT_DIR = "data/val_split"  # where the new DATA_DIR-style folder is written
 LINK = "symlink"  # symlink | copy: how images get into the split (copy when the split must move between machines)
-common.configure(globals())
+knobs.configure(globals())
 
 
 def choose_test_ids(ids, seed, fraction):
@@ -50,7 +53,7 @@ def place_image(src, dst, link):
     if link == "symlink":
         dst.symlink_to(src)
     else:
-        common.atomic_write(dst, src.read_bytes())
+        files.atomic_write(dst, src.read_bytes())
 
 
 def make_split(source_dir, split_dir, seed=SEED, fraction=FRACTION, link=LINK):
@@ -63,7 +66,7 @@ def make_split(source_dir, split_dir, seed=SEED, fraction=FRACTION, link=LINK):
     parts = {"train": info[~info["id"].isin(test_ids)], "test": info[info["id"].isin(test_ids)]}
     recipe = {"source": str(source_dir.resolve()), "seed": seed, "fraction": fraction,
               "n_train": len(parts["train"]), "n_test": len(parts["test"])}
-    old = common.read_json(split_dir / "split.json")
+    old = files.read_json(split_dir / "split.json")
     if old is not None and {k: old.get(k) for k in recipe} != recipe:
         raise InputError(f"{split_dir} already holds another split ({old}); delete it or choose another SPLIT_DIR")
     trans = source_dir / "info_trans.csv"
@@ -87,11 +90,11 @@ def make_split(source_dir, split_dir, seed=SEED, fraction=FRACTION, link=LINK):
 
 
 def main():
-    source = Path(SOURCE_DIR) if SOURCE_DIR else common.split_dir("train")
+    source = Path(SOURCE_DIR) if SOURCE_DIR else dataset.split_dir("train")
     train, test = make_split(source, SPLIT_DIR, SEED, FRACTION, LINK)
     print(f"split of {source}: {len(train)} train + {len(test)} test rows -> {SPLIT_DIR} "
           f"(DATA_DIR={SPLIT_DIR}, GT_DIR={Path(SPLIT_DIR) / 'test'})")
 
 
 if __name__ == "__main__":
-    common.run_main(main)
+    knobs.run_main(main)

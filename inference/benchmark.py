@@ -13,7 +13,7 @@ CPU (reduced):   python -m inference.benchmark --N_BANNERS=1 --BATCH_SIZE=1 --ST
 import resource
 import time
 
-import common
+from core import devices, images, knobs
 from inference import method1
 
 N_BANNERS = 8  # banners timed (after the warm-up)
@@ -27,7 +27,7 @@ DTYPE = "fp16"  # on CUDA; the CPU always runs fp32
 DEVICE = "auto"  # auto | cuda | cpu
 WARMUP = 1  # untimed batches first (CUDA kernels, allocator)
 GUARD = True  # also time the duplication guard's Inception features of the outputs
-common.configure(globals())
+knobs.configure(globals())
 
 SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, cross_attention_dim=768,
                  block_out_channels=(320, 640, 1280, 1280), attention_head_dim=8, norm_num_groups=32,
@@ -73,8 +73,8 @@ def main():
     import torch
     from PIL import Image
 
-    device = common.pick_device(DEVICE)
-    dtype = common.pick_dtype(device, DTYPE)
+    device = devices.pick_device(DEVICE)
+    dtype = devices.pick_dtype(device, DTYPE)
     for name in ("BATCH_SIZE", "STEPS", "GUIDANCE", "SCHEDULER", "GEN_SIZE"):
         setattr(method1, name, globals()[name])
     t0 = time.perf_counter()
@@ -107,11 +107,11 @@ def main():
         extractor = InceptionFeatures(device=device)
         extractor(images[:1])
         t0 = time.perf_counter()
-        extractor([common.to_banner(im) for im in images])
+        extractor([images.to_banner(im) for im in images])
         guard = (time.perf_counter() - t0) / len(images)
         print(f"duplication guard (Inception features of an output): {guard:.3f} s per banner")
     print(f"738 test rows at THIS configuration, no retries: {738 * seconds / N_BANNERS / 60:.1f} min per run")
 
 
 if __name__ == "__main__":
-    common.run_main(main)
+    knobs.run_main(main)

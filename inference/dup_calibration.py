@@ -10,13 +10,13 @@ import random
 import numpy as np
 from PIL import ImageEnhance, ImageFilter
 
-import common
+from core import devices, images, knobs
 
 DATA_DIR = ""  # dataset root ("" = $DATA_DIR or data/)
 N = 200  # random training banners (features cost ~1 s each on a CPU)
 N_COPIES = 30  # of those, how many get near-copies
 SEED = 0  # which banners
-common.configure(globals())
+knobs.configure(globals())
 
 NEAR_COPIES = {
     "blur radius 2": lambda im: im.filter(ImageFilter.GaussianBlur(2)),
@@ -36,7 +36,7 @@ def main():
     paths = sorted(paths)
     random.Random(SEED).shuffle(paths)
     paths = paths[:N]
-    extractor = InceptionFeatures(device=common.pick_device())
+    extractor = InceptionFeatures(device=devices.pick_device())
     feats = l2_normalize(extractor(paths, progress="inception features"))
     sims = feats @ feats.T
     np.fill_diagonal(sims, -np.inf)
@@ -44,7 +44,7 @@ def main():
     p50, p90, p99 = np.percentile(nearest, [50, 90, 99])
     print(f"{len(paths)} distinct training banners, cosine to the nearest other one: median {p50:.3f}, "
           f"90th pct {p90:.3f}, 99th pct {p99:.3f}, max {nearest.max():.3f}")
-    originals = [common.load_rgb(p) for p in paths[:N_COPIES]]
+    originals = [images.load_rgb(p) for p in paths[:N_COPIES]]
     for name, transform in NEAR_COPIES.items():
         copies = l2_normalize(extractor([transform(im) for im in originals]))
         cos = (copies * feats[:N_COPIES]).sum(axis=1)
@@ -52,4 +52,4 @@ def main():
 
 
 if __name__ == "__main__":
-    common.run_main(main)
+    knobs.run_main(main)

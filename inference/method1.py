@@ -23,7 +23,7 @@ import sys
 import time
 from pathlib import Path
 
-import common
+from core import dataset, devices, files, images, knobs, seeds
 from inference import postprocess, prompts
 
 MODEL = "SG161222/Realistic_Vision_V5.1_noVAE"  # SD 1.5 checkpoint: hub id or local folder
@@ -56,9 +56,9 @@ SEEDS = (42, 2023)  # SUBMISSION=1: the seeds of submission1 and submission2
 SUBMISSION_DIR = "inference"  # SUBMISSION=1: parent of submission1/, submission2/ and the time CSVs
 LIMIT = 0  # only the first LIMIT test rows (0 = all): quick looks
 CACHE_DIR = ".cache/features"  # training statistics (Inception features, mean colour) by content; shared with evaluation
-if common.smoke_enabled():  # tiny random model: few steps, small batches, small canvas (outputs still 1024x533)
+if knobs.smoke_enabled():  # tiny random model: few steps, small batches, small canvas (outputs still 1024x533)
     STEPS, BATCH_SIZE, GEN_SIZE = 3, 2, (256, 136)
-common.configure(globals())
+knobs.configure(globals())
 postprocess.PP_PAIR, postprocess.PP_BLEND_WEIGHT, postprocess.PP_PAD = PP_PAIR, PP_BLEND_WEIGHT, PP_PAD
 
 SCHEDULERS = {"dpmpp": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
@@ -73,27 +73,27 @@ _PIPES = {}  # loaded pipelines, reused by the two submission runs (and by tests
 
 def read_inputs(data_dir):
     """Test rows (with prompts' text), their init banners from retrieval.csv, checked; errors name the row."""
-    test = common.split_dir("test", data_dir)
+    test = dataset.split_dir("test", data_dir)
     info_path = test / INFO_FILE
     if not info_path.is_file():
-        raise common.InputError(f"{info_path}: file not found (run bash run/translation.sh first, or pass "
+        raise knobs.InputError(f"{info_path}: file not found (run bash run/translation.sh first, or pass "
                                 f"--INFO_FILE=info.csv to prompt with the Vietnamese text)")
-    info = common.read_info(info_path)
+    info = dataset.read_info(info_path)
     if INFO_FILE != "info.csv" and (test / "info.csv").is_file():
-        ids = set(common.read_info(test / "info.csv")["id"])
+        ids = set(dataset.read_info(test / "info.csv")["id"])
         stale = sorted(ids.symmetric_difference(info["id"]))
         if stale:
-            raise common.InputError(f"{info_path}: ids differ from info.csv (e.g. id={stale[0]}): rerun translation")
+            raise knobs.InputError(f"{info_path}: ids differ from info.csv (e.g. id={stale[0]}): rerun translation")
     if LIMIT:
         info = info.head(LIMIT)
     parts = 2 if POSTPROCESS and postprocess.PP_PAIR else 1
-    by_id = common.read_retrieval(test / RETRIEVAL_FILE, info["id"], ranks=parts)
-    images = common.split_dir("train", data_dir) / "images"
+    by_id = dataset.read_retrieval(test / RETRIEVAL_FILE, info["id"], ranks=parts)
+    images = dataset.split_dir("train", data_dir) / "images"
     inits = []
     for row in info.itertuples():
         names = by_id[row.id]
         for name in names:
-            common.check_image(images / name, f"init banner of test row id={row.id}")
+            images.check_image(images / name, f"init banner of test row id={row.id}")
         inits.append(names)
     return info, inits, images
 
@@ -105,14 +105,14 @@ def read_inputs(data_dir):
 def load_pipeline(device):
     from diffusers import AutoencoderKL, StableDiffusionImg2ImgPipeline
 
-    dtype = common.pick_dtype(device, DTYPE)
-    key = (MODEL, VAE, SCHEDULER, str(device), str(dtype), common.smoke_enabled())
+    dtype = devices.pick_dtype(device, DTYPE)
+    key = (MODEL, VAE, SCHEDULER, str(device), str(dtype), knobs.smoke_enabled())
     if key in _PIPES:
         return _PIPES[key]
     extra = {}
-    if VAE and not common.smoke_enabled():
-        extra["vae"] = common.load_model(AutoencoderKL.from_pretrained, VAE, dtype=dtype)
-    pipe = common.load_model(StableDiffusionImg2ImgPipeline.from_pretrained, MODEL, smoke_family="sd15",
+    if VAE and not knobs.smoke_enabled():
+        extra["vae"] = devices.load_model(AutoencoderKL.from_pretrained, VAE, dtype=dtype)
+    pipe = devices.load_model(StableDiffusionImg2ImgPipeline.from_pretrained, MODEL, smoke_family="sd15",
                              dtype=dtype, safety_checker=None, requires_safety_checker=False, **extra)
     pipe = prepare_pipeline(pipe, device)
     _PIPES[key] = pipe
@@ -125,7 +125,7 @@ def prepare_pipeline(pipe, device):
 
     if SCHEDULER != "default":
         if SCHEDULER not in SCHEDULERS:
-            raise common.InputError(f"SCHEDULER={SCHEDULER!r}: choose from {', '.join(SCHEDULERS)} or default")
+            raise knobs.InputError(f"SCHEDULER={SCHEDULER!r}: choose from {', '.join(SCHEDULERS)} or default")
         cls, kwargs = SCHEDULERS[SCHEDULER]
         pipe.scheduler = getattr(diffusers, cls).from_config(pipe.scheduler.config, **kwargs)
     prompts.check_tokenizer(pipe.tokenizer, f"{MODEL} tokenizer")
@@ -145,7 +145,7 @@ def try_strength(attempt):
 def try_seed(seed, row_id, attempt, part):
     """The 63-bit seed of one generation: from (run seed, row id, try, part) only, never from batch or order."""
     run = seed if attempt == 1 else f"{seed}/try{attempt}"
-    return common.row_seed(run, row_id if part == 0 else f"{row_id}#part{part + 1}")
+    return seeds.row_seed(run, row_id if part == 0 else f"{row_id}#part{part + 1}")
 
 
 def generate(pipe, jobs, strength):
@@ -167,12 +167,12 @@ def generate(pipe, jobs, strength):
 
 
 def is_done(path):
-    if not common.is_valid_image(path):
+    if not images.is_valid_image(path):
         return False
     from PIL import Image
 
     with Image.open(path) as im:
-        return im.size == common.BANNER_SIZE
+        return im.size == images.BANNER_SIZE
 
 
 def meta_path(out_dir, name):
@@ -187,7 +187,7 @@ def load_records(out_dir):
     records = {}
     pattern = meta_path(out_dir, ".manifest.rank*.json")
     for path in sorted(pattern.parent.glob(pattern.name)):
-        for name, rec in (common.read_json(path, {}) or {}).items():
+        for name, rec in (files.read_json(path, {}) or {}).items():
             if name not in records or rec.get("finished", 0) > records[name].get("finished", 0):
                 records[name] = rec
     return records
@@ -215,18 +215,18 @@ def run_once(out_dir, seed, data_dir=None, rank=0, world=1, device=None):
     from tqdm import tqdm
 
     if DUP_GUARD and DUP_MAX_TRIES < 1:
-        raise common.InputError(f"DUP_MAX_TRIES={DUP_MAX_TRIES}: must be >= 1 (the first generation counts)")
-    device = device or common.pick_device(DEVICE)
+        raise knobs.InputError(f"DUP_MAX_TRIES={DUP_MAX_TRIES}: must be >= 1 (the first generation counts)")
+    device = device or devices.pick_device(DEVICE)
     out_dir = Path(out_dir)
     info, inits, images_dir = read_inputs(data_dir)
     pipe = load_pipeline(device)
     count, budget = prompts.token_counter(pipe.tokenizer), prompts.window(pipe.tokenizer)
     guard, mean_rgb = training_stats(data_dir, device)
-    rows = common.shard(list(zip(info.itertuples(), inits)), rank, world)
+    rows = devices.shard(list(zip(info.itertuples(), inits)), rank, world)
     todo = [(row, init) for row, init in rows if not is_done(out_dir / row.bannerImage)]
     print(f"[rank {rank}/{world}] {len(rows)} rows, {len(rows) - len(todo)} already done, {len(todo)} to generate "
           f"into {out_dir} (seed {seed})", file=sys.stderr)
-    store = common.JsonStore(meta_path(out_dir, f".manifest.rank{rank}.json"), every=1)
+    store = files.JsonStore(meta_path(out_dir, f".manifest.rank{rank}.json"), every=1)
     calls_before, generated, started = pipe.unet_calls[0], 0, time.perf_counter()
     if str(device).startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
@@ -236,7 +236,7 @@ def run_once(out_dir, seed, data_dir=None, rank=0, world=1, device=None):
         batch = todo[b:b + rows_per_batch]
         prompt = {row.id: prompts.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, STYLE)[0]
                   for row, _ in batch}
-        init_images = {row.id: [common.load_rgb(images_dir / n).resize(tuple(GEN_SIZE)) for n in names]
+        init_images = {row.id: [images.load_rgb(images_dir / n).resize(tuple(GEN_SIZE)) for n in names]
                        for row, names in batch}
         best, tried, seconds, pending = {}, {}, {row.id: 0.0 for row, _ in batch}, list(batch)
         for attempt in range(1, DUP_MAX_TRIES + 1 if guard else 2):
@@ -248,10 +248,10 @@ def run_once(out_dir, seed, data_dir=None, rank=0, world=1, device=None):
             per_part = len(jobs) // len(pending)
             finals = [outs[i * per_part:(i + 1) * per_part] for i in range(len(pending))]
             # the guard measures the banner exactly as it will be on disk (JPEG), as the evaluation will
-            finals = [common.banner_jpeg(postprocess.compose(parts, mean_rgb) if POSTPROCESS else parts[0])
+            finals = [images.banner_jpeg(postprocess.compose(parts, mean_rgb) if POSTPROCESS else parts[0])
                       for parts in finals]
             t0 = time.perf_counter()
-            sims, nearest = (guard.measure([common.decode_image(jpeg) for jpeg in finals]) if guard
+            sims, nearest = (guard.measure([images.decode_image(jpeg) for jpeg in finals]) if guard
                              else ([float("nan")] * len(finals), [""] * len(finals)))
             wall += time.perf_counter() - t0
             still = []
@@ -276,7 +276,7 @@ def run_once(out_dir, seed, data_dir=None, rank=0, world=1, device=None):
             store.put(row.bannerImage, {"id": row.id, "bannerImage": row.bannerImage,
                                         "init_bannerImage": ";".join(names), **rec, "seconds": seconds[row.id],
                                         "prompt": prompt[row.id], "finished": time.time()})
-            common.save_banner(jpeg, out_dir, row.bannerImage)
+            images.save_banner(jpeg, out_dir, row.bannerImage)
         bar.update(len(batch))
     bar.close()
     store.save()
@@ -317,9 +317,9 @@ def merge_manifest(out_dir, data_dir=None):
         rec = records.get(row.bannerImage) or {"id": row.id, "bannerImage": row.bannerImage}  # made outside this tool
         rows.append({c: rec.get(c, "") for c in columns})
     if missing:
-        raise common.InputError(f"{out_dir}: no valid output for test row(s) id={missing[:10]}: rerun to finish them")
+        raise knobs.InputError(f"{out_dir}: no valid output for test row(s) id={missing[:10]}: rerun to finish them")
     manifest = pd.DataFrame(rows, columns=columns)
-    common.write_csv(meta_path(out_dir, "manifest.csv"), manifest)
+    files.write_csv(meta_path(out_dir, "manifest.csv"), manifest)
     sims = pd.to_numeric(manifest["dup_similarity"], errors="coerce").dropna()
     if len(sims):
         print(f"{out_dir}: {len(manifest)} banners; duplication similarity mean {sims.mean():.4f}, max "
@@ -337,27 +337,27 @@ def write_times(manifest, path):
 
     times = pd.DataFrame({"fname": manifest["bannerImage"],
                           "time": pd.to_numeric(manifest["seconds"], errors="coerce").round(4)})
-    common.write_csv(path, times)
+    files.write_csv(path, times)
 
 
 def main():
-    common.announce_smoke("inference / method 1")
-    rank, world, device = common.process_info()
-    device = common.pick_device(DEVICE) if world == 1 else device
+    knobs.announce_smoke("inference / method 1")
+    rank, world, device = devices.process_info()
+    device = devices.pick_device(DEVICE) if world == 1 else device
     if rank == 0 and world > 1:  # one process fills the training-statistics cache; the others then read it
         training_stats(None, device)
-    common.wait_for_everyone()
+    devices.wait_for_everyone()
     runs = ([(Path(SUBMISSION_DIR) / f"submission{k}", s) for k, s in enumerate(SEEDS, start=1)] if SUBMISSION
             else [(Path(OUT_DIR), SEED)])
     for out_dir, seed in runs:
         run_once(out_dir, seed, rank=rank, world=world, device=device)
-        common.wait_for_everyone()
+        devices.wait_for_everyone()
         if rank == 0:
             manifest = merge_manifest(out_dir)
             if SUBMISSION:
                 write_times(manifest, Path(SUBMISSION_DIR) / f"time_{out_dir.name}.csv")
-        common.wait_for_everyone()
+        devices.wait_for_everyone()
 
 
 if __name__ == "__main__":
-    common.run_main(main)
+    knobs.run_main(main)

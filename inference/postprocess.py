@@ -18,7 +18,7 @@ from pathlib import Path
 from PIL import Image
 from tqdm import tqdm
 
-import common
+from core import files, images, knobs
 
 PP_PAIR = True  # put two generations side by side (needs two images per row; one image is padded alone)
 PP_TILE_SIZE = (512, 409)  # each image of the pair, WxH
@@ -29,7 +29,7 @@ IN_DIR = ""  # script mode: folder of banners to post-process (named by bannerIm
 IN_DIR2 = ""  # script mode: optional second folder with the same names (the pair's right image)
 OUT_DIR = "outputs/postprocessed"  # script mode: where the post-processed banners go
 CACHE_DIR = ".cache/features"  # training statistics by the banners' content; shared with Method 1 and evaluation
-common.configure(globals())
+knobs.configure(globals())
 
 
 def _rgb255(color):
@@ -43,7 +43,7 @@ def compose(images, mean_rgb, pair=None, blend_weight=None, pad=None):
     pad = PP_PAD if pad is None else pad
     fill = _rgb255(mean_rgb)
     (tile_w, tile_h), gap = PP_TILE_SIZE, PP_GAP
-    banner_w, banner_h = common.BANNER_SIZE
+    banner_w, banner_h = images.BANNER_SIZE
     if pair and len(images) >= 2:
         content = Image.new("RGB", (2 * tile_w + gap, tile_h), fill)
         content.paste(images[0].convert("RGB").resize((tile_w, tile_h), Image.Resampling.LANCZOS), (0, 0))
@@ -59,38 +59,38 @@ def compose(images, mean_rgb, pair=None, blend_weight=None, pad=None):
         canvas = Image.new("RGB", (width, height), fill)
         canvas.paste(content, (0, (height - content.height) // 2))
         content = canvas
-    return common.to_banner(content)
+    return images.to_banner(content)
 
 
 def main():
     from inference.train_pool import cached_mean_color, train_banners
 
     if not IN_DIR:
-        raise common.InputError("--IN_DIR is required (a folder of banners to post-process)")
+        raise knobs.InputError("--IN_DIR is required (a folder of banners to post-process)")
     names, paths = train_banners()
     mean_rgb = cached_mean_color(names, paths, CACHE_DIR)
     print(f"training mean colour (RGB 0..1): {tuple(round(c, 4) for c in mean_rgb)}")
     sources = sorted(p for p in Path(IN_DIR).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     if not sources:
-        raise common.InputError(f"{IN_DIR}: no .jpg/.png banners")
+        raise knobs.InputError(f"{IN_DIR}: no .jpg/.png banners")
     # resume only outputs made with the same recipe and inputs: a new blend weight must not keep the old banners
     recipe = {"pair": PP_PAIR, "tile": list(PP_TILE_SIZE), "gap": PP_GAP, "blend": PP_BLEND_WEIGHT, "pad": PP_PAD,
               "mean_rgb": list(mean_rgb), "in_dir": str(Path(IN_DIR).resolve()),
               "in_dir2": str(Path(IN_DIR2).resolve()) if IN_DIR2 else ""}
     stamp = Path(OUT_DIR) / ".postprocess.json"
-    same_recipe = common.read_json(stamp) == recipe
+    same_recipe = files.read_json(stamp) == recipe
     if not same_recipe and stamp.exists():
         stamp.unlink()  # a kill during the redo must not leave the old stamp vouching for a mix of recipes
     for src in tqdm(sources, desc="post-processing", unit="img"):
-        if same_recipe and common.is_valid_image(Path(OUT_DIR) / src.name):
+        if same_recipe and images.is_valid_image(Path(OUT_DIR) / src.name):
             continue
-        images = [common.load_rgb(src)]
+        images = [images.load_rgb(src)]
         if IN_DIR2:
-            images.append(common.load_rgb(Path(IN_DIR2) / src.name))
-        common.save_banner(compose(images, mean_rgb), OUT_DIR, src.name)
-    common.write_json(stamp, recipe)
+            images.append(images.load_rgb(Path(IN_DIR2) / src.name))
+        images.save_banner(compose(images, mean_rgb), OUT_DIR, src.name)
+    files.write_json(stamp, recipe)
     print(f"{len(sources)} banners in {OUT_DIR}")
 
 
 if __name__ == "__main__":
-    common.run_main(main)
+    knobs.run_main(main)

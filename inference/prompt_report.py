@@ -14,7 +14,7 @@ usage: python -m inference.prompt_report --DATA_DIR=../shared/zac2023 [--SPLIT=t
 import os
 import statistics
 
-import common
+from core import dataset, devices, files, knobs
 from inference import prompts
 
 DATA_DIR = ""  # dataset root ("" = $DATA_DIR or data/)
@@ -23,7 +23,7 @@ TOKENIZER = "SG161222/Realistic_Vision_V5.1_noVAE"  # model whose tokenizer coun
 STYLE = ""  # the STYLE knob of Method 1, if you use one
 REPORT = ""  # optional JSON file for the figures
 VI_PER_EN_TOKENS = 3.4  # CLIP tokens of Vietnamese per token of its English translation (measured on the sample's rows)
-common.configure(globals())
+knobs.configure(globals())
 
 
 def load_tokenizer():
@@ -31,9 +31,9 @@ def load_tokenizer():
     from transformers import CLIPTokenizer
 
     try:
-        tokenizer = common.load_model(CLIPTokenizer.from_pretrained, TOKENIZER, subfolder="tokenizer")
+        tokenizer = devices.load_model(CLIPTokenizer.from_pretrained, TOKENIZER, subfolder="tokenizer")
         return prompts.check_tokenizer(tokenizer, TOKENIZER), TOKENIZER
-    except common.InputError as e:
+    except knobs.InputError as e:
         import smoke
 
         note = (f"{TOKENIZER} unavailable ({str(e)[:80]}...); using the real CLIP vocab/merges rebuilt from "
@@ -73,10 +73,10 @@ def report(info, tokenizer):
 def main():
     if DATA_DIR:
         os.environ["DATA_DIR"] = DATA_DIR
-    folder = common.split_dir(SPLIT)
+    folder = dataset.split_dir(SPLIT)
     trans = folder / "info_trans.csv"
     english = trans.is_file()
-    info = common.read_info(trans if english else folder / "info.csv")
+    info = dataset.read_info(trans if english else folder / "info.csv")
     tokenizer, source = load_tokenizer()
     figures = report(info, tokenizer)
     figures.update(text=str(trans if english else folder / "info.csv"), english=english, tokenizer=source)
@@ -105,9 +105,9 @@ def main():
               f"{figures['estimated_english_seed_tokens_median']}, max {figures['estimated_english_seed_tokens_max']}); run on info_trans.csv for the real count")
 
     if REPORT:
-        common.write_json(REPORT, figures)
+        files.write_json(REPORT, figures)
         print(f"figures written to {REPORT}")
 
 
 if __name__ == "__main__":
-    common.run_main(main)
+    knobs.run_main(main)

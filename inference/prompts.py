@@ -17,7 +17,7 @@ the strongest cue for the kind of picture; they come last, so they are the first
 import re
 import unicodedata
 
-from common import normalize_text
+from core.dataset import normalize_text
 
 SEED_TEMPLATE = "{caption}, description is {description} and more information is {moreInfo}"
 # Realistic Vision's recommended negatives, shortened to fit the window (the negative prompt has its own 77 tokens)
@@ -70,7 +70,7 @@ def seed_prompt(caption, description, more_info):
 def check_tokenizer(tokenizer, name="tokenizer"):
     """transformers 5 can hand back a 2-token stub (every id the same) when the vocab files are missing, without an
     error; prompts would then be garbage. Refuse such a tokenizer, and one without a usable window."""
-    from common import InputError
+    from core.knobs import InputError
 
     ids = [tokenizer(text, add_special_tokens=False)["input_ids"] for text in ("a red car", "a blue sea")]
     if len(tokenizer) < 1000 or ids[0] == ids[1] or not 8 <= int(tokenizer.model_max_length) <= 4096:

@@ -7,7 +7,9 @@ evaluation's feature cache).
 import hashlib
 from pathlib import Path
 
-from common import check_image, file_hash, mean_color, read_info, read_json, split_dir, write_json
+from core.images import check_image, mean_color
+from core.files import file_hash, read_json, write_json
+from core.dataset import read_info, split_dir
 
 
 def train_banners(data_dir=None):

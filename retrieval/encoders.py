@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import InputError, load_model, load_rgb, model_path, pick_device, smoke_enabled
+from core.knobs import InputError, smoke_enabled
+from core.devices import load_model, model_path, pick_device
+from core.images import load_rgb
 
 # models whose card asks for word-segmented input (pyvi's ViTokenizer: "học sinh" -> "học_sinh")
 NEEDS_WORD_SEGMENTATION = ("vietnamese-bi-encoder",)

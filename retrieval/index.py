@@ -24,7 +24,9 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from common import InputError, atomic_open, read_json, shard, wait_for_everyone, write_json
+from core.knobs import InputError
+from core.files import atomic_open, read_json, write_json
+from core.devices import shard, wait_for_everyone
 
 TENSOR = "embeddings"
 EMBEDDINGS_FILE = "embeddings.safetensors"

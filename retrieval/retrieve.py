@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pandas as pd
 
-import common
-from common import InputError
+from core import dataset, devices, files, knobs
+from core.knobs import InputError
 
 MODE = "text"  # "text" (caption -> captions, the seed) or "clip_text_image" (English text -> train banners)
 TEXT_MODEL = "bkai-foundation-models/vietnamese-bi-encoder"  # MODE=text: sentence-transformers hub id or folder
@@ -36,7 +36,7 @@ PART_SIZE = 4096  # rows per resumable part of an index build (and per process s
 SEARCH_CHUNK = 32768  # pool rows per matrix product during search (bounds memory)
 DEVICE = "auto"  # auto (cuda if there, else cpu), cpu, cuda, cuda:1 ...
 TRUST_REMOTE_CODE = False  # let a sentence-transformers model run code from its repository
-common.configure(globals())
+knobs.configure(globals())
 
 
 def row_texts(df, fields, what):
@@ -45,11 +45,11 @@ def row_texts(df, fields, what):
     if not columns or missing:
         raise InputError(f"{what}: field(s) {missing or fields!r} not among the columns {list(df.columns)}")
     def join(cols):
-        return [FIELD_SEPARATOR.join(t for t in map(common.normalize_text, values) if t) for values in zip(*(df[c] for c in cols))]
+        return [FIELD_SEPARATOR.join(t for t in map(dataset.normalize_text, values) if t) for values in zip(*(df[c] for c in cols))]
 
     texts = join(columns)
     # a row whose chosen fields are all empty falls back to its other copy rather than stopping the stage
-    other = [c for c in common.TEXT_COLUMNS if c in df.columns and c not in columns]
+    other = [c for c in dataset.TEXT_COLUMNS if c in df.columns and c not in columns]
     if other and not all(texts):
         fallback = join(other)
         texts = [t or f for t, f in zip(texts, fallback)]
@@ -62,7 +62,7 @@ def row_texts(df, fields, what):
 def index_name(encoder, fields):
     """A readable folder name per (encoder, fields); the content key inside decides whether it is current."""
     model = encoder.spec["model"]
-    if common.smoke_enabled():
+    if knobs.smoke_enabled():
         model = "smoke"
     elif os.path.isdir(os.path.expanduser(model)):  # a local folder: its last two path parts
         model = "/".join(Path(os.path.expanduser(model)).resolve().parts[-2:])
@@ -73,7 +73,7 @@ def index_name(encoder, fields):
 def build(encoder, split, items, ids, fields, rank, world_size):
     from retrieval.index import build_index
 
-    folder = common.split_dir(split) / "index" / index_name(encoder, fields)
+    folder = dataset.split_dir(split) / "index" / index_name(encoder, fields)
     index, encoded = build_index(folder, encoder, items, ids, dtype=INDEX_DTYPE, part_size=PART_SIZE,
                                  batch_size=BATCH_SIZE, rank=rank, world_size=world_size,
                                  desc=f"{split} {encoder.kind}")
@@ -87,12 +87,12 @@ def main():
     from retrieval.encoders import ClipImageEncoder, ClipTextEncoder, TextEncoder
     from retrieval.search import search
 
-    common.announce_smoke("retrieval")
-    rank, world_size, device = common.process_info()
+    knobs.announce_smoke("retrieval")
+    rank, world_size, device = devices.process_info()
     device = device if DEVICE == "auto" else DEVICE
-    train_csv, test_csv = common.split_dir("train") / "info.csv", common.split_dir("test") / "info.csv"
-    train = common.read_info(train_csv)
-    test = common.read_info(test_csv)
+    train_csv, test_csv = dataset.split_dir("train") / "info.csv", dataset.split_dir("test") / "info.csv"
+    train = dataset.read_info(train_csv)
+    test = dataset.read_info(test_csv)
     if MODE == "text":
         encoder = TextEncoder(TEXT_MODEL, device=device, batch_size=BATCH_SIZE, word_segment=WORD_SEGMENT,
                               trust_remote_code=TRUST_REMOTE_CODE)
@@ -100,14 +100,14 @@ def main():
                      world_size)
         query_encoder, query_items, query_fields = encoder, row_texts(test, QUERY_FIELDS, test_csv), QUERY_FIELDS
     elif MODE == "clip_text_image":
-        trans_csv = common.split_dir("test") / "info_trans.csv"
+        trans_csv = dataset.split_dir("test") / "info_trans.csv"
         if not trans_csv.is_file():
             raise InputError(f"{trans_csv}: not found; MODE=clip_text_image needs the English translation "
                              f"(bash run/translation.sh)")
-        trans = common.read_info(trans_csv)
+        trans = dataset.read_info(trans_csv)
         if list(trans.id) != list(test.id):
             raise InputError(f"{trans_csv}: ids differ from {test_csv} (rerun the translation)")
-        images_dir = common.split_dir("train") / "images"
+        images_dir = dataset.split_dir("train") / "images"
         # existence up front (fast); an unreadable file fails while encoding, naming it, and finished parts are kept
         missing = [i for i, b in zip(train.id, train.bannerImage) if not (images_dir / b).is_file()]
         if missing:
@@ -142,11 +142,11 @@ def main():
         "score": [f"{s:.6f}" for s in scores.reshape(-1)],
     })
     out.insert(4, "train_bannerImage", [train_banner[i] for i in out.train_id])
-    path = common.split_dir("test") / "retrieval.csv"
-    common.write_csv(path, out)
+    path = dataset.split_dir("test") / "retrieval.csv"
+    files.write_csv(path, out)
     print(f"wrote {path}: {len(test)} test rows x {k} neighbours ({MODE}; mean top-1 score "
           f"{scores[:, 0].mean():.4f})", flush=True)
 
 
 if __name__ == "__main__":
-    common.run_main(main)
+    knobs.run_main(main)

@@ -8,8 +8,9 @@ import pytest
 import torch
 from PIL import Image
 
-import common
-from common import InputError
+from core import REPO_ROOT
+from core import dataset, devices, files, images, knobs, seeds
+from core.knobs import InputError
 
 
 def write_csv_bytes(path, text, bom=False, crlf=False):
@@ -30,8 +31,8 @@ GOOD = (
 @pytest.mark.parametrize("bom", [False, True])
 @pytest.mark.parametrize("crlf", [False, True])
 def test_read_info_encodings(tmp_path, bom, crlf):
-    df = common.read_info(write_csv_bytes(tmp_path / "info.csv", GOOD, bom=bom, crlf=crlf))
-    assert list(df.columns) == common.INFO_COLUMNS
+    df = dataset.read_info(write_csv_bytes(tmp_path / "info.csv", GOOD, bom=bom, crlf=crlf))
+    assert list(df.columns) == dataset.INFO_COLUMNS
     assert df["id"].tolist() == ["1", "2"]
     assert df.loc[0, "caption"] == "Áo phủ xe, chống nước"  # quoted comma kept
     assert df.loc[1, "description"] == "Mua 1, tặng 1"
@@ -40,7 +41,7 @@ def test_read_info_encodings(tmp_path, bom, crlf):
 
 
 def test_read_info_nan_text_becomes_empty(tmp_path):
-    df = common.read_info(write_csv_bytes(tmp_path / "info.csv", "id,caption,description,moreInfo,bannerImage\n1,Xe,NaN,nan,1.jpg\n"))
+    df = dataset.read_info(write_csv_bytes(tmp_path / "info.csv", "id,caption,description,moreInfo,bannerImage\n1,Xe,NaN,nan,1.jpg\n"))
     assert df.loc[0, "description"] == "" and df.loc[0, "moreInfo"] == ""
 
 
@@ -55,20 +56,20 @@ def test_read_info_nan_text_becomes_empty(tmp_path):
 def test_read_info_bad(tmp_path, text, message):
     path = write_csv_bytes(tmp_path / "info.csv", text)
     with pytest.raises(InputError) as e:
-        common.read_info(path)
+        dataset.read_info(path)
     assert message in str(e.value) and str(path) in str(e.value)
 
 
 def test_read_info_missing_file(tmp_path):
     with pytest.raises(InputError, match="file not found"):
-        common.read_info(tmp_path / "nope.csv")
+        dataset.read_info(tmp_path / "nope.csv")
 
 
 def test_read_info_not_utf8(tmp_path):
     path = tmp_path / "info.csv"
     path.write_bytes("id,caption,description,moreInfo,bannerImage\n1,Áo,b,c,1.jpg\n".encode("cp1258"))
     with pytest.raises(InputError, match="not UTF-8"):
-        common.read_info(path)
+        dataset.read_info(path)
 
 
 def test_read_info_images_missing_or_unreadable(tmp_path):
@@ -76,17 +77,17 @@ def test_read_info_images_missing_or_unreadable(tmp_path):
     (tmp_path / "images").mkdir()
     Image.new("RGB", (8, 8)).save(tmp_path / "images" / "1.jpg")
     with pytest.raises(InputError, match=r"image not found: .*2\.jpg \(row id=2\)"):
-        common.read_info(path, check_images=True)
+        dataset.read_info(path, check_images=True)
     (tmp_path / "images" / "2.jpg").write_bytes(b"\xff\xd8\xff\xe0 truncated garbage")
     with pytest.raises(InputError, match=r"unreadable image: .*2\.jpg \(row id=2\)"):
-        common.read_info(path, check_images=True)
-    common.save_banner(Image.effect_noise((1024, 536), 60).convert("RGB"), tmp_path / "images", "2.jpg")
+        dataset.read_info(path, check_images=True)
+    images.save_banner(Image.effect_noise((1024, 536), 60).convert("RGB"), tmp_path / "images", "2.jpg")
     data = (tmp_path / "images" / "2.jpg").read_bytes()
     (tmp_path / "images" / "2.jpg").write_bytes(data[: len(data) // 2])  # a valid header, half the pixels
     with pytest.raises(InputError, match=r"unreadable image: .*2\.jpg \(row id=2\)"):
-        common.read_info(path, check_images=True)
+        dataset.read_info(path, check_images=True)
     Image.new("RGB", (8, 8)).save(tmp_path / "images" / "2.jpg")
-    assert len(common.read_info(path, check_images=True)) == 2
+    assert len(dataset.read_info(path, check_images=True)) == 2
 
 
 def save(img, path, fmt):
@@ -102,81 +103,81 @@ def test_load_rgb_modes(tmp_path, mode, fmt):
     base = Image.new("RGB", (40, 30), (200, 100, 50))
     img = base.convert(mode) if mode != "I;16" else Image.new("I;16", (40, 30), 30000)
     path = save(img, tmp_path / "x.jpg", fmt)  # PNG bytes behind a .jpg name too
-    out = common.load_rgb(path)
+    out = images.load_rgb(path)
     assert out.mode == "RGB" and out.size == (40, 30)
 
 
 def test_load_rgb_transparent_goes_white(tmp_path):
     path = save(Image.new("RGBA", (4, 4), (255, 0, 0, 0)), tmp_path / "t.png", "PNG")
-    assert common.load_rgb(path).getpixel((0, 0)) == (255, 255, 255)
+    assert images.load_rgb(path).getpixel((0, 0)) == (255, 255, 255)
 
 
 def test_load_rgb_errors_name_the_file(tmp_path):
     with pytest.raises(InputError, match="image not found: .*nope.jpg"):
-        common.load_rgb(tmp_path / "nope.jpg")
+        images.load_rgb(tmp_path / "nope.jpg")
     (tmp_path / "bad.jpg").write_bytes(b"not an image")
     with pytest.raises(InputError, match="unreadable image: .*bad.jpg"):
-        common.load_rgb(tmp_path / "bad.jpg")
+        images.load_rgb(tmp_path / "bad.jpg")
 
 
 def test_save_banner_exact_size_and_name(tmp_path):
-    path = common.save_banner(Image.new("RGB", common.GEN_SIZE, (10, 20, 30)), tmp_path / "out", "19.jpg")
+    path = images.save_banner(Image.new("RGB", images.GEN_SIZE, (10, 20, 30)), tmp_path / "out", "19.jpg")
     assert path == tmp_path / "out" / "19.jpg"
     with Image.open(path) as im:
         assert im.format == "JPEG" and im.size == (1024, 533) and im.mode == "RGB"
-    assert common.is_valid_image(path)
+    assert images.is_valid_image(path)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["19.jpg"]  # no temp file left behind
 
 
 def test_atomic_write_failure_leaves_nothing(tmp_path, monkeypatch):
     target = tmp_path / "a.json"
-    common.write_json(target, {"old": 1})
+    files.write_json(target, {"old": 1})
 
     def boom(*args):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "fsync", boom)
     with pytest.raises(OSError):
-        common.write_json(target, {"new": 2})
-    assert common.read_json(target) == {"old": 1}  # the old file is intact
+        files.write_json(target, {"new": 2})
+    assert files.read_json(target) == {"old": 1}  # the old file is intact
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
 
 
 def test_is_valid_image_detects_truncation(tmp_path):
-    path = common.save_banner(Image.effect_noise((1024, 536), 60).convert("RGB"), tmp_path, "x.jpg")
+    path = images.save_banner(Image.effect_noise((1024, 536), 60).convert("RGB"), tmp_path, "x.jpg")
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    assert not common.is_valid_image(path)
-    assert not common.is_valid_image(tmp_path / "missing.jpg")
+    assert not images.is_valid_image(path)
+    assert not images.is_valid_image(tmp_path / "missing.jpg")
 
 
 def test_json_store_resume(tmp_path):
     path = tmp_path / "store.json"
-    with common.JsonStore(path, every=2) as store:
+    with files.JsonStore(path, every=2) as store:
         store.put("a.jpg", "one")
         assert not path.exists()  # not yet flushed
         store.put("b.jpg", "two")
-        assert common.read_json(path) == {"a.jpg": "one", "b.jpg": "two"}
+        assert files.read_json(path) == {"a.jpg": "one", "b.jpg": "two"}
         store.put("c.jpg", "three")
-    again = common.JsonStore(path)
+    again = files.JsonStore(path)
     assert "c.jpg" in again and len(again) == 3
     path.write_text("[1, 2]")
     with pytest.raises(InputError, match="expected a JSON object"):
-        common.JsonStore(path)
+        files.JsonStore(path)
 
 
 def test_row_seed_is_stable_and_distinct():
-    assert common.row_seed(0, "19") == common.row_seed(0, "19")
-    assert common.row_seed(0, "19") != common.row_seed(1, "19")
-    assert common.row_seed(0, "19") != common.row_seed(0, "20")
-    assert 0 <= common.row_seed(123, "x") < 2**63
+    assert seeds.row_seed(0, "19") == seeds.row_seed(0, "19")
+    assert seeds.row_seed(0, "19") != seeds.row_seed(1, "19")
+    assert seeds.row_seed(0, "19") != seeds.row_seed(0, "20")
+    assert 0 <= seeds.row_seed(123, "x") < 2**63
 
 
 def test_per_row_noise_independent_of_batch_and_order():
     ids = ["3", "11", "25", "31", "42"]
 
     def noise(batch_ids):
-        gens = [common.row_generator(7, i) for i in batch_ids]
+        gens = [seeds.row_generator(7, i) for i in batch_ids]
         return {i: torch.randn((4, 8, 8), generator=g) for i, g in zip(batch_ids, gens)}
 
     single = {}
@@ -189,51 +190,50 @@ def test_per_row_noise_independent_of_batch_and_order():
 
 
 def test_pick_dtype_cpu_is_fp32():
-    assert common.pick_dtype("cpu", "fp16") == torch.float32
-    assert common.pick_device("cpu") == "cpu"
+    assert devices.pick_dtype("cpu", "fp16") == torch.float32
+    assert devices.pick_device("cpu") == "cpu"
     with pytest.raises(InputError, match="DTYPE must be fp16, bf16 or fp32, got 'float32'"):
-        common.pick_dtype("cuda", "float32")
+        devices.pick_dtype("cuda", "float32")
 
 
 def test_save_banner_refuses_paths(tmp_path):
     with pytest.raises(InputError, match="plain file name"):
-        common.save_banner(Image.new("RGB", (8, 8)), tmp_path / "out", "../escaped.jpg")
+        images.save_banner(Image.new("RGB", (8, 8)), tmp_path / "out", "../escaped.jpg")
     assert not (tmp_path / "escaped.jpg").exists()
 
 
 def test_model_path(tmp_path, monkeypatch):
     monkeypatch.delenv("SMOKE", raising=False)
-    assert common.model_path(str(tmp_path)) == str(tmp_path)
-    assert common.model_path("SG161222/Realistic_Vision_V5.1_noVAE") == "SG161222/Realistic_Vision_V5.1_noVAE"
+    assert devices.model_path(str(tmp_path)) == str(tmp_path)
+    assert devices.model_path("SG161222/Realistic_Vision_V5.1_noVAE") == "SG161222/Realistic_Vision_V5.1_noVAE"
     with pytest.raises(InputError, match="model folder not found"):
-        common.model_path(str(tmp_path / "missing"))
+        devices.model_path(str(tmp_path / "missing"))
     with pytest.raises(InputError, match="model folder not found"):
-        common.model_path("./models/missing")
+        devices.model_path("./models/missing")
 
 
 def test_load_model_offline_error_names_model():
     from transformers import AutoConfig
 
     with pytest.raises(InputError, match="cannot load model 'no-such-org/no-such-model'"):
-        common.load_model(AutoConfig.from_pretrained, "no-such-org/no-such-model")
+        devices.load_model(AutoConfig.from_pretrained, "no-such-org/no-such-model")
 
 
 SCRIPT = '''"""A test script."""
 import sys
 sys.path.insert(0, {root!r})
-import common
 DATA_DIR = "data"  # where the data lives
 BATCH_SIZE = 4  # rows per batch
 STRENGTH = 0.6
 USE_FP16 = True
-common.configure(globals())
+knobs.configure(globals())
 print(DATA_DIR, BATCH_SIZE, STRENGTH, USE_FP16)
 '''
 
 
 def run_script(tmp_path, *args, env=None):
     script = tmp_path / "knobs.py"
-    script.write_text(SCRIPT.format(root=str(common.REPO_ROOT)))
+    script.write_text(SCRIPT.format(root=str(REPO_ROOT)))
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=full_env)
 
@@ -252,9 +252,9 @@ def test_configure_help_and_errors(tmp_path):
     out = run_script(tmp_path, "--help")
     assert out.returncode == 0 and "A test script." in out.stdout and "--BATCH_SIZE=4  # rows per batch" in out.stdout
     with pytest.raises(InputError, match="unknown knob '--nope=1'"):
-        common.configure({"A": 1}, ["--nope=1"], env={})
+        knobs.configure({"A": 1}, ["--nope=1"], env={})
     with pytest.raises(InputError, match="knob A: expected a value like 1, got .abc."):
-        common.configure({"A": 1}, ["--A=abc"], env={})
+        knobs.configure({"A": 1}, ["--A=abc"], env={})
 
 
 def test_bad_flag_in_a_script_is_one_line_and_exit_2(tmp_path):
@@ -264,8 +264,8 @@ def test_bad_flag_in_a_script_is_one_line_and_exit_2(tmp_path):
 
 def test_run_main_user_error_exits_2(tmp_path):
     code = ("import sys; sys.path.insert(0, %r); import common\n"
-            "def main(): raise common.InputError('row id=7: caption is not text')\n"
-            "common.run_main(main)") % str(common.REPO_ROOT)
+            "def main(): raise knobs.InputError('row id=7: caption is not text')\n"
+            "knobs.run_main(main)") % str(REPO_ROOT)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 2
     assert out.stderr.strip() == "error: row id=7: caption is not text"  # one clear line, no traceback
@@ -274,23 +274,23 @@ def test_run_main_user_error_exits_2(tmp_path):
 def test_sample_maker(sample_dir):
 
     root = sample_dir
-    train = common.read_info(root / "train" / "info.csv", check_images=True)
-    test = common.read_info(root / "test" / "info.csv")
+    train = dataset.read_info(root / "train" / "info.csv", check_images=True)
+    test = dataset.read_info(root / "test" / "info.csv")
     assert len(train) == 12 and len(test) == 6
     assert (test["moreInfo"] == "").any()
     assert test["moreInfo"].str.contains("không phải là thuốc").any()
     assert test["caption"].str.len().max() > 250
     for name in train["bannerImage"]:
-        assert common.load_rgb(root / "train" / "images" / name).size == common.BANNER_SIZE
+        assert images.load_rgb(root / "train" / "images" / name).size == images.BANNER_SIZE
 
 
 def test_process_info_under_torchrun(tmp_path):
     """Two real CPU processes (gloo): each sees its rank and the world size, and the shards cover every row once."""
     script = tmp_path / "ranks.py"
     script.write_text(
-        f"import sys; sys.path.insert(0, {str(common.REPO_ROOT)!r}); import common\n"
-        "rank, world, device = common.process_info(); common.wait_for_everyone()\n"
-        f"open({str(tmp_path)!r} + f'/rank{{rank}}.txt', 'w').write(' '.join(map(str, [world, *common.shard(list(range(7)), rank, world)])))\n")
+        f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); import common\n"
+        "rank, world, device = devices.process_info(); devices.wait_for_everyone()\n"
+        f"open({str(tmp_path)!r} + f'/rank{{rank}}.txt', 'w').write(' '.join(map(str, [world, *devices.shard(list(range(7)), rank, world)])))\n")
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]

@@ -6,18 +6,19 @@ import sys
 
 from PIL import Image
 
-import common
+from core import REPO_ROOT
+from core import dataset
 
 
 def test_demo_end_to_end(tmp_path):
     data, out = tmp_path / "sample", tmp_path / "demo"
     env = {**os.environ, "DEMO_DATA_DIR": str(data), "DEMO_OUT": str(out), "PYTHON": sys.executable}
-    run = subprocess.run(["bash", str(common.REPO_ROOT / "run" / "demo.sh")], env=env, capture_output=True, text=True,
+    run = subprocess.run(["bash", str(REPO_ROOT / "run" / "demo.sh")], env=env, capture_output=True, text=True,
                          timeout=900)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert "SMOKE=1" in run.stderr  # said loudly
 
-    test_rows = common.read_info(data / "test" / "info.csv")
+    test_rows = dataset.read_info(data / "test" / "info.csv")
     banners = sorted(p.name for p in (out / "method_1").glob("*.jpg"))
     assert banners == sorted(test_rows["bannerImage"])  # one banner per test row, named by bannerImage
     for name in banners:
@@ -25,7 +26,7 @@ def test_demo_end_to_end(tmp_path):
             assert (im.format, im.size) == ("JPEG", (1024, 533))
 
     report = json.loads((out / "val_method_1" / "report.json").read_text())
-    val_rows = common.read_info(out / "val_split" / "test" / "info.csv")
+    val_rows = dataset.read_info(out / "val_split" / "test" / "info.csv")
     assert report["n"] == len(val_rows) == 3 and 0 < report["score"] < 1
     gallery = (out / "val_method_1" / "gallery.html").read_text(encoding="utf-8")
     assert all(name in gallery for name in val_rows["bannerImage"])

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import common
-from common import InputError, read_info, read_json
+from core import images
+from core.knobs import InputError
+from core.dataset import read_info
+from core.files import read_json
 from evaluation import metrics
 from evaluation.compare import compare, to_markdown
 from evaluation.evaluate import evaluate
@@ -231,7 +233,7 @@ def test_compare_table(split, tmp_path, cache_dir, extractor):
     good = copy_ground_truth(split, tmp_path / "good")
     grey = tmp_path / "grey"
     for name in read_info(split / "test" / "info.csv")["bannerImage"]:
-        common.save_banner(Image.new("RGB", common.BANNER_SIZE, (128, 128, 128)), grey, name)
+        images.save_banner(Image.new("RGB", images.BANNER_SIZE, (128, 128, 128)), grey, name)
     for folder in (good, grey):
         evaluate(folder, split / "test", "none", cache_dir, gallery=False, extractor=extractor)
     table = compare([good, grey])

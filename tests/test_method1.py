@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-import common
+from core import dataset, files, images, knobs
 
 REPO = Path(__file__).resolve().parents[1]
 DISCLAIMER_EN = "This product is not a medicine and does not replace medicines"
@@ -40,16 +40,16 @@ RANKED = {"1": ["25.jpg", "11.jpg", "3.jpg"], "2": ["63.jpg", "84.jpg", "25.jpg"
 
 
 def write_fixtures(data_dir):
-    info = common.read_info(data_dir / "test" / "info.csv")
+    info = dataset.read_info(data_dir / "test" / "info.csv")
     trans = info.copy()
     for col, i in (("caption", 0), ("description", 1), ("moreInfo", 2)):
         trans[col] = trans["id"].map(lambda row_id: TRANSLATIONS[row_id][i])
-    common.write_csv(data_dir / "test" / "info_trans.csv", trans)
-    train = common.read_info(data_dir / "train" / "info.csv").set_index("bannerImage")
+    files.write_csv(data_dir / "test" / "info_trans.csv", trans)
+    train = dataset.read_info(data_dir / "train" / "info.csv").set_index("bannerImage")
     rows = [{"id": r.id, "bannerImage": r.bannerImage, "rank": k, "train_id": train.loc[name, "id"],
              "train_bannerImage": name, "score": round(0.9 - 0.1 * k, 3)}
             for r in info.itertuples() for k, name in enumerate(RANKED[r.id], start=1)]
-    common.write_csv(data_dir / "test" / "retrieval.csv", pd.DataFrame(rows))
+    files.write_csv(data_dir / "test" / "retrieval.csv", pd.DataFrame(rows))
     return info
 
 
@@ -107,7 +107,7 @@ def test_prompts_fit_the_window_caption_first():
 
 
 def test_every_row_gets_a_banner_same_for_any_batch_size_and_process_split(m1, sample_dir, tmp_path):
-    info = common.read_info(sample_dir / "test" / "info.csv")
+    info = dataset.read_info(sample_dir / "test" / "info.csv")
     m1.BATCH_SIZE = 3
     m1.run_once(tmp_path / "single", m1.SEED)
     manifest = m1.merge_manifest(tmp_path / "single")
@@ -119,7 +119,7 @@ def test_every_row_gets_a_banner_same_for_any_batch_size_and_process_split(m1, s
     assert {"25.jpg", "63.jpg", "105.jpg"} <= set(manifest["init_bannerImage"])  # CMYK, grayscale, PNG inits
     # the generations themselves: batch size 1 vs 3 (batched float maths may differ in the last bits)
     pipe = m1.load_pipeline("cpu")
-    jobs = [(prompt, common.load_rgb(sample_dir / "train" / "images" / init).resize(m1.GEN_SIZE), 
+    jobs = [(prompt, images.load_rgb(sample_dir / "train" / "images" / init).resize(m1.GEN_SIZE), 
              m1.try_seed(m1.SEED, row_id, 1, 0))
             for row_id, init, prompt in zip(manifest["id"][:3], manifest["init_bannerImage"], manifest["prompt"])]
     batched, _ = m1.generate(pipe, jobs, m1.STRENGTH)
@@ -193,7 +193,7 @@ def test_duplication_guard_regenerates_and_stops_after_the_bound(m1, tmp_path, m
     sims = strict["dup_similarity"].astype(float)
     assert sims.between(-1, 1).all() and (strict["dup_nearest"] != "").all()
     # the similarity recorded is that of the JPEG on disk, the image the evaluation will measure
-    on_disk, _ = m1.training_stats(None, "cpu")[0].measure([common.load_rgb(tmp_path / "strict" / n)
+    on_disk, _ = m1.training_stats(None, "cpu")[0].measure([images.load_rgb(tmp_path / "strict" / n)
                                                              for n in strict["bannerImage"]])
     assert np.allclose(on_disk, sims, atol=1e-6)
     m1.DUP_MAX, m1.LIMIT = 1.01, 1  # nothing is a near-copy: one try, the seed's strength
@@ -220,7 +220,7 @@ def test_postprocess_layout_and_training_mean_colour(m1, sample_dir, cache_dir, 
 
     names, paths = train_pool.train_banners(sample_dir)
     mean_rgb = train_pool.cached_mean_color(names, paths, cache_dir)
-    assert np.allclose(mean_rgb, common.mean_color(paths))
+    assert np.allclose(mean_rgb, images.mean_color(paths))
     monkeypatch.setattr(train_pool, "mean_color", lambda _: pytest.fail("cached value not reused"))
     assert train_pool.cached_mean_color(names, paths, cache_dir) == mean_rgb
     fill = np.round(np.array(mean_rgb) * 255)
@@ -232,7 +232,7 @@ def test_postprocess_layout_and_training_mean_colour(m1, sample_dir, cache_dir, 
     assert np.abs(arr[80:450, 509:514].reshape(-1, 3).mean(0) - fill).max() <= 2  # the 10 px gap between the two images
     assert arr[266, 200, 0] > arr[266, 200, 2] and arr[266, 800, 2] > arr[266, 800, 0]  # red left, blue right
     washed = postprocess.compose([red, blue], mean_rgb, blend_weight=1.0)
-    path = common.save_banner(washed, tmp_path, "x.jpg")
+    path = images.save_banner(washed, tmp_path, "x.jpg")
     assert np.abs(pixels(path).reshape(-1, 3).mean(0) - fill).max() <= 1.5  # mean colour = the training mean
     # in the stage: the generations from the rank-1 and rank-2 banners, paired
     m1.POSTPROCESS, m1.LIMIT = True, 1
@@ -244,15 +244,15 @@ def test_postprocess_layout_and_training_mean_colour(m1, sample_dir, cache_dir, 
 
 def test_bad_inputs_fail_naming_the_row(m1, sample_dir):
     retrieval = pd.read_csv(sample_dir / "test" / "retrieval.csv", dtype=str)
-    common.write_csv(sample_dir / "test" / "retrieval.csv", retrieval[retrieval["id"] != "6"])
-    with pytest.raises(common.InputError, match=r"rank-1 .*id=6"):
+    files.write_csv(sample_dir / "test" / "retrieval.csv", retrieval[retrieval["id"] != "6"])
+    with pytest.raises(knobs.InputError, match=r"rank-1 .*id=6"):
         m1.read_inputs(sample_dir)
     write_fixtures(sample_dir)
     (sample_dir / "train" / "images" / "42.jpg").unlink()
-    with pytest.raises(common.InputError, match=r"42\.jpg.*id=5"):
+    with pytest.raises(knobs.InputError, match=r"42\.jpg.*id=5"):
         m1.read_inputs(sample_dir)
     (sample_dir / "test" / "info_trans.csv").unlink()
-    with pytest.raises(common.InputError, match="info_trans.csv.*translation"):
+    with pytest.raises(knobs.InputError, match="info_trans.csv.*translation"):
         m1.read_inputs(sample_dir)
 
 
@@ -282,12 +282,12 @@ def test_prompt_report_english_and_vietnamese_proxy(sample_dir, monkeypatch, cap
     prompt_report.main()  # no info_trans.csv yet: the Vietnamese text, flagged as a proxy
     out = capsys.readouterr().out
     assert "VIETNAMESE text as a proxy" in out and "ESTIMATE for English" in out
-    figures = common.read_json(sample_dir / "report.json")
+    figures = files.read_json(sample_dir / "report.json")
     assert figures["english"] is False and figures["ours_overflow"] == 0 and figures["rows"] == 6
     write_fixtures(sample_dir)
     prompt_report.main()
     out = capsys.readouterr().out
-    figures = common.read_json(sample_dir / "report.json")
+    figures = files.read_json(sample_dir / "report.json")
     assert "proxy" not in out and figures["english"] is True
     assert figures["seed_overflow"] == 1 and figures["ours_overflow"] == 0  # the 300-char caption row
     assert figures["parts"]["moreInfo"]["disclaimer"] == 1
@@ -298,7 +298,7 @@ def test_postprocess_script_redoes_outputs_when_the_recipe_changes(sample_dir, c
 
     src = tmp_path / "in"
     for name in ("3.jpg", "11.jpg"):
-        common.save_banner(common.load_rgb(sample_dir / "train" / "images" / name), src, name)
+        images.save_banner(images.load_rgb(sample_dir / "train" / "images" / name), src, name)
     monkeypatch.setenv("DATA_DIR", str(sample_dir))
     monkeypatch.setattr(postprocess, "IN_DIR", str(src))
     monkeypatch.setattr(postprocess, "OUT_DIR", str(tmp_path / "out"))

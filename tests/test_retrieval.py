@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import torch
 
-import common
+from core import dataset, files, knobs
 from retrieval.encoders import ClipImageEncoder, ClipTextEncoder, TextEncoder, _word_segmenter
 from retrieval.index import Index, build_index, write_safetensors_streaming
 from retrieval.neighbours import image_similarity, max_image_similarity, retrieve
@@ -49,7 +49,7 @@ class Counting:
 
 
 def captions(data_dir, split="train"):
-    info = common.read_info(Path(data_dir) / split / "info.csv")
+    info = dataset.read_info(Path(data_dir) / split / "info.csv")
     return list(info.caption), list(info.id)
 
 
@@ -64,7 +64,7 @@ def array_index(folder, vectors, dtype="fp32"):
     n, dim = vectors.shape
     write_safetensors_streaming(folder / "embeddings.safetensors", [vectors[:n // 2], vectors[n // 2:]], n, dim,
                                 dtype, {"key": "k"})
-    common.write_json(folder / "meta.json", {"key": "k", "n": n, "dim": dim, "dtype": dtype,
+    files.write_json(folder / "meta.json", {"key": "k", "n": n, "dim": dim, "dtype": dtype,
                                              "ids": [str(i) for i in range(n)], "row_keys": []})
     return Index.open(folder)
 
@@ -231,12 +231,12 @@ def test_real_minilm_paraphrases_retrieve_their_own_rows(tmp_path):
 def test_word_segmentation_knob():
     assert _word_segmenter("sentence-transformers/all-MiniLM-L6-v2", "auto") is None
     assert _word_segmenter("bkai-foundation-models/vietnamese-bi-encoder", "off") is None
-    with pytest.raises(common.InputError):
+    with pytest.raises(knobs.InputError):
         _word_segmenter("x", "sometimes")
     try:
         import pyvi  # noqa: F401
     except ImportError:  # not a pinned requirement: without it, "on" is a clear error and "auto" warns and goes on
-        with pytest.raises(common.InputError, match="pyvi"):
+        with pytest.raises(knobs.InputError, match="pyvi"):
             _word_segmenter("x", "on")
         assert _word_segmenter("bkai-foundation-models/vietnamese-bi-encoder", "auto") is None
     else:
@@ -268,8 +268,8 @@ def run_stage(data_dir, *args, **env):
 
 def check_retrieval_csv(data_dir, k):
     out = pd.read_csv(Path(data_dir) / "test" / "retrieval.csv", dtype=str, keep_default_na=False)
-    test = common.read_info(Path(data_dir) / "test" / "info.csv")
-    train = common.read_info(Path(data_dir) / "train" / "info.csv")
+    test = dataset.read_info(Path(data_dir) / "test" / "info.csv")
+    train = dataset.read_info(Path(data_dir) / "train" / "info.csv")
     assert list(out.columns) == ["id", "bannerImage", "rank", "train_id", "train_bannerImage", "score"]
     assert len(out) == len(test) * k
     assert list(out.id[::k]) == list(test.id) and list(out.bannerImage[::k]) == list(test.bannerImage)
@@ -292,7 +292,7 @@ def test_stage_text_mode_resumes_and_survives_shuffled_csvs(sample_dir):
     for split in ("train", "test"):  # shuffle both CSVs' rows
         path = sample_dir / split / "info.csv"
         df = pd.read_csv(path, dtype=str, keep_default_na=False)
-        common.write_csv(path, df.sample(frac=1, random_state=3))
+        files.write_csv(path, df.sample(frac=1, random_state=3))
     result = run_stage(sample_dir, "--TOP_K=4")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "12 rows, 0 encoded now" in result.stdout and "6 rows, 0 encoded now" in result.stdout
@@ -305,9 +305,9 @@ def test_stage_text_mode_resumes_and_survives_shuffled_csvs(sample_dir):
 def test_stage_clip_text_image_mode(sample_dir):
     result = run_stage(sample_dir, "--MODE=clip_text_image")
     assert result.returncode == 2 and "info_trans.csv" in result.stderr  # the English translation is needed
-    trans = common.read_info(sample_dir / "test" / "info.csv")
+    trans = dataset.read_info(sample_dir / "test" / "info.csv")
     trans["caption"] = [f"advertising banner number {i}" for i in range(len(trans))]  # stands in for a translation
-    common.write_csv(sample_dir / "test" / "info_trans.csv", trans)
+    files.write_csv(sample_dir / "test" / "info_trans.csv", trans)
     result = run_stage(sample_dir, "--MODE=clip_text_image", "--TOP_K=3")
     assert result.returncode == 0, result.stderr[-3000:]
     check_retrieval_csv(sample_dir, 3)
@@ -332,6 +332,6 @@ def test_row_texts_fall_back_to_other_fields():
 
     df = pd.DataFrame({"id": ["1", "2", "3"], "caption": ["Áo phủ xe", "", ""], "description": ["x", "Giảm 30%", ""],
                        "moreInfo": ["", "", ""], "bannerImage": ["1.jpg", "2.jpg", "3.jpg"]})
-    with pytest.raises(common.InputError, match=r"row id\(s\) \['3'\]"):
+    with pytest.raises(knobs.InputError, match=r"row id\(s\) \['3'\]"):
         row_texts(df, "caption", "info.csv")
     assert row_texts(df.head(2), "caption", "info.csv") == ["Áo phủ xe", "Giảm 30%"]

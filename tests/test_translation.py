@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-import common
+from core import dataset, files, knobs
 import smoke
 from deep_translator.exceptions import NotValidLength, RequestError, TooManyRequests
 from preprocessing import translate as tr
@@ -76,24 +76,24 @@ def test_all_rows_kept_in_order_for_both_splits(sample_dir, translator):
     add_rows(sample_dir, "test", EXTRA_TEST_ROWS)
     stats = run_seq2seq(sample_dir, lambda: translator)
     assert stats["failures"] == [] and len(stats["written"]) == 2
-    store = common.read_json(sample_dir / "translation_cache.json")
+    store = files.read_json(sample_dir / "translation_cache.json")
     for split in ("train", "test"):
-        src = common.read_info(sample_dir / split / "info.csv")
+        src = dataset.read_info(sample_dir / split / "info.csv")
         out = pd.read_csv(sample_dir / split / "info_trans.csv", dtype=str, keep_default_na=False)
         assert list(out.columns) == list(src.columns)
         assert out["id"].tolist() == src["id"].tolist()
         assert out["bannerImage"].tolist() == src["bannerImage"].tolist()
-        for column in common.TEXT_COLUMNS:
+        for column in dataset.TEXT_COLUMNS:
             for vi, en in zip(src[column], out[column]):
                 if vi:
                     assert en and en == store[tr.cache_key(TAG, tr.prepare(vi))]
                 else:
                     assert en == ""  # empty stays empty, never sent to the model
-    test = common.read_info(sample_dir / "test" / "info.csv")
+    test = dataset.read_info(sample_dir / "test" / "info.csv")
     assert len(test) == 11 and max(map(len, test["caption"])) >= 300  # a 300+ character caption with emoji went through
     # each distinct normalised string once: the disclaimer (in both splits, once in NFD) and repeated tags
-    fields = sum(bool(v) for s in ("train", "test") for c in common.TEXT_COLUMNS
-                 for v in common.read_info(sample_dir / s / "info.csv")[c])
+    fields = sum(bool(v) for s in ("train", "test") for c in dataset.TEXT_COLUMNS
+                 for v in dataset.read_info(sample_dir / s / "info.csv")[c])
     assert stats["fields"] == fields and stats["distinct"] < fields
     assert len(store) == stats["distinct"] == stats["translated"]
     assert translator.calls == -(-stats["distinct"] // 4)  # batches of 4, nothing translated twice
@@ -126,7 +126,7 @@ def test_interrupted_run_resumes_and_translates_only_the_rest(sample_dir, transl
         run_seq2seq(sample_dir, lambda: StopAfter(translator, 3))
     assert not (sample_dir / "train" / "info_trans.csv").exists()
     assert not (sample_dir / "test" / "info_trans.csv").exists()
-    assert len(common.read_json(sample_dir / "translation_cache.json")) == 12  # 3 batches of 4, saved as they went
+    assert len(files.read_json(sample_dir / "translation_cache.json")) == 12  # 3 batches of 4, saved as they went
     translator.calls = 0
     stats = run_seq2seq(sample_dir, lambda: translator)
     assert stats["cached"] == 12 and stats["translated"] == stats["distinct"] - 12
@@ -141,12 +141,12 @@ def test_killed_process_resumes(sample_dir):
     proc = subprocess.Popen([sys.executable, "-m", "preprocessing.translate"], cwd=REPO, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        while proc.poll() is None and len(common.read_json(cache, {})) < 3:
+        while proc.poll() is None and len(files.read_json(cache, {})) < 3:
             time.sleep(0.02)
     finally:
         proc.kill()
         proc.wait()
-    done_before = len(common.read_json(cache, {}))
+    done_before = len(files.read_json(cache, {}))
     assert proc.returncode != 0 and done_before >= 3  # killed mid-way, with some work saved
     out = subprocess.run([sys.executable, "-m", "preprocessing.translate"], cwd=REPO, env=env, capture_output=True,
                          text=True, check=True).stdout
@@ -168,12 +168,12 @@ class BlankFor:
 
 
 def test_empty_translation_is_a_failure_and_blocks_only_its_split(sample_dir, translator):
-    bad = tr.prepare(common.read_info(sample_dir / "test" / "info.csv")["caption"][0])
+    bad = tr.prepare(dataset.read_info(sample_dir / "test" / "info.csv")["caption"][0])
     stats = run_seq2seq(sample_dir, lambda: BlankFor(translator, bad))
     assert [(f["split"], f["id"], f["field"]) for f in stats["failures"]] == [("test", "1", "caption")]
     assert not (sample_dir / "test" / "info_trans.csv").exists()  # never a partial file
     assert (sample_dir / "train" / "info_trans.csv").exists()  # train is complete on its own
-    store = common.read_json(sample_dir / "translation_cache.json")
+    store = files.read_json(sample_dir / "translation_cache.json")
     assert tr.cache_key(TAG, bad) not in store and len(store) == stats["distinct"] - 1
     translator.calls = 0
     again = run_seq2seq(sample_dir, lambda: translator)
@@ -184,7 +184,7 @@ def test_normalisation_and_lowercase_flag(sample_dir, translator):
     add_rows(sample_dir, "test", [("95", "  Kem  DƯỠNG\u00a0da ", "", "", "95.jpg"),
                                   ("96", unicodedata.normalize("NFD", "Kem DƯỠNG da"), "", "", "96.jpg")])
     stats = run_seq2seq(sample_dir, lambda: translator, lowercase=True)
-    store = common.read_json(sample_dir / "translation_cache.json")
+    store = files.read_json(sample_dir / "translation_cache.json")
     assert tr.cache_key(TAG, "kem dưỡng da") in store  # one entry for both spellings, lower-cased on request
     assert not any(k.split("\t", 1)[1] != k.split("\t", 1)[1].lower() for k in store)
     assert stats["failures"] == []
@@ -221,7 +221,7 @@ def test_backend_auto_rule():
     assert tr.resolve_backend("auto", {"SMOKE": "1"}) == "seq2seq"
     assert tr.resolve_backend("auto", {}) == "google"
     assert tr.resolve_backend("google", {"HF_HUB_OFFLINE": "1"}) == "google"
-    with pytest.raises(common.InputError):
+    with pytest.raises(knobs.InputError):
         tr.resolve_backend("deepl", {})
 
 
@@ -338,7 +338,7 @@ def test_google_backend_end_to_end_with_a_failing_string(sample_dir):
     """The whole run on the google policy: the failed field is listed by (split, row id, field), its split's
     info_trans.csv is not written, the cache keeps every success, and the next run asks only for the failed string."""
     clock = FakeClock()
-    test = common.read_info(sample_dir / "test" / "info.csv")
+    test = dataset.read_info(sample_dir / "test" / "info.csv")
     bad = tr.prepare(test["description"][2])  # row id 4
     service = StandInService(always_fail={bad})
     tag = tr.google_tag("vi", "en")
@@ -347,7 +347,7 @@ def test_google_backend_end_to_end_with_a_failing_string(sample_dir):
     stats = tr.run(sample_dir, ["train", "test"], make, tag, cache, progress=False, log=lambda m: None)
     assert [(f["split"], f["id"], f["field"]) for f in stats["failures"]] == [("test", "4", "description")]
     assert not (sample_dir / "test" / "info_trans.csv").exists()
-    assert len(common.read_json(cache)) == stats["distinct"] - 1
+    assert len(files.read_json(cache)) == stats["distinct"] - 1
     healthy = StandInService()
     again = tr.run(sample_dir, ["train", "test"], lambda: policy(healthy, clock), tag, cache, progress=False,
                    log=lambda m: None)
@@ -372,7 +372,7 @@ def test_translation_sh_smoke_end_to_end(sample_dir):
     assert first.returncode == 0, first.stderr
     assert "SMOKE=1" in first.stderr and "model calls: 0" not in first.stdout
     for split in ("train", "test"):
-        src = common.read_info(sample_dir / split / "info.csv")
+        src = dataset.read_info(sample_dir / split / "info.csv")
         out = pd.read_csv(sample_dir / split / "info_trans.csv", dtype=str, keep_default_na=False)
         assert out["id"].tolist() == src["id"].tolist() and len(out) == len(src)
         assert ((out["moreInfo"] == "") == (src["moreInfo"] == "")).all()

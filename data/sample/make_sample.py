@@ -19,7 +19,8 @@ from PIL import Image, ImageDraw, ImageFont
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
-from common import BANNER_SIZE, atomic_write  # noqa: E402
+from core.images import BANNER_SIZE
+from core.files import atomic_write  # noqa: E402
 
 DISCLAIMER = "Sản phẩm không phải là thuốc, không có tác dụng thay thế thuốc chữa bệnh"
 

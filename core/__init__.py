@@ -1,0 +1,12 @@
+"""Shared code of every stage, one module per concern:
+
+- knobs:    a script's UPPERCASE settings, its flags and config files, --help, one-line user errors (InputError)
+- files:    atomic writes, JSON/CSV files, resumable JSON stores, folder checks and locks
+- dataset:  info.csv and retrieval.csv, read and validated
+- images:   image loading, the one banner-validity check, banner JPEGs, mean colour
+- devices:  devices, dtypes, model loading (hub id or folder; SMOKE=1 tiny models), several processes
+- seeds:    per-row seeds
+"""
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]

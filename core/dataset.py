@@ -1,0 +1,98 @@
+"""
+The competition's tables: info.csv (id, caption, description, moreInfo, bannerImage) and the retrieval stage's
+retrieval.csv, read and validated with errors that name the file, line, row id or column.
+"""
+import re
+import unicodedata
+from pathlib import Path
+
+from core.images import check_image
+from core.knobs import InputError
+
+INFO_COLUMNS = ["id", "caption", "description", "moreInfo", "bannerImage"]
+TEXT_COLUMNS = ["caption", "description", "moreInfo"]
+
+
+def split_dir(split, root):
+    """`root/split` (train or test) of a data folder."""
+    return Path(root) / split
+
+
+def normalize_text(text):
+    """NFC + collapsed whitespace: Vietnamese arrives both composed and decomposed, and spacing varies."""
+    return re.sub(r"\s+", " ", unicodedata.normalize("NFC", text)).strip()
+
+
+def read_info(path, images_dir=None, check_images=False):
+    """Read and validate an info.csv; returns a pandas DataFrame of str columns in file order.
+
+    Accepts UTF-8 with or without BOM, CRLF, quoted commas; empty/NaN text becomes "". Errors name the row/column/file:
+    missing column, missing id or bannerImage, duplicate id or bannerImage, and (check_images=True) a referenced image
+    that is missing or unreadable in `images_dir` (default: `images/` beside the CSV).
+    """
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise InputError(f"{path}: cannot parse CSV ({e})") from None
+    df.columns = [str(c).strip() for c in df.columns]
+    missing = [c for c in INFO_COLUMNS if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing}; expected {INFO_COLUMNS}")
+    for col in df.columns:
+        df[col] = df[col].fillna("").astype(str)
+    for col in ("id", "bannerImage"):
+        df[col] = df[col].str.strip()
+        empty = df.index[df[col] == ""].tolist()
+        if empty:
+            raise InputError(f"{path}: empty {col} on data line(s) {[i + 2 for i in empty[:10]]}")
+        dup = df[col][df[col].duplicated()].unique().tolist()
+        if dup:
+            raise InputError(f"{path}: duplicate {col} value(s) {dup[:10]}")
+    # a name is joined to an images/ or output folder: a path in it would read or write outside that folder
+    bad = [b for b in df["bannerImage"] if b in (".", "..") or b != Path(b).name or "\\" in b]
+    if bad:
+        raise InputError(f"{path}: bannerImage must be a plain file name (no folders), got {bad[:10]}")
+    for col in TEXT_COLUMNS:  # "nan" is what a NaN becomes when a pandas frame is written as text
+        df[col] = df[col].map(lambda s: "" if s.strip().lower() == "nan" else s.strip())
+    if check_images:
+        images_dir = Path(images_dir) if images_dir else path.parent / "images"
+        for row in df.itertuples():
+            check_image(images_dir / row.bannerImage, f"row id={row.id}")
+    return df.reset_index(drop=True)
+
+
+def read_retrieval(path, ids=None, ranks=1):
+    """{test id: [train bannerImage of rank 1, ..., rank `ranks`]} from the retrieval stage's retrieval.csv
+    (id, bannerImage, rank, train_id, train_bannerImage, score). With `ids`, every one of them must have all ranks;
+    errors name the file and the test row."""
+    import pandas as pd
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: file not found (run bash run/retrieval.sh first)")
+    df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    missing = [c for c in ("id", "rank", "train_bannerImage") if c not in df.columns]
+    if missing:
+        raise InputError(f"{path}: missing column(s) {missing}")
+    by_id = {}
+    for line, rec in enumerate(df.itertuples(), start=2):
+        try:
+            rank = int(rec.rank)
+        except ValueError:
+            raise InputError(f"{path}: line {line}: rank {rec.rank!r} is not an integer") from None
+        by_id.setdefault(rec.id.strip(), {})[rank] = rec.train_bannerImage.strip()
+    out = {}
+    for row_id in (by_id if ids is None else ids):
+        names = [by_id.get(row_id, {}).get(rank) for rank in range(1, ranks + 1)]
+        if not all(names):
+            raise InputError(f"{path}: no rank-{names.index(None) + 1} train banner for test row id={row_id} "
+                             f"(rerun retrieval)")
+        out[row_id] = names
+    return out
