@@ -4,6 +4,7 @@
 #   4. a validation split of the sample's train rows, Method 1 on it  5. evaluation -> report.json + gallery.html
 # Real models: README.md gives one command per stage. Rerunning the demo reuses everything already done.
 source "$(dirname "$0")/_env.sh"
+cd "$REPO"
 export SMOKE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 export DATA_DIR="${DEMO_DATA_DIR:-data/sample}"
 DEMO_OUT="${DEMO_OUT:-outputs/demo}"

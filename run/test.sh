@@ -2,6 +2,7 @@
 # The test suite: offline, CPU only, tiny random models plus the few real models that ship inside PyPI packages.
 # Extra arguments go to pytest (e.g. bash run/test.sh -k retrieval).
 source "$(dirname "$0")/_env.sh"
+cd "$REPO"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
 set +e
 "$PYTHON" -m pytest -q tests "$@"
