@@ -4,7 +4,6 @@ between a training banner and simple near-copies of it (blur, desaturation, down
 
 usage: python -m inference.dup_calibration --DATA_DIR=../shared/zac2023 [--N=200]
 """
-import os
 import random
 
 import numpy as np
@@ -12,11 +11,10 @@ from PIL import ImageEnhance, ImageFilter
 
 from core import devices, images, knobs
 
-DATA_DIR = ""  # dataset root ("" = $DATA_DIR or data/)
+DATA_DIR = "data"  # dataset root (also from env DATA_DIR)
 N = 200  # random training banners (features cost ~1 s each on a CPU)
 N_COPIES = 30  # of those, how many get near-copies
 SEED = 0  # which banners
-knobs.configure(globals())
 
 NEAR_COPIES = {
     "blur radius 2": lambda im: im.filter(ImageFilter.GaussianBlur(2)),
@@ -26,16 +24,15 @@ NEAR_COPIES = {
 }
 
 
-def main():
+def main(argv=None):
     from evaluation.inception import InceptionFeatures, l2_normalize
     from inference.train_pool import train_banners
 
-    if DATA_DIR:
-        os.environ["DATA_DIR"] = DATA_DIR
-    _, paths = train_banners()
+    cfg = knobs.configure(globals(), argv)
+    _, paths = train_banners(cfg.DATA_DIR)
     paths = sorted(paths)
-    random.Random(SEED).shuffle(paths)
-    paths = paths[:N]
+    random.Random(cfg.SEED).shuffle(paths)
+    paths = paths[:cfg.N]
     extractor = InceptionFeatures(device=devices.pick_device())
     feats = l2_normalize(extractor(paths, progress="inception features"))
     sims = feats @ feats.T
@@ -44,11 +41,11 @@ def main():
     p50, p90, p99 = np.percentile(nearest, [50, 90, 99])
     print(f"{len(paths)} distinct training banners, cosine to the nearest other one: median {p50:.3f}, "
           f"90th pct {p90:.3f}, 99th pct {p99:.3f}, max {nearest.max():.3f}")
-    originals = [images.load_rgb(p) for p in paths[:N_COPIES]]
+    originals = [images.load_rgb(p) for p in paths[:cfg.N_COPIES]]
     for name, transform in NEAR_COPIES.items():
         copies = l2_normalize(extractor([transform(im) for im in originals]))
-        cos = (copies * feats[:N_COPIES]).sum(axis=1)
-        print(f"near-copy '{name}' vs its original: mean {cos.mean():.3f}, min {cos.min():.3f} ({N_COPIES} banners)")
+        cos = (copies * feats[:cfg.N_COPIES]).sum(axis=1)
+        print(f"near-copy '{name}' vs its original: mean {cos.mean():.3f}, min {cos.min():.3f} ({cfg.N_COPIES} banners)")
 
 
 if __name__ == "__main__":

@@ -7,12 +7,13 @@ training set's mean colour, padded with that colour to the banner's 1024:533 asp
 colour is computed from the training banners (`train_pool.cached_mean_color`), never hard-coded. It lowers the score's
 pixel and FID terms because it pulls every banner toward the average; it also washes banners out: keep it optional.
 
-Each part is a knob (env var or flag): PP_PAIR, PP_BLEND_WEIGHT (0 = no blend), PP_PAD. With one image (PP_PAIR=0, or a
+Each part is a knob (flag): PP_PAIR, PP_BLEND_WEIGHT (0 = no blend), PP_PAD. With one image (PP_PAIR=0, or a
 method that made one generation) the image is scaled to the same content height and padded the same way.
 
 As a script it post-processes a folder of banners (Method 2's output, or Method 1's without POSTPROCESS):
     python -m inference.postprocess --IN_DIR=inference/method_2 --OUT_DIR=inference/method_2_pp [--IN_DIR2=...]
 """
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from PIL import Image
@@ -25,35 +26,46 @@ PP_TILE_SIZE = (512, 409)  # each image of the pair, WxH
 PP_GAP = 10  # px of mean colour between the two images
 PP_BLEND_WEIGHT = 0.25  # 0..1 toward the mean colour (0 = off; the winner's weight is not public: tune with evaluation)
 PP_PAD = True  # pad to the 1024:533 aspect with the mean colour (off: stretch the content to 1024x533)
+DATA_DIR = "data"  # script mode: the data folder whose train/ banners give the mean colour
 IN_DIR = ""  # script mode: folder of banners to post-process (named by bannerImage)
 IN_DIR2 = ""  # script mode: optional second folder with the same names (the pair's right image)
 OUT_DIR = "outputs/postprocessed"  # script mode: where the post-processed banners go
 CACHE_DIR = ".cache/features"  # training statistics by the banners' content; shared with Method 1 and evaluation
-knobs.configure(globals())
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The post-processing settings, passed explicitly by every caller (a method's PP_* knobs)."""
+    pair: bool = PP_PAIR
+    tile_size: tuple = PP_TILE_SIZE
+    gap: int = PP_GAP
+    blend_weight: float = PP_BLEND_WEIGHT
+    pad: bool = PP_PAD
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg.PP_PAIR, tuple(cfg.PP_TILE_SIZE), cfg.PP_GAP, cfg.PP_BLEND_WEIGHT, cfg.PP_PAD)
 
 
 def _rgb255(color):
     return tuple(int(round(c * 255)) for c in color)
 
 
-def compose(images, mean_rgb, pair=None, blend_weight=None, pad=None):
+def compose(parts, mean_rgb, recipe):
     """One or two PIL images -> the post-processed 1024x533 RGB banner. `mean_rgb` is the training mean in 0..1."""
-    pair = PP_PAIR if pair is None else pair
-    blend_weight = PP_BLEND_WEIGHT if blend_weight is None else blend_weight
-    pad = PP_PAD if pad is None else pad
     fill = _rgb255(mean_rgb)
-    (tile_w, tile_h), gap = PP_TILE_SIZE, PP_GAP
+    (tile_w, tile_h), gap = recipe.tile_size, recipe.gap
     banner_w, banner_h = images.BANNER_SIZE
-    if pair and len(images) >= 2:
+    if recipe.pair and len(parts) >= 2:
         content = Image.new("RGB", (2 * tile_w + gap, tile_h), fill)
-        content.paste(images[0].convert("RGB").resize((tile_w, tile_h), Image.Resampling.LANCZOS), (0, 0))
-        content.paste(images[1].convert("RGB").resize((tile_w, tile_h), Image.Resampling.LANCZOS), (tile_w + gap, 0))
+        content.paste(parts[0].convert("RGB").resize((tile_w, tile_h), Image.Resampling.LANCZOS), (0, 0))
+        content.paste(parts[1].convert("RGB").resize((tile_w, tile_h), Image.Resampling.LANCZOS), (tile_w + gap, 0))
     else:  # one image: the same content height as a pair, full width
         height = round(banner_h * tile_h / round((2 * tile_w + gap) * banner_h / banner_w))
-        content = images[0].convert("RGB").resize((banner_w, height), Image.Resampling.LANCZOS)
-    if blend_weight > 0:
-        content = Image.blend(content, Image.new("RGB", content.size, fill), float(blend_weight))
-    if pad:
+        content = parts[0].convert("RGB").resize((banner_w, height), Image.Resampling.LANCZOS)
+    if recipe.blend_weight > 0:
+        content = Image.blend(content, Image.new("RGB", content.size, fill), float(recipe.blend_weight))
+    if recipe.pad:
         width = content.width
         height = max(content.height, round(width * banner_h / banner_w))
         canvas = Image.new("RGB", (width, height), fill)
@@ -62,34 +74,38 @@ def compose(images, mean_rgb, pair=None, blend_weight=None, pad=None):
     return images.to_banner(content)
 
 
-def main():
+def main(argv=None):
     from inference.train_pool import cached_mean_color, train_banners
 
-    if not IN_DIR:
+    cfg = knobs.configure(globals(), argv)
+    if not cfg.IN_DIR:
         raise knobs.InputError("--IN_DIR is required (a folder of banners to post-process)")
-    names, paths = train_banners()
-    mean_rgb = cached_mean_color(names, paths, CACHE_DIR)
+    recipe = Recipe.from_config(cfg)
+    names, paths = train_banners(cfg.DATA_DIR)
+    mean_rgb = cached_mean_color(names, paths, cfg.CACHE_DIR)
     print(f"training mean colour (RGB 0..1): {tuple(round(c, 4) for c in mean_rgb)}")
-    sources = sorted(p for p in Path(IN_DIR).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
+    sources = sorted(p for p in Path(cfg.IN_DIR).iterdir() if p.suffix.lower() in images.BANNER_SUFFIXES + (".png",))
     if not sources:
-        raise knobs.InputError(f"{IN_DIR}: no .jpg/.png banners")
+        raise knobs.InputError(f"{cfg.IN_DIR}: no .jpg/.png banners")
+    out_dir = files.check_writable(cfg.OUT_DIR)
     # resume only outputs made with the same recipe and inputs: a new blend weight must not keep the old banners
-    recipe = {"pair": PP_PAIR, "tile": list(PP_TILE_SIZE), "gap": PP_GAP, "blend": PP_BLEND_WEIGHT, "pad": PP_PAD,
-              "mean_rgb": list(mean_rgb), "in_dir": str(Path(IN_DIR).resolve()),
-              "in_dir2": str(Path(IN_DIR2).resolve()) if IN_DIR2 else ""}
-    stamp = Path(OUT_DIR) / ".postprocess.json"
-    same_recipe = files.read_json(stamp) == recipe
+    stamp_data = {**asdict(recipe), "tile_size": list(recipe.tile_size), "mean_rgb": list(mean_rgb),
+                  "in_dir": str(Path(cfg.IN_DIR).resolve()),
+                  "in_dir2": str(Path(cfg.IN_DIR2).resolve()) if cfg.IN_DIR2 else ""}
+    stamp = out_dir / ".postprocess.json"
+    same_recipe = files.read_json(stamp) == stamp_data
     if not same_recipe and stamp.exists():
         stamp.unlink()  # a kill during the redo must not leave the old stamp vouching for a mix of recipes
-    for src in tqdm(sources, desc="post-processing", unit="img"):
-        if same_recipe and images.is_valid_image(Path(OUT_DIR) / src.name):
+    for src in tqdm(sources, desc="post-processing", unit="img", disable=None):
+        name = src.name if src.suffix.lower() in images.BANNER_SUFFIXES else src.stem + ".jpg"
+        if same_recipe and images.is_banner_jpeg(out_dir / name):
             continue
-        images = [images.load_rgb(src)]
-        if IN_DIR2:
-            images.append(images.load_rgb(Path(IN_DIR2) / src.name))
-        images.save_banner(compose(images, mean_rgb), OUT_DIR, src.name)
-    files.write_json(stamp, recipe)
-    print(f"{len(sources)} banners in {OUT_DIR}")
+        parts = [images.load_rgb(src)]
+        if cfg.IN_DIR2:
+            parts.append(images.load_rgb(Path(cfg.IN_DIR2) / src.name))
+        images.save_banner(compose(parts, mean_rgb, recipe), out_dir, name)
+    files.write_json(stamp, stamp_data)
+    print(f"{len(sources)} banners in {out_dir}")
 
 
 if __name__ == "__main__":

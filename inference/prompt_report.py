@@ -11,38 +11,36 @@ fields' tokens divided by VI_PER_EN_TOKENS.
 
 usage: python -m inference.prompt_report --DATA_DIR=../shared/zac2023 [--SPLIT=train] [--REPORT=path.json]
 """
-import os
 import statistics
 
 from core import dataset, devices, files, knobs
 from inference import prompts
 
-DATA_DIR = ""  # dataset root ("" = $DATA_DIR or data/)
+DATA_DIR = "data"  # dataset root (also from env DATA_DIR)
 SPLIT = "train"  # train | test
 TOKENIZER = "SG161222/Realistic_Vision_V5.1_noVAE"  # model whose tokenizer counts (falls back to the real CLIP vocab)
 STYLE = ""  # the STYLE knob of Method 1, if you use one
 REPORT = ""  # optional JSON file for the figures
 VI_PER_EN_TOKENS = 3.4  # CLIP tokens of Vietnamese per token of its English translation (measured on the sample's rows)
-knobs.configure(globals())
 
 
-def load_tokenizer():
+def load_tokenizer(name):
     """(tokenizer, where it came from)."""
     from transformers import CLIPTokenizer
 
     try:
-        tokenizer = devices.load_model(CLIPTokenizer.from_pretrained, TOKENIZER, subfolder="tokenizer")
-        return prompts.check_tokenizer(tokenizer, TOKENIZER), TOKENIZER
+        tokenizer = devices.load_model(CLIPTokenizer.from_pretrained, name, subfolder="tokenizer")
+        return prompts.check_tokenizer(tokenizer, name), name
     except knobs.InputError as e:
         import smoke
 
-        note = (f"{TOKENIZER} unavailable ({str(e)[:80]}...); using the real CLIP vocab/merges rebuilt from "
+        note = (f"{name} unavailable ({str(e)[:80]}...); using the real CLIP vocab/merges rebuilt from "
                 f"open_clip's bpe_simple_vocab_16e6.txt.gz (the smoke sd15 tokenizer): same ids as SD 1.5's tokenizer")
         tokenizer = CLIPTokenizer.from_pretrained(smoke.smoke_model("sd15"), subfolder="tokenizer")
         return prompts.check_tokenizer(tokenizer, "smoke sd15 tokenizer"), note
 
 
-def report(info, tokenizer):
+def report(info, tokenizer, style="", vi_per_en_tokens=VI_PER_EN_TOKENS):
     count, budget = prompts.token_counter(tokenizer), prompts.window(tokenizer)
     limit = budget + 2
     template_tokens = count(prompts.seed_prompt("", "", ""))
@@ -50,8 +48,8 @@ def report(info, tokenizer):
     for row in info.itertuples():
         seed_tokens.append(count(prompts.seed_prompt(row.caption, row.description, row.moreInfo)) + 2)
         fields = sum(count(text) for text in (row.caption, row.description, row.moreInfo))
-        english_estimate.append(template_tokens + 2 + fields / VI_PER_EN_TOKENS)
-        prompt, notes = prompts.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, STYLE)
+        english_estimate.append(template_tokens + 2 + fields / vi_per_en_tokens)
+        prompt, notes = prompts.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, style)
         ours_tokens.append(count(prompt) + 2)
         for part, what in notes.items():
             status.setdefault(part, {}).setdefault(what, 0)
@@ -70,15 +68,14 @@ def report(info, tokenizer):
     }
 
 
-def main():
-    if DATA_DIR:
-        os.environ["DATA_DIR"] = DATA_DIR
-    folder = dataset.split_dir(SPLIT)
+def main(argv=None):
+    cfg = knobs.configure(globals(), argv)
+    folder = dataset.split_dir(cfg.SPLIT, cfg.DATA_DIR)
     trans = folder / "info_trans.csv"
     english = trans.is_file()
     info = dataset.read_info(trans if english else folder / "info.csv")
-    tokenizer, source = load_tokenizer()
-    figures = report(info, tokenizer)
+    tokenizer, source = load_tokenizer(cfg.TOKENIZER)
+    figures = report(info, tokenizer, cfg.STYLE, cfg.VI_PER_EN_TOKENS)
     figures.update(text=str(trans if english else folder / "info.csv"), english=english, tokenizer=source)
     if english:
         figures.pop("estimated_english_seed_overflow")
@@ -100,13 +97,13 @@ def main():
     for part, counts in figures["parts"].items():
         print(f"  {part:12s} " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
     if not english:
-        print(f"ESTIMATE for English seed-style prompts (Vietnamese field tokens / {VI_PER_EN_TOKENS}, a rough ratio): "
+        print(f"ESTIMATE for English seed-style prompts (Vietnamese field tokens / {cfg.VI_PER_EN_TOKENS}, a rough ratio): "
               f"{figures['estimated_english_seed_overflow']} / {figures['rows']} would overflow (median length "
               f"{figures['estimated_english_seed_tokens_median']}, max {figures['estimated_english_seed_tokens_max']}); run on info_trans.csv for the real count")
 
-    if REPORT:
-        files.write_json(REPORT, figures)
-        print(f"figures written to {REPORT}")
+    if cfg.REPORT:
+        files.write_json(cfg.REPORT, figures)
+        print(f"figures written to {cfg.REPORT}")
 
 
 if __name__ == "__main__":

@@ -1,18 +1,18 @@
 """
-Statistics of the training banners that Method 1 needs on every run, computed once and cached on disk by the CONTENT
-of the banners (a sha256 over names and file hashes), so they are never recomputed for the same set and never reused
-for a changed one: the mean colour (post-processing) and the Inception features (duplication guard, through the
-evaluation's feature cache).
+Statistics of the training banners that the generation methods need on every run, computed once and cached on disk by
+the CONTENT of the banners (a sha256 over names and file hashes), so they are never recomputed for the same set and
+never reused for a changed one: the mean colour (post-processing) and the Inception features (duplication guard,
+through the evaluation's feature cache).
 """
 import hashlib
 from pathlib import Path
 
-from core.images import check_image, mean_color
-from core.files import file_hash, read_json, write_json
 from core.dataset import read_info, split_dir
+from core.files import file_hash, read_json, write_json
+from core.images import check_image, mean_color
 
 
-def train_banners(data_dir=None):
+def train_banners(data_dir):
     """(names, paths) of every training banner listed in train/info.csv, checked to exist and decode."""
     train = split_dir("train", data_dir)
     info = read_info(train / "info.csv")
@@ -50,3 +50,17 @@ def cached_inception(paths, cache_dir, extractor):
 
     cache = FeatureCache(Path(cache_dir) / "inception_features.safetensors", extractor)
     return cache.features(paths, progress="inception features of the training banners (cached)")
+
+
+def training_stats(data_dir, device, cache_dir, dup_guard=True, mean_rgb=False):
+    """(duplication guard or None, training mean colour or None), from the on-disk cache after the first run."""
+    guard = color = None
+    if dup_guard or mean_rgb:
+        names, paths = train_banners(data_dir)
+        if mean_rgb:
+            color = cached_mean_color(names, paths, cache_dir)
+        if dup_guard:
+            from inference.dup_guard import DupGuard
+
+            guard = DupGuard(names, paths, cache_dir, device=device)
+    return guard, color

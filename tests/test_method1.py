@@ -61,18 +61,34 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture
 def m1(sample_dir, cache_dir, monkeypatch):
-    """The Method 1 module with SMOKE knobs, the guard off unless a test turns it on, DATA_DIR = the sample copy."""
+    """Method 1 on the sample copy with SMOKE knobs; `m1.cfg(...)` builds a config from flags (the guard off unless a
+    test turns it on). No module global is ever assigned: settings travel in the Config."""
     monkeypatch.setenv("SMOKE", "1")
-    monkeypatch.setenv("DATA_DIR", str(sample_dir))
-    from inference import method1, postprocess
+    from inference import method1
 
-    knobs = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136), DUP_GUARD=False, POSTPROCESS=False, LIMIT=0, SEED=42,
-                 SUBMISSION=False, CACHE_DIR=str(cache_dir), DEVICE="cpu", INFO_FILE="info_trans.csv")
-    for name, value in knobs.items():
-        monkeypatch.setattr(method1, name, value)
-    monkeypatch.setattr(postprocess, "PP_PAIR", True)
+    base = [f"--DATA_DIR={sample_dir}", f"--CACHE_DIR={cache_dir}", "--DEVICE=cpu", "--DUP_GUARD=0"]
+    method1.cfg = lambda *flags: knobs.configure(method1, [*base, *flags], env={"SMOKE": "1"})
     write_fixtures(sample_dir)
     return method1
+
+
+def run(m1, cfg, out_dir, seed=None, rank=0, world=1):
+    """One run of this process's share into `out_dir` (as main does), returning its compute figures."""
+    from inference import runner
+    from inference.train_pool import training_stats
+
+    target = runner.RunTarget(out_dir, cfg.SEED if seed is None else seed)
+    runner.prepare_targets([target])
+    rows, inits, images_dir = m1.read_inputs(cfg)
+    guard, mean_rgb = training_stats(cfg.DATA_DIR, "cpu", cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
+    return m1.run_once(cfg, target, rows, inits, images_dir, m1.load_pipeline(cfg, "cpu"), guard, mean_rgb, rank, world)
+
+
+def merge(m1, cfg, out_dir, seed=None):
+    from inference import runner
+
+    rows, _, _ = m1.read_inputs(cfg)
+    return runner.merge_manifest(runner.RunTarget(out_dir, cfg.SEED if seed is None else seed), rows)
 
 
 def pixels(path):
@@ -108,30 +124,29 @@ def test_prompts_fit_the_window_caption_first():
 
 def test_every_row_gets_a_banner_same_for_any_batch_size_and_process_split(m1, sample_dir, tmp_path):
     info = dataset.read_info(sample_dir / "test" / "info.csv")
-    m1.BATCH_SIZE = 3
-    m1.run_once(tmp_path / "single", m1.SEED)
-    manifest = m1.merge_manifest(tmp_path / "single")
+    cfg = m1.cfg("--BATCH_SIZE=3")
+    run(m1, cfg, tmp_path / "single")
+    manifest = merge(m1, cfg, tmp_path / "single")
     assert sorted(p.name for p in (tmp_path / "single").glob("*.jpg")) == sorted(info["bannerImage"])
     for name in info["bannerImage"]:
-        with Image.open(tmp_path / "single" / name) as im:
-            assert (im.format, im.size) == ("JPEG", (1024, 533))
+        assert images.is_banner_jpeg(tmp_path / "single" / name)
     assert list(manifest["id"]) == list(info["id"])
     assert {"25.jpg", "63.jpg", "105.jpg"} <= set(manifest["init_bannerImage"])  # CMYK, grayscale, PNG inits
     # the generations themselves: batch size 1 vs 3 (batched float maths may differ in the last bits)
-    pipe = m1.load_pipeline("cpu")
-    jobs = [(prompt, images.load_rgb(sample_dir / "train" / "images" / init).resize(m1.GEN_SIZE), 
-             m1.try_seed(m1.SEED, row_id, 1, 0))
-            for row_id, init, prompt in zip(manifest["id"][:3], manifest["init_bannerImage"], manifest["prompt"])]
-    batched, _ = m1.generate(pipe, jobs, m1.STRENGTH)
-    m1.BATCH_SIZE = 1
-    one_by_one, _ = m1.generate(pipe, jobs, m1.STRENGTH)
+    from inference import runner
+
+    pipe = m1.load_pipeline(cfg, "cpu")
+    calls = [(prompt, sample_dir / "train" / "images" / init, runner.try_seed(cfg.SEED, row_id, 1, 0))
+             for row_id, init, prompt in zip(manifest["id"][:3], manifest["init_bannerImage"], manifest["prompt"])]
+    batched = m1.generate(pipe, cfg, calls, cfg.STRENGTH)
+    one_by_one = m1.generate(pipe, cfg.replace(BATCH_SIZE=1), calls, cfg.STRENGTH)
     for a, b in zip(batched, one_by_one):
         assert np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max() <= 2
     # two processes (as accelerate launch would start), batch size 1: rank 1 first, then rank 0 merges
-    m1.LIMIT = 4
+    cfg4 = m1.cfg("--BATCH_SIZE=1", "--LIMIT=4")
     for rank in (1, 0):
-        m1.run_once(tmp_path / "split", m1.SEED, rank=rank, world=2)
-    split_manifest = m1.merge_manifest(tmp_path / "split")
+        run(m1, cfg4, tmp_path / "split", rank=rank, world=2)
+    split_manifest = merge(m1, cfg4, tmp_path / "split")
     assert list(split_manifest["seed"]) == list(manifest["seed"][:4])
     for name in split_manifest["bannerImage"]:
         # same generations up to the last bit; JPEG re-encoding can turn a 1-level difference into a few levels
@@ -141,7 +156,7 @@ def test_every_row_gets_a_banner_same_for_any_batch_size_and_process_split(m1, s
 
 def test_kill_and_resume_redoes_only_missing_or_broken_outputs(m1, sample_dir, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    m1.LIMIT = 4
+    cfg = m1.cfg("--LIMIT=4")
     real_generate, calls = m1.generate, []
 
     def killed_on_second_call(*args, **kwargs):
@@ -152,59 +167,125 @@ def test_kill_and_resume_redoes_only_missing_or_broken_outputs(m1, sample_dir, t
 
     monkeypatch.setattr(m1, "generate", killed_on_second_call)
     with pytest.raises(KeyboardInterrupt):
-        m1.run_once(out, m1.SEED)
+        run(m1, cfg, out)
     done = sorted(p.name for p in out.glob("*.jpg"))
-    assert len(done) == m1.BATCH_SIZE and all(m1.is_done(out / n) for n in done)
+    assert len(done) == cfg.BATCH_SIZE and all(images.is_banner_jpeg(out / n) for n in done)
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # atomic writes: no half-written file
     monkeypatch.setattr(m1, "generate", real_generate)
-    figures = m1.run_once(out, m1.SEED)
-    assert figures["rows"] == 4 - m1.BATCH_SIZE  # the finished batch is not paid for twice
+    figures = run(m1, cfg, out)
+    assert figures["rows"] == 4 - cfg.BATCH_SIZE  # the finished batch is not paid for twice
     before = {p.name: p.read_bytes() for p in out.glob("*.jpg")}
     (out / "1.jpg").unlink()
     (out / "5.jpg").write_bytes(before["5.jpg"][:5000])  # a truncated file (e.g. copied by a killed tool)
-    figures = m1.run_once(out, m1.SEED)
+    figures = run(m1, cfg, out)
     assert figures["rows"] == 2
     assert sorted(p.name for p in out.glob("*.jpg")) == sorted(before)
     for name in ("1.jpg", "5.jpg"):  # redone with the same per-row seeds: the same images
         redone = np.asarray(Image.open(out / name).convert("RGB"), dtype=np.int16)
         first = np.asarray(Image.open(io.BytesIO(before[name])).convert("RGB"), dtype=np.int16)
         assert np.abs(redone - first).max() <= 2
-    manifest = m1.merge_manifest(out)
+    manifest = merge(m1, cfg, out)
     assert len(manifest) == 4 and manifest["tries"].astype(int).eq(1).all()
 
 
+def test_resume_never_mixes_runs(m1, sample_dir, tmp_path):
+    """The resume probe: another seed, a PNG named .jpg, another run in the folder, an unwritable folder, a .png name."""
+    from inference import runner
+
+    out = tmp_path / "out"
+    cfg = m1.cfg("--LIMIT=2")
+    run(m1, cfg, out)
+    first = {p.name: p.read_bytes() for p in out.glob("*.jpg")}
+    # another seed into the same folder: refused with one line naming what changed and how to overwrite
+    with pytest.raises(knobs.InputError, match=r"made with other settings.*--OVERWRITE=1"):
+        m1.main([f"--DATA_DIR={sample_dir}", f"--OUT_DIR={out}", "--SEED=7", "--LIMIT=2", "--DUP_GUARD=0",
+                 f"--CACHE_DIR={tmp_path / 'cache'}"])
+    assert {p.name: p.read_bytes() for p in out.glob("*.jpg")} == first  # nothing touched
+    figures = run(m1, cfg.replace(SEED=7, OVERWRITE=True), out)
+    assert figures["rows"] == 2
+    manifest = merge(m1, cfg, out, seed=7)
+    assert manifest["seed"].tolist() == [runner.try_seed(7, i, 1) for i in manifest["id"]]
+    # a PNG behind a .jpg name is not a finished banner (the evaluation would refuse it); put there by another tool,
+    # it is refused, then replaced with --OVERWRITE=1
+    other = tmp_path / "other"
+    other.mkdir()
+    Image.new("RGB", (1024, 533)).save(other / "1.jpg", format="PNG")
+    assert not images.is_banner_jpeg(other / "1.jpg")
+    with pytest.raises(knobs.InputError, match=r"1 banner\(s\) \(e.g. 1.jpg\).*unknown earlier settings"):
+        run(m1, cfg, other)
+    run(m1, cfg.replace(OVERWRITE=True), other)
+    assert images.is_banner_jpeg(other / "1.jpg")
+    # a second run into a folder in use (a live process holds its lock): one line
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".lock.out.rank0").write_text(str(holder.pid))
+        with pytest.raises(knobs.InputError, match="in use by another run"):
+            m1.main([f"--DATA_DIR={sample_dir}", f"--OUT_DIR={out}", "--SEED=7", "--LIMIT=2", "--DUP_GUARD=0"])
+    finally:
+        holder.kill()
+        holder.wait()
+    # the lock of a dead run is taken over
+    m1.main([f"--DATA_DIR={sample_dir}", f"--OUT_DIR={out}", "--SEED=7", "--LIMIT=2", "--DUP_GUARD=0"])
+    # an output folder that cannot be written: refused before any model loads
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch_load = pytest.MonkeyPatch()
+    monkeypatch_load.setattr(m1, "load_pipeline", lambda *a: pytest.fail("the model loaded before the folder check"))
+    try:
+        with pytest.raises(knobs.InputError, match="not writable"):
+            m1.main([f"--DATA_DIR={sample_dir}", f"--OUT_DIR={blocker / 'out'}", "--LIMIT=1", "--DUP_GUARD=0"])
+        if os.geteuid() != 0:  # root writes into a read-only folder anyway
+            ro = tmp_path / "ro"
+            ro.mkdir(mode=0o500)
+            with pytest.raises(knobs.InputError, match="not writable"):
+                m1.main([f"--DATA_DIR={sample_dir}", f"--OUT_DIR={ro}", "--LIMIT=1", "--DUP_GUARD=0"])
+    finally:
+        monkeypatch_load.undo()
+    # an output name that is not .jpg/.jpeg: refused up front, naming the row
+    info = pd.read_csv(sample_dir / "test" / "info.csv", dtype=str, keep_default_na=False)
+    info.loc[1, "bannerImage"] = "pic.png"
+    files.write_csv(sample_dir / "test" / "info.csv", info)
+    trans = pd.read_csv(sample_dir / "test" / "info_trans.csv", dtype=str, keep_default_na=False)
+    trans.loc[1, "bannerImage"] = "pic.png"
+    files.write_csv(sample_dir / "test" / "info_trans.csv", trans)
+    with pytest.raises(knobs.InputError, match=r"pic\.png.*id=2.*\.jpg"):
+        m1.read_inputs(cfg)
+
+
 def test_duplication_guard_regenerates_and_stops_after_the_bound(m1, tmp_path, monkeypatch):
-    m1.DUP_GUARD, m1.LIMIT, m1.DUP_MAX_TRIES, m1.DUP_STRENGTH_STEP = True, 2, 2, 0.1
-    m1.DUP_MAX = -1.0  # every output counts as a near-copy: each row is regenerated until the bound
+    # DUP_MAX -1: every output counts as a near-copy, so each row is regenerated until the bound
+    cfg = m1.cfg("--DUP_GUARD=1", "--LIMIT=2", "--DUP_MAX_TRIES=2", "--DUP_STRENGTH_STEP=0.1", "--DUP_MAX=-1.0")
     real_generate, calls = m1.generate, []
 
-    def spy(pipe, jobs, strength):  # records each pipeline call's strength and seeds, then really generates
+    def spy(pipe, cfg, jobs, strength):  # records each pipeline call's strength and seeds, then really generates
         calls.append((round(strength, 6), [job[-1] for job in jobs]))
-        return real_generate(pipe, jobs, strength)
+        return real_generate(pipe, cfg, jobs, strength)
 
     monkeypatch.setattr(m1, "generate", spy)
-    m1.run_once(tmp_path / "strict", m1.SEED)
+    run(m1, cfg, tmp_path / "strict")
     monkeypatch.setattr(m1, "generate", real_generate)
     assert [s for s, _ in calls] == [0.6, 0.7]  # a retry at more strength, then the bound stops it
     assert len(calls[1][1]) == 2 and not set(calls[0][1]) & set(calls[1][1])  # with new seeds for both rows
-    strict = m1.merge_manifest(tmp_path / "strict")
+    strict = merge(m1, cfg, tmp_path / "strict")
     assert strict["tries"].astype(int).eq(2).all()
     assert set(strict["strength"].astype(float).round(3)) <= {0.6, 0.7}
     sims = strict["dup_similarity"].astype(float)
     assert sims.between(-1, 1).all() and (strict["dup_nearest"] != "").all()
     # the similarity recorded is that of the JPEG on disk, the image the evaluation will measure
-    on_disk, _ = m1.training_stats(None, "cpu")[0].measure([images.load_rgb(tmp_path / "strict" / n)
-                                                             for n in strict["bannerImage"]])
+    from inference.train_pool import training_stats
+
+    guard, _ = training_stats(cfg.DATA_DIR, "cpu", cfg.CACHE_DIR)
+    on_disk, _ = guard.measure([images.load_rgb(tmp_path / "strict" / n) for n in strict["bannerImage"]])
     assert np.allclose(on_disk, sims, atol=1e-6)
-    m1.DUP_MAX, m1.LIMIT = 1.01, 1  # nothing is a near-copy: one try, the seed's strength
-    m1.run_once(tmp_path / "loose", m1.SEED)
-    loose = m1.merge_manifest(tmp_path / "loose")
+    loose_cfg = cfg.replace(DUP_MAX=1.01, LIMIT=1)  # nothing is a near-copy: one try, the seed's strength
+    run(m1, loose_cfg, tmp_path / "loose")
+    loose = merge(m1, loose_cfg, tmp_path / "loose")
     assert loose["tries"].astype(int).eq(1).all() and loose["strength"].astype(float).eq(0.6).all()
 
 
-def test_submission_mode_writes_two_runs_and_time_csvs(m1, tmp_path):
-    m1.SUBMISSION, m1.SUBMISSION_DIR, m1.LIMIT, m1.SEEDS = True, str(tmp_path), 2, (1, 2)
-    m1.main()
+def test_submission_mode_writes_two_runs_and_time_csvs(m1, sample_dir, cache_dir, tmp_path):
+    m1.main([f"--DATA_DIR={sample_dir}", f"--CACHE_DIR={cache_dir}", "--DUP_GUARD=0", "--SUBMISSION",
+             f"--SUBMISSION_DIR={tmp_path}", "--LIMIT=2", "--SEEDS=1,2"])
     for k in (1, 2):
         # the folder the grader reads holds banners only; the manifest lies beside it
         assert sorted(p.name for p in (tmp_path / f"submission{k}").iterdir()) == ["1.jpg", "3.jpg"]
@@ -225,67 +306,87 @@ def test_postprocess_layout_and_training_mean_colour(m1, sample_dir, cache_dir, 
     assert train_pool.cached_mean_color(names, paths, cache_dir) == mean_rgb
     fill = np.round(np.array(mean_rgb) * 255)
     red, blue = Image.new("RGB", (1024, 536), (255, 0, 0)), Image.new("RGB", (1024, 536), (0, 0, 255))
-    banner = postprocess.compose([red, blue], mean_rgb, pair=True, blend_weight=0.25, pad=True)
+    banner = postprocess.compose([red, blue], mean_rgb, postprocess.Recipe(pair=True, blend_weight=0.25, pad=True))
     assert banner.size == (1024, 533)
     arr = np.asarray(banner, dtype=np.float64)
     assert np.abs(arr[:40].reshape(-1, 3).mean(0) - fill).max() <= 1  # top padding band is the training mean
     assert np.abs(arr[80:450, 509:514].reshape(-1, 3).mean(0) - fill).max() <= 2  # the 10 px gap between the two images
     assert arr[266, 200, 0] > arr[266, 200, 2] and arr[266, 800, 2] > arr[266, 800, 0]  # red left, blue right
-    washed = postprocess.compose([red, blue], mean_rgb, blend_weight=1.0)
+    washed = postprocess.compose([red, blue], mean_rgb, postprocess.Recipe(blend_weight=1.0))
     path = images.save_banner(washed, tmp_path, "x.jpg")
     assert np.abs(pixels(path).reshape(-1, 3).mean(0) - fill).max() <= 1.5  # mean colour = the training mean
     # in the stage: the generations from the rank-1 and rank-2 banners, paired
-    m1.POSTPROCESS, m1.LIMIT = True, 1
-    m1.run_once(tmp_path / "pp", m1.SEED)
-    manifest = m1.merge_manifest(tmp_path / "pp")
+    cfg = m1.cfg("--POSTPROCESS", "--LIMIT=1")
+    run(m1, cfg, tmp_path / "pp")
+    manifest = merge(m1, cfg, tmp_path / "pp")
     assert manifest.loc[0, "init_bannerImage"] == "25.jpg;11.jpg"
-    assert Image.open(tmp_path / "pp" / "1.jpg").size == (1024, 533)
+    assert images.is_banner_jpeg(tmp_path / "pp" / "1.jpg")
 
 
 def test_bad_inputs_fail_naming_the_row(m1, sample_dir):
     retrieval = pd.read_csv(sample_dir / "test" / "retrieval.csv", dtype=str)
     files.write_csv(sample_dir / "test" / "retrieval.csv", retrieval[retrieval["id"] != "6"])
     with pytest.raises(knobs.InputError, match=r"rank-1 .*id=6"):
-        m1.read_inputs(sample_dir)
+        m1.read_inputs(m1.cfg())
     write_fixtures(sample_dir)
     (sample_dir / "train" / "images" / "42.jpg").unlink()
     with pytest.raises(knobs.InputError, match=r"42\.jpg.*id=5"):
-        m1.read_inputs(sample_dir)
+        m1.read_inputs(m1.cfg())
     (sample_dir / "test" / "info_trans.csv").unlink()
     with pytest.raises(knobs.InputError, match="info_trans.csv.*translation"):
-        m1.read_inputs(sample_dir)
+        m1.read_inputs(m1.cfg())
 
 
-def test_smoke_cli_runs_offline_on_the_sample(sample_dir, cache_dir, tmp_path):
+def test_smoke_cli_runs_offline_on_the_sample_and_ignores_stray_env_vars(sample_dir, cache_dir, tmp_path):
     write_fixtures(sample_dir)
-    env = {**os.environ, "SMOKE": "1", "DATA_DIR": str(sample_dir), "OUT_DIR": str(tmp_path / "out"),
-           "CACHE_DIR": str(cache_dir), "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    done = subprocess.run(["bash", "run/inference.sh"], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    env = {**os.environ, "SMOKE": "1", "DATA_DIR": str(sample_dir), "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1"}
+    flags = [f"--CACHE_DIR={cache_dir}", "--LIMIT=3"]
+    done = subprocess.run(["bash", "run/inference.sh", *flags], cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**env, "OUT_DIR": str(tmp_path / "out")})
     assert done.returncode == 0, done.stderr[-3000:]
-    assert len(list((tmp_path / "out").glob("*.jpg"))) == 6
+    assert len(list((tmp_path / "out").glob("*.jpg"))) == 3
     assert "SMOKE=1" in done.stderr and "UNet evaluations per banner" in done.stderr
     assert "duplication similarity mean" in done.stderr  # the guard is on by default
     manifest = pd.read_csv(tmp_path / "out" / "manifest.csv")
     assert list(manifest.columns[:8]) == ["id", "bannerImage", "init_bannerImage", "strength", "seed", "tries",
                                           "dup_similarity", "seconds"]
-    bad = subprocess.run(["bash", "run/inference.sh", "--RETRIEVAL_FILE=nope.csv"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=600)
+    # knobs come only from the script and its flags: variables exported for another tool change nothing
+    stray = {"SEED": "7", "MODEL": "x", "DEVICE": "bogus", "LIMIT": "1", "BATCH_SIZE": "99", "STEPS": "1"}
+    again = subprocess.run(["bash", "run/inference.sh", *flags], cwd=REPO, capture_output=True, text=True, timeout=600,
+                           env={**env, **stray, "OUT_DIR": str(tmp_path / "stray")})
+    assert again.returncode == 0, again.stderr[-3000:]
+    for name in manifest["bannerImage"]:
+        assert (tmp_path / "stray" / name).read_bytes() == (tmp_path / "out" / name).read_bytes()
+    stray_manifest = pd.read_csv(tmp_path / "stray" / "manifest.csv")
+    assert stray_manifest.drop(columns="seconds").equals(manifest.drop(columns="seconds"))
+    bad = subprocess.run(["bash", "run/inference.sh", "--RETRIEVAL_FILE=nope.csv"], cwd=REPO, capture_output=True,
+                         text=True, timeout=600, env={**env, "OUT_DIR": str(tmp_path / "out")})
     assert bad.returncode == 2 and "nope.csv" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()[-1]) < 300
 
 
-def test_prompt_report_english_and_vietnamese_proxy(sample_dir, monkeypatch, capsys):
+def test_help_lists_every_knob_its_default_and_smoke_changes():
+    out = subprocess.run([sys.executable, "-m", "inference.method1", "--help"], cwd=REPO, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0
+    assert "--STRENGTH=0.6  # img2img strength" in out.stdout
+    assert "--NEGATIVE_PROMPT=prompts.NEGATIVE_PROMPT" in out.stdout  # the default as written in the file
+    assert "--GEN_SIZE=1024,536" in out.stdout  # how to write a tuple on the command line
+    assert "SMOKE=1" in out.stdout and "STEPS=3" in out.stdout.split("SMOKE=1")[-1]
+
+
+def test_prompt_report_english_and_vietnamese_proxy(sample_dir, capsys):
     from inference import prompt_report
 
-    monkeypatch.setenv("DATA_DIR", str(sample_dir))
-    monkeypatch.setattr(prompt_report, "SPLIT", "test")
-    monkeypatch.setattr(prompt_report, "REPORT", str(sample_dir / "report.json"))
-    prompt_report.main()  # no info_trans.csv yet: the Vietnamese text, flagged as a proxy
+    flags = [f"--DATA_DIR={sample_dir}", "--SPLIT=test", f"--REPORT={sample_dir / 'report.json'}"]
+    prompt_report.main(flags)  # no info_trans.csv yet: the Vietnamese text, flagged as a proxy
     out = capsys.readouterr().out
     assert "VIETNAMESE text as a proxy" in out and "ESTIMATE for English" in out
     figures = files.read_json(sample_dir / "report.json")
     assert figures["english"] is False and figures["ours_overflow"] == 0 and figures["rows"] == 6
     write_fixtures(sample_dir)
-    prompt_report.main()
+    prompt_report.main(flags)
     out = capsys.readouterr().out
     figures = files.read_json(sample_dir / "report.json")
     assert "proxy" not in out and figures["english"] is True
@@ -293,21 +394,16 @@ def test_prompt_report_english_and_vietnamese_proxy(sample_dir, monkeypatch, cap
     assert figures["parts"]["moreInfo"]["disclaimer"] == 1
 
 
-def test_postprocess_script_redoes_outputs_when_the_recipe_changes(sample_dir, cache_dir, tmp_path, monkeypatch):
+def test_postprocess_script_redoes_outputs_when_the_recipe_changes(sample_dir, cache_dir, tmp_path):
     from inference import postprocess
 
     src = tmp_path / "in"
     for name in ("3.jpg", "11.jpg"):
         images.save_banner(images.load_rgb(sample_dir / "train" / "images" / name), src, name)
-    monkeypatch.setenv("DATA_DIR", str(sample_dir))
-    monkeypatch.setattr(postprocess, "IN_DIR", str(src))
-    monkeypatch.setattr(postprocess, "OUT_DIR", str(tmp_path / "out"))
-    monkeypatch.setattr(postprocess, "CACHE_DIR", str(cache_dir))
-    monkeypatch.setattr(postprocess, "PP_BLEND_WEIGHT", 0.0)
-    postprocess.main()
+    flags = [f"--DATA_DIR={sample_dir}", f"--IN_DIR={src}", f"--OUT_DIR={tmp_path / 'out'}", f"--CACHE_DIR={cache_dir}"]
+    postprocess.main([*flags, "--PP_BLEND_WEIGHT=0"])
     first = (tmp_path / "out" / "3.jpg").read_bytes()
-    postprocess.main()  # same recipe: resumed, nothing rewritten
+    postprocess.main([*flags, "--PP_BLEND_WEIGHT=0"])  # same recipe: resumed, nothing rewritten
     assert (tmp_path / "out" / "3.jpg").read_bytes() == first
-    monkeypatch.setattr(postprocess, "PP_BLEND_WEIGHT", 1.0)  # a new recipe: every banner redone (a solid colour)
-    postprocess.main()
+    postprocess.main([*flags, "--PP_BLEND_WEIGHT=1"])  # a new recipe: every banner redone (a solid colour)
     assert pixels(tmp_path / "out" / "3.jpg").reshape(-1, 3).std(0).max() < 2

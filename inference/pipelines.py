@@ -1,0 +1,63 @@
+"""
+What both generation methods do to a loaded diffusers pipeline: the scheduler knob, a tokenizer check, quiet progress,
+VAE slicing, the speed knobs (torch.compile of the UNet; channels_last), and a UNet call counter (the compute
+accounting's ground truth: images the UNet processed, a guidance pair counting 2).
+"""
+from core.knobs import InputError
+from inference import prompts
+
+SCHEDULERS = {"dpmpp": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
+              "ddim": ("DDIMScheduler", {}), "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
+              "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+              # SD 2.1 v-prediction as the seed ran it: zero terminal SNR, trailing timesteps (Lin et al. 2023)
+              "ddim_zero_snr": ("DDIMScheduler", {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"})}
+
+
+def set_scheduler(pipe, name):
+    import diffusers
+
+    if name == "default":
+        return pipe
+    if name not in SCHEDULERS:
+        raise InputError(f"SCHEDULER={name!r}: choose from {', '.join(SCHEDULERS)} or default")
+    cls, kwargs = SCHEDULERS[name]
+    pipe.scheduler = getattr(diffusers, cls).from_config(pipe.scheduler.config, **kwargs)
+    return pipe
+
+
+def prepare(pipe, device, scheduler="default", model_name="model", vae_slicing=True, compile_unet=False,
+            channels_last=False):
+    """The pipeline on `device`, ready for the methods' generate functions, with `pipe.unet_calls[0]` counting."""
+    import torch
+
+    set_scheduler(pipe, scheduler)
+    prompts.check_tokenizer(pipe.tokenizer, f"{model_name} tokenizer")
+    pipe = pipe.to(device)
+    pipe.set_progress_bar_config(disable=True)
+    if vae_slicing:
+        pipe.vae.enable_slicing()
+    if channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+    pipe.unet_calls = [0]
+    pipe.unet.register_forward_pre_hook(lambda _m, args: pipe.unet_calls.__setitem__(0, pipe.unet_calls[0] + len(args[0])))
+    if compile_unet:
+        # the hook above stays on the module; compile wraps its forward (first batches are slow while it compiles)
+        pipe.unet.compile(fullgraph=False, mode="max-autotune-no-cudagraphs")
+    return pipe
+
+
+def generators(seeds):
+    """One CPU generator per image: the noise depends on the seed alone, on any device or batch."""
+    import torch
+
+    return [torch.Generator("cpu").manual_seed(s) for s in seeds]
+
+
+def compute_line(figures, per_banner, formula, peak_gib=None):
+    """The compute accounting a method prints: banners/s, UNet evaluations per banner measured and expected."""
+    n = max(1, figures["rows"])
+    seconds = figures["seconds"]
+    return (f"[rank {figures.get('rank', 0)}] compute: {figures['rows']} banners in {seconds:.1f} s "
+            f"({figures['rows'] / seconds if seconds else 0:.3f} banners/s); UNet evaluations per banner "
+            f"{figures['unet_images'] / n:.1f} measured (first try alone: {formula} = {per_banner}; retries add more); "
+            f"{figures['generations']} generations" + (f"; peak GPU memory {peak_gib:.2f} GiB" if peak_gib else ""))
