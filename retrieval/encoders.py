@@ -220,11 +220,3 @@ class ClipImageEncoder(_ClipTower):
         else:
             pixels = [self._load(p) for p in paths]
         return self.model.encode_image(torch.stack(pixels).to(self.device))
-
-
-def make_encoder(kind, name, **kwargs):
-    """Encoder by kind: "sentence", "open_clip_text" or "open_clip_image"."""
-    kinds = {"sentence": TextEncoder, "open_clip_text": ClipTextEncoder, "open_clip_image": ClipImageEncoder}
-    if kind not in kinds:
-        raise InputError(f"unknown encoder kind {kind!r}; choose from {list(kinds)}")
-    return kinds[kind](name, **kwargs)

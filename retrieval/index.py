@@ -13,12 +13,11 @@ added banner), copying the others from the previous index, so a shuffled CSV or 
 Built in parts of `part_size` rows, each written to `.parts-<key>/` as soon as it is done: a killed build resumes at the
 first missing part. Under `accelerate launch` each process encodes every world_size-th part; after a barrier rank 0
 concatenates the parts in order (encoding any part still missing), so the file is the same as a single-process build.
-The final file is streamed part by part and renamed into place: memory stays at one part whatever the pool size.
+The final file is written with safetensors' own writer and renamed into place.
 """
 import hashlib
 import json
 import shutil
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -66,10 +65,10 @@ class Index:
         if not meta or (key is not None and meta.get("key") != key):
             return None
         try:
-            header = read_header(folder / EMBEDDINGS_FILE)
-        except (OSError, ValueError):
+            metadata = read_metadata(folder / EMBEDDINGS_FILE)
+        except Exception:  # safetensors raises its own error type for a truncated or foreign file
             return None
-        if header.get("__metadata__", {}).get("key") != meta["key"]:
+        if metadata.get("key") != meta["key"]:
             return None  # a kill between writing the embeddings and the meta: not this index
         return cls(folder, meta)
 
@@ -81,41 +80,36 @@ class Index:
             return f.get_slice(TENSOR)[start:self.n if stop is None else stop].float()
 
 
-def read_header(path):
-    with open(path, "rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        return json.loads(f.read(size))
+def read_metadata(path):
+    """The safetensors file's metadata ({"key": ...}); raises OSError/ValueError-like errors for a broken file."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        return f.metadata() or {}
 
 
-def _memmap(path):
-    """Read-only numpy view of a single-tensor safetensors file (random row access for reuse, without loading it)."""
-    with open(path, "rb") as f:
-        (size,) = struct.unpack("<Q", f.read(8))
-        info = json.loads(f.read(size))[TENSOR]
-    dtype = {"F16": np.float16, "F32": np.float32}[info["dtype"]]
-    offset = 8 + size + info["data_offsets"][0]
-    return np.memmap(path, dtype=dtype, mode="r", offset=offset, shape=tuple(info["shape"]))
+def _load_all(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="np") as f:
+        return f.get_tensor(TENSOR)
 
 
-def write_safetensors_streaming(path, chunks, n, dim, dtype, metadata):
-    """Write one (n, dim) tensor from an iterable of row chunks in order, atomically (temp file + rename)."""
-    np_dtype, st_dtype = DTYPES[dtype]
-    nbytes = n * dim * np.dtype(np_dtype).itemsize
-    header = {TENSOR: {"dtype": st_dtype, "shape": [n, dim], "data_offsets": [0, nbytes]},
-              "__metadata__": {k: str(v) for k, v in metadata.items()}}
-    raw = json.dumps(header, separators=(",", ":")).encode()
-    raw += b" " * (-len(raw) % 8)  # the format aligns the data to 8 bytes
-    with atomic_open(path) as f:
-        f.write(struct.pack("<Q", len(raw)) + raw)
-        written = 0
-        for chunk in chunks:
-            chunk = np.ascontiguousarray(chunk, dtype=np_dtype)
-            if chunk.ndim != 2 or chunk.shape[1] != dim:
-                raise ValueError(f"chunk of shape {chunk.shape}, expected (*, {dim})")
-            f.write(chunk.astype(np.dtype(np_dtype).newbyteorder("<"), copy=False).tobytes())
-            written += len(chunk)
-        if written != n:
-            raise ValueError(f"wrote {written} rows, expected {n}")
+def write_embeddings(path, array, metadata):
+    """One (n, dim) tensor through safetensors' own writer, atomically (temp file in the folder, then rename).
+    The whole array is in memory once: 1362 x 768 fp16 is 2 MB, and even a 1M-row pool (1 GB in fp16) fits the
+    machines this runs on; a hand-written streaming writer saved that gigabyte at the cost of owning the format."""
+    import os
+
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
+    try:
+        save_file({TENSOR: np.ascontiguousarray(array)}, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _previous_rows(folder, spec, dtype):
@@ -123,7 +117,7 @@ def _previous_rows(folder, spec, dtype):
     old = Index.open(folder)
     if old is None or old.meta.get("spec") != spec or old.meta.get("dtype") != dtype:
         return {}, None
-    return {rk: i for i, rk in enumerate(old.meta["row_keys"])}, _memmap(old.path)
+    return {rk: i for i, rk in enumerate(old.meta["row_keys"])}, _load_all(old.path)
 
 
 def _part_file(parts_dir, p):
@@ -203,18 +197,16 @@ def build_index(folder, encoder, items, ids, dtype="fp16", part_size=4096, batch
     bar.close()
     wait_for_everyone()
     if rank == 0:
-        def chunks():
-            nonlocal encoded
-            for p, (lo, hi) in enumerate(bounds):
-                part = _load_part(_part_file(parts_dir, p), hi - lo, encoder.dim)
-                if part is None:  # a process that died, or a simulated run without it: do its share here
-                    part, k = _encode_part(encoder, items, row_keys, lo, hi, reuse, old, dtype, batch_size,
-                                           tqdm(disable=True))
-                    encoded += k
-                yield part
-
+        parts = []
+        for p, (lo, hi) in enumerate(bounds):
+            part = _load_part(_part_file(parts_dir, p), hi - lo, encoder.dim)
+            if part is None:  # a process that died, or a simulated run without it: do its share here
+                part, k = _encode_part(encoder, items, row_keys, lo, hi, reuse, old, dtype, batch_size,
+                                       tqdm(disable=True))
+                encoded += k
+            parts.append(part)
         (folder / META_FILE).unlink(missing_ok=True)  # from here until the new meta, the folder reads as unbuilt
-        write_safetensors_streaming(folder / EMBEDDINGS_FILE, chunks(), n, encoder.dim, dtype, {"key": key})
+        write_embeddings(folder / EMBEDDINGS_FILE, np.concatenate(parts), {"key": key})
         write_json(folder / META_FILE, {"key": key, "spec": encoder.spec, "n": n, "dim": encoder.dim, "dtype": dtype,
                                         "ids": ids, "row_keys": row_keys})
         for stale in folder.glob(".parts-*"):

@@ -2,15 +2,12 @@
 The Python API other stages call (the CLI stage is `retrieval.retrieve`):
 
     from retrieval.encoders import TextEncoder, ClipImageEncoder
-    from retrieval.neighbours import retrieve, image_similarity
+    from retrieval.neighbours import retrieve
 
     enc = TextEncoder("sentence-transformers/all-MiniLM-L6-v2")
     rows, scores = retrieve(test_texts, train_texts, enc, k=2)            # (m, k) train row numbers, cosines
     rows, scores = retrieve(test_texts, train_texts, enc, k=2, index_dir=DATA_DIR / "train/index/minilm")  # cached
 
-    img = ClipImageEncoder("laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
-    sims = image_similarity(generated_paths, train_paths, img)           # (m, n) cosine matrix
-    best, rows = max_image_similarity(generated_paths, train_index, img)  # nearest train banner per image
 
 Queries and pool are lists of texts or image paths (encoded by the given encoder), or already-made embeddings:
 a (n, dim) array, or an `Index` for the pool.
@@ -51,15 +48,3 @@ def retrieve(queries, pool, encoder, k, query_encoder=None, index_dir=None, pool
     q = embed(queries, query_encoder or encoder)
     exclude = np.arange(len(q)) if exclude_self else None
     return search(q, pool, k, chunk_rows=chunk_rows, device=device, exclude=exclude)
-
-
-def image_similarity(images_a, images_b, encoder):
-    """(len(a), len(b)) cosine similarity matrix of two lists of images (paths) or their embeddings."""
-    a, b = embed(images_a, encoder), embed(images_b, encoder)
-    return a @ b.T
-
-
-def max_image_similarity(images, pool, encoder, index_dir=None, **kwargs):
-    """For each image: (highest cosine to any pool image, that pool row), the pool walked in chunks from disk."""
-    rows, scores = retrieve(images, pool, encoder, 1, index_dir=index_dir, **kwargs)
-    return scores[:, 0], rows[:, 0]

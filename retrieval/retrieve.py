@@ -15,11 +15,13 @@ import os
 import re
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from core import dataset, devices, files, knobs
 from core.knobs import InputError
 
+DATA_DIR = "data"  # the data folder: train/ and test/ (also from env DATA_DIR: the run/*.sh contract)
 MODE = "text"  # "text" (caption -> captions, the seed) or "clip_text_image" (English text -> train banners)
 TEXT_MODEL = "bkai-foundation-models/vietnamese-bi-encoder"  # MODE=text: sentence-transformers hub id or folder
 QUERY_FIELDS = "caption"  # MODE=text: test info.csv columns joined into the query text (comma-separated)
@@ -36,16 +38,15 @@ PART_SIZE = 4096  # rows per resumable part of an index build (and per process s
 SEARCH_CHUNK = 32768  # pool rows per matrix product during search (bounds memory)
 DEVICE = "auto"  # auto (cuda if there, else cpu), cpu, cuda, cuda:1 ...
 TRUST_REMOTE_CODE = False  # let a sentence-transformers model run code from its repository
-knobs.configure(globals())
 
 
-def row_texts(df, fields, what):
+def row_texts(df, fields, what, separator=FIELD_SEPARATOR):
     columns = [c.strip() for c in fields.split(",") if c.strip()]
     missing = [c for c in columns if c not in df.columns]
     if not columns or missing:
         raise InputError(f"{what}: field(s) {missing or fields!r} not among the columns {list(df.columns)}")
     def join(cols):
-        return [FIELD_SEPARATOR.join(t for t in map(dataset.normalize_text, values) if t) for values in zip(*(df[c] for c in cols))]
+        return [separator.join(t for t in map(dataset.normalize_text, values) if t) for values in zip(*(df[c] for c in cols))]
 
     texts = join(columns)
     # a row whose chosen fields are all empty falls back to its other copy rather than stopping the stage
@@ -70,12 +71,12 @@ def index_name(encoder, fields):
     return f"{encoder.kind}__{model}__{fields.replace(',', '+')}" if fields else f"{encoder.kind}__{model}"
 
 
-def build(encoder, split, items, ids, fields, rank, world_size):
+def build(cfg, encoder, split, items, ids, fields, rank, world_size):
     from retrieval.index import build_index
 
-    folder = dataset.split_dir(split) / "index" / index_name(encoder, fields)
-    index, encoded = build_index(folder, encoder, items, ids, dtype=INDEX_DTYPE, part_size=PART_SIZE,
-                                 batch_size=BATCH_SIZE, rank=rank, world_size=world_size,
+    folder = dataset.split_dir(split, cfg.DATA_DIR) / "index" / index_name(encoder, fields)
+    index, encoded = build_index(folder, encoder, items, ids, dtype=cfg.INDEX_DTYPE, part_size=cfg.PART_SIZE,
+                                 batch_size=cfg.BATCH_SIZE, rank=rank, world_size=world_size,
                                  desc=f"{split} {encoder.kind}")
     if rank == 0:
         by = f" by rank 0 of {world_size}" if world_size > 1 else ""
@@ -83,52 +84,53 @@ def build(encoder, split, items, ids, fields, rank, world_size):
     return index
 
 
-def main():
+def main(argv=None):
     from retrieval.encoders import ClipImageEncoder, ClipTextEncoder, TextEncoder
     from retrieval.search import search
 
+    cfg = knobs.configure(globals(), argv)
     knobs.announce_smoke("retrieval")
     rank, world_size, device = devices.process_info()
-    device = device if DEVICE == "auto" else DEVICE
-    train_csv, test_csv = dataset.split_dir("train") / "info.csv", dataset.split_dir("test") / "info.csv"
+    device = device if cfg.DEVICE == "auto" else cfg.DEVICE
+    train_csv, test_csv = dataset.split_dir("train", cfg.DATA_DIR) / "info.csv", dataset.split_dir("test", cfg.DATA_DIR) / "info.csv"
     train = dataset.read_info(train_csv)
     test = dataset.read_info(test_csv)
-    if MODE == "text":
-        encoder = TextEncoder(TEXT_MODEL, device=device, batch_size=BATCH_SIZE, word_segment=WORD_SEGMENT,
-                              trust_remote_code=TRUST_REMOTE_CODE)
-        pool = build(encoder, "train", row_texts(train, POOL_FIELDS, train_csv), train.id, POOL_FIELDS, rank,
+    if cfg.MODE == "text":
+        encoder = TextEncoder(cfg.TEXT_MODEL, device=device, batch_size=cfg.BATCH_SIZE, word_segment=cfg.WORD_SEGMENT,
+                              trust_remote_code=cfg.TRUST_REMOTE_CODE)
+        pool = build(cfg, encoder, "train", row_texts(train, cfg.POOL_FIELDS, train_csv, cfg.FIELD_SEPARATOR), train.id, cfg.POOL_FIELDS, rank,
                      world_size)
-        query_encoder, query_items, query_fields = encoder, row_texts(test, QUERY_FIELDS, test_csv), QUERY_FIELDS
-    elif MODE == "clip_text_image":
-        trans_csv = dataset.split_dir("test") / "info_trans.csv"
+        query_encoder, query_items, query_fields = encoder, row_texts(test, cfg.QUERY_FIELDS, test_csv, cfg.FIELD_SEPARATOR), cfg.QUERY_FIELDS
+    elif cfg.MODE == "clip_text_image":
+        trans_csv = dataset.split_dir("test", cfg.DATA_DIR) / "info_trans.csv"
         if not trans_csv.is_file():
-            raise InputError(f"{trans_csv}: not found; MODE=clip_text_image needs the English translation "
+            raise InputError(f"{trans_csv}: not found; cfg.MODE=clip_text_image needs the English translation "
                              f"(bash run/translation.sh)")
         trans = dataset.read_info(trans_csv)
         if list(trans.id) != list(test.id):
             raise InputError(f"{trans_csv}: ids differ from {test_csv} (rerun the translation)")
-        images_dir = dataset.split_dir("train") / "images"
+        images_dir = dataset.split_dir("train", cfg.DATA_DIR) / "images"
         # existence up front (fast); an unreadable file fails while encoding, naming it, and finished parts are kept
         missing = [i for i, b in zip(train.id, train.bannerImage) if not (images_dir / b).is_file()]
         if missing:
             raise InputError(f"{images_dir}: banner missing for train row id(s) {missing[:10]}")
-        image_encoder = ClipImageEncoder(CLIP_MODEL, device=device, batch_size=BATCH_SIZE,
-                                         image_resize_mode=IMAGE_RESIZE_MODE)
-        pool = build(image_encoder, "train", [str(images_dir / b) for b in train.bannerImage], train.id, "",
+        image_encoder = ClipImageEncoder(cfg.CLIP_MODEL, device=device, batch_size=cfg.BATCH_SIZE,
+                                         image_resize_mode=cfg.IMAGE_RESIZE_MODE)
+        pool = build(cfg, image_encoder, "train", [str(images_dir / b) for b in train.bannerImage], train.id, "",
                      rank, world_size)
-        query_encoder = ClipTextEncoder(CLIP_MODEL, device=device, batch_size=BATCH_SIZE,
-                                        image_resize_mode=IMAGE_RESIZE_MODE)
-        query_items, query_fields = row_texts(trans, CLIP_QUERY_FIELDS, trans_csv), CLIP_QUERY_FIELDS
+        query_encoder = ClipTextEncoder(cfg.CLIP_MODEL, device=device, batch_size=cfg.BATCH_SIZE,
+                                        image_resize_mode=cfg.IMAGE_RESIZE_MODE)
+        query_items, query_fields = row_texts(trans, cfg.CLIP_QUERY_FIELDS, trans_csv, cfg.FIELD_SEPARATOR), cfg.CLIP_QUERY_FIELDS
     else:
-        raise InputError(f"MODE must be text or clip_text_image, got {MODE!r}")
-    queries = build(query_encoder, "test", query_items, test.id, query_fields, rank, world_size)
+        raise InputError(f"cfg.MODE must be text or clip_text_image, got {cfg.MODE!r}")
+    queries = build(cfg, query_encoder, "test", query_items, test.id, query_fields, rank, world_size)
     if rank != 0:
         return
-    if TOP_K < 1:
-        raise InputError(f"TOP_K must be >= 1, got {TOP_K}")
-    if TOP_K > pool.n:
-        print(f"warning: TOP_K={TOP_K} but only {pool.n} train rows: {pool.n} neighbours per row", flush=True)
-    rows, scores = search(queries.embeddings(), pool, TOP_K, chunk_rows=SEARCH_CHUNK, device=device,
+    if cfg.TOP_K < 1:
+        raise InputError(f"cfg.TOP_K must be >= 1, got {cfg.TOP_K}")
+    if cfg.TOP_K > pool.n:
+        print(f"warning: cfg.TOP_K={cfg.TOP_K} but only {pool.n} train rows: {pool.n} neighbours per row", flush=True)
+    rows, scores = search(queries.embeddings(), pool, cfg.TOP_K, chunk_rows=cfg.SEARCH_CHUNK, device=device,
                           progress="search")
     # the indexes carry their ids; map back through them, never through positions in a CSV that may have changed
     train_banner = dict(zip(train.id, train.bannerImage))
@@ -139,12 +141,12 @@ def main():
         "bannerImage": [test_banner[i] for i in queries.ids for _ in range(k)],
         "rank": [r + 1 for _ in queries.ids for r in range(k)],
         "train_id": [pool.ids[j] for j in rows.reshape(-1)],
-        "score": [f"{s:.6f}" for s in scores.reshape(-1)],
+        "score": [f"{s:.6f}" for s in np.clip(scores.reshape(-1), -1.0, 1.0)],  # cosines: fp16 rounding can pass 1
     })
     out.insert(4, "train_bannerImage", [train_banner[i] for i in out.train_id])
-    path = dataset.split_dir("test") / "retrieval.csv"
+    path = dataset.split_dir("test", cfg.DATA_DIR) / "retrieval.csv"
     files.write_csv(path, out)
-    print(f"wrote {path}: {len(test)} test rows x {k} neighbours ({MODE}; mean top-1 score "
+    print(f"wrote {path}: {len(test)} test rows x {k} neighbours ({cfg.MODE}; mean top-1 score "
           f"{scores[:, 0].mean():.4f})", flush=True)
 
 

@@ -16,8 +16,8 @@ import torch
 
 from core import dataset, files, knobs
 from retrieval.encoders import ClipImageEncoder, ClipTextEncoder, TextEncoder, _word_segmenter
-from retrieval.index import Index, build_index, write_safetensors_streaming
-from retrieval.neighbours import image_similarity, max_image_similarity, retrieve
+from retrieval.index import Index, build_index, write_embeddings
+from retrieval.neighbours import retrieve
 from retrieval.search import search
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,8 +62,8 @@ def array_index(folder, vectors, dtype="fp32"):
     """An Index on disk holding given vectors (for the search tests: no encoder involved)."""
     folder.mkdir(parents=True, exist_ok=True)
     n, dim = vectors.shape
-    write_safetensors_streaming(folder / "embeddings.safetensors", [vectors[:n // 2], vectors[n // 2:]], n, dim,
-                                dtype, {"key": "k"})
+    write_embeddings(folder / "embeddings.safetensors", vectors.astype({"fp16": np.float16, "fp32": np.float32}[dtype]),
+                     {"key": "k"})
     files.write_json(folder / "meta.json", {"key": "k", "n": n, "dim": dim, "dtype": dtype,
                                              "ids": [str(i) for i in range(n)], "row_keys": []})
     return Index.open(folder)
@@ -246,11 +246,12 @@ def test_word_segmentation_knob():
 def test_clip_image_similarity_and_text_tower(sample_dir, smoke, tmp_path):
     images = sorted(str(p) for p in (sample_dir / "train" / "images").iterdir())  # incl. CMYK, grayscale, PNG
     encoder = ClipImageEncoder("laion/any-smoke-swaps-it", device="cpu", batch_size=5)
-    sims = image_similarity(images, images, encoder)
+    vectors = encoder.encode(images)
+    sims = vectors @ vectors.T
     assert sims.shape == (len(images), len(images))
     assert np.allclose(np.diag(sims), 1.0, atol=1e-4) and (sims.argmax(axis=1) == np.arange(len(images))).all()
-    best, rows = max_image_similarity(images[::-1], images, encoder, index_dir=tmp_path / "ix")
-    assert rows.tolist() == list(range(len(images)))[::-1] and np.allclose(best, 1.0, atol=2e-3)
+    rows, scores = retrieve(images[::-1], images, encoder, 1, index_dir=tmp_path / "ix")
+    assert rows[:, 0].tolist() == list(range(len(images)))[::-1] and np.allclose(scores[:, 0], 1.0, atol=2e-3)
     text = ClipTextEncoder("laion/any-smoke-swaps-it", device="cpu")
     vectors = text.encode(["a red car cover", "a bowl of pho"])
     assert vectors.shape == (2, encoder.dim) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
