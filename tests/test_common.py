@@ -177,7 +177,7 @@ def test_per_row_noise_independent_of_batch_and_order():
     ids = ["3", "11", "25", "31", "42"]
 
     def noise(batch_ids):
-        gens = [seeds.row_generator(7, i) for i in batch_ids]
+        gens = [torch.Generator().manual_seed(seeds.row_seed(7, i)) for i in batch_ids]
         return {i: torch.randn((4, 8, 8), generator=g) for i, g in zip(batch_ids, gens)}
 
     single = {}
@@ -222,39 +222,89 @@ def test_load_model_offline_error_names_model():
 SCRIPT = '''"""A test script."""
 import sys
 sys.path.insert(0, {root!r})
+from core import knobs
 DATA_DIR = "data"  # where the data lives
 BATCH_SIZE = 4  # rows per batch
 STRENGTH = 0.6
 USE_FP16 = True
-knobs.configure(globals())
-print(DATA_DIR, BATCH_SIZE, STRENGTH, USE_FP16)
+GEN_SIZE = (1024, 536)  # WxH
+SMOKE_OVERRIDES = dict(BATCH_SIZE=2)  # what SMOKE=1 changes
+def main(argv):
+    cfg = knobs.configure(globals(), argv)
+    print(cfg.DATA_DIR, cfg.BATCH_SIZE, cfg.STRENGTH, cfg.USE_FP16, *cfg.GEN_SIZE)
+if __name__ == "__main__":
+    knobs.run_main(main)
 '''
 
 
 def run_script(tmp_path, *args, env=None):
-    script = tmp_path / "knobs.py"
+    script = tmp_path / "knobs_script.py"
     script.write_text(SCRIPT.format(root=str(REPO_ROOT)))
-    full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, env=full_env)
+    full_env = {k: v for k, v in os.environ.items() if k not in ("SMOKE", "DATA_DIR")}
+    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
+                          env={**full_env, **(env or {})})
 
 
-def test_configure_env_and_flags(tmp_path):
-    assert run_script(tmp_path).stdout.split() == ["data", "4", "0.6", "True"]
-    out = run_script(tmp_path, "--BATCH_SIZE=8", "--strength", "1", "--use-fp16=0", env={"DATA_DIR": "/x"})
-    assert out.stdout.split() == ["/x", "8", "1.0", "False"]
+def test_knobs_from_flags_config_files_and_the_documented_env_only(tmp_path):
+    assert run_script(tmp_path).stdout.split() == ["data", "4", "0.6", "True", "1024", "536"]
+    out = run_script(tmp_path, "--BATCH_SIZE=8", "--strength", "1", "--use-fp16=0", "--GEN_SIZE=512,256",
+                     env={"DATA_DIR": "/x"})
+    assert out.stdout.split() == ["/x", "8", "1.0", "False", "512", "256"]
     out = run_script(tmp_path, "--DATA_DIR=/flag", env={"DATA_DIR": "/env"})  # the flag wins over the env var
     assert out.stdout.split()[0] == "/flag"
     out = run_script(tmp_path, "--use-fp16=0", "--USE_FP16", "--BATCH_SIZE", "2")  # a bare boolean flag means on
-    assert out.stdout.split() == ["data", "2", "0.6", "True"]
+    assert out.stdout.split()[:4] == ["data", "2", "0.6", "True"]
+    # a variable of the same name exported for another tool changes nothing; SMOKE=1 applies SMOKE_OVERRIDES
+    out = run_script(tmp_path, env={"BATCH_SIZE": "99", "STRENGTH": "0.1", "USE_FP16": "0"})
+    assert out.stdout.split()[:4] == ["data", "4", "0.6", "True"]
+    out = run_script(tmp_path, env={"SMOKE": "1"})
+    assert out.stdout.split()[1] == "2"
+    # config files: NAME = literal lines, never executed; later files and then flags win
+    cfg_file = tmp_path / "fast.py"
+    cfg_file.write_text('"""a config"""\nBATCH_SIZE = 16  # comment\nGEN_SIZE = (768, 400)\n')
+    out = run_script(tmp_path, str(cfg_file), "--STRENGTH=0.7")
+    assert out.stdout.split() == ["data", "16", "0.7", "True", "768", "400"]
+    out = run_script(tmp_path, str(cfg_file), "--BATCH_SIZE=3")
+    assert out.stdout.split()[1] == "3"
+
+
+def test_config_file_rejects_unknown_keys_wrong_types_and_code(tmp_path):
+    scope = {"A": 1, "B": (1, 2), "C": "x", "__file__": ""}
+    for text, message in (("NOPE = 1", "unknown knob NOPE"), ("A = 'abc'", "knob A: expected int"),
+                          ("B = (1, 'x')", "knob B: expected a tuple"), ("import os", "only NAME = value"),
+                          ("A = __import__('os').getpid()", "A must be a literal")):
+        path = tmp_path / "bad.py"
+        path.write_text(text + "\n")
+        with pytest.raises(knobs.InputError, match=message):
+            knobs.configure(scope, [str(path)], env={})
 
 
 def test_configure_help_and_errors(tmp_path):
     out = run_script(tmp_path, "--help")
     assert out.returncode == 0 and "A test script." in out.stdout and "--BATCH_SIZE=4  # rows per batch" in out.stdout
-    with pytest.raises(InputError, match="unknown knob '--nope=1'"):
+    assert "--GEN_SIZE=(1024, 536)  # WxH  [on the command line: --GEN_SIZE=1024,536]" in out.stdout
+    assert "SMOKE=1" in out.stdout and "BATCH_SIZE=2" in out.stdout.split("SMOKE=1")[-1]
+    with pytest.raises(knobs.InputError, match="unknown knob '--nope=1'"):
         knobs.configure({"A": 1}, ["--nope=1"], env={})
-    with pytest.raises(InputError, match="knob A: expected a value like 1, got .abc."):
+    with pytest.raises(knobs.InputError, match="knob A: expected a value like 1, got .abc."):
         knobs.configure({"A": 1}, ["--A=abc"], env={})
+    cfg = knobs.configure({"A": 1, "B": 0.5}, [], env={})
+    assert cfg.replace(B=2).B == 2.0 and cfg.B == 0.5  # a changed copy; the config itself is read-only
+    with pytest.raises(AttributeError):
+        cfg.A = 3
+    with pytest.raises(knobs.InputError, match="unknown knob C"):
+        cfg.replace(C=1)
+
+
+def test_importing_a_stage_has_no_side_effects():
+    code = ("import os, sys; sys.argv = ['x', '--bogus']; os.environ['SEED'] = '7'; before = os.umask(0o027); "
+            "os.umask(before); import inference.method1, inference.postprocess, retrieval.retrieve, "
+            "preprocessing.translate, evaluation.evaluate; after = os.umask(before); "
+            "print(before == after, inference.method1.SEED)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
+                         env={**os.environ, "SMOKE": "1"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split() == ["True", "42"]
 
 
 def test_bad_flag_in_a_script_is_one_line_and_exit_2(tmp_path):
@@ -263,8 +313,8 @@ def test_bad_flag_in_a_script_is_one_line_and_exit_2(tmp_path):
 
 
 def test_run_main_user_error_exits_2(tmp_path):
-    code = ("import sys; sys.path.insert(0, %r); import common\n"
-            "def main(): raise knobs.InputError('row id=7: caption is not text')\n"
+    code = ("import sys; sys.path.insert(0, %r); from core import knobs\n"
+            "def main(argv): raise knobs.InputError('row id=7: caption is not text')\n"
             "knobs.run_main(main)") % str(REPO_ROOT)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 2
@@ -288,7 +338,7 @@ def test_process_info_under_torchrun(tmp_path):
     """Two real CPU processes (gloo): each sees its rank and the world size, and the shards cover every row once."""
     script = tmp_path / "ranks.py"
     script.write_text(
-        f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); import common\n"
+        f"import sys; sys.path.insert(0, {str(REPO_ROOT)!r}); from core import devices\n"
         "rank, world, device = devices.process_info(); devices.wait_for_everyone()\n"
         f"open({str(tmp_path)!r} + f'/rank{{rank}}.txt', 'w').write(' '.join(map(str, [world, *devices.shard(list(range(7)), rank, world)])))\n")
     out = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", str(script)],
