@@ -1,0 +1,235 @@
+"""
+Method 2: text-to-image with Stable Diffusion 2.1 (v-prediction) and the LoRA that run/train_sd.sh fine-tuned on the
+captioned training banners. Each test row is prompted with the image description an LLM wrote for it
+(run/prompts.sh); a row without one falls back to its English copy, and the run counts those rows. Every prompt is
+fitted to the text encoder's 77-token window with the project's prompt fitter (inference/prompts.py). DDIM with
+zero-terminal-SNR rescale and trailing timesteps, as the seed ran SD 2.1.
+
+The run machinery is Method 1's (inference/runner.py): resume keyed by settings, the folder check and lock, per-row
+seeds, the duplication guard (each output against EVERY training banner; text-to-image has no init banner, so a retry
+changes only the seed), optional post-processing (two generations side by side, the winner's recipe) and submission
+mode.
+
+reads   $DATA_DIR/test/llava_prompt.json (PROMPT_FILE: {bannerImage: prompt}), $DATA_DIR/test/info_trans.csv (INFO_FILE,
+        the fallback copy), $DATA_DIR/train/info.csv + images/ (the guard and the mean colour), LORA (a folder holding
+        pytorch_lora_weights.safetensors, or that file)
+writes  $OUT_DIR/<bannerImage>: exactly 1024x533 JPEG per test row (generated at GEN_SIZE, 1024x536)
+        $OUT_DIR/manifest.csv: the columns of Method 1's manifest (init_bannerImage empty, strength 1.0)
+SUBMISSION=1: one run per seed of SEEDS into $SUBMISSION_DIR/submission{1,2}/ + time_submission{1,2}.csv
+Several GPUs: accelerate launch -m inference.method2 (each process takes every world-th row; rank 0 merges)
+"""
+import sys
+from pathlib import Path
+
+from core import dataset, devices, files, knobs
+from inference import pipelines, postprocess, prompts, runner
+from inference.train_pool import training_stats
+
+DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
+MODEL = "stabilityai/stable-diffusion-2-1"  # SD 2.1 (v-prediction) base: hub id or local folder
+LORA = "outputs/lora_sd21"  # the LoRA of run/train_sd.sh: its folder or the .safetensors file ("" = the base model)
+LORA_SCALE = 1.0  # how strongly the LoRA applies (0 = the base model's images)
+FUSE_LORA = False  # fuse the LoRA into the weights (a little faster per step; the scale is baked in)
+SCHEDULER = "ddim_zero_snr"  # ddim_zero_snr (DDIM, zero terminal SNR, trailing timesteps) | ddim | dpmpp | default
+STEPS = 30  # scheduler steps
+GUIDANCE = 7.5  # classifier-free guidance scale (> 1 doubles the UNet batch)
+GUIDANCE_RESCALE = 0.7  # rescale of the guided prediction (Lin et al. 2023, with zero-terminal-SNR; 0 = off)
+NEGATIVE_PROMPT = prompts.NEGATIVE_PROMPT  # what to steer away from ("" = none)
+STYLE = ""  # words appended to every prompt when they fit
+PROMPT_FILE = "llava_prompt.json"  # in $DATA_DIR/test: {bannerImage: prompt} from run/prompts.sh
+INFO_FILE = "info_trans.csv"  # in $DATA_DIR/test: the copy a row without an LLM prompt falls back to
+OUT_DIR = "inference/method_2"  # output folder (also from env OUT_DIR; SUBMISSION=1 writes SUBMISSION_DIR/submission{k})
+OVERWRITE = False  # regenerate banners in OUT_DIR that were made with other settings (else: refused with one line)
+GEN_SIZE = (1024, 536)  # generation size WxH, multiples of 8; outputs are resized to exactly 1024x533
+BATCH_SIZE = 4  # images per pipeline call
+VAE_SLICING = True  # decode a batch's latents one image at a time (less peak memory, same images)
+COMPILE = False  # torch.compile the UNet (CUDA; the first batches compile, then each UNet call is faster)
+CHANNELS_LAST = False  # UNet in channels_last memory format (measure with inference.benchmark before turning on)
+SEED = 42  # run seed; each row's generator is seeded from (SEED, id)
+DEVICE = "auto"  # auto | cuda | cpu (accelerate launch picks each process's GPU)
+DTYPE = "fp16"  # fp16 | bf16 | fp32 on CUDA (always fp32 on the CPU)
+DUP_GUARD = True  # measure each output's similarity to the training banners and regenerate near-copies
+DUP_MAX = 0.85  # regenerate above this Inception cosine (evaluation/duplication.py says why 0.85)
+DUP_MAX_TRIES = 3  # generations per row at most, the first included; after that the least similar one is kept
+POSTPROCESS = False  # the winner's recipe: two generations side by side, blended, padded (knobs PP_*)
+PP_PAIR = postprocess.PP_PAIR  # POSTPROCESS: two generations (two seeds) side by side
+PP_TILE_SIZE = postprocess.PP_TILE_SIZE  # POSTPROCESS: each image of the pair, WxH
+PP_GAP = postprocess.PP_GAP  # POSTPROCESS: px between the two images
+PP_BLEND_WEIGHT = postprocess.PP_BLEND_WEIGHT  # POSTPROCESS: 0..1 toward the training mean colour
+PP_PAD = postprocess.PP_PAD  # POSTPROCESS: pad to the 1024:533 aspect with the mean colour
+SUBMISSION = False  # competition layout: one run per seed of SEEDS, with time_submission{k}.csv
+SEEDS = (42, 2023)  # SUBMISSION=1: the seeds of submission1 and submission2
+SUBMISSION_DIR = "inference"  # SUBMISSION=1: parent of submission1/, submission2/ and the time CSVs
+LIMIT = 0  # only the first LIMIT test rows (0 = all): quick looks
+CACHE_DIR = ".cache/features"  # training statistics (Inception features, mean colour) by content; shared with evaluation
+# tiny random model: few steps, small batches, small canvas (outputs still 1024x533); the smoke LoRA of run/train_sd.sh
+SMOKE_OVERRIDES = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136), LORA="outputs/smoke/lora_sd21")
+
+IMAGE_SETTINGS = ("MODEL", "LORA_SCALE", "FUSE_LORA", "SCHEDULER", "STEPS", "GUIDANCE", "GUIDANCE_RESCALE",
+                  "NEGATIVE_PROMPT", "GEN_SIZE", "DTYPE", "DUP_GUARD", "DUP_MAX", "DUP_MAX_TRIES", "POSTPROCESS",
+                  "PP_PAIR", "PP_TILE_SIZE", "PP_GAP", "PP_BLEND_WEIGHT", "PP_PAD")
+LORA_FILE = "pytorch_lora_weights.safetensors"  # the name save_lora_weights gives it
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# inputs
+
+
+def parts(cfg):
+    return 2 if cfg.POSTPROCESS and cfg.PP_PAIR else 1
+
+
+def lora_file(cfg):
+    """The LoRA's .safetensors file (LORA names it or its folder), or None for the base model; one line if missing."""
+    if not cfg.LORA:
+        return None
+    path = Path(cfg.LORA)
+    path = path / LORA_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise knobs.InputError(f"LoRA not found: {path} (train it with bash run/train_sd.sh, or --LORA= for the base "
+                               f"model)")
+    return path
+
+
+def read_inputs(cfg):
+    """Test rows and each row's LLM prompt ("" when there is none: the fitted copy stands in)."""
+    test = dataset.split_dir("test", cfg.DATA_DIR)
+    info_path = test / cfg.INFO_FILE
+    if not info_path.is_file():
+        raise knobs.InputError(f"{info_path}: file not found (run bash run/translation.sh first, or pass "
+                               f"--INFO_FILE=info.csv)")
+    info = dataset.read_info(info_path)
+    if cfg.LIMIT:
+        info = info.head(cfg.LIMIT)
+    rows = list(info.itertuples())
+    runner.check_names(rows)
+    prompt_path = test / cfg.PROMPT_FILE
+    llm = files.read_json(prompt_path, {})
+    if not isinstance(llm, dict):
+        raise knobs.InputError(f"{prompt_path}: expected a JSON object {{bannerImage: prompt}}")
+    if not prompt_path.is_file():
+        print(f"warning: {prompt_path} not found (run bash run/prompts.sh): every row uses its copy", file=sys.stderr)
+    return rows, {row.id: str(llm.get(row.bannerImage) or "").strip() for row in rows}
+
+
+def fitted_prompts(rows, llm, tokenizer, style=""):
+    """{id: prompt within the window}, and how many rows fell back to their copy and how many LLM prompts were cut."""
+    count, budget = prompts.token_counter(tokenizer), prompts.window(tokenizer)
+    out, fallback, cut = {}, 0, 0
+    for row in rows:
+        if llm[row.id]:
+            prompt, notes = prompts.fit_prompt(llm[row.id], "", "", count, budget, style)
+            cut += notes.get("caption") == "cut"
+        else:
+            prompt, _ = prompts.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, style)
+            fallback += 1
+        out[row.id] = prompt
+    return out, fallback, cut
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the pipeline
+
+
+def load_pipeline(cfg, device):
+    from diffusers import StableDiffusionPipeline
+
+    dtype = devices.pick_dtype(device, cfg.DTYPE)
+    pipe = devices.load_model(StableDiffusionPipeline.from_pretrained, cfg.MODEL, smoke_family="sd21", dtype=dtype,
+                              safety_checker=None, requires_safety_checker=False)
+    lora = lora_file(cfg)
+    if lora is not None:
+        from diffusers.utils import logging as diffusers_logging
+
+        # a UNet-only LoRA (TRAIN_TEXT_ENCODER=0) makes diffusers warn that the text encoder has no keys: expected
+        level = diffusers_logging.get_verbosity()
+        diffusers_logging.set_verbosity_error()
+        try:
+            pipe.load_lora_weights(str(lora.parent), weight_name=lora.name, adapter_name="banners")
+        finally:
+            diffusers_logging.set_verbosity(level)
+        if cfg.FUSE_LORA:
+            pipe.fuse_lora(lora_scale=cfg.LORA_SCALE)
+            pipe.unload_lora_weights()
+        else:
+            pipe.set_adapters(["banners"], adapter_weights=[cfg.LORA_SCALE])
+    return pipelines.prepare(pipe, device, cfg.SCHEDULER, cfg.MODEL, cfg.VAE_SLICING, cfg.COMPILE, cfg.CHANNELS_LAST)
+
+
+def generate(pipe, cfg, calls):
+    """calls: [(prompt, None, seed)] -> [PIL images], in pipeline calls of at most BATCH_SIZE."""
+    width, height = cfg.GEN_SIZE
+    out = []
+    for i in range(0, len(calls), cfg.BATCH_SIZE):
+        chunk = calls[i:i + cfg.BATCH_SIZE]
+        out += pipe(prompt=[p for p, _, _ in chunk], negative_prompt=[cfg.NEGATIVE_PROMPT] * len(chunk),
+                    width=width, height=height, num_inference_steps=cfg.STEPS, guidance_scale=cfg.GUIDANCE,
+                    guidance_rescale=cfg.GUIDANCE_RESCALE,
+                    generator=pipelines.generators([s for _, _, s in chunk])).images
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# one run
+
+
+def run_once(cfg, target, rows, prompt, lora_hash, pipe, guard, mean_rgb, rank=0, world=1):
+    """This process's share of the rows into `target`; returns its compute figures."""
+    import torch
+
+    settings = {**{name: getattr(cfg, name) for name in IMAGE_SETTINGS}, "LORA": lora_hash}
+    keys = {row.id: runner.row_key(settings, target.seed, prompt[row.id], []) for row in rows}
+    mine = devices.shard(rows, rank, world)
+    todo = runner.plan(target, mine, keys, settings, cfg.OVERWRITE)
+    runner.record_settings(target, settings)
+    print(f"[rank {rank}/{world}] {len(mine)} rows, {len(mine) - len(todo)} already done, {len(todo)} to generate "
+          f"into {target.out_dir} (seed {target.seed})", file=sys.stderr)
+    jobs = [runner.Job(row, prompt[row.id], [None] * parts(cfg)) for row in todo]
+    recipe = postprocess.Recipe.from_config(cfg)
+
+    def finish(job, outs):
+        return postprocess.compose(outs, mean_rgb, recipe) if cfg.POSTPROCESS else outs[0]
+
+    cuda = str(pipe.device).startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    calls_before = pipe.unet_calls[0]
+    figures = runner.generate_rows(target, jobs, keys, lambda calls, _p: generate(pipe, cfg, calls), finish,
+                                   lambda attempt: {"strength": 1.0},
+                                   runner.Guard(guard.measure if guard else None, cfg.DUP_MAX, cfg.DUP_MAX_TRIES),
+                                   cfg.BATCH_SIZE, f"method 2 [rank {rank}]", rank)
+    figures.update(rank=rank, unet_images=pipe.unet_calls[0] - calls_before)
+    guidance = 2 if cfg.GUIDANCE > 1 else 1
+    per_banner = cfg.STEPS * guidance * parts(cfg)
+    formula = f"{cfg.STEPS} steps x {guidance}" + (" x 2 parts" if parts(cfg) == 2 else "")
+    print(pipelines.compute_line(figures, per_banner, formula,
+                                 torch.cuda.max_memory_allocated() / 2**30 if cuda else None), file=sys.stderr)
+    return figures
+
+
+def main(argv=None):
+    cfg = knobs.configure(globals(), argv)
+    knobs.announce_smoke("inference / method 2")
+    targets = runner.run_targets(cfg.OUT_DIR, cfg.SEED, cfg.SUBMISSION, cfg.SEEDS, cfg.SUBMISSION_DIR)
+    rows, llm = read_inputs(cfg)
+    lora = lora_file(cfg)
+    lora_hash = files.file_hash(lora)[:16] if lora else ""
+    runner.prepare_targets(targets)  # before any model loads
+    rank, world, device = devices.process_info()
+    device = devices.pick_device(cfg.DEVICE) if world == 1 else device
+    if rank == 0:  # one process fills the training-statistics cache; the others then read it
+        guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
+    devices.wait_for_everyone()
+    if rank != 0:
+        guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
+    pipe = load_pipeline(cfg, device)
+    prompt, fallback, cut = fitted_prompts(rows, llm, pipe.tokenizer, cfg.STYLE)
+    if rank == 0:
+        print(f"prompts: {len(rows) - fallback} from the LLM ({cut} cut to the {prompts.window(pipe.tokenizer)}-token "
+              f"window), {fallback} rows without one use their fitted copy", file=sys.stderr)
+    return runner.run_all(targets, rows, lambda target, r, w, _d: run_once(cfg, target, rows, prompt, lora_hash, pipe,
+                                                                          guard, mean_rgb, r, w), cfg.DUP_MAX)
+
+
+if __name__ == "__main__":
+    knobs.run_main(main)

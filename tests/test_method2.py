@@ -1,0 +1,154 @@
+"""Method 2 with the tiny random SD 2.1 smoke model (v-prediction) on the embedded sample, offline, on the CPU.
+
+The LoRA here is made the way run/train_sd.sh saves one (peft adapters on the UNet attention projections, written with
+`save_lora_weights`), with random non-zero weights so that it visibly changes the output; the training itself is tested
+in test_train_lora.py. The LLM prompts are a small fixture in llava_prompt.json's format (run/prompts.sh is tested in
+test_prompts.py).
+"""
+import io
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from core import dataset, files, images, knobs
+from tests.test_method1 import write_fixtures
+
+PROMPTS = {  # LLM prompts for 4 of the 6 sample test rows (bannerImage -> prompt); two rows fall back to their copy
+    "1.jpg": "A black leather car seat cover on a red background, studio light, advertising photo",
+    "3.jpg": "A cup of herbal tea beside a box of tea bags, calm evening light",
+    "4.jpg": "A smiling woman holding clear dental aligners, clean white background " * 8,  # over the 77-token window
+    "6.jpg": "A bottle of vitamin C serum with orange slices, bright product shot",
+}
+
+
+def make_lora(folder):
+    """A diffusers-format LoRA for the smoke sd21 UNet with random weights (rank 4, attention projections)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+
+    import smoke
+
+    pipe = StableDiffusionPipeline.from_pretrained(smoke.smoke_model("sd21"))
+    pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
+                                     target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    torch.manual_seed(0)
+    for name, p in pipe.unet.named_parameters():
+        if "lora_B" in name:  # peft starts B at zero (no effect); a trained LoRA is not
+            torch.nn.init.normal_(p, std=0.5)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(pipe.unet))
+    StableDiffusionPipeline.save_lora_weights(str(folder), unet_lora_layers=layers, safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def lora_dir(tmp_path_factory):
+    return make_lora(tmp_path_factory.mktemp("lora"))
+
+
+@pytest.fixture
+def m2(sample_dir, lora_dir, tmp_path_factory, monkeypatch):
+    monkeypatch.setenv("SMOKE", "1")
+    from inference import method2
+
+    write_fixtures(sample_dir)
+    files.write_json(sample_dir / "test" / "llava_prompt.json", PROMPTS)
+    cache = tmp_path_factory.getbasetemp() / "method2_cache"
+    base = [f"--DATA_DIR={sample_dir}", f"--CACHE_DIR={cache}", "--DEVICE=cpu", "--DUP_GUARD=0", f"--LORA={lora_dir}"]
+    method2.flags = lambda *more: [*base, *more]
+    return method2
+
+
+def pixels(path):
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
+
+
+def test_every_row_gets_a_banner_prompts_and_fallback_counted(m2, sample_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    m2.main(m2.flags(f"--OUT_DIR={out}"))
+    info = dataset.read_info(sample_dir / "test" / "info.csv")
+    for name in info["bannerImage"]:
+        assert images.is_banner_jpeg(out / name)
+    manifest = pd.read_csv(out / "manifest.csv", dtype=str, keep_default_na=False)
+    assert list(manifest["id"]) == list(info["id"])
+    assert manifest["init_bannerImage"].eq("").all() and manifest["strength"].astype(float).eq(1.0).all()
+    err = capsys.readouterr().err
+    assert "4 from the LLM (1 cut to the 75-token window), 2 rows without one use their fitted copy" in err
+    by_name = dict(zip(manifest["bannerImage"], manifest["prompt"]))
+    assert by_name["1.jpg"] == PROMPTS["1.jpg"]
+    assert by_name["8.jpg" if "8.jpg" in by_name else info["bannerImage"][3]]  # a fallback row has its copy
+    # a rerun redoes nothing
+    before = {p.name: p.read_bytes() for p in out.glob("*.jpg")}
+    m2.main(m2.flags(f"--OUT_DIR={out}"))
+    assert "6 already done, 0 to generate" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in out.glob("*.jpg")} == before
+
+
+def test_lora_is_applied_and_scale_zero_is_the_base_model(m2, tmp_path):
+    cfg = knobs.configure(m2, m2.flags("--LIMIT=1"), env={"SMOKE": "1"})
+    rows, llm = m2.read_inputs(cfg)
+    calls = [(llm[rows[0].id], None, 123)]
+    lora = np.asarray(m2.generate(m2.load_pipeline(cfg, "cpu"), cfg, calls)[0], dtype=np.int16)
+    base = np.asarray(m2.generate(m2.load_pipeline(cfg.replace(LORA=""), "cpu"), cfg, calls)[0], dtype=np.int16)
+    zero = np.asarray(m2.generate(m2.load_pipeline(cfg.replace(LORA_SCALE=0.0), "cpu"), cfg, calls)[0],
+                      dtype=np.int16)
+    fused = np.asarray(m2.generate(m2.load_pipeline(cfg.replace(FUSE_LORA=True), "cpu"), cfg, calls)[0],
+                       dtype=np.int16)
+    assert np.abs(lora - base).mean() > 2  # the LoRA changes the picture
+    assert np.abs(zero - base).max() <= 1  # scale 0 gives the base model back
+    assert np.abs(fused - lora).max() <= 3  # fusing changes speed, not the picture
+    with pytest.raises(knobs.InputError, match="LoRA not found"):
+        m2.load_pipeline(cfg.replace(LORA=str(tmp_path / "nope")), "cpu")
+
+
+def test_kill_and_resume_keeps_finished_banners(m2, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    real, calls = m2.generate, []
+
+    def killed_on_second_call(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(m2, "generate", killed_on_second_call)
+    with pytest.raises(KeyboardInterrupt):
+        m2.main(m2.flags(f"--OUT_DIR={out}"))
+    finished = {p.name: p.read_bytes() for p in out.glob("*.jpg")}
+    assert len(finished) == 2
+    monkeypatch.setattr(m2, "generate", real)
+    m2.main(m2.flags(f"--OUT_DIR={out}"))
+    assert len(list(out.glob("*.jpg"))) == 6
+    for name, data in finished.items():
+        assert (out / name).read_bytes() == data  # finished banners untouched
+
+
+def test_submission_mode_and_guard_retry_changes_only_the_seed(m2, tmp_path, monkeypatch):
+    m2.main(m2.flags("--SUBMISSION", f"--SUBMISSION_DIR={tmp_path}", "--LIMIT=2", "--SEEDS=1,2"))
+    for k in (1, 2):
+        assert sorted(p.name for p in (tmp_path / f"submission{k}").iterdir()) == ["1.jpg", "3.jpg"]
+        times = pd.read_csv(tmp_path / f"time_submission{k}.csv")
+        assert list(times.columns) == ["fname", "time"] and (times["time"] > 0).all()
+    assert np.abs(pixels(tmp_path / "submission1" / "1.jpg") - pixels(tmp_path / "submission2" / "1.jpg")).max() > 2
+    real, seen = m2.generate, []
+
+    def spy(pipe, cfg, calls):
+        seen.append([(p, s) for p, _, s in calls])
+        return real(pipe, cfg, calls)
+
+    monkeypatch.setattr(m2, "generate", spy)
+    m2.main(m2.flags(f"--OUT_DIR={tmp_path / 'guarded'}", "--LIMIT=1", "--DUP_GUARD=1", "--DUP_MAX=-1",
+                     "--DUP_MAX_TRIES=2"))
+    assert len(seen) == 2 and seen[0][0][0] == seen[1][0][0] and seen[0][0][1] != seen[1][0][1]
+    manifest = pd.read_csv(tmp_path / "guarded" / "manifest.csv")
+    assert manifest["tries"].eq(2).all() and manifest["dup_similarity"].between(-1, 1).all()
+
+
+def test_jpeg_on_disk_is_what_the_manifest_describes(m2, tmp_path):
+    m2.main(m2.flags(f"--OUT_DIR={tmp_path / 'o'}", "--LIMIT=1", "--POSTPROCESS"))
+    data = (tmp_path / "o" / "1.jpg").read_bytes()
+    with Image.open(io.BytesIO(data)) as im:
+        assert (im.format, im.size) == ("JPEG", (1024, 533))
