@@ -1,33 +1,41 @@
 """
-Method 1 speed and memory with the REAL Stable Diffusion 1.5 architecture and RANDOM weights (no download: speed does
-not depend on weight values). The UNet (860 M parameters), VAE (84 M) and CLIP ViT-L/14 text encoder (123 M) are built
-from SD 1.5's published configs written below; the tokenizer is the real CLIP vocab (the smoke sd15 tokenizer). The
-generation path is Method 1's own (`method1.generate`: per-row generators, batches, DPM-Solver++, guidance).
+Generation speed and memory with the REAL architectures and RANDOM weights (no download: speed does not depend on
+weight values), on the methods' own generate functions (per-row generators, batches, schedulers, guidance).
 
-Prints banners/s, UNet evaluations per banner (counted at the UNet) and peak memory (CUDA allocator on a GPU, process
-peak RSS on the CPU). Optionally also times the duplication guard's Inception features per banner.
+MODE=method1: SD 1.5 img2img (UNet 860 M, VAE 84 M, CLIP ViT-L/14 text 123 M) as Method 1 runs it.
+MODE=method2: SD 2.1 text-to-image (UNet 866 M with linear projections and per-block heads, OpenCLIP ViT-H/14 text
+encoder 340 M), DDIM zero-SNR trailing, as Method 2 runs it (a LoRA fused into the weights costs nothing per step).
+The tokenizer is the real CLIP vocab (the smoke tokenizer, rebuilt from the BPE file open_clip ships; TOKENIZER names
+another folder on a machine without open_clip).
 
-GPU (defaults):  python -m inference.benchmark
-CPU (reduced):   python -m inference.benchmark --N_BANNERS=1 --BATCH_SIZE=1 --STEPS=4 --WARMUP=0
+Prints banners/s, UNet evaluations per banner (counted at the UNet), the time per UNet call eager and, with
+COMPILE_CHECK, compiled (torch.compile, channels_last both ways), peak memory (CUDA allocator on a GPU, process RSS on
+the CPU), and the projected time for the 738 test rows. Optionally the duplication guard's Inception features.
+
+GPU (defaults):  python -m inference.benchmark [--MODE=method2] [--COMPILE_CHECK]
+CPU (reduced):   python -m inference.benchmark --N_BANNERS=1 --BATCH_SIZE=1 --STEPS=4 --WARMUP=0 --GUARD=0
 """
 import resource
 import time
 
-from core import devices, images, knobs
-from inference import method1
+from core import devices, knobs
 
+MODE = "method1"  # method1 (SD 1.5 img2img) | method2 (SD 2.1 text-to-image)
 N_BANNERS = 8  # banners timed (after the warm-up)
-BATCH_SIZE = 4  # images per pipeline call (Method 1's default)
+BATCH_SIZE = 4  # images per pipeline call (the methods' default)
 STEPS = 30  # scheduler steps; img2img runs int(STEPS * STRENGTH) of them
-STRENGTH = 0.6  # Method 1's default
+STRENGTH = 0.6  # method1: img2img strength (Method 1's default)
 GUIDANCE = 7.5  # > 1 doubles the UNet batch
 GEN_SIZE = (1024, 536)  # WxH
-SCHEDULER = "dpmpp"  # as Method 1
 DTYPE = "fp16"  # on CUDA; the CPU always runs fp32
 DEVICE = "auto"  # auto | cuda | cpu
 WARMUP = 1  # untimed batches first (CUDA kernels, allocator)
+CHANNELS_LAST = False  # the UNet in channels_last for the banner timing
+COMPILE = False  # torch.compile the UNet for the banner timing
+COMPILE_CHECK = False  # also time one UNet call eager / channels_last / compiled, and check compiled images match
 GUARD = True  # also time the duplication guard's Inception features of the outputs
-knobs.configure(globals())
+TOKENIZER = ""  # a CLIP tokenizer folder ("" = the smoke tokenizer: the real CLIP vocab)
+TEST_ROWS = 738  # rows of the public test set, for the projection
 
 SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, cross_attention_dim=768,
                  block_out_channels=(320, 640, 1280, 1280), attention_head_dim=8, norm_num_groups=32,
@@ -43,22 +51,69 @@ SD15_SCHEDULER = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.0
                       set_alpha_to_one=False, steps_offset=1, skip_prk_steps=True)
 
 
-def build_sd15(device, dtype):
-    import torch
-    from diffusers import AutoencoderKL, PNDMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+SD21_UNET = dict(sample_size=96, in_channels=4, out_channels=4, layers_per_block=2, cross_attention_dim=1024,
+                 block_out_channels=(320, 640, 1280, 1280), attention_head_dim=(5, 10, 20, 20),
+                 use_linear_projection=True, upcast_attention=True, norm_num_groups=32,
+                 down_block_types=SD15_UNET["down_block_types"], up_block_types=SD15_UNET["up_block_types"])
+SD21_TEXT = dict(vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23,
+                 num_attention_heads=16, max_position_embeddings=77, hidden_act="gelu", projection_dim=512,
+                 bos_token_id=49406, eos_token_id=49407, pad_token_id=0)
 
+
+def tokenizer(cfg):
+    from transformers import CLIPTokenizer
+
+    if cfg.TOKENIZER:
+        return CLIPTokenizer.from_pretrained(cfg.TOKENIZER)
     import smoke
 
+    return CLIPTokenizer.from_pretrained(smoke.smoke_model("sd15"), subfolder="tokenizer")
+
+
+def build(cfg, device, dtype):
+    """The MODE's pipeline with random weights, prepared as the method prepares it."""
+    import torch
+    from diffusers import (AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionImg2ImgPipeline,
+                           StableDiffusionPipeline, UNet2DConditionModel)
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    from inference import pipelines
+
     torch.manual_seed(0)
-    tokenizer = CLIPTokenizer.from_pretrained(smoke.smoke_model("sd15"), subfolder="tokenizer")
-    pipe = StableDiffusionImg2ImgPipeline(
-        vae=AutoencoderKL(**SD15_VAE), text_encoder=CLIPTextModel(CLIPTextConfig(**SD15_TEXT)), tokenizer=tokenizer,
-        unet=UNet2DConditionModel(**SD15_UNET), scheduler=PNDMScheduler(**SD15_SCHEDULER),
-        safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    v2 = cfg.MODE == "method2"
+    parts = dict(vae=AutoencoderKL(**SD15_VAE), tokenizer=tokenizer(cfg), safety_checker=None, feature_extractor=None,
+                 requires_safety_checker=False,
+                 text_encoder=CLIPTextModel(CLIPTextConfig(**(SD21_TEXT if v2 else SD15_TEXT))),
+                 unet=UNet2DConditionModel(**(SD21_UNET if v2 else SD15_UNET)))
+    if v2:
+        pipe = StableDiffusionPipeline(**parts, scheduler=DDIMScheduler(
+            num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
+            clip_sample=False, set_alpha_to_one=False, steps_offset=1, prediction_type="v_prediction"))
+    else:
+        pipe = StableDiffusionImg2ImgPipeline(**parts, scheduler=PNDMScheduler(**SD15_SCHEDULER))
     if dtype != torch.float32:
         pipe = pipe.to(dtype=dtype)
-    return method1.prepare_pipeline(pipe, device)
+    return pipelines.prepare(pipe, device, "ddim_zero_snr" if v2 else "dpmpp", cfg.MODE, True, cfg.COMPILE,
+                             cfg.CHANNELS_LAST)
+
+
+def generate(cfg, pipe, method_cfg, calls):
+    """The method's own generate function on `calls` [(prompt, init path or None, seed)]."""
+    from inference import method1, method2
+
+    if cfg.MODE == "method2":
+        return method2.generate(pipe, method_cfg, calls)
+    return method1.generate(pipe, method_cfg, calls, cfg.STRENGTH)
+
+
+def method_config(cfg):
+    """The method's Config with the benchmark's settings (its own defaults for everything else)."""
+    from inference import method1, method2
+
+    module = method2 if cfg.MODE == "method2" else method1
+    return knobs.configure(module, [f"--BATCH_SIZE={cfg.BATCH_SIZE}", f"--STEPS={cfg.STEPS}",
+                                    f"--GUIDANCE={cfg.GUIDANCE}", f"--GEN_SIZE={cfg.GEN_SIZE[0]},{cfg.GEN_SIZE[1]}"],
+                           env={})
 
 
 def peak_memory(device):
@@ -69,48 +124,108 @@ def peak_memory(device):
     return f"peak process RSS {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB (CPU run)"
 
 
-def main():
+def sync(device):
     import torch
-    from PIL import Image
 
-    device = devices.pick_device(DEVICE)
-    dtype = devices.pick_dtype(device, DTYPE)
-    for name in ("BATCH_SIZE", "STEPS", "GUIDANCE", "SCHEDULER", "GEN_SIZE"):
-        setattr(method1, name, globals()[name])
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def unet_call_times(cfg, pipe, device, dtype, repeats=5):
+    """ms per UNet call at the method's shape (batch x guidance, latent of GEN_SIZE, 77 tokens): eager,
+    channels_last, and torch.compile + channels_last; and the largest pixel difference compiled vs eager."""
+    import torch
+
+    unet = pipe.unet
+    batch = cfg.BATCH_SIZE * (2 if cfg.GUIDANCE > 1 else 1)
+    w, h = cfg.GEN_SIZE
+    sample = torch.randn(batch, 4, h // 8, w // 8, device=device, dtype=dtype)
+    hidden = torch.randn(batch, 77, unet.config.cross_attention_dim, device=device, dtype=dtype)
+    t = torch.tensor([500] * batch, device=device)
+
+    def timed(fn):
+        with torch.no_grad():
+            fn()
+            sync(device)
+            start = time.perf_counter()
+            for _ in range(repeats):
+                out = fn()
+            sync(device)
+        return (time.perf_counter() - start) / repeats * 1000, out
+
+    eager_ms, eager = timed(lambda: unet(sample, t, hidden).sample)
+    unet.to(memory_format=torch.channels_last)
+    cl_ms, _ = timed(lambda: unet(sample, t, hidden).sample)
     t0 = time.perf_counter()
-    pipe = build_sd15(device, dtype)
+    compiled = torch.compile(unet, mode="max-autotune-no-cudagraphs")
+    with torch.no_grad():
+        compiled(sample, t, hidden)
+    compile_s = time.perf_counter() - t0
+    comp_ms, comp = timed(lambda: compiled(sample, t, hidden).sample)
+    unet.to(memory_format=torch.contiguous_format)
+    diff = (comp.float() - eager.float()).abs().max().item()
+    print(f"UNet call (batch {batch}, latent {h // 8}x{w // 8}): eager {eager_ms:.1f} ms, channels_last {cl_ms:.1f} ms, "
+          f"compiled + channels_last {comp_ms:.1f} ms (compiling took {compile_s:.0f} s); compiled vs eager max "
+          f"|diff| {diff:.2e} on the UNet output")
+
+
+def main(argv=None):
+    import torch
+
+    from core import images
+
+    cfg = knobs.configure(globals(), argv)
+    device = devices.pick_device(cfg.DEVICE)
+    dtype = devices.pick_dtype(device, cfg.DTYPE)
+    t0 = time.perf_counter()
+    pipe = build(cfg, device, dtype)
+    method_cfg = method_config(cfg)
     params = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) / 1e6
               for name in ("unet", "vae", "text_encoder")}
-    print(f"SD 1.5 architecture, random weights, on {device} {dtype}: "
+    arch = "SD 2.1 text-to-image" if cfg.MODE == "method2" else "SD 1.5 img2img"
+    print(f"{arch} architecture, random weights, on {device} {dtype}: "
           + ", ".join(f"{k} {v:.0f} M" for k, v in params.items()) + f" (built in {time.perf_counter() - t0:.1f} s)")
-    init = Image.new("RGB", tuple(GEN_SIZE), (180, 150, 120))
+    init = None
+    if cfg.MODE == "method1":
+        import tempfile
+
+        from PIL import Image
+
+        init = tempfile.NamedTemporaryFile(suffix=".jpg", delete=False).name
+        Image.new("RGB", tuple(cfg.GEN_SIZE), (180, 150, 120)).save(init)
     prompt = "Premium leather car seat covers, tailored to each model, heat resistant, easy to clean"
-    jobs = [(prompt, init, i) for i in range(N_BANNERS)]
-    if WARMUP:
-        method1.generate(pipe, jobs[:BATCH_SIZE] * WARMUP, STRENGTH)
+    calls = [(prompt, init, i) for i in range(cfg.N_BANNERS)]
+    if cfg.WARMUP:
+        generate(cfg, pipe, method_cfg, calls[:cfg.BATCH_SIZE] * cfg.WARMUP)
+    sync(device)
     if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    calls = pipe.unet_calls[0]
-    images, seconds = method1.generate(pipe, jobs, STRENGTH)
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-    unet_per_banner = (pipe.unet_calls[0] - calls) / N_BANNERS
-    print(f"{N_BANNERS} banners at {GEN_SIZE[0]}x{GEN_SIZE[1]}, batch {BATCH_SIZE}, {STEPS} steps x strength "
-          f"{STRENGTH}, guidance {GUIDANCE}, {SCHEDULER}: {seconds:.2f} s -> {N_BANNERS / seconds:.4f} banners/s "
-          f"({seconds / N_BANNERS:.2f} s per banner)")
-    print(f"UNet evaluations per banner: {unet_per_banner:.1f} (int({STEPS} x {STRENGTH}) = {int(STEPS * STRENGTH)} "
-          f"steps x {2 if GUIDANCE > 1 else 1}); {peak_memory(device)}")
-    if GUARD:
+    before = pipe.unet_calls[0]
+    start = time.perf_counter()
+    outs = generate(cfg, pipe, method_cfg, calls)
+    sync(device)
+    seconds = time.perf_counter() - start
+    unet_per_banner = (pipe.unet_calls[0] - before) / cfg.N_BANNERS
+    steps = int(cfg.STEPS * cfg.STRENGTH) if cfg.MODE == "method1" else cfg.STEPS
+    print(f"{cfg.N_BANNERS} banners at {cfg.GEN_SIZE[0]}x{cfg.GEN_SIZE[1]}, batch {cfg.BATCH_SIZE}, {steps} UNet steps, "
+          f"guidance {cfg.GUIDANCE}{', compiled' if cfg.COMPILE else ''}"
+          f"{', channels_last' if cfg.CHANNELS_LAST else ''}: {seconds:.2f} s -> {cfg.N_BANNERS / seconds:.4f} "
+          f"banners/s ({seconds / cfg.N_BANNERS:.3f} s per banner)")
+    print(f"UNet evaluations per banner: {unet_per_banner:.1f} ({steps} steps x {2 if cfg.GUIDANCE > 1 else 1}); "
+          f"{peak_memory(device)}")
+    if cfg.GUARD:
         from evaluation.inception import InceptionFeatures
 
         extractor = InceptionFeatures(device=device)
-        extractor(images[:1])
+        extractor(outs[:1])
         t0 = time.perf_counter()
-        extractor([images.to_banner(im) for im in images])
-        guard = (time.perf_counter() - t0) / len(images)
+        extractor([images.to_banner(im) for im in outs])
+        guard = (time.perf_counter() - t0) / len(outs)
         print(f"duplication guard (Inception features of an output): {guard:.3f} s per banner")
-    print(f"738 test rows at THIS configuration, no retries: {738 * seconds / N_BANNERS / 60:.1f} min per run")
+    print(f"{cfg.TEST_ROWS} test rows at THIS configuration, no retries: "
+          f"{cfg.TEST_ROWS * seconds / cfg.N_BANNERS / 60:.1f} min per run")
+    if cfg.COMPILE_CHECK:
+        unet_call_times(cfg, pipe, device, dtype)
 
 
 if __name__ == "__main__":
