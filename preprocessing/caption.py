@@ -45,6 +45,7 @@ SKIP_BAD = False  # an unreadable banner is skipped and listed (exit non-zero at
 DEVICE = "auto"  # auto | cuda | cuda:1 | cpu (under accelerate launch: the process's device)
 DTYPE = "fp16"  # fp16 | bf16 | fp32 on CUDA; the CPU always runs fp32
 CPU_THREADS = 0  # torch threads on the CPU; 0 = torch's default
+SUPPRESS_BLANK_START = True  # forbid a first token that cleans to nothing (random/weak models otherwise answer "")
 TRUST_REMOTE_CODE = False  # allow model repos that ship their own Python code (off: a security risk)
 TOKENIZER = "stabilityai/stable-diffusion-2-1"  # for the report: the text tokenizer training uses (hub id or folder)
 TOKENIZER_SUBFOLDER = "tokenizer"  # its subfolder ("" for a bare tokenizer folder)
@@ -123,7 +124,15 @@ def load_model(cfg, device):
     processor.tokenizer.padding_side = "left"
     model = devices.load_model(AutoModelForImageTextToText.from_pretrained, cfg.MODEL, "llava",
                                dtype=devices.pick_dtype(device, cfg.DTYPE), trust_remote_code=cfg.TRUST_REMOTE_CODE)
+    model.blank_start_ids = blank_token_ids(processor.tokenizer) if cfg.SUPPRESS_BLANK_START else []
     return processor, model.to(device).eval()
+
+
+def blank_token_ids(tokenizer):
+    """Ids that are nothing once cleaned (pad, a lone space or newline, a control byte): never the first token."""
+    ids = list(range(len(tokenizer)))
+    texts = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=True)
+    return [i for i, t in zip(ids, texts) if not clean_caption(t)]
 
 
 def chat_prompt(processor, asked, fallback):
@@ -170,6 +179,8 @@ def generate(cfg, processor, model, batch, device):
     prompt_length = inputs["input_ids"].shape[1]
     kwargs = dict(max_new_tokens=cfg.MAX_NEW_TOKENS, min_new_tokens=1, do_sample=False,
                   pad_token_id=processor.tokenizer.pad_token_id)
+    if getattr(model, "blank_start_ids", None):
+        kwargs["begin_suppress_tokens"] = model.blank_start_ids
     if not cfg.GREEDY:
         row_seeds = [seeds.row_seed(cfg.SEED, row["id"]) for row in batch["rows"]]
         kwargs["logits_processor"] = [RowSeededSampler(row_seeds, cfg.MAX_NEW_TOKENS, cfg.TEMPERATURE, prompt_length)]
@@ -296,7 +307,8 @@ def token_report(cfg, captions, log=print):
     except knobs.InputError as e:
         log(f"token report skipped: {e}")
         return None
-    lengths = {k: len(ids) for k, ids in zip(captions, tokenizer(list(captions.values()), verbose=False)["input_ids"])}
+    ids = tokenizer(list(captions.values()), verbose=False)["input_ids"]
+    lengths = {k: len(i) for k, i in zip(captions, ids)}
     over = sorted((k for k, n in lengths.items() if n > cfg.TOKEN_LIMIT), key=lambda k: -lengths[k])
     longest = max(lengths.values(), default=0)
     log(f"{len(over)} of {len(captions)} captions exceed {cfg.TOKEN_LIMIT} tokens of {cfg.TOKENIZER}'s tokenizer "
@@ -315,7 +327,7 @@ def run(cfg, rank=0, world=1, device="cpu", log=print):
     todo = [r for r in devices.shard(rows, rank, world) if r["bannerImage"] not in done]
     vi = [r["id"] for r in todo if r["text"] == "vi"]
     if not has_trans:
-        log(f"note: no {output.parent / 'info_trans.csv'}: every question uses the Vietnamese text "
+        log(f"note: no {dataset.split_dir(cfg.SPLIT, cfg.DATA_DIR) / 'info_trans.csv'}: every question uses the Vietnamese text "
             f"(run bash run/translation.sh first for the English copy the seed used)")
     log(f"rank {rank}/{world}: {len(rows)} rows, {len(done)} already captioned, {len(todo)} to caption here "
         f"({len(todo) - len(vi)} with the English text of info_trans.csv, {len(vi)} with the Vietnamese info.csv "
