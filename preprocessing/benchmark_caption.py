@@ -42,8 +42,9 @@ def llava_config(full, cfg):
     text_hidden = 4096 if full else cfg.REDUCED_TEXT_HIDDEN
     vision_hidden = 1024 if full else cfg.REDUCED_VISION_HIDDEN
     text = LlamaConfig(vocab_size=VOCAB, hidden_size=text_hidden, intermediate_size=11008 if full else 4 * text_hidden,
-                       num_hidden_layers=32 if full else cfg.REDUCED_TEXT_LAYERS, num_attention_heads=text_hidden // 128,
-                       num_key_value_heads=text_hidden // 128, max_position_embeddings=4096, rms_norm_eps=1e-5,
+                       num_hidden_layers=32 if full else cfg.REDUCED_TEXT_LAYERS,
+                       num_attention_heads=text_hidden // 128, num_key_value_heads=text_hidden // 128,
+                       max_position_embeddings=4096, rms_norm_eps=1e-5,
                        bos_token_id=1, eos_token_id=2, pad_token_id=32001, tie_word_embeddings=False)
     vision = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=4 * vision_hidden,
                               num_hidden_layers=24 if full else cfg.REDUCED_VISION_LAYERS,
@@ -55,7 +56,7 @@ def llava_config(full, cfg):
 
 
 def build_model(config, device, dtype):
-    """Random weights made directly on the device in the target dtype (7B of fp32 on the CPU first would take minutes)."""
+    """Random weights made directly on the device in the target dtype (7B in fp32 on the CPU first: minutes)."""
     import torch
     from transformers import LlavaForConditionalGeneration
 
@@ -130,7 +131,8 @@ def main(argv=None):
     started = time.perf_counter()
     model = build_model(llava_config(full, cfg), device, dtype)
     params = sum(p.numel() for p in model.parameters())
-    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU, {torch.get_num_threads()} threads"
+    threads = torch.get_num_threads()
+    name = torch.cuda.get_device_name(device) if device.startswith("cuda") else f"CPU, {threads} threads"
     print(f"LLaVA-1.5-7B architecture, {'FULL size' if full else 'REDUCED (CPU)'}: {params / 1e9:.2f} B parameters, "
           f"{dtype}, {name}; built in {time.perf_counter() - started:.1f} s")
     print(f"per row: 576 image + {cfg.PROMPT_TOKENS} text prompt tokens, {cfg.MAX_NEW_TOKENS} new tokens (sampled, "

@@ -3,8 +3,8 @@ Caption every training banner with a vision-language model: $DATA_DIR/train/{inf
 $DATA_DIR/train/llava_caption.json ({bannerImage: caption}), what Method 2 fine-tunes SD 2.1 on.
 
 The seed ran LLaVA-1.5-7B from the LLaVA repository one image at a time (over an hour); here it is transformers'
-image-text-to-text classes, batched with left padding, fp16 on CUDA. The question is the seed's template, filled with the
-row's English copy (info_trans.csv) or, where a row has no translation, its Vietnamese text (info.csv); the run says
+image-text-to-text classes, batched with left padding, fp16 on CUDA. The question is the seed's template, filled with
+the row's English copy (info_trans.csv) or, where a row has no translation, its Vietnamese text (info.csv); the run says
 how many rows used which.
 
 - Resumable: rows already in the JSON (or in a rank file of an interrupted multi-process run) are skipped; the JSON is
@@ -84,7 +84,11 @@ def read_rows(data_dir, split):
 
 
 def question(template, row):
-    return template.format(**{c: row[c] for c in dataset.TEXT_COLUMNS})
+    try:
+        return template.format(**{c: row[c] for c in dataset.TEXT_COLUMNS})
+    except (KeyError, IndexError, ValueError) as e:
+        raise knobs.InputError(f"PROMPT: only {{caption}}, {{description}} and {{moreInfo}} can be filled in "
+                               f"({type(e).__name__}: {e})") from None
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -298,7 +302,8 @@ def caption_rows(cfg, rows, store, processor, model, device, log=print):
 
 
 def token_report(cfg, captions, log=print):
-    """How many captions exceed TOKEN_LIMIT tokens of the training text encoder's tokenizer (training truncates them)."""
+    """How many captions exceed TOKEN_LIMIT tokens of the training text encoder's tokenizer (training truncates
+    them)."""
     from transformers import AutoTokenizer
 
     kwargs = {"subfolder": cfg.TOKENIZER_SUBFOLDER} if cfg.TOKENIZER_SUBFOLDER else {}
@@ -319,15 +324,18 @@ def token_report(cfg, captions, log=print):
 def run(cfg, rank=0, world=1, device="cpu", log=print):
     """Caption this process's share of the split's rows that have no caption yet; rank 0 merges and reports.
     Returns the merged {bannerImage: caption} (rank 0) or None."""
-    output = Path(cfg.OUTPUT) if cfg.OUTPUT else dataset.split_dir(cfg.SPLIT, cfg.DATA_DIR) / "llava_caption.json"
+    split = dataset.split_dir(cfg.SPLIT, cfg.DATA_DIR)
+    output = Path(cfg.OUTPUT) if cfg.OUTPUT else split / "llava_caption.json"
     rows, has_trans = read_rows(cfg.DATA_DIR, cfg.SPLIT)
+    if rows:
+        question(cfg.PROMPT, rows[0])  # a broken PROMPT knob fails now, not after the model loads
     files.check_writable(output.parent, "captions folder")
     done = finished_captions(output)
     # shard every row first, then drop the finished ones: each row belongs to one rank whatever the others wrote
     todo = [r for r in devices.shard(rows, rank, world) if r["bannerImage"] not in done]
     vi = [r["id"] for r in todo if r["text"] == "vi"]
     if not has_trans:
-        log(f"note: no {dataset.split_dir(cfg.SPLIT, cfg.DATA_DIR) / 'info_trans.csv'}: every question uses the Vietnamese text "
+        log(f"note: no {split / 'info_trans.csv'}: every question uses the Vietnamese text "
             f"(run bash run/translation.sh first for the English copy the seed used)")
     log(f"rank {rank}/{world}: {len(rows)} rows, {len(done)} already captioned, {len(todo)} to caption here "
         f"({len(todo) - len(vi)} with the English text of info_trans.csv, {len(vi)} with the Vietnamese info.csv "
