@@ -31,8 +31,8 @@ REDUCED_TEXT_HIDDEN = 256  # reduced size: Llama width (full: 4096; heads of 128
 REDUCED_VISION_LAYERS = 2  # reduced size: CLIP vision layers (full: 24)
 REDUCED_VISION_HIDDEN = 128  # reduced size: CLIP vision width (full: 1024; heads of 64)
 
-IMAGE_SIZE, PATCH = 336, 14  # CLIP ViT-L/14-336: (336 / 14)^2 = 576 image tokens
-VOCAB, IMAGE_TOKEN_ID = 32064, 32000
+_IMAGE_SIZE, _PATCH = 336, 14  # CLIP ViT-L/14-336: (336 / 14)^2 = 576 image tokens
+_VOCAB, _IMAGE_TOKEN_ID = 32064, 32000
 
 
 def llava_config(full, cfg):
@@ -41,16 +41,16 @@ def llava_config(full, cfg):
 
     text_hidden = 4096 if full else cfg.REDUCED_TEXT_HIDDEN
     vision_hidden = 1024 if full else cfg.REDUCED_VISION_HIDDEN
-    text = LlamaConfig(vocab_size=VOCAB, hidden_size=text_hidden, intermediate_size=11008 if full else 4 * text_hidden,
+    text = LlamaConfig(vocab_size=_VOCAB, hidden_size=text_hidden, intermediate_size=11008 if full else 4 * text_hidden,
                        num_hidden_layers=32 if full else cfg.REDUCED_TEXT_LAYERS,
                        num_attention_heads=text_hidden // 128, num_key_value_heads=text_hidden // 128,
                        max_position_embeddings=4096, rms_norm_eps=1e-5,
                        bos_token_id=1, eos_token_id=2, pad_token_id=32001, tie_word_embeddings=False)
     vision = CLIPVisionConfig(hidden_size=vision_hidden, intermediate_size=4 * vision_hidden,
                               num_hidden_layers=24 if full else cfg.REDUCED_VISION_LAYERS,
-                              num_attention_heads=vision_hidden // 64, image_size=IMAGE_SIZE, patch_size=PATCH,
+                              num_attention_heads=vision_hidden // 64, image_size=_IMAGE_SIZE, patch_size=_PATCH,
                               projection_dim=768, hidden_act="quick_gelu")
-    return LlavaConfig(vision_config=vision, text_config=text, image_token_id=IMAGE_TOKEN_ID,
+    return LlavaConfig(vision_config=vision, text_config=text, image_token_id=_IMAGE_TOKEN_ID,
                        projector_hidden_act="gelu", vision_feature_layer=-2, vision_feature_select_strategy="default",
                        tie_word_embeddings=False)
 
@@ -77,11 +77,11 @@ def make_inputs(batch_size, prompt_tokens, device, dtype, seed=0):
 
     g = torch.Generator().manual_seed(seed)
     head, tail = 5, prompt_tokens - 5
-    text = torch.randint(3, IMAGE_TOKEN_ID, (batch_size, prompt_tokens), generator=g)
-    image = torch.full((batch_size, (IMAGE_SIZE // PATCH) ** 2), IMAGE_TOKEN_ID)
+    text = torch.randint(3, _IMAGE_TOKEN_ID, (batch_size, prompt_tokens), generator=g)
+    image = torch.full((batch_size, (_IMAGE_SIZE // _PATCH) ** 2), _IMAGE_TOKEN_ID)
     input_ids = torch.cat([text[:, :head], image, text[:, head:head + tail]], dim=1)
     return dict(input_ids=input_ids.to(device), attention_mask=torch.ones_like(input_ids).to(device),
-                pixel_values=torch.randn(batch_size, 3, IMAGE_SIZE, IMAGE_SIZE, generator=g).to(device, dtype))
+                pixel_values=torch.randn(batch_size, 3, _IMAGE_SIZE, _IMAGE_SIZE, generator=g).to(device, dtype))
 
 
 def time_generate(model, inputs, cfg, device):
@@ -107,8 +107,8 @@ def time_preprocessing(n=16):
     from PIL import Image
     from transformers import CLIPImageProcessor
 
-    processor = CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
-                                   crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    processor = CLIPImageProcessor(size={"shortest_edge": _IMAGE_SIZE},
+                                   crop_size={"height": _IMAGE_SIZE, "width": _IMAGE_SIZE})
     banners = [Image.fromarray(np.random.default_rng(i).integers(0, 255, (533, 1024, 3), dtype=np.uint8))
                for i in range(n)]
     processor(images=banners[:2], return_tensors="pt")

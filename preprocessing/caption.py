@@ -32,8 +32,8 @@ DATA_DIR = "data"  # the data folder (also from env DATA_DIR: the run/*.sh contr
 SPLIT = "train"  # the split folder under DATA_DIR whose banners are captioned
 OUTPUT = ""  # the captions JSON; "" = $DATA_DIR/$SPLIT/llava_caption.json
 MODEL = "llava-hf/llava-1.5-7b-hf"  # hub id or local folder of an image-text-to-text model; SMOKE=1: tiny random LLaVA
-PROMPT = ('Given image is advertising about following information: "{caption}{description}". '
-          'What is happening in the image ?')  # the seed's question; {caption} {description} {moreInfo} are filled in
+PROMPT = ('Given image is advertising about following information: "{caption}{description}". '  # the seed's; fills
+          'What is happening in the image ?')  # {caption} {description} {moreInfo}
 CHAT_FORMAT = "USER: <image>\n{question} ASSISTANT:"  # used only when the processor has no chat template
 BATCH_SIZE = 16  # images per generate call (halved automatically on out-of-memory)
 MAX_NEW_TOKENS = 77  # the seed's answer length
@@ -54,9 +54,9 @@ PROGRESS = True  # show the tqdm progress bar (images/s)
 
 SMOKE_OVERRIDES = dict(BATCH_SIZE=4, SAVE_EVERY=4, CPU_THREADS=1)
 
-QUESTION_TAIL = "What is happening in the image ?"  # an answer that starts by repeating it gets it cut
-TURN_MARKERS = re.compile(r"(?:\b(?:USER|ASSISTANT|SYSTEM|Human|Assistant)\s*:|<\|[a-z_]+\|>|</?s>|<image>|###)")
-SENTENCE_END = re.compile(r"""[.!?]["')\]]*(?=\s|$)""")
+_QUESTION_TAIL = "What is happening in the image ?"  # an answer that starts by repeating it gets it cut
+_TURN_MARKERS = re.compile(r"(?:\b(?:USER|ASSISTANT|SYSTEM|Human|Assistant)\s*:|<\|[a-z_]+\|>|</?s>|<image>|###)")
+_SENTENCE_END = re.compile(r"""[.!?]["')\]]*(?=\s|$)""")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -101,15 +101,15 @@ def clean_caption(answer, asked="", finished=True):
     text = "".join(ch if ch.isprintable() or ch.isspace() else " " for ch in answer.replace("\ufffd", ""))
     text = re.sub(r"\s+", " ", text).strip()
     text = re.sub(r"^(?:\s*(?:ASSISTANT|Assistant|<\|assistant\|>)\s*:?)+", "", text).strip()  # the turn it answers
-    marker = TURN_MARKERS.search(text)
+    marker = _TURN_MARKERS.search(text)
     if marker:  # a new turn begins: the model went on with the conversation
         text = text[:marker.start()].strip()
-    for echo in (asked, QUESTION_TAIL):
+    for echo in (asked, _QUESTION_TAIL):
         echo = re.sub(r"\s+", " ", echo).strip()
         if echo and text.lower().startswith(echo.lower()):
             text = text[len(echo):].strip()
     if not finished:
-        ends = list(SENTENCE_END.finditer(text))
+        ends = list(_SENTENCE_END.finditer(text))
         if ends and ends[-1].end() < len(text):
             text = text[:ends[-1].end()]
     return text.strip()
@@ -192,7 +192,8 @@ def generate(cfg, processor, model, batch, device):
         out = model.generate(**inputs, **kwargs)
     new = out[:, prompt_length:].cpu()
     eos = model.generation_config.eos_token_id
-    eos = torch.tensor(eos if isinstance(eos, (list, tuple)) else [eos])
+    eos = [i for i in (eos if isinstance(eos, (list, tuple)) else [eos]) if i is not None]
+    eos = torch.tensor(eos, dtype=new.dtype)
     texts = processor.batch_decode(new, skip_special_tokens=True)
     return [(text, bool(torch.isin(ids, eos).any())) for text, ids in zip(texts, new)]
 
@@ -334,7 +335,7 @@ def run(cfg, rank=0, world=1, device="cpu", log=print):
     # shard every row first, then drop the finished ones: each row belongs to one rank whatever the others wrote
     todo = [r for r in devices.shard(rows, rank, world) if r["bannerImage"] not in done]
     vi = [r["id"] for r in todo if r["text"] == "vi"]
-    if not has_trans:
+    if not has_trans and rank == 0:
         log(f"note: no {split / 'info_trans.csv'}: every question uses the Vietnamese text "
             f"(run bash run/translation.sh first for the English copy the seed used)")
     log(f"rank {rank}/{world}: {len(rows)} rows, {len(done)} already captioned, {len(todo)} to caption here "
