@@ -1,0 +1,393 @@
+"""
+Caption every training banner with a vision-language model: $DATA_DIR/train/{info.csv, images/} ->
+$DATA_DIR/train/llava_caption.json ({bannerImage: caption}), what Method 2 fine-tunes SD 2.1 on.
+
+The seed ran LLaVA-1.5-7B from the LLaVA repository one image at a time (over an hour); here it is transformers'
+image-text-to-text classes, batched with left padding, fp16 on CUDA. The question is the seed's template, filled with
+the row's English copy (info_trans.csv) or, where a row has no translation, its Vietnamese text (info.csv); the run says
+how many rows used which.
+
+- Resumable: rows already in the JSON (or in a rank file of an interrupted multi-process run) are skipped; the JSON is
+  replaced atomically every SAVE_EVERY captions, so a kill loses at most that many.
+- Several processes (`accelerate launch -m preprocessing.caption`): each captions every world-th row into its own rank
+  file; rank 0 merges them into the one JSON.
+- Per-row seeds: when sampling (the seed's temperature 0.2), each row draws its tokens from its own random stream
+  (row_seed(SEED, id)), so a caption does not depend on batch size, order or process count. GREEDY=1 decodes greedily.
+- An unreadable banner stops the run with one line naming it; SKIP_BAD=1 goes on, lists the skipped banners at the end
+  and exits non-zero (every caption made is kept).
+- At the end: how many captions are longer than SD 2.1's 77-token text window (training truncates them).
+
+usage: bash run/caption.sh [--GREEDY=1] [--BATCH_SIZE=16] [--MODEL=llava-hf/llava-1.5-7b-hf] [--help]
+       accelerate launch -m preprocessing.caption [--NAME=value ...]
+"""
+import re
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from core import dataset, devices, files, images, knobs, seeds
+
+DATA_DIR = "data"  # the data folder (also from env DATA_DIR: the run/*.sh contract)
+SPLIT = "train"  # the split folder under DATA_DIR whose banners are captioned
+OUTPUT = ""  # the captions JSON; "" = $DATA_DIR/$SPLIT/llava_caption.json
+MODEL = "llava-hf/llava-1.5-7b-hf"  # hub id or local folder of an image-text-to-text model; SMOKE=1: tiny random LLaVA
+PROMPT = ('Given image is advertising about following information: "{caption}{description}". '  # the seed's; fills
+          'What is happening in the image ?')  # {caption} {description} {moreInfo}
+CHAT_FORMAT = "USER: <image>\n{question} ASSISTANT:"  # used only when the processor has no chat template
+BATCH_SIZE = 16  # images per generate call (halved automatically on out-of-memory)
+MAX_NEW_TOKENS = 77  # the seed's answer length
+TEMPERATURE = 0.2  # the seed's sampling temperature
+GREEDY = False  # greedy decoding instead of sampling
+SEED = 0  # run seed; each row samples from row_seed(SEED, id)
+SAVE_EVERY = 16  # the JSON is replaced after this many new captions (a kill loses at most this many)
+SKIP_BAD = False  # an unreadable banner is skipped and listed (exit non-zero at the end) instead of stopping the run
+DEVICE = "auto"  # auto | cuda | cuda:1 | cpu (under accelerate launch: the process's device)
+DTYPE = "fp16"  # fp16 | bf16 | fp32 on CUDA; the CPU always runs fp32
+CPU_THREADS = 0  # torch threads on the CPU; 0 = torch's default
+SUPPRESS_BLANK_START = True  # forbid a first token that cleans to nothing (random/weak models otherwise answer "")
+TRUST_REMOTE_CODE = False  # allow model repos that ship their own Python code (off: a security risk)
+TOKENIZER = "stabilityai/stable-diffusion-2-1"  # for the report: the text tokenizer training uses (hub id or folder)
+TOKENIZER_SUBFOLDER = "tokenizer"  # its subfolder ("" for a bare tokenizer folder)
+TOKEN_LIMIT = 77  # SD 2.1's text window, start and end tokens included
+PROGRESS = True  # show the tqdm progress bar (images/s)
+
+SMOKE_OVERRIDES = dict(BATCH_SIZE=4, SAVE_EVERY=4, CPU_THREADS=1)
+
+_QUESTION_TAIL = "What is happening in the image ?"  # an answer that starts by repeating it gets it cut
+_TURN_MARKERS = re.compile(r"(?:\b(?:USER|ASSISTANT|SYSTEM|Human|Assistant)\s*:|<\|[a-z_]+\|>|</?s>|<image>|###)")
+_SENTENCE_END = re.compile(r"""[.!?]["')\]]*(?=\s|$)""")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# rows and questions
+
+
+def read_rows(data_dir, split):
+    """[{id, bannerImage, image, question fields, text}] of the split, in file order; `text` is "en" where
+    info_trans.csv has the row's caption or description, else "vi" (the Vietnamese info.csv text)."""
+    folder = dataset.split_dir(split, data_dir)
+    info = dataset.read_info(folder / "info.csv")
+    trans_path = folder / "info_trans.csv"
+    trans = {}
+    if trans_path.exists():
+        trans = {r["id"]: r for r in dataset.read_info(trans_path).to_dict("records")}
+    rows = []
+    for row in info.to_dict("records"):
+        english = trans.get(row["id"])
+        use_en = english is not None and bool(english["caption"] or english["description"])
+        source = english if use_en else row
+        rows.append(dict(id=row["id"], bannerImage=row["bannerImage"], image=folder / "images" / row["bannerImage"],
+                         text="en" if use_en else "vi",
+                         **{c: dataset.normalize_text(source[c]) for c in dataset.TEXT_COLUMNS}))
+    return rows, trans_path.exists()
+
+
+def question(template, row):
+    try:
+        return template.format(**{c: row[c] for c in dataset.TEXT_COLUMNS})
+    except (KeyError, IndexError, ValueError) as e:
+        raise knobs.InputError(f"PROMPT: only {{caption}}, {{description}} and {{moreInfo}} can be filled in "
+                               f"({type(e).__name__}: {e})") from None
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# cleaning an answer
+
+
+def clean_caption(answer, asked="", finished=True):
+    """The caption in a raw answer: no chat-template residue, no echoed question, whitespace normalised, and (when the
+    answer hit the token limit instead of ending) the trailing half sentence cut, if a whole sentence is left."""
+    text = "".join(ch if ch.isprintable() or ch.isspace() else " " for ch in answer.replace("\ufffd", ""))
+    text = re.sub(r"\s+", " ", text).strip()
+    text = re.sub(r"^(?:\s*(?:ASSISTANT|Assistant|<\|assistant\|>)\s*:?)+", "", text).strip()  # the turn it answers
+    marker = _TURN_MARKERS.search(text)
+    if marker:  # a new turn begins: the model went on with the conversation
+        text = text[:marker.start()].strip()
+    for echo in (asked, _QUESTION_TAIL):
+        echo = re.sub(r"\s+", " ", echo).strip()
+        if echo and text.lower().startswith(echo.lower()):
+            text = text[len(echo):].strip()
+    if not finished:
+        ends = list(_SENTENCE_END.finditer(text))
+        if ends and ends[-1].end() < len(text):
+            text = text[:ends[-1].end()]
+    return text.strip()
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the model
+
+
+def load_model(cfg, device):
+    """(processor, model) of cfg.MODEL; the tokenizer pads on the left, as batched decoder-only generation needs."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    processor = devices.load_model(AutoProcessor.from_pretrained, cfg.MODEL, "llava",
+                                   trust_remote_code=cfg.TRUST_REMOTE_CODE)
+    processor.tokenizer.padding_side = "left"
+    model = devices.load_model(AutoModelForImageTextToText.from_pretrained, cfg.MODEL, "llava",
+                               dtype=devices.pick_dtype(device, cfg.DTYPE), trust_remote_code=cfg.TRUST_REMOTE_CODE)
+    model.blank_start_ids = blank_token_ids(processor.tokenizer) if cfg.SUPPRESS_BLANK_START else []
+    return processor, model.to(device).eval()
+
+
+def blank_token_ids(tokenizer):
+    """Ids that are nothing once cleaned (pad, a lone space or newline, a control byte): never the first token."""
+    ids = list(range(len(tokenizer)))
+    texts = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=True)
+    return [i for i, t in zip(ids, texts) if not clean_caption(t)]
+
+
+def chat_prompt(processor, asked, fallback):
+    """The model's own chat template around one image and the question (fallback format if it has none)."""
+    if getattr(processor, "chat_template", None):
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": asked}]}]
+        return processor.apply_chat_template(messages, add_generation_prompt=True)
+    return fallback.format(question=asked)
+
+
+class RowSeededSampler:
+    """Samples each row's next token from softmax(logits / temperature) with that row's own uniform numbers, drawn
+    from row_seed in advance: a row's caption is the same in any batch. Used as the last logits processor of a
+    greedy generate(): it leaves only the drawn token, which greedy then picks."""
+
+    def __init__(self, row_seeds, max_new_tokens, temperature, prompt_length):
+        import torch
+
+        self.temperature, self.prompt_length = temperature, prompt_length
+        self.uniforms = torch.stack([torch.rand(max_new_tokens, generator=torch.Generator().manual_seed(s),
+                                                dtype=torch.float64) for s in row_seeds])
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        step = input_ids.shape[1] - self.prompt_length
+        probs = torch.softmax(scores.double() / self.temperature, dim=-1)
+        cdf = probs.cumsum(-1)
+        u = self.uniforms[:, step].to(scores.device).unsqueeze(1) * cdf[:, -1:]
+        # right=True: the first token whose cumulative mass exceeds u, so a token of probability 0 is never drawn
+        drawn = torch.searchsorted(cdf, u, right=True).clamp_(max=scores.shape[-1] - 1)
+        out = torch.full_like(scores, float("-inf"))
+        return out.scatter_(1, drawn, 0.0)
+
+
+def generate(cfg, processor, model, batch, device):
+    """Raw answers of a prepared batch: [(text, finished)], finished = the model ended it before the token limit."""
+    import torch
+
+    enc = batch["inputs"]
+    inputs = {k: v.to(device) for k, v in enc.items()}
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    prompt_length = inputs["input_ids"].shape[1]
+    kwargs = dict(max_new_tokens=cfg.MAX_NEW_TOKENS, min_new_tokens=1, do_sample=False,
+                  pad_token_id=processor.tokenizer.pad_token_id)
+    if getattr(model, "blank_start_ids", None):
+        kwargs["begin_suppress_tokens"] = model.blank_start_ids
+    if not cfg.GREEDY:
+        row_seeds = [seeds.row_seed(cfg.SEED, row["id"]) for row in batch["rows"]]
+        kwargs["logits_processor"] = [RowSeededSampler(row_seeds, cfg.MAX_NEW_TOKENS, cfg.TEMPERATURE, prompt_length)]
+    with torch.inference_mode():
+        out = model.generate(**inputs, **kwargs)
+    new = out[:, prompt_length:].cpu()
+    eos = model.generation_config.eos_token_id
+    eos = [i for i in (eos if isinstance(eos, (list, tuple)) else [eos]) if i is not None]
+    eos = torch.tensor(eos, dtype=new.dtype)
+    texts = processor.batch_decode(new, skip_special_tokens=True)
+    return [(text, bool(torch.isin(ids, eos).any())) for text, ids in zip(texts, new)]
+
+
+def generate_halving(cfg, processor, model, batch, device):
+    """generate(), splitting the batch in halves on out-of-memory (per-row seeds: the captions do not change)."""
+    import torch
+
+    try:
+        return generate(cfg, processor, model, batch, device)
+    except torch.OutOfMemoryError:
+        if str(device).startswith("cuda"):
+            torch.cuda.empty_cache()
+        n = len(batch["rows"])
+        if n == 1:
+            raise
+        print(f"out of memory at {n} images per batch: splitting it", file=sys.stderr)
+        halves = [{"rows": batch["rows"][a:b], "questions": batch["questions"][a:b],
+                   "inputs": {k: v[a:b] for k, v in batch["inputs"].items()}} for a, b in ((0, n // 2), (n // 2, n))]
+        return [r for half in halves for r in generate_halving(cfg, processor, model, half, device)]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the run
+
+
+def prepare_batch(cfg, processor, rows):
+    """Load the batch's banners and encode them with their questions (runs in a background thread while the model
+    works on the previous batch). Returns {rows, questions, inputs, bad: [(row, reason)]}."""
+    loaded, bad = [], []
+    for row in rows:
+        try:
+            loaded.append((row, images.load_rgb(row["image"])))
+        except knobs.InputError as e:
+            if not cfg.SKIP_BAD:
+                raise knobs.InputError(f"row id={row['id']}: {e} (--SKIP_BAD=1 skips such banners)") from None
+            bad.append((row, str(e)))
+    batch = dict(rows=[r for r, _ in loaded], questions=[question(cfg.PROMPT, r) for r, _ in loaded], bad=bad)
+    if loaded:
+        prompts = [chat_prompt(processor, q, cfg.CHAT_FORMAT) for q in batch["questions"]]
+        batch["inputs"] = processor(images=[im for _, im in loaded], text=prompts, padding=True, return_tensors="pt")
+    return batch
+
+
+def prefetched(fn, batches):
+    """fn(batch) for each batch, the next one computed in a background thread while the caller uses the current."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(fn, batches[0]) if batches else None
+        for i in range(len(batches)):
+            result = pending.result()
+            pending = pool.submit(fn, batches[i + 1]) if i + 1 < len(batches) else None
+            yield result
+
+
+def rank_path(output, rank):
+    return output.with_name(f"{output.stem}.rank{rank}{output.suffix}")
+
+
+def rank_files(output):
+    return sorted(output.parent.glob(f"{output.stem}.rank*{output.suffix}"))
+
+
+def finished_captions(output):
+    """Every caption already made: the JSON plus the rank files an interrupted multi-process run left."""
+    done = dict(files.read_json(output, {}) or {})
+    for part in rank_files(output):
+        done.update(files.read_json(part, {}) or {})
+    return done
+
+
+def merge(output):
+    """Rank 0, after every process finished: rank files folded into the one JSON, then removed."""
+    files.write_json(output, finished_captions(output))
+    for part in rank_files(output):
+        part.unlink()
+
+
+def caption_rows(cfg, rows, store, processor, model, device, log=print):
+    """Caption `rows` into `store` (put as they come). Returns (skipped [(row, reason)], empty [row])."""
+    from tqdm import tqdm
+
+    batches = [rows[i:i + cfg.BATCH_SIZE] for i in range(0, len(rows), cfg.BATCH_SIZE)]
+    skipped, empty, done, started = [], [], 0, time.perf_counter()
+    bar = tqdm(total=len(rows), unit="img", desc="caption", disable=not cfg.PROGRESS, file=sys.stderr)
+    try:
+        for batch in prefetched(lambda b: prepare_batch(cfg, processor, b), batches):
+            for row, reason in batch["bad"]:
+                log(f"skipped row id={row['id']}: {reason}")
+            skipped += batch["bad"]
+            if batch["rows"]:
+                answers = generate_halving(cfg, processor, model, batch, device)
+                for row, asked, (answer, finished) in zip(batch["rows"], batch["questions"], answers):
+                    text = clean_caption(answer, asked, finished)
+                    if text:
+                        store.put(row["bannerImage"], text)
+                        done += 1
+                    else:
+                        empty.append(row)
+            bar.update(len(batch["rows"]) + len(batch["bad"]))
+    finally:
+        store.save()
+        bar.close()
+    seconds = time.perf_counter() - started
+    if rows:
+        log(f"captioned {done} banners in {seconds:.1f} s ({done / max(seconds, 1e-9):.2f} images/s)")
+    return skipped, empty
+
+
+def token_report(cfg, captions, log=print):
+    """How many captions exceed TOKEN_LIMIT tokens of the training text encoder's tokenizer (training truncates
+    them)."""
+    from transformers import AutoTokenizer
+
+    kwargs = {"subfolder": cfg.TOKENIZER_SUBFOLDER} if cfg.TOKENIZER_SUBFOLDER else {}
+    try:
+        tokenizer = devices.load_model(AutoTokenizer.from_pretrained, cfg.TOKENIZER, "sd21", **kwargs)
+    except knobs.InputError as e:
+        log(f"token report skipped: {e}")
+        return None
+    ids = tokenizer(list(captions.values()), verbose=False)["input_ids"]
+    lengths = {k: len(i) for k, i in zip(captions, ids)}
+    over = sorted((k for k, n in lengths.items() if n > cfg.TOKEN_LIMIT), key=lambda k: -lengths[k])
+    longest = max(lengths.values(), default=0)
+    log(f"{len(over)} of {len(captions)} captions exceed {cfg.TOKEN_LIMIT} tokens of {cfg.TOKENIZER}'s tokenizer "
+        f"(training truncates them; longest {longest})" + (f": {', '.join(over[:10])}" if over else ""))
+    return len(over)
+
+
+def run(cfg, rank=0, world=1, device="cpu", log=print):
+    """Caption this process's share of the split's rows that have no caption yet; rank 0 merges and reports.
+    Returns the merged {bannerImage: caption} (rank 0) or None."""
+    split = dataset.split_dir(cfg.SPLIT, cfg.DATA_DIR)
+    output = Path(cfg.OUTPUT) if cfg.OUTPUT else split / "llava_caption.json"
+    rows, has_trans = read_rows(cfg.DATA_DIR, cfg.SPLIT)
+    if rows:
+        question(cfg.PROMPT, rows[0])  # a broken PROMPT knob fails now, not after the model loads
+    files.check_writable(output.parent, "captions folder")
+    done = finished_captions(output)
+    # shard every row first, then drop the finished ones: each row belongs to one rank whatever the others wrote
+    todo = [r for r in devices.shard(rows, rank, world) if r["bannerImage"] not in done]
+    vi = [r["id"] for r in todo if r["text"] == "vi"]
+    if not has_trans and rank == 0:
+        log(f"note: no {split / 'info_trans.csv'}: every question uses the Vietnamese text "
+            f"(run bash run/translation.sh first for the English copy the seed used)")
+    log(f"rank {rank}/{world}: {len(rows)} rows, {len(done)} already captioned, {len(todo)} to caption here "
+        f"({len(todo) - len(vi)} with the English text of info_trans.csv, {len(vi)} with the Vietnamese info.csv "
+        f"text" + (f": ids {', '.join(vi[:10])}{' ...' if len(vi) > 10 else ''})" if vi else ")"))
+    skipped, empty = [], []
+    missing = [r for r in todo if not r["image"].is_file()]  # before the model loads: the cheap check
+    if missing and not cfg.SKIP_BAD:
+        raise knobs.InputError(f"row id={missing[0]['id']}: image not found: {missing[0]['image']} "
+                               f"(--SKIP_BAD=1 skips such banners)")
+    skipped += [(r, f"image not found: {r['image']}") for r in missing]
+    todo = [r for r in todo if r["image"].is_file()]
+    if todo:
+        processor, model = load_model(cfg, device)
+        with files.JsonStore(output if world == 1 else rank_path(output, rank), every=cfg.SAVE_EVERY) as store:
+            bad, empty = caption_rows(cfg, todo, store, processor, model, device, log)
+        skipped += bad
+    devices.wait_for_everyone()
+    captions = None
+    if rank == 0:
+        merge(output)
+        captions = files.read_json(output, {})
+        ours = {r["bannerImage"]: captions[r["bannerImage"]] for r in rows if r["bannerImage"] in captions}
+        texts = [r["text"] for r in rows if r["bannerImage"] in captions]
+        log(f"wrote {output}: {len(ours)} of {len(rows)} rows captioned ({texts.count('en')} from English, "
+            f"{texts.count('vi')} from Vietnamese questions)")
+        token_report(cfg, ours, log)
+    problems = [f"{r['bannerImage']} (id={r['id']}): {why}" for r, why in skipped]
+    problems += [f"{r['bannerImage']} (id={r['id']}): the model's answer was empty after cleaning" for r in empty]
+    if problems:
+        for line in problems:
+            log(f"not captioned: {line}")
+        raise knobs.InputError(f"{len(problems)} banner(s) not captioned: {'; '.join(problems[:5])}"
+                               f"{' ...' if len(problems) > 5 else ''} (every other caption is saved in {output})")
+    return captions
+
+
+def main(argv=None):
+    cfg = knobs.configure(globals(), argv)
+    knobs.announce_smoke("caption")
+    if cfg.BATCH_SIZE < 1 or cfg.SAVE_EVERY < 1 or cfg.MAX_NEW_TOKENS < 1:
+        raise knobs.InputError("BATCH_SIZE, SAVE_EVERY and MAX_NEW_TOKENS must be at least 1")
+    if not cfg.GREEDY and cfg.TEMPERATURE <= 0:
+        raise knobs.InputError(f"TEMPERATURE must be > 0 when sampling, got {cfg.TEMPERATURE} (or pass --GREEDY=1)")
+    rank, world, device = devices.process_info()
+    device = device if world > 1 else devices.pick_device(cfg.DEVICE)
+    if cfg.CPU_THREADS and device == "cpu":
+        import torch
+
+        torch.set_num_threads(cfg.CPU_THREADS)
+    return run(cfg, rank, world, device)
+
+
+if __name__ == "__main__":
+    knobs.run_main(main)

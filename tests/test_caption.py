@@ -1,0 +1,134 @@
+"""preprocessing.caption on the embedded sample with the tiny random LLaVA (SMOKE=1): every row captioned, batched ==
+one at a time, resume after a crash without captioning a row twice, sharding, bad banners, caption cleaning."""
+import json
+
+import pytest
+
+from core import knobs
+from preprocessing import caption
+
+FAST = ["--MAX_NEW_TOKENS=24", "--PROGRESS=0"]
+
+
+@pytest.fixture
+def data(sample_dir, monkeypatch):
+    monkeypatch.setenv("SMOKE", "1")
+    return sample_dir
+
+
+def captions_of(data, name="llava_caption.json"):
+    return json.loads((data / "train" / name).read_text(encoding="utf-8"))
+
+
+def train_banners(data):
+    rows, _ = caption.read_rows(data, "train")
+    return [r["bannerImage"] for r in rows]
+
+
+def test_clean_caption():
+    asked = 'Given image is advertising about following information: "Car cover". What is happening in the image ?'
+    assert caption.clean_caption("  ASSISTANT: The image   shows\n a car.  ") == "The image shows a car."
+    assert caption.clean_caption(asked + " A car is parked. ", asked) == "A car is parked."
+    assert caption.clean_caption("What is happening in the image ? A red sale banner.") == "A red sale banner."
+    assert caption.clean_caption("A banner. USER: and now? ASSISTANT: more") == "A banner."
+    assert caption.clean_caption("A car cover on a car. It protects the mirrors from", finished=False) == \
+        "A car cover on a car."
+    # no whole sentence to keep: the half sentence stays; an answer that ended keeps its last words
+    assert caption.clean_caption("A car cover on a", finished=False) == "A car cover on a"
+    assert caption.clean_caption("A car. Price 9.99 off", finished=True) == "A car. Price 9.99 off"
+    assert caption.clean_caption("A \x0fbanner\ufffd with <|user|> junk") == "A banner with"
+
+
+def test_questions_use_english_where_translated(data):
+    (data / "train" / "info_trans.csv").write_text(
+        "id,caption,description,moreInfo,bannerImage\n3,Car cover,Buy now,,3.jpg\n11,,,,11.jpg\n", encoding="utf-8")
+    rows = {r["id"]: r for r in caption.read_rows(data, "train")[0]}
+    assert rows["3"]["text"] == "en"
+    assert caption.question(caption.PROMPT, rows["3"]) == ('Given image is advertising about following information: '
+                                                           '"Car coverBuy now". What is happening in the image ?')
+    assert rows["11"]["text"] == "vi" and rows["11"]["caption"].startswith("Mẫu thảm")  # empty translation
+    assert rows["25"]["text"] == "vi"  # not in info_trans.csv
+
+
+def test_every_row_greedy_batched_equals_one_at_a_time(data, capsys):
+    caption.main(["--DATA_DIR", str(data), "--GREEDY=1", "--BATCH_SIZE=5", *FAST])
+    batched = captions_of(data)
+    assert sorted(batched) == sorted(train_banners(data)) and all(batched.values())
+    out = capsys.readouterr().out
+    assert "12 with the Vietnamese info.csv text" in out and "exceed 77 tokens" in out
+    caption.main(["--DATA_DIR", str(data), "--GREEDY=1", "--BATCH_SIZE=1", "--OUTPUT", str(data / "one.json"), *FAST])
+    assert json.loads((data / "one.json").read_text(encoding="utf-8")) == batched
+
+
+def test_sampling_is_per_row(data):
+    """Sampling (the default) draws each row from its own seed: the batch size changes nothing, the seed does."""
+    caption.main(["--DATA_DIR", str(data), "--BATCH_SIZE=12", *FAST])
+    caption.main(["--DATA_DIR", str(data), "--BATCH_SIZE=1", "--OUTPUT", str(data / "one.json"), *FAST])
+    caption.main(["--DATA_DIR", str(data), "--SEED=1", "--OUTPUT", str(data / "seed1.json"), *FAST])
+    assert json.loads((data / "one.json").read_text(encoding="utf-8")) == captions_of(data)
+    assert json.loads((data / "seed1.json").read_text(encoding="utf-8")) != captions_of(data)
+
+
+def test_killed_run_resumes_without_redoing_rows(data, monkeypatch):
+    real_generate, seen, calls = caption.generate, [], []
+    output = data / "train" / "llava_caption.json"
+
+    def crashing(cfg, processor, model, batch, device):
+        calls.append(1)
+        if len(calls) == 4:  # the "kill": what is on disk now is what a SIGKILL would leave
+            on_disk = json.loads(output.read_text(encoding="utf-8")) if output.exists() else {}
+            assert len(on_disk) >= len(seen) - cfg.SAVE_EVERY
+            raise RuntimeError("killed")
+        seen.extend(r["bannerImage"] for r in batch["rows"])
+        return real_generate(cfg, processor, model, batch, device)
+
+    monkeypatch.setattr(caption, "generate", crashing)
+    with pytest.raises(RuntimeError, match="killed"):
+        caption.main(["--DATA_DIR", str(data), "--BATCH_SIZE=2", "--SAVE_EVERY=4", *FAST])
+    first = captions_of(data)
+    assert sorted(first) == sorted(seen) and len(first) == 6  # the finally-save kept all three batches
+
+    seen.clear()
+    monkeypatch.setattr(caption, "generate", lambda cfg, processor, model, batch, device: (
+        seen.extend(r["bannerImage"] for r in batch["rows"]) or real_generate(cfg, processor, model, batch, device)))
+    caption.main(["--DATA_DIR", str(data), "--BATCH_SIZE=2", *FAST])
+    assert not set(seen) & set(first) and len(seen) == 6  # no row captioned twice
+    final = captions_of(data)
+    assert sorted(final) == sorted(train_banners(data)) and all(final[k] == v for k, v in first.items())
+
+    seen.clear()
+    caption.main(["--DATA_DIR", str(data), *FAST])  # a finished run: nothing to do, no model call
+    assert seen == []
+
+
+def test_shards_merge_into_one_json(data):
+    cfg = knobs.configure(caption, ["--DATA_DIR", str(data), "--GREEDY=1", *FAST], env={"SMOKE": "1"})
+    assert caption.run(cfg, rank=1, world=2) is None  # rank 1 first: it leaves its rank file
+    assert (data / "train" / "llava_caption.rank1.json").exists()
+    merged = caption.run(cfg, rank=0, world=2)
+    assert sorted(merged) == sorted(train_banners(data))
+    assert not list((data / "train").glob("llava_caption.rank*"))
+    caption.main(["--DATA_DIR", str(data), "--GREEDY=1", "--BATCH_SIZE=12", "--OUTPUT", str(data / "one.json"), *FAST])
+    assert json.loads((data / "one.json").read_text(encoding="utf-8")) == merged
+
+
+def test_unreadable_banner_stops_with_one_line(data):
+    (data / "train" / "images" / "42.jpg").write_bytes(b"not a jpeg")
+    with pytest.raises(knobs.InputError) as e:
+        caption.main(["--DATA_DIR", str(data), "--BATCH_SIZE=4", *FAST])
+    assert "42.jpg" in str(e.value) and "id=42" in str(e.value) and "\n" not in str(e.value)
+    assert len(captions_of(data)) == 4  # the batch before it is kept
+
+    (data / "train" / "images" / "96.jpg").unlink()
+    with pytest.raises(knobs.InputError, match="image not found.*96.jpg"):  # found before the model loads
+        caption.main(["--DATA_DIR", str(data), *FAST])
+
+
+def test_skip_bad_goes_on_lists_and_fails(data, capsys):
+    (data / "train" / "images" / "42.jpg").write_bytes(b"not a jpeg")
+    (data / "train" / "images" / "96.jpg").unlink()
+    with pytest.raises(knobs.InputError) as e:
+        caption.main(["--DATA_DIR", str(data), "--BATCH_SIZE=4", "--SKIP_BAD=1", *FAST])
+    assert "2 banner(s) not captioned" in str(e.value) and "42.jpg" in str(e.value) and "96.jpg" in str(e.value)
+    assert "not captioned: 42.jpg" in capsys.readouterr().out
+    assert sorted(captions_of(data)) == sorted(set(train_banners(data)) - {"42.jpg", "96.jpg"})
