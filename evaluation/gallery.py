@@ -32,7 +32,7 @@ NUMBERS = [("row_score", "score", "row score: mean of the four terms (lower is b
            ("clip_score", "clip", "CLIP score prompt <-> prediction")]
 IMAGE_COLUMNS = ["init / retrieved", "nearest training", "prediction", "ground truth"]
 
-SORT_JS = """
+SORT_JS = r"""
 const body = document.querySelector('tbody');
 document.querySelectorAll('#sort button').forEach(b => b.addEventListener('click', () => {
   const key = b.dataset.key, up = b.dataset.dir !== 'up';
