@@ -46,7 +46,7 @@ DEVICE = "auto"  # auto | cpu | cuda (Inception and CLIP)
 
 
 # names the metric implementations in the cache key: a change of PSNR/SSIM must never reuse old values
-METRICS_VERSION = "psnr-rgb255/ssim-gauss11-s1.5-rgb-f64/v1"
+_METRICS_VERSION = "psnr-rgb255/ssim-gauss11-s1.5-rgb-f64/v1"
 
 
 def unusable_reason(path):
@@ -82,7 +82,7 @@ def pixel_metrics(pred_paths, gt_paths, store):
     """(psnr, ssim) per pair, memoised in `store` by the two files' contents."""
     out = []
     for pred, gt in progress(list(zip(pred_paths, gt_paths)), desc="psnr+ssim", unit="img"):
-        key = f"{METRICS_VERSION}:{content_hash(pred)}:{content_hash(gt)}"
+        key = f"{_METRICS_VERSION}:{content_hash(pred)}:{content_hash(gt)}"
         if key not in store:
             a, b = np.asarray(load_rgb(pred)), np.asarray(load_rgb(gt))
             store.put(key, [metrics.psnr(a, b), metrics.ssim(a, b)])
