@@ -56,10 +56,10 @@ class FeatureCache:
             self._extractor = InceptionFeatures()
         return self._extractor
 
-    def features(self, paths, progress=None, skip_hint=""):
+    def features(self, paths, progress=None, skip_hint="", announce_over=ANNOUNCE_OVER):
         """(len(paths), 2048) float64 features of image files, computing only those whose content is not cached.
 
-        A long pass (over ANNOUNCE_OVER new images, e.g. a training set's first time) says how many, the rate measured
+        A long pass (over `announce_over` new images, e.g. a training set's first time) says how many, the rate measured
         on its first batch, the estimated time, that the result is cached, and `skip_hint` (how to skip it)."""
         hashes = [content_hash(p) for p in paths]
         todo = {}  # sha256 -> path (each distinct content computed once)
@@ -68,7 +68,7 @@ class FeatureCache:
                 todo.setdefault(h, p)
         if todo:
             items = list(todo.items())
-            if len(items) > ANNOUNCE_OVER:  # time a first batch, then say what the rest will cost
+            if len(items) > announce_over:  # time a first batch, then say what the rest will cost
                 first = getattr(self.extractor, "batch_size", 16)
                 started = time.perf_counter()
                 self._compute(items[:first])

@@ -267,6 +267,37 @@ def test_report_folder_is_checked_before_scoring(split, tmp_path, cache_dir, mon
     assert "\n" not in str(err.value)
 
 
+class CountingExtractor:
+    """Stands in for Inception (whose real weights the other tests use): constant features, counted calls."""
+    batch_size = 2
+
+    def __init__(self):
+        self.seen = 0
+
+    def __call__(self, paths, progress=None):
+        self.seen += len(paths)
+        return np.ones((len(paths), 2048))
+
+
+def test_long_feature_pass_announces_itself_and_is_cached(tmp_path, capsys):
+    from evaluation.feature_cache import FeatureCache
+
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.jpg")
+        paths[-1].write_bytes(f"banner {i}".encode())
+    extractor = CountingExtractor()
+    cache = FeatureCache(tmp_path / "features.safetensors", extractor)
+    cache.features(paths, progress="inception: training pool", skip_hint="--TRAIN_DIR=none skips duplication",
+                   announce_over=3)
+    line = capsys.readouterr().err
+    assert "inception: training pool: 5 images not cached yet" in line and "images/s, about" in line
+    assert "cached by content" in line and "--TRAIN_DIR=none" in line and extractor.seen == 5
+    again = FeatureCache(tmp_path / "features.safetensors", extractor)
+    assert again.features(paths, announce_over=3).shape == (5, 2048) and extractor.seen == 5  # from disk
+    assert capsys.readouterr().err == ""
+
+
 def test_duplication_levels_and_clipped_cosines():
     assert duplication.NEAREST_DISTINCT_P90 < duplication.DUP_MAX < duplication.COMPETITION_FAIL
     assert duplication.DUP_MAX < duplication.BLURRED_COPY
