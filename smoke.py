@@ -125,8 +125,10 @@ def build(family, folder):
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose from {FAMILIES}")
     Path(folder).mkdir(parents=True, exist_ok=True)
-    # fork_rng: seeding must not change the caller's random stream
-    with _lock, torch.random.fork_rng(devices=[]):
+    from core.progress import quiet_libraries
+
+    # fork_rng: seeding must not change the caller's random stream; no "Writing model shards" bars for tiny models
+    with _lock, torch.random.fork_rng(devices=[]), quiet_libraries():
         torch.manual_seed(SEED)
         globals()["_build_" + family](str(folder))
 

@@ -50,9 +50,12 @@ def model_path(name, smoke_family=None):
 
 def load_model(loader, name, smoke_family=None, **kwargs):
     """Call `loader(path, **kwargs)` (e.g. SomeModel.from_pretrained) with a clear error when the model can't be had."""
+    from core.progress import quiet_libraries
+
     path = model_path(name, smoke_family)
     try:
-        return loader(path, **kwargs)
+        with quiet_libraries(smoke_enabled() and bool(smoke_family)):  # a tiny model's "Loading weights" bar says nothing
+            return loader(path, **kwargs)
     except (OSError, ValueError) as e:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = " (HF_HUB_OFFLINE=1: only local folders and cached hub models work)" if offline else ""

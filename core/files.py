@@ -109,8 +109,9 @@ class JsonStore:
         self.save()
 
 
-def check_writable(folder, what="output folder"):
-    """Make `folder` and prove a file can be written in it, before any model loads: one line if not."""
+def check_writable(folder, what="output folder", flag="--OUT_DIR"):
+    """Make `folder` and prove a file can be written in it, before any model loads: one line if not, naming the
+    `flag` that picks another folder."""
     folder = Path(folder)
     try:
         folder.mkdir(parents=True, exist_ok=True)
@@ -119,7 +120,7 @@ def check_writable(folder, what="output folder"):
         probe.unlink()
     except OSError as e:
         raise InputError(f"{what} {folder} is not writable ({e.strerror or e}): pass another folder, e.g. "
-                         f"--OUT_DIR=...") from None
+                         f"{flag}=...") from None
     return folder
 
 

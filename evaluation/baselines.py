@@ -21,17 +21,16 @@ import time
 from pathlib import Path
 
 import pandas as pd
-from tqdm import tqdm
 
-from core import REPO_ROOT
-from core import dataset, devices, files, images, knobs, seeds
-from core.knobs import InputError
+from core import REPO_ROOT, dataset, devices, files, images, knobs, seeds
 from core.images import load_rgb, save_banner
+from core.knobs import InputError
+from core.progress import progress
 from evaluation.compare import compare, to_markdown
 from evaluation.evaluate import evaluate
 from evaluation.make_split import make_split
 
-DATA_DIR = ""  # the dataset whose train/ is split (default: env DATA_DIR, else data)
+DATA_DIR = "data"  # the dataset whose train/ is split (also from env DATA_DIR)
 SPLIT_DIR = "data/val_split"  # where the validation split is written (DATA_DIR-style: train/, test/)
 SEED = 0  # split seed
 FRACTION = 0.1  # held-out share (0.1 of 1362 -> 136 rows)
@@ -41,7 +40,6 @@ RUN_RETRIEVAL = True  # run the retrieval stage on the split (False: use the spl
 RETRIEVAL_ARGS = ""  # extra flags for `python -m retrieval.retrieve` on the split (e.g. an offline --TEXT_MODEL=folder)
 POSTPROCESS_ARGS = ""  # extra flags for `python -m inference.postprocess` in baseline (c)
 GALLERY = True  # write gallery.html for each baseline
-knobs.configure(globals())
 
 
 def run_stage(module, args, data_dir):
@@ -77,11 +75,11 @@ def copy_banner(src, out_dir, name):
         save_banner(load_rgb(src), out_dir, name)
 
 
-def random_copy_baseline(split, out_dir):
+def random_copy_baseline(split, out_dir, seed):
     """Each test row gets a training banner picked by its row seed: the floor that retrieval has to beat."""
     train = dataset.read_info(split / "train" / "info.csv")["bannerImage"].tolist()
     test = dataset.read_info(split / "test" / "info.csv")
-    picks = [train[seeds.row_seed(SEED, i) % len(train)] for i in test["id"]]
+    picks = [train[seeds.row_seed(seed, i) % len(train)] for i in test["id"]]
     for name, pick in zip(test["bannerImage"], picks):
         copy_banner(split / "train" / "images" / pick, out_dir, name)
     files.write_csv(out_dir / "manifest.csv", pd.DataFrame({"id": test["id"], "bannerImage": test["bannerImage"],
@@ -93,7 +91,7 @@ def retrieved_baseline(split, out_dir, rank):
     path = split / "test" / "retrieval.csv"
     test = dataset.read_info(split / "test" / "info.csv")
     picks = [names[rank - 1] for names in dataset.read_retrieval(path, test["id"], ranks=rank).values()]
-    for row, pick in zip(tqdm(test.itertuples(), total=len(test), desc=f"copy rank-{rank}", unit="img"), picks):
+    for row, pick in zip(progress(test.itertuples(), total=len(test), desc=f"copy rank-{rank}", unit="img"), picks):
         if not (split / "train" / "images" / pick).is_file():
             raise InputError(f"{path}: train_bannerImage {pick} (test id {row.id}) is not in {split / 'train'}")
         copy_banner(split / "train" / "images" / pick, out_dir, row.bannerImage)
@@ -101,10 +99,12 @@ def retrieved_baseline(split, out_dir, rank):
                                                              "init_bannerImage": picks}))
 
 
-def main():
-    data = Path(DATA_DIR) if DATA_DIR else dataset.data_dir()
-    split, out_root = Path(SPLIT_DIR), Path(OUT_ROOT)
-    train, test = make_split(data / "train", split, SEED, FRACTION, "symlink")
+def main(argv=None):
+    cfg = knobs.configure(globals(), argv)
+    data = Path(cfg.DATA_DIR)
+    split, out_root = Path(cfg.SPLIT_DIR), Path(cfg.OUT_ROOT)
+    files.check_writable(out_root, "baselines folder", "--OUT_ROOT")
+    train, test = make_split(data / "train", split, cfg.SEED, cfg.FRACTION, "symlink")
     print(f"validation split of {data / 'train'}: {len(train)} train + {len(test)} test rows in {split}")
     from evaluation.inception import InceptionFeatures
 
@@ -113,7 +113,8 @@ def main():
 
     def score(name):
         start = time.time()
-        report = evaluate(out_root / name, split / "test", split / "train", CACHE_DIR, gallery=GALLERY, extractor=extractor)
+        report = evaluate(out_root / name, split / "test", split / "train", cfg.CACHE_DIR, gallery=cfg.GALLERY,
+                          extractor=extractor)
         print(f"{name}: score {report['score']:.4f} in {time.time() - start:.1f} s ({report['timings_s']})")
         done.append(name)
 
@@ -121,11 +122,11 @@ def main():
     mean_color_baseline(split, out_root / "mean_color")
     score("mean_color")
     (out_root / "random_copy").mkdir(parents=True, exist_ok=True)
-    random_copy_baseline(split, out_root / "random_copy")
+    random_copy_baseline(split, out_root / "random_copy", cfg.SEED)
     score("random_copy")
 
-    if RUN_RETRIEVAL:
-        run_stage("retrieval.retrieve", RETRIEVAL_ARGS, split)
+    if cfg.RUN_RETRIEVAL:
+        run_stage("retrieval.retrieve", cfg.RETRIEVAL_ARGS, split)
     else:
         notes.append(f"(b) used the existing {split / 'test' / 'retrieval.csv'} (RUN_RETRIEVAL=0)")
     for name, rank in (("retrieved_copy", 1), ("retrieved_copy_rank2", 2)):
@@ -133,8 +134,8 @@ def main():
         retrieved_baseline(split, out_root / name, rank)
     score("retrieved_copy")
     run_stage("inference.postprocess", f"--IN_DIR={out_root / 'retrieved_copy'} --IN_DIR2="
-              f"{out_root / 'retrieved_copy_rank2'} --OUT_DIR={out_root / 'retrieved_pp'} --CACHE_DIR={CACHE_DIR} "
-              f"{POSTPROCESS_ARGS}", split)
+              f"{out_root / 'retrieved_copy_rank2'} --OUT_DIR={out_root / 'retrieved_pp'} --CACHE_DIR={cfg.CACHE_DIR} "
+              f"{cfg.POSTPROCESS_ARGS}", split)
     files.atomic_write(out_root / "retrieved_pp" / "manifest.csv",
                         (out_root / "retrieved_copy" / "manifest.csv").read_bytes())
     score("retrieved_pp")

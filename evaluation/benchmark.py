@@ -13,19 +13,22 @@ import numpy as np
 from core import dataset, devices, knobs
 from core.images import load_rgb
 
-DATA_DIR = ""  # dataset whose train/images are timed (default: env DATA_DIR, else data)
+DATA_DIR = "data"  # dataset whose train/images are timed (also from env DATA_DIR)
 N = 32  # images timed (pairs are image i vs image i+1)
 DEVICE = "auto"  # auto | cpu | cuda
-knobs.configure(globals())
+THUMB_WIDTH = 384  # gallery image width, as evaluation.evaluate embeds them
 
 
-def main():
+def main(argv=None):
+    cfg = knobs.configure(globals(), argv)
     from evaluation import metrics
     from evaluation.gallery import thumbnail
     from evaluation.inception import InceptionFeatures
 
-    images = (common.Path(DATA_DIR) if DATA_DIR else dataset.data_dir()) / "train" / "images"
-    paths = sorted(p for p in images.iterdir() if not p.name.startswith("."))[:N + 1]
+    images = dataset.split_dir("train", cfg.DATA_DIR) / "images"
+    if not images.is_dir():
+        raise knobs.InputError(f"{images}: not a folder (pass --DATA_DIR=<data folder with train/images>)")
+    paths = sorted(p for p in images.iterdir() if not p.name.startswith("."))[:cfg.N + 1]
     if len(paths) < 3:
         raise knobs.InputError(f"{images}: need at least 3 images")
     n = len(paths) - 1
@@ -34,7 +37,7 @@ def main():
         x, y = np.asarray(load_rgb(a)), np.asarray(load_rgb(b))
         metrics.psnr(x, y), metrics.ssim(x, y)
     pixel = (time.time() - t) / n
-    extractor = InceptionFeatures(device=devices.pick_device(DEVICE))
+    extractor = InceptionFeatures(device=devices.pick_device(cfg.DEVICE))
     extractor(paths[:2])  # warm-up: the first TorchScript call optimises the graph
     t = time.time()
     feats = extractor(paths[:n])
@@ -44,9 +47,9 @@ def main():
     fid = time.time() - t
     t = time.time()
     for p in paths[:n]:
-        thumbnail(p, 320)
+        thumbnail(p, cfg.THUMB_WIDTH)
     thumb = (time.time() - t) / n
-    print(f"images: {n} from {images} (device {devices.pick_device(DEVICE)})")
+    print(f"images: {n} from {images} (device {devices.pick_device(cfg.DEVICE)})")
     print(f"psnr+ssim per pair        {pixel:.3f} s")
     print(f"inception per image       {inception:.3f} s")
     print(f"fid per set (2048-d, SVD) {fid:.3f} s")

@@ -2,11 +2,12 @@
 Several evaluated prediction folders side by side, from their report.json: a Markdown table on stdout and a CSV.
 
     bash run/evaluate.sh compare --PRED_DIRS=inference/method_1,outputs/baselines/mean_color
-    (each folder must have been scored first: PRED_DIR=... GT_DIR=... bash run/evaluate.sh)
+    (each folder must have been scored first: bash run/evaluate.sh --PRED_DIR=... --GT_DIR=...)
 
-Rows keep the order given; the best (lowest) score is marked. Runs scored against different ground truths or row
-counts are flagged, since their numbers do not compare.
+Rows keep the order given; the best (lowest) score is bold. Runs scored against different ground truths or row
+counts are flagged, since their numbers do not compare. The table is pandas' `to_markdown` (tabulate).
 """
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -18,7 +19,6 @@ from core.files import read_json, write_csv
 PRED_DIRS = ""  # comma-separated prediction folders, each holding a report.json from evaluation.evaluate
 NAMES = ""  # optional comma-separated labels, one per folder (default: the folder names)
 OUT_CSV = "outputs/compare.csv"  # where the table is also written as CSV ("" to skip)
-knobs.configure(globals())
 
 COLUMNS = ["score", "psnr_term", "ssim_term", "inception_term", "fid_term", "fid", "duplication_mean", "duplication_max",
            "n", "seconds_per_image"]
@@ -30,47 +30,44 @@ def compare(pred_dirs, names=None):
     for i, folder in enumerate(pred_dirs):
         report = read_json(Path(folder) / "report.json")
         if report is None:
-            raise InputError(f"{folder}: no report.json (score it first: PRED_DIR={folder} GT_DIR=... bash run/evaluate.sh)")
+            raise InputError(f"{folder}: no report.json (score it first: bash run/evaluate.sh --PRED_DIR={folder} "
+                             f"--GT_DIR=...)")
         label = names[i] if names else Path(folder).name
         rows.append({"run": label, **{c: report.get(c) for c in COLUMNS}, "gt_dir": report.get("gt_dir")})
     table = pd.DataFrame(rows)
     if table["gt_dir"].nunique() > 1 or table["n"].nunique() > 1:
-        print("warning: these runs were scored against different ground truths or row counts; their numbers do not compare")
+        print("warning: these runs were scored against different ground truths or row counts; their numbers do not "
+              "compare", file=sys.stderr)
     return table
 
 
 def to_markdown(table):
-    """A GitHub Markdown table (no tabulate dependency); the lowest score is bold."""
+    """A GitHub Markdown table of the columns that have a value; the lowest score is bold, empty cells read "-"."""
     cols = [c for c in ["run"] + COLUMNS if c in table.columns and table[c].notna().any()]
+    shown = table[cols].astype(object)
     best = table["score"].min()
-
-    def fmt(col, value):
-        if value is None or (isinstance(value, float) and pd.isna(value)):
-            return "-"
-        if col == "n":
-            return str(int(value))
-        if isinstance(value, float):
-            text = f"{value:.2f}" if col == "fid" else f"{value:.4f}"
-            return f"**{text}**" if col == "score" and value == best else text
-        return str(value)
-
-    lines = ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    lines += ["| " + " | ".join(fmt(c, row[c]) for c in cols) + " |" for _, row in table.iterrows()]
-    return "\n".join(lines)
+    for col in cols:
+        digits = {"fid": 2, "n": 0}.get(col, 4)
+        if pd.api.types.is_numeric_dtype(table[col]):
+            shown[col] = [("-" if pd.isna(v) else f"{v:.{digits}f}") for v in table[col]]
+    shown["score"] = [f"**{text}**" if v == best else text for v, text in zip(table["score"], shown["score"])]
+    align = ["left" if col == "run" else "right" for col in cols]
+    return shown.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
-def main():
-    dirs = [d.strip() for d in PRED_DIRS.split(",") if d.strip()]
+def main(argv=None):
+    cfg = knobs.configure(globals(), argv)
+    dirs = [d.strip() for d in cfg.PRED_DIRS.split(",") if d.strip()]
     if not dirs:
-        raise InputError("set PRED_DIRS to a comma-separated list of evaluated prediction folders")
-    names = [n.strip() for n in NAMES.split(",")] if NAMES else None
+        raise InputError("pass --PRED_DIRS=a,b,... (evaluated prediction folders, comma-separated)")
+    names = [n.strip() for n in cfg.NAMES.split(",")] if cfg.NAMES else None
     if names and len(names) != len(dirs):
         raise InputError(f"NAMES has {len(names)} labels for {len(dirs)} folders")
     table = compare(dirs, names)
     print(to_markdown(table))
-    if OUT_CSV:
-        write_csv(OUT_CSV, table)
-        print(f"wrote {OUT_CSV}")
+    if cfg.OUT_CSV:
+        write_csv(cfg.OUT_CSV, table)
+        print(f"wrote {cfg.OUT_CSV}")
 
 
 if __name__ == "__main__":

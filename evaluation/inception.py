@@ -8,9 +8,9 @@ implementation), after quantising to 0..255 as a saved JPEG would be.
 """
 import numpy as np
 import torch
-from tqdm import tqdm
-
 from core.images import load_rgb
+from core.progress import progress as progress_bar
+from evaluation.duplication import clip_cosine
 
 FEATURE_DIM = 2048
 
@@ -38,7 +38,7 @@ class InceptionFeatures:
         """Features of a list of PIL images (any sizes; batched by size) or image paths, in input order."""
         out = np.zeros((len(images), FEATURE_DIM), dtype=np.float64)
         pending = {}  # size -> [(index, image)]: only same-size images stack into a batch
-        bar = tqdm(total=len(images), desc=progress, unit="img", disable=progress is None)
+        bar = progress_bar(total=len(images), desc=progress, unit="img", disable=progress is None)
         for i, item in enumerate(images):
             image = load_rgb(item) if not hasattr(item, "size") else item
             group = pending.setdefault(image.size, [])
@@ -64,8 +64,8 @@ def l2_normalize(x, eps=1e-12):
 
 
 def cosine(a, b):
-    """Row-wise cosine of two (n, d) arrays."""
-    return np.clip(np.sum(l2_normalize(a) * l2_normalize(b), axis=-1), -1.0, 1.0)  # rounding can pass 1
+    """Row-wise cosine of two (n, d) arrays, clipped to [-1, 1] (rounding can pass 1)."""
+    return clip_cosine(np.sum(l2_normalize(a) * l2_normalize(b), axis=-1))
 
 
 def max_cosine(queries, pool, chunk=4096):
@@ -79,4 +79,4 @@ def max_cosine(queries, pool, chunk=4096):
         s = sims[np.arange(len(q)), j]
         better = s > best
         best[better], arg[better] = s[better], j[better] + start
-    return np.clip(best, -1.0, 1.0), arg  # rounding can pass 1 for an exact copy
+    return clip_cosine(best), arg  # rounding can pass 1 for an exact copy

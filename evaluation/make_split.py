@@ -9,26 +9,25 @@ Which rows go to test depends only on (SEED, id): rows are ordered by seeds.row_
 round(FRACTION * n) are held out, so the split ignores file order. A sibling `info_trans.csv` (the translation stage's
 output) is split the same way, so the split needs no new translation. Images are symlinks (default) or copies.
 
-usage: python -m evaluation.make_split --SOURCE_DIR=/path/to/train --SPLIT_DIR=data/val_split [--FRACTION=0.1]
-then:  DATA_DIR=data/val_split bash run/<method>.sh; PRED_DIR=... GT_DIR=data/val_split/test bash run/evaluate.sh
+usage: bash run/evaluate.sh split --SOURCE_DIR=/path/to/train --SPLIT_DIR=data/val_split [--FRACTION=0.1]
+then:  DATA_DIR=data/val_split bash run/<method>.sh; bash run/evaluate.sh --PRED_DIR=... --GT_DIR=data/val_split/test
 """
 import os
 from pathlib import Path
 
-from tqdm import tqdm
-
-from core import dataset, files, knobs, seeds
-from core.knobs import InputError
+from core import dataset, files, knobs
 from core.dataset import read_info
-from core.seeds import row_seed
 from core.files import write_csv, write_json
+from core.knobs import InputError
+from core.progress import progress
+from core.seeds import row_seed
 
+DATA_DIR = "data"  # the data folder (also from env DATA_DIR): its train/ is the default SOURCE_DIR
 SEED = 0  # which rows are held out: the same seed and ids always give the same split
 FRACTION = 0.1  # share of rows held out as the validation "test" split (0.1 of 1362 -> 136 rows)
 SOURCE_DIR = ""  # the training folder to split (info.csv + images/); default $DATA_DIR/train
 SPLIT_DIR = "data/val_split"  # where the new DATA_DIR-style folder is written
 LINK = "symlink"  # symlink | copy: how images get into the split (copy when the split must move between machines)
-knobs.configure(globals())
 
 
 def choose_test_ids(ids, seed, fraction):
@@ -56,7 +55,7 @@ def place_image(src, dst, link):
         files.atomic_write(dst, src.read_bytes())
 
 
-def make_split(source_dir, split_dir, seed=SEED, fraction=FRACTION, link=LINK):
+def make_split(source_dir, split_dir, seed, fraction, link="symlink"):
     """Write the split; returns (train DataFrame, test DataFrame). Refuses to overwrite a different split."""
     if link not in ("symlink", "copy"):
         raise InputError(f"LINK must be symlink or copy, got {link!r}")
@@ -80,7 +79,7 @@ def make_split(source_dir, split_dir, seed=SEED, fraction=FRACTION, link=LINK):
         for stale in images.iterdir():  # a rerun after the source changed must not keep rows that left the split
             if stale.name not in wanted:
                 stale.unlink()
-        for banner in tqdm(df["bannerImage"], desc=f"split: {name} images", unit="img"):
+        for banner in progress(df["bannerImage"], desc=f"split: {name} images", unit="img"):
             place_image(source_dir / "images" / banner, images / banner, link)
         write_csv(split_dir / name / "info.csv", df)
         if trans_df is not None:
@@ -89,11 +88,12 @@ def make_split(source_dir, split_dir, seed=SEED, fraction=FRACTION, link=LINK):
     return parts["train"], parts["test"]
 
 
-def main():
-    source = Path(SOURCE_DIR) if SOURCE_DIR else dataset.split_dir("train")
-    train, test = make_split(source, SPLIT_DIR, SEED, FRACTION, LINK)
-    print(f"split of {source}: {len(train)} train + {len(test)} test rows -> {SPLIT_DIR} "
-          f"(DATA_DIR={SPLIT_DIR}, GT_DIR={Path(SPLIT_DIR) / 'test'})")
+def main(argv=None):
+    cfg = knobs.configure(globals(), argv)
+    source = Path(cfg.SOURCE_DIR) if cfg.SOURCE_DIR else dataset.split_dir("train", cfg.DATA_DIR)
+    train, test = make_split(source, cfg.SPLIT_DIR, cfg.SEED, cfg.FRACTION, cfg.LINK)
+    print(f"split of {source}: {len(train)} train + {len(test)} test rows -> {cfg.SPLIT_DIR} "
+          f"(DATA_DIR={cfg.SPLIT_DIR}, --GT_DIR={Path(cfg.SPLIT_DIR) / 'test'})")
 
 
 if __name__ == "__main__":

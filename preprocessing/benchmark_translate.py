@@ -16,6 +16,7 @@ from collections import Counter
 from core import dataset, knobs
 from preprocessing import translate as tr
 
+DATA_DIR = "data"  # the data folder (also from env DATA_DIR)
 INFO = ""  # info.csv to measure; "" = $DATA_DIR/train/info.csv
 MODEL = ""  # seq2seq model (hub id or folder); "" = the tiny random smoke model
 N_STRINGS = 256  # distinct strings timed in each mode (a random sample of the file's, fixed seed)
@@ -26,8 +27,6 @@ DEVICE = "auto"  # auto | cuda | cpu
 DTYPE = "fp16"  # on CUDA; the CPU runs fp32
 CPU_THREADS = 0  # torch threads on the CPU; 0 = torch's default
 SEED = 0  # which strings are sampled
-
-knobs.configure(globals())
 
 
 def distinct_report(frame):
@@ -61,28 +60,31 @@ def timed(translator, texts, batch_size):
     return len(texts) / seconds, seconds, translator.calls
 
 
-def main():
-    path = INFO or dataset.split_dir("train") / "info.csv"
+def main(argv=None):
+    cfg = knobs.configure(globals(), argv)
+    stage = knobs.configure(tr, [], env={})  # the translation stage's own defaults (language codes, blank guard)
+    path = cfg.INFO or dataset.split_dir("train", cfg.DATA_DIR) / "info.csv"
     frame = dataset.read_info(path)
     print(f"{path}: {len(frame)} rows")
     strings = distinct_report(frame)
-    model = MODEL or __import__("smoke").smoke_model("seq2seq")
-    texts = random.Random(SEED).sample(strings, min(N_STRINGS, len(strings)))
-    translator = tr.Seq2SeqTranslator(model, DEVICE, DTYPE, BATCH_SIZE, 0, MAX_NEW_TOKENS, NUM_BEAMS, tr.SRC_LANG,
-                                      tr.TGT_LANG, tr.TGT_LANG_AS, tr.TRUST_REMOTE_CODE, tr.SUPPRESS_BLANK_START,
-                                      cpu_threads=CPU_THREADS)
+    model = cfg.MODEL or __import__("smoke").smoke_model("seq2seq")
+    texts = random.Random(cfg.SEED).sample(strings, min(cfg.N_STRINGS, len(strings)))
+    translator = tr.Seq2SeqTranslator(model, cfg.DEVICE, cfg.DTYPE, cfg.BATCH_SIZE, 0, cfg.MAX_NEW_TOKENS,
+                                      cfg.NUM_BEAMS, stage.SRC_LANG, stage.TGT_LANG, stage.TGT_LANG_AS,
+                                      stage.TRUST_REMOTE_CODE, stage.SUPPRESS_BLANK_START, cpu_threads=cfg.CPU_THREADS)
     import torch
 
-    print(f"\nmodel: {model}{'  (SMOKE: tiny random model, not a real translator)' if not MODEL else ''}")
+    print(f"\nmodel: {model}{'  (SMOKE: tiny random model, not a real translator)' if not cfg.MODEL else ''}")
     print(f"device {translator.device}, torch threads {torch.get_num_threads()}, {len(texts)} strings "
-          f"(mean {sum(map(len, texts)) / len(texts):.0f} chars), beams {NUM_BEAMS}, max new tokens {MAX_NEW_TOKENS}")
-    translator.translate_batch(texts[:BATCH_SIZE])  # warm-up: first-call allocations and kernel selection
+          f"(mean {sum(map(len, texts)) / len(texts):.0f} chars), beams {cfg.NUM_BEAMS}, max new tokens "
+          f"{cfg.MAX_NEW_TOKENS}")
+    translator.translate_batch(texts[:cfg.BATCH_SIZE])  # warm-up: first-call allocations and kernel selection
     by_length = sorted(texts, key=len, reverse=True)
     single = timed(translator, texts, 1)
-    batched = timed(translator, texts, BATCH_SIZE)
-    batched_sorted = timed(translator, by_length, BATCH_SIZE)
-    for name, (rate, seconds, calls) in [("one at a time", single), (f"batched {BATCH_SIZE}, file order", batched),
-                                         (f"batched {BATCH_SIZE}, sorted by length", batched_sorted)]:
+    batched = timed(translator, texts, cfg.BATCH_SIZE)
+    batched_sorted = timed(translator, by_length, cfg.BATCH_SIZE)
+    for name, (rate, seconds, calls) in [("one at a time", single), (f"batched {cfg.BATCH_SIZE}, file order", batched),
+                                         (f"batched {cfg.BATCH_SIZE}, sorted by length", batched_sorted)]:
         print(f"{name:<34}{rate:>9.1f} strings/s  ({seconds:.2f} s, {calls} generate calls)")
     print(f"ratio batched/one-at-a-time: {batched[0] / single[0]:.1f}x (file order), "
           f"{batched_sorted[0] / single[0]:.1f}x (sorted by length)")

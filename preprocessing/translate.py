@@ -9,13 +9,15 @@ batch holds strings of similar length (less padding, and an out-of-memory shows 
 Backends (BACKEND):
   seq2seq  any transformers translation model, hub id or local folder, batched on GPU or CPU (SEQ2SEQ_MODEL).
   google   Google Translate through deep-translator (online, what the seed used): retries with exponential backoff,
-           a bounded request rate, a timeout per request.
+           a bounded request rate, a timeout per request. A service that cannot be reached at all (no network, DNS
+           failure, connection refused) stops the run at once with one line naming --BACKEND=seq2seq; rate limits
+           and server errors are retried.
   auto     seq2seq when HF_HUB_OFFLINE=1 or SMOKE=1 (offline), else google.
 
 Every translation goes into a JSON cache on disk (CACHE) keyed by backend + model settings + text, saved atomically
 after each batch: a rerun or a resumed run translates only what is missing, and loads no model when nothing is.
-If a string still fails (after the retries), the run lists each (split, row id, field), writes the list to
-translation_failures.json beside the cache, and exits 1 without writing that split's info_trans.csv.
+If a string still fails (after the retries), the run names the first few (split, row id, field), writes the full list
+to translation_failures.json beside the cache, and exits 1 without writing that split's info_trans.csv.
 
 usage: bash run/translation.sh [--BACKEND=seq2seq] [--SEQ2SEQ_MODEL=Helsinki-NLP/opus-mt-vi-en] [--help]
 """
@@ -27,7 +29,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import dataset, devices, files, knobs
+from core.errors import error_list
+from core.progress import progress as progress_bar
 
+DATA_DIR = "data"  # the data folder with {train,test}/info.csv (also from env DATA_DIR)
 BACKEND = "auto"  # auto | seq2seq | google; auto = seq2seq when HF_HUB_OFFLINE=1 or SMOKE=1, else google
 SEQ2SEQ_MODEL = "vinai/vinai-translate-vi2en-v2"  # hub id or local folder (e.g. Helsinki-NLP/opus-mt-vi-en); SMOKE=1: tiny random model
 SRC_LANG = "vi_VN"  # source language code, set only on tokenizers that know it (mBART: vi_VN; NLLB: vie_Latn)
@@ -53,13 +58,33 @@ GOOGLE_GIVE_UP_AFTER = 5  # this many strings failing in a row means the service
 SPLITS = "train,test"  # comma-separated split folders under DATA_DIR; a missing one is an error
 CACHE = ""  # translation cache file; "" = $DATA_DIR/translation_cache.json
 LOWERCASE = False  # lower-case every string before translating (the seed's behaviour; loses brand-name casing)
-PROGRESS = True  # show the tqdm progress bar (strings/s)
-
-knobs.configure(globals())
+PROGRESS = True  # show the progress bar (strings/s) when the output is a terminal
+# SMOKE=1: the tiny random model, greedy, short outputs, small batches: exercises every path in seconds
+SMOKE_OVERRIDES = dict(BATCH_SIZE=8, MAX_NEW_TOKENS=16, NUM_BEAMS=1)
 
 
 class ServiceDown(Exception):
     """The translation service keeps failing: stop asking it; the strings not yet done are listed as failed."""
+
+
+def unreachable(error):
+    """True when `error` is a failure to resolve the host or to connect at all (no network, DNS, refused): unlike a
+    rate limit (429), a server error (5xx) or a dropped connection, retrying it cannot help."""
+    import socket
+
+    from urllib3.exceptions import NewConnectionError  # NameResolutionError is one of these
+
+    seen, todo = set(), [error]
+    while todo:  # requests wraps urllib3's MaxRetryError, whose .reason is the socket-level error
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, (NewConnectionError, socket.gaierror, ConnectionRefusedError)):
+            return True
+        todo += [getattr(e, "reason", None), e.__cause__, e.__context__]
+        todo += [a for a in getattr(e, "args", ()) if isinstance(a, BaseException)]
+    return False
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -67,11 +92,11 @@ class ServiceDown(Exception):
 
 
 def resolve_backend(backend, env=None):
-    """'auto' -> 'seq2seq' when offline (HF_HUB_OFFLINE=1) or SMOKE=1, else 'google'."""
+    """'auto' -> 'seq2seq' when offline (HF_HUB_OFFLINE=1, which the HF libraries read too) or SMOKE=1, else 'google'."""
     env = os.environ if env is None else env
     if backend == "auto":
-        offline = knobs.env_flag("HF_HUB_OFFLINE", env) or knobs.env_flag("SMOKE", env)
-        return "seq2seq" if offline else "google"
+        offline = env.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+        return "seq2seq" if offline or knobs.smoke_enabled(env) else "google"
     if backend not in ("seq2seq", "google"):
         raise knobs.InputError(f"BACKEND must be auto, seq2seq or google, got {backend!r}")
     return backend
@@ -130,6 +155,8 @@ class Seq2SeqTranslator:
         if num_beams > 1:
             self.generate_kwargs["early_stopping"] = True
         self.notes = []  # what was applied, for the log
+        # codes the tokenizer does not have: right for a one-pair model (opus-mt-vi-en), a wrong knob for mBART/NLLB
+        self.unknown_codes = [c for c in (src_lang, tgt_lang) if c and not self._knows(c)]
         if src_lang and self._knows(src_lang) and hasattr(self.tokenizer, "src_lang"):
             self.tokenizer.src_lang = src_lang
             self.notes.append(f"src_lang={src_lang}")
@@ -218,13 +245,17 @@ def call_with_timeout(fn, arg, timeout):
     return result["value"]
 
 
-def google_translate_fn(source="vi", target="en", timeout=20.0):
+def google_translate_fn(source="vi", target="en", timeout=20.0, url=None):
     """The online service as a callable text -> text (a fresh GoogleTranslator per call: an abandoned, timed-out
-    call must not share URL parameters with the next one)."""
+    call must not share URL parameters with the next one). `url` replaces the service's address (tests point it at a
+    stand-in on 127.0.0.1)."""
     from deep_translator import GoogleTranslator
 
     def translate(text):
-        return call_with_timeout(GoogleTranslator(source=source, target=target).translate, text, timeout)
+        service = GoogleTranslator(source=source, target=target)
+        if url:
+            service._base_url = url
+        return call_with_timeout(service.translate, text, timeout)
 
     return translate
 
@@ -254,6 +285,7 @@ class RetryingTranslator:
     min_interval: float = 0.5
     give_up_after: int = 5
     permanent: tuple = ()
+    is_unreachable: object = unreachable  # error -> True: the service cannot be reached, so no retry helps
     sleep: object = time.sleep
     clock: object = time.monotonic
     name: str = "google"
@@ -282,6 +314,10 @@ class RetryingTranslator:
             except self.permanent as e:
                 return e
             except Exception as e:  # network errors, HTTP 429/5xx, a page without a translation: retry
+                if self.is_unreachable(e):
+                    raise knobs.InputError(
+                        f"the {self.name} translation service cannot be reached ({describe_short(e)}): no network "
+                        f"here? Translate offline with --BACKEND=seq2seq (strings done so far are cached)") from None
                 error = e
                 continue
             if isinstance(out, str) and out.strip():
@@ -308,6 +344,19 @@ def describe(error):
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
+def describe_short(error):
+    """The innermost reason of a network error in a few words (requests' own message is a paragraph)."""
+    import socket
+
+    reason = getattr(getattr(error, "args", [None])[0], "reason", None) if getattr(error, "args", None) else None
+    for e in (reason, error.__cause__, error):
+        if isinstance(e, socket.gaierror) or "NameResolution" in type(e).__name__:
+            return "the host name does not resolve"
+        if isinstance(e, ConnectionRefusedError) or "refused" in str(e).lower():
+            return "connection refused"
+    return type(error).__name__
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # the run: read the splits, translate what the cache lacks, write the splits that are complete
 
@@ -319,15 +368,12 @@ def translate_missing(texts, make_translator, store, tag, progress=True):
     `name`, `batch_size` and `translate_batch(texts) -> [str or Exception]`. Returns (translator or None, number of
     texts translated now, {text: reason} of the failures); translator.seconds is the time spent translating.
     """
-    from tqdm import tqdm
-
     todo = sorted({t for t in texts if t and cache_key(tag, t) not in store}, key=lambda t: (-len(t), t))
     if not todo:
         return None, 0, {}
     translator = make_translator()
     failures, done, started = {}, 0, time.perf_counter()
-    bar = tqdm(total=len(todo), unit="str", desc=f"translate ({translator.name})", disable=not progress,
-               file=sys.stderr)
+    bar = progress_bar(total=len(todo), unit="str", desc=f"translate ({translator.name})", disable=not progress)
     try:
         for start in range(0, len(todo), translator.batch_size):
             batch = todo[start:start + translator.batch_size]
@@ -424,49 +470,49 @@ def run(root, splits, make_translator, tag, cache_path, lowercase=False, progres
 
 def report_failures(failures, path, log=print):
     files.write_json(path, failures)
+    names = [f"{f['split']} row id={f['id']} field={f['field']} ({f['reason']})" for f in failures]
     log(f"error: {len(failures)} field(s) could not be translated; their splits' info_trans.csv were NOT written "
-        f"(everything else is cached: rerun to retry only these). Full list: {path}")
-    for f in failures[:20]:
-        log(f"  {f['split']} row id={f['id']} field={f['field']}: {f['reason']}")
-    if len(failures) > 20:
-        log(f"  ... and {len(failures) - 20} more")
+        f"(everything else is cached: rerun to retry only these): {error_list(names, path, write=False)}")
 
 
-def main():
-    backend = resolve_backend(BACKEND)
-    root = dataset.data_dir()
-    splits = [s.strip() for s in SPLITS.split(",") if s.strip()]
+def main(argv=None):
+    cfg = knobs.configure(globals(), argv)
+    backend = resolve_backend(cfg.BACKEND)
+    root = Path(cfg.DATA_DIR)
+    splits = [s.strip() for s in cfg.SPLITS.split(",") if s.strip()]
     if not splits:
         raise knobs.InputError("SPLITS is empty")
-    cache_path = Path(CACHE) if CACHE else root / "translation_cache.json"
+    cache_path = Path(cfg.CACHE) if cfg.CACHE else root / "translation_cache.json"
     failures_path = cache_path.with_name("translation_failures.json")
     if backend == "seq2seq":
         knobs.announce_smoke("translation")
-        smoke = knobs.smoke_enabled()
-        # SMOKE=1: the tiny random model, greedy, short outputs, small batches: exercises every path in seconds
-        batch_size, max_new, beams = (min(BATCH_SIZE, 8), min(MAX_NEW_TOKENS, 16), 1) if smoke else (
-            BATCH_SIZE, MAX_NEW_TOKENS, NUM_BEAMS)
-        model = devices.model_path(SEQ2SEQ_MODEL, smoke_family="seq2seq")
-        tag = seq2seq_tag(model, SRC_LANG, TGT_LANG, TGT_LANG_AS, beams, max_new, MAX_INPUT_TOKENS)
+        model = devices.model_path(cfg.SEQ2SEQ_MODEL, smoke_family="seq2seq")
+        tag = seq2seq_tag(model, cfg.SRC_LANG, cfg.TGT_LANG, cfg.TGT_LANG_AS, cfg.NUM_BEAMS, cfg.MAX_NEW_TOKENS,
+                          cfg.MAX_INPUT_TOKENS)
 
         def make_translator():
             print(f"loading {model} ...", file=sys.stderr, flush=True)
-            t = Seq2SeqTranslator(model, DEVICE, DTYPE, batch_size, MAX_INPUT_TOKENS, max_new, beams, SRC_LANG,
-                                  TGT_LANG, TGT_LANG_AS, TRUST_REMOTE_CODE, SUPPRESS_BLANK_START,
-                                  cpu_threads=CPU_THREADS)
-            print(f"seq2seq on {t.device}, batch {batch_size}, beams {beams}, max input {t.max_input_tokens} tokens"
-                  + (f", {', '.join(t.notes)}" if t.notes else ", no language codes (tokenizer lacks them)"),
+            t = Seq2SeqTranslator(model, cfg.DEVICE, cfg.DTYPE, cfg.BATCH_SIZE, cfg.MAX_INPUT_TOKENS,
+                                  cfg.MAX_NEW_TOKENS, cfg.NUM_BEAMS, cfg.SRC_LANG, cfg.TGT_LANG, cfg.TGT_LANG_AS,
+                                  cfg.TRUST_REMOTE_CODE, cfg.SUPPRESS_BLANK_START, cpu_threads=cfg.CPU_THREADS)
+            print(f"seq2seq on {t.device}, batch {cfg.BATCH_SIZE}, beams {cfg.NUM_BEAMS}, max input "
+                  f"{t.max_input_tokens} tokens" + (f", {', '.join(t.notes)}" if t.notes else ""),
                   file=sys.stderr, flush=True)
+            if t.unknown_codes and not knobs.smoke_enabled():  # the tiny smoke model has none, by design
+                print(f"note: {cfg.SEQ2SEQ_MODEL} has no token {' / '.join(t.unknown_codes)}, so no language code is "
+                      f"set: right for a one-pair model (e.g. Helsinki-NLP/opus-mt-vi-en); an mBART/NLLB model "
+                      f"needs its own codes in --SRC_LANG/--TGT_LANG (NLLB: vie_Latn/eng_Latn)",
+                      file=sys.stderr, flush=True)
             return t
     else:
-        tag = google_tag(GOOGLE_SOURCE, GOOGLE_TARGET)
+        tag = google_tag(cfg.GOOGLE_SOURCE, cfg.GOOGLE_TARGET)
 
         def make_translator():
-            return RetryingTranslator(google_translate_fn(GOOGLE_SOURCE, GOOGLE_TARGET, GOOGLE_TIMEOUT),
-                                      GOOGLE_RETRIES, GOOGLE_BACKOFF, GOOGLE_BACKOFF_MAX, GOOGLE_MIN_INTERVAL,
-                                      GOOGLE_GIVE_UP_AFTER, permanent_errors())
+            return RetryingTranslator(google_translate_fn(cfg.GOOGLE_SOURCE, cfg.GOOGLE_TARGET, cfg.GOOGLE_TIMEOUT),
+                                      cfg.GOOGLE_RETRIES, cfg.GOOGLE_BACKOFF, cfg.GOOGLE_BACKOFF_MAX,
+                                      cfg.GOOGLE_MIN_INTERVAL, cfg.GOOGLE_GIVE_UP_AFTER, permanent_errors())
     print(f"backend: {backend} ({tag})")
-    stats = run(root, splits, make_translator, tag, cache_path, LOWERCASE, PROGRESS)
+    stats = run(root, splits, make_translator, tag, cache_path, cfg.LOWERCASE, cfg.PROGRESS)
     if stats["failures"]:
         report_failures(stats["failures"], failures_path, log=lambda m: print(m, file=sys.stderr))
         sys.exit(1)

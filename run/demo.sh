@@ -27,7 +27,7 @@ bash run/evaluate.sh split --SOURCE_DIR="$DATA_DIR/train" --SPLIT_DIR="$VAL" --F
 DATA_DIR="$VAL" bash run/retrieval.sh
 DATA_DIR="$VAL" OUT_DIR="$DEMO_OUT/val_method_1" bash run/inference.sh
 step "5/5: evaluation -> $DEMO_OUT/val_method_1/{report.json,scores.csv,gallery.html}"
-DATA_DIR="$VAL" PRED_DIR="$DEMO_OUT/val_method_1" GT_DIR="$VAL/test" bash run/evaluate.sh
+DATA_DIR="$VAL" bash run/evaluate.sh --PRED_DIR="$DEMO_OUT/val_method_1" --GT_DIR="$VAL/test"
 
 echo
 echo "== demo done in $(( $(date +%s) - start )) s (SMOKE=1: tiny random models, so the banners are noise)"

