@@ -24,6 +24,7 @@ import sys
 import time
 
 from core import dataset, devices, images, knobs
+from evaluation import duplication
 from inference import pipelines, postprocess, prompts, runner
 from inference.train_pool import training_stats
 
@@ -49,7 +50,7 @@ SEED = 42  # run seed; each row's generator is seeded from (SEED, id)
 DEVICE = "auto"  # auto | cuda | cpu (accelerate launch picks each process's GPU)
 DTYPE = "fp16"  # fp16 | bf16 | fp32 on CUDA (always fp32 on the CPU)
 DUP_GUARD = True  # measure each output's similarity to the training banners and regenerate near-copies
-DUP_MAX = 0.85  # regenerate above this Inception cosine (evaluation/duplication.py says why 0.85)
+DUP_MAX = duplication.DUP_MAX  # regenerate above this Inception cosine (evaluation/duplication.py: why 0.85)
 DUP_STRENGTH_STEP = 0.1  # each retry adds this much strength (capped at 1.0)
 DUP_MAX_TRIES = 3  # generations per row at most, the first included; after that the least similar one is kept
 POSTPROCESS = False  # the winner's recipe: rank-1 and rank-2 generations side by side, blended, padded (knobs PP_*)

@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from core import dataset, devices, files, knobs
+from evaluation import duplication
 from inference import pipelines, postprocess, prompts, runner
 from inference.train_pool import training_stats
 
@@ -49,7 +50,7 @@ SEED = 42  # run seed; each row's generator is seeded from (SEED, id)
 DEVICE = "auto"  # auto | cuda | cpu (accelerate launch picks each process's GPU)
 DTYPE = "fp16"  # fp16 | bf16 | fp32 on CUDA (always fp32 on the CPU)
 DUP_GUARD = True  # measure each output's similarity to the training banners and regenerate near-copies
-DUP_MAX = 0.85  # regenerate above this Inception cosine (evaluation/duplication.py says why 0.85)
+DUP_MAX = duplication.DUP_MAX  # regenerate above this Inception cosine (evaluation/duplication.py: why 0.85)
 DUP_MAX_TRIES = 3  # generations per row at most, the first included; after that the least similar one is kept
 POSTPROCESS = False  # the winner's recipe: two generations side by side, blended, padded (knobs PP_*)
 PP_PAIR = postprocess.PP_PAIR  # POSTPROCESS: two generations (two seeds) side by side

@@ -17,9 +17,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from PIL import Image
-from tqdm import tqdm
 
 from core import files, images, knobs
+from core.progress import progress
 
 PP_PAIR = True  # put two generations side by side (needs two images per row; one image is padded alone)
 PP_TILE_SIZE = (512, 409)  # each image of the pair, WxH
@@ -96,7 +96,7 @@ def main(argv=None):
     same_recipe = files.read_json(stamp) == stamp_data
     if not same_recipe and stamp.exists():
         stamp.unlink()  # a kill during the redo must not leave the old stamp vouching for a mix of recipes
-    for src in tqdm(sources, desc="post-processing", unit="img", disable=None):
+    for src in progress(sources, desc="post-processing", unit="img"):
         name = src.name if src.suffix.lower() in images.BANNER_SUFFIXES else src.stem + ".jpg"
         if same_recipe and images.is_banner_jpeg(out_dir / name):
             continue

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Callable
 
 from core import devices, files, images, seeds
+from core.progress import progress
 from core.knobs import InputError
 
 MANIFEST_COLUMNS = ["id", "bannerImage", "init_bannerImage", "strength", "seed", "tries", "dup_similarity", "seconds",
@@ -164,15 +165,13 @@ def generate_rows(target, jobs, keys, generate, finish, retry, guard, batch_size
     """Generate `jobs` into `target`: `generate([(prompt, input, seed)], params) -> [PIL]` in batches,
     `finish(job, [PIL per part]) -> PIL` (post-processing, text layer), `retry(attempt) -> params` (attempt 1 = the
     method's own settings). Returns {"rows", "generations", "seconds"}."""
-    from tqdm import tqdm
-
     if guard.measure is not None and guard.max_tries < 1:
         raise InputError(f"DUP_MAX_TRIES={guard.max_tries}: must be >= 1 (the first generation counts)")
     store = files.JsonStore(target.meta(f".manifest.rank{rank}.json"), every=1)
     parts = max((len(j.inputs) for j in jobs), default=1)
     rows_per_batch = max(1, batch_size // parts)
     generated, started = 0, time.perf_counter()
-    bar = tqdm(total=len(jobs), desc=desc, unit="banner", disable=None)
+    bar = progress(total=len(jobs), desc=desc, unit="banner")
     for b in range(0, len(jobs), rows_per_batch):
         batch = jobs[b:b + rows_per_batch]
         best, tried, seconds, pending = {}, {}, {j.row.id: 0.0 for j in batch}, list(batch)

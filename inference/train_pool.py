@@ -49,7 +49,8 @@ def cached_inception(paths, cache_dir, extractor):
     from evaluation.feature_cache import FeatureCache
 
     cache = FeatureCache(Path(cache_dir) / "inception_features.safetensors", extractor)
-    return cache.features(paths, progress="inception features of the training banners (cached)")
+    return cache.features(paths, progress="inception features of the training banners (cached)",
+                          skip_hint="--DUP_GUARD=0 skips the duplication guard")
 
 
 def training_stats(data_dir, device, cache_dir, dup_guard=True, mean_rgb=False):

@@ -21,9 +21,9 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from core.knobs import InputError
+from core.progress import progress as progress_bar
 from core.files import atomic_open, read_json, write_json
 from core.devices import shard, wait_for_everyone
 
@@ -188,7 +188,7 @@ def build_index(folder, encoder, items, ids, dtype="fp16", part_size=4096, batch
     mine = shard(list(range(n_parts)), rank, world_size)
     todo = [p for p in mine if _load_part(_part_file(parts_dir, p), bounds[p][1] - bounds[p][0], encoder.dim) is None]
     encoded = 0
-    bar = tqdm(total=sum(bounds[p][1] - bounds[p][0] for p in todo), desc=desc, unit="row",
+    bar = progress_bar(total=sum(bounds[p][1] - bounds[p][0] for p in todo), desc=desc, unit="row",
                disable=not progress or not todo)
     for p in todo:
         part, k = _encode_part(encoder, items, row_keys, *bounds[p], reuse, old, dtype, batch_size, bar)
@@ -202,7 +202,7 @@ def build_index(folder, encoder, items, ids, dtype="fp16", part_size=4096, batch
             part = _load_part(_part_file(parts_dir, p), hi - lo, encoder.dim)
             if part is None:  # a process that died, or a simulated run without it: do its share here
                 part, k = _encode_part(encoder, items, row_keys, lo, hi, reuse, old, dtype, batch_size,
-                                       tqdm(disable=True))
+                                       progress_bar(disable=True))
                 encoded += k
             parts.append(part)
         (folder / META_FILE).unlink(missing_ok=True)  # from here until the new meta, the folder reads as unbuilt

@@ -8,7 +8,7 @@ Rows are L2-normalised, so the dot product is the cosine. Among equal scores the
 """
 import numpy as np
 import torch
-from tqdm import tqdm
+from core.progress import progress as progress_bar
 
 from retrieval.index import TENSOR, Index
 
@@ -86,7 +86,7 @@ def search(queries, pool, k, chunk_rows=32768, query_rows=4096, device="cpu", ex
     excl = None if exclude is None else torch.as_tensor(np.asarray(exclude), dtype=torch.int64, device=device)
     # one scores buffer reused for every (query block, chunk) product, for the same reason as the chunk buffer
     scores_buffer = torch.empty(min(m, query_rows) * min(chunk_rows, n), dtype=torch.float32, device=device)
-    bar = tqdm(total=n, desc=progress, unit="row", unit_scale=True, disable=progress is None)
+    bar = progress_bar(total=n, desc=progress, unit="row", unit_scale=True, disable=progress is None)
     for start, chunk in _pool_chunks(pool, chunk_rows, device):
         bar.update(len(chunk))
         kk = min(k, len(chunk))

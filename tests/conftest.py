@@ -6,8 +6,8 @@ from pathlib import Path
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# hermetic: the stages read their knobs from env vars of the same name, and run/_env.sh exports DATA_DIR=data
-for name in ("DATA_DIR", "OUT_DIR", "PRED_DIR", "GT_DIR", "TRAIN_DIR", "SMOKE", "DEMO_DATA_DIR", "DEMO_OUT"):
+# hermetic: the stages read DATA_DIR, OUT_DIR and SMOKE from the environment (the run/*.sh contract)
+for name in ("DATA_DIR", "OUT_DIR", "SMOKE", "DEMO_DATA_DIR", "DEMO_OUT"):
     os.environ.pop(name, None)
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
