@@ -63,6 +63,7 @@ SCRIM_ALPHAS = (0.0, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)  # scrim opacities tried in
 _REGIONS = (("left", (0.0, 0.0, 0.46, 1.0), "left"), ("right", (0.54, 0.0, 1.0, 1.0), "left"),
            ("top", (0.0, 0.0, 1.0, 0.4), "center"), ("bottom", (0.0, 0.6, 1.0, 1.0), "center"))
 _WHITE, _INK = (255, 255, 255), (17, 17, 17)
+_SUBLINE_GAP = 0.25  # space between headline and second line / headline size
 
 DISCLAIMER_RE = re.compile(r"không\s+(?:phải\s+(?:là\s+)?|là\s+)thuốc", re.I)
 _UNIT = r"(?:%|k|đ|₫|vnđ|vnd|đồng|triệu|tr|nghìn|ngàn|tỷ)(?!\w)"  # "1 đến" is not "1 đ"
@@ -324,7 +325,7 @@ def _fit(copy, cfg, fonts, box):
             if sub is None:
                 continue
             lines += [(t, fonts[1], sub_size) for t in sub]
-        h = sum(sum(_metrics(s)) for _, _, s in lines)
+        h = sum(sum(_metrics(s)) for _, _, s in lines) + (round(_SUBLINE_GAP * size) if copy.subline else 0)
         w = max(load_font(f, s).getlength(t) for t, f, s in lines)
         badge = None
         if copy.badge:
@@ -336,8 +337,24 @@ def _fit(copy, cfg, fonts, box):
             h += round(0.5 * b_size) + b_h
             w = max(w, b_w)
         if h <= height:
+            lines = _balance(lines, width)
+            w = max([load_font(f, s).getlength(t) for t, f, s in lines] + [w if badge is None else b_w])
             return lines, badge, w, h
     return None
+
+
+def _balance(lines, width):
+    """The same text on the same number of lines, each run of lines re-wrapped at the narrowest width that still
+    needs no more lines (no orphan word on a last line)."""
+    out = []
+    for font, size in dict.fromkeys((f, s) for _, f, s in lines):
+        part = [t for t, f, s in lines if (f, s) == (font, size)]
+        text, face, lo, hi = " ".join(part), load_font(font, size), 1, width
+        while lo < hi and len(part) > 1:  # the narrowest width that still wraps onto len(part) lines
+            mid = (lo + hi) // 2
+            lo, hi = (lo, mid) if _wrap(text, face, mid, len(part)) is not None else (mid + 1, hi)
+        out += [(t, font, size) for t in (_wrap(text, face, hi, len(part)) if len(part) > 1 else part)]
+    return out
 
 
 def _candidates(image, cfg, bottom):
@@ -421,6 +438,8 @@ def plan_layout(image, copy, cfg, row_id=""):
     top = inner[1] + (inner[3] - inner[1] - block_h) // 2
     y, placed = top, []
     for text, font, size in lines:
+        if placed and size != placed[-1].size:  # a little air between the headline and the second line
+            y += round(_SUBLINE_GAP * placed[-1].size)
         up, down = _metrics(size)
         width = load_font(font, size).getlength(text)
         x = left if align == "left" else inner[0] + (inner[2] - inner[0] - round(width)) // 2
