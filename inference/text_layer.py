@@ -69,7 +69,7 @@ DISCLAIMER_RE = re.compile(r"không\s+(?:phải\s+(?:là\s+)?|là\s+)thuốc", r
 _UNIT = r"(?:%|k|đ|₫|vnđ|vnd|đồng|triệu|tr|nghìn|ngàn|tỷ)(?!\w)"  # "1 đến" is not "1 đ"
 _AMOUNT = rf"\d+(?:[.,]\d+)*\s?{_UNIT}|\d{{1,3}}(?:[.,]\d{{3}})+(?![\d.,]*\w)"
 _KEYWORD = (r"giảm(?:\s+giá)?|sale(?:\s+off)?|ưu\s+đãi|khuyến\s+mãi|chiết\s+khấu|đồng\s+giá|trả\s+góp|lãi\s+suất"
-            r"|giá|chỉ|off")
+            r"|giá|chỉ|còn|off")
 _FILLER = r"(?:\s+(?:ngay|đến|tới|lên|còn|từ|với|chỉ|giá|sốc|có|only|upto|up\s+to))*"
 OFFER_RE = re.compile(rf"(?<!\w)(?:{_KEYWORD}){_FILLER}\s+(?:{_AMOUNT})", re.I)
 PRICE_RE = re.compile(rf"(?<![\w.,])\d+(?:[.,]\d+)*\s?(?!%){_UNIT}", re.I)

@@ -11,7 +11,7 @@ from core import images, knobs
 from inference import text_layer as tl
 
 # written for this test (not from the real set), as long as the longest real caption (90 characters)
-LONG_CAPTION = "Ưu đãi lớn cuối tuần: bộ nồi inox 5 đáy siêu bền, nấu nhanh, giữ nhiệt lâu, dùng cho mọi loại bếp"
+LONG_CAPTION = "Ưu đãi lớn cuối tuần: bộ nồi inox 5 đáy siêu bền, nấu nhanh, giữ nhiệt lâu, hợp mọi bếp ga"
 VOWELS = "aăâeêioôơuưy"
 TONES = "\u0300\u0301\u0309\u0303\u0323"  # huyền, sắc, hỏi, ngã, nặng (combining; NFC makes the precomposed letters)
 
