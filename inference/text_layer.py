@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from core import dataset, files, images, knobs
 
 IN_DIR = ""  # script mode: folder of banners named by bannerImage
-INFO = ""  # script mode: the info.csv whose rows give the copy (default: IN_DIR/../info.csv is NOT guessed)
+INFO = ""  # script mode: the info.csv whose rows give the copy (required: never guessed from IN_DIR)
 OUT_DIR = "outputs/text_layer"  # script mode: where the banners with text go
 FONT_BOLD = ""  # TTF for headline and badge; "" = DejaVuSans-Bold.ttf from the pinned matplotlib package
 FONT_REGULAR = ""  # TTF for the second line and the disclaimer; "" = DejaVuSans.ttf from matplotlib
@@ -47,7 +47,7 @@ SUBLINE_MAX_LINES = 2
 SUBLINE_SCALE = 0.55  # second line size / headline size
 BADGE = True  # a price or offer found in the copy, on a solid badge
 BADGE_SCALE = 0.7  # badge text size / headline size
-BADGE_FILL = (198, 40, 40)  # badge colour (white text on it: contrast 5.6)
+BADGE_FILL = (192, 32, 32)  # badge colour (white text on it: contrast 6.05; must reach CONTRAST_MIN x MARGIN)
 DISCLAIMER = True  # the "not a medicine" line in small type at the bottom, when the copy has one
 DISCLAIMER_PX = 16  # its size, px
 MARGIN = 28  # px between the text and the canvas edge
@@ -187,6 +187,21 @@ def check_glyphs(text, path, row_id):
         if ord(ch) not in cmap and not ch.isspace():
             raise knobs.InputError(f"row id={row_id}: the font {Path(path).name} has no glyph for {ch!r} "
                                    f"(U+{ord(ch):04X}); remove it from the copy or set FONT_BOLD/FONT_REGULAR")
+
+
+def _check_fonts(copy, cfg, row_id):
+    fonts = (font_file(cfg.FONT_BOLD, True), font_file(cfg.FONT_REGULAR, False))
+    check_glyphs(" ".join((copy.headline, copy.badge)), fonts[0], row_id)
+    check_glyphs(" ".join((copy.subline, copy.disclaimer)), fonts[1], row_id)
+    return fonts
+
+
+def checked_copy(row, cfg):
+    """The row's Copy, every character checked against its font: call it for all rows before the expensive work
+    (a generation method does it before loading its model), so a missing glyph stops the run at once."""
+    copy = extract_copy(row, cfg)
+    _check_fonts(copy, cfg, _field(row, "id"))
+    return copy
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -407,9 +422,7 @@ def _choose_colors(image, group, cfg, min_alpha=0.0):
 def plan_layout(image, copy, cfg, row_id=""):
     """Where and how the copy goes on `image` (a 1024x533 RGB canvas). Raises InputError if it cannot fit."""
     W, H = image.size
-    fonts = (font_file(cfg.FONT_BOLD, True), font_file(cfg.FONT_REGULAR, False))
-    check_glyphs(" ".join((copy.headline, copy.badge)), fonts[0], row_id)
-    check_glyphs(" ".join((copy.subline, copy.disclaimer)), fonts[1], row_id)
+    fonts = _check_fonts(copy, cfg, row_id)
     bottom, groups = H, []
     if copy.disclaimer:  # one line across the bottom, shrunk until it fits the width
         size = cfg.DISCLAIMER_PX
@@ -461,6 +474,9 @@ def plan_layout(image, copy, cfg, row_id=""):
         fill = luminance(cfg.BADGE_FILL)
         layout.badge.color = max((_WHITE, _INK), key=lambda c: contrast_ratio(luminance(c), fill))
         layout.badge.contrast = float(contrast_ratio(luminance(layout.badge.color), fill))
+        if layout.badge.contrast < cfg.CONTRAST_MIN * cfg.CONTRAST_MARGIN:
+            raise knobs.InputError(f"BADGE_FILL {tuple(cfg.BADGE_FILL)}: white or dark text on it reaches only "
+                                   f"{layout.badge.contrast:.2f}; pick a darker or lighter colour")
     for group in groups:  # the disclaimer
         _choose_colors(image, group, cfg)
     layout.groups = [head] + groups
@@ -474,10 +490,11 @@ def draw_layout(image, layout):
     return out
 
 
-def text_mask(image, layout, badge=False):
-    """The glyphs of the layout as an L mask (for measuring): the headline block and disclaimer, or the badge."""
-    lines = layout.badge.lines if badge else [ln for g in layout.groups for ln in g.lines]
-    return _glyph_mask(image.size, lines)
+def measured_contrasts(image, layout):
+    """[(first line's text, WCAG ratio measured on `image`)] for each group of the layout (headline block,
+    disclaimer, badge): run it on the decoded JPEG to measure what a viewer gets."""
+    groups = layout.groups + ([layout.badge] if layout.badge else [])
+    return [(g.lines[0].text, measure_contrast(image, _glyph_mask(image.size, g.lines))) for g in groups]
 
 
 def render_copy(image, copy, cfg, row_id=""):
@@ -518,11 +535,7 @@ def main(argv=None):
     if missing:
         raise knobs.InputError(f"{cfg.IN_DIR}: no banner for row id(s) {missing[:10]}"
                                f"{' ...' if len(missing) > 10 else ''} (named by bannerImage in {cfg.INFO})")
-    copies = {}
-    for row in info.itertuples():  # every row's copy and glyphs checked before any banner is written
-        copy = copies[row.id] = extract_copy(row, cfg)
-        check_glyphs(" ".join((copy.headline, copy.badge)), font_file(cfg.FONT_BOLD, True), row.id)
-        check_glyphs(" ".join((copy.subline, copy.disclaimer)), font_file(cfg.FONT_REGULAR, False), row.id)
+    copies = {row.id: checked_copy(row, cfg) for row in info.itertuples()}  # every row checked before any write
     files.check_writable(cfg.OUT_DIR)
     stamp = Path(cfg.OUT_DIR) / ".text_layer.json"
     wanted = recipe(cfg)
@@ -536,12 +549,10 @@ def main(argv=None):
             continue
         image, layout = render_copy(images.load_rgb(Path(cfg.IN_DIR) / row.bannerImage), copies[row.id], cfg, row.id)
         data = images.banner_jpeg(image)
-        if cfg.JPEG_CHECK:
-            written = images.decode_image(data)
-            ratio = measure_contrast(written, text_mask(written, layout))
+        for text, ratio in measured_contrasts(images.decode_image(data), layout) if cfg.JPEG_CHECK else ():
             if ratio < cfg.CONTRAST_MIN:
                 raise knobs.InputError(f"row id={row.id}: contrast {ratio:.2f} < {cfg.CONTRAST_MIN} after the JPEG "
-                                       f"(raise CONTRAST_MARGIN)")
+                                       f"for {text!r} (raise CONTRAST_MARGIN)")
         images.save_banner(data, cfg.OUT_DIR, row.bannerImage)
         done += 1
     files.write_json(stamp, wanted)
