@@ -131,8 +131,10 @@ def find_offer(*texts):
 
 def extract_copy(row, cfg):
     """The row's Vietnamese copy (caption, description, moreInfo) -> what goes on the banner."""
-    caption, description, more = (_field(row, c) for c in ("caption", "description", "moreInfo"))
-    disclaimer = next((dataset.normalize_text(t) for t in (more, description, caption) if DISCLAIMER_RE.search(t)), "")
+    # NFC first: the data has decomposed letters too, and the regexes are written in precomposed ones
+    caption, description, more = (dataset.normalize_text(_field(row, name))
+                                  for name in ("caption", "description", "moreInfo"))
+    disclaimer = next((t for t in (more, description, caption) if DISCLAIMER_RE.search(t)), "")
     headline = shorten(caption, cfg.HEADLINE_MAX_CHARS)
     if not headline:  # an empty caption: the description takes its place
         headline, description = shorten(description, cfg.HEADLINE_MAX_CHARS), ""
