@@ -7,6 +7,8 @@ The baselines every method must beat, scored on a deterministic validation split
                         split, RETRIEVAL_ARGS passed on; RUN_RETRIEVAL=0 reads an existing test/retrieval.csv)
   (c) retrieved_pp      (b) through the shared post-processing (`python -m inference.postprocess`, the top-2
                         retrieved banners side by side)
+  TEXT_LAYER=1          also (b) and (c) with the row's Vietnamese copy set on them (`python -m inference.text_layer`,
+                        after the post-processing): retrieved_copy_text, retrieved_pp_text
 
     python -m evaluation.baselines --DATA_DIR=/work/shared/zac2023      (DATA_DIR as env var works too)
 
@@ -40,6 +42,8 @@ RUN_RETRIEVAL = True  # run the retrieval stage on the split (False: use the spl
 RETRIEVAL_ARGS = ""  # extra flags for `python -m retrieval.retrieve` on the split (e.g. an offline --TEXT_MODEL=folder)
 POSTPROCESS_ARGS = ""  # extra flags for `python -m inference.postprocess` in baseline (c)
 GALLERY = True  # write gallery.html for each baseline
+TEXT_LAYER = False  # also score (b) and (c) with the row's copy set on them (inference.text_layer): *_text runs
+TEXT_LAYER_ARGS = ""  # extra flags for `python -m inference.text_layer` (e.g. --DISCLAIMER=0)
 
 
 def run_stage(module, args, data_dir):
@@ -139,6 +143,13 @@ def main(argv=None):
     files.atomic_write(out_root / "retrieved_pp" / "manifest.csv",
                         (out_root / "retrieved_copy" / "manifest.csv").read_bytes())
     score("retrieved_pp")
+    if cfg.TEXT_LAYER:  # the same banners with their copy on them, as a method would write them with TEXT_LAYER=1
+        for name in ("retrieved_copy", "retrieved_pp"):
+            run_stage("inference.text_layer", f"--IN_DIR={out_root / name} --INFO={split / 'test' / 'info.csv'} "
+                      f"--OUT_DIR={out_root / (name + '_text')} {cfg.TEXT_LAYER_ARGS}", split)
+            files.atomic_write(out_root / (name + "_text") / "manifest.csv",
+                               (out_root / name / "manifest.csv").read_bytes())
+            score(name + "_text")
 
     table = compare([out_root / n for n in done])
     markdown = to_markdown(table)
