@@ -26,7 +26,6 @@ import time
 from core import dataset, devices, images, knobs
 from evaluation import duplication
 from inference import pipelines, postprocess, prompts, runner
-from inference.train_pool import training_stats
 
 DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
 MODEL = "SG161222/Realistic_Vision_V5.1_noVAE"  # SD 1.5 checkpoint: hub id or local folder
@@ -59,6 +58,7 @@ PP_TILE_SIZE = postprocess.PP_TILE_SIZE  # POSTPROCESS: each image of the pair, 
 PP_GAP = postprocess.PP_GAP  # POSTPROCESS: px between the two images
 PP_BLEND_WEIGHT = postprocess.PP_BLEND_WEIGHT  # POSTPROCESS: 0..1 toward the training mean colour
 PP_PAD = postprocess.PP_PAD  # POSTPROCESS: pad to the 1024:533 aspect with the mean colour
+TEXT_LAYER = False  # set the row's Vietnamese copy on the final banner (inference/text_layer.py), after POSTPROCESS
 SUBMISSION = False  # competition layout: one run per seed of SEEDS, with time_submission{k}.csv
 SEEDS = (42, 2023)  # SUBMISSION=1: the seeds of submission1 and submission2
 SUBMISSION_DIR = "inference"  # SUBMISSION=1: parent of submission1/, submission2/ and the time CSVs
@@ -70,7 +70,7 @@ SMOKE_OVERRIDES = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136))
 # the knobs that decide what a banner looks like: a banner made with other values is not this run's
 IMAGE_SETTINGS = ("MODEL", "VAE", "SCHEDULER", "STRENGTH", "STEPS", "GUIDANCE", "NEGATIVE_PROMPT", "GEN_SIZE", "DTYPE",
                   "DUP_GUARD", "DUP_MAX", "DUP_STRENGTH_STEP", "DUP_MAX_TRIES", "POSTPROCESS", "PP_PAIR", "PP_TILE_SIZE",
-                  "PP_GAP", "PP_BLEND_WEIGHT", "PP_PAD")
+                  "PP_GAP", "PP_BLEND_WEIGHT", "PP_PAD", "TEXT_LAYER")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -146,7 +146,7 @@ def retry_policy(cfg):
 # one run
 
 
-def run_once(cfg, target, rows, inits, images_dir, pipe, guard, mean_rgb, rank=0, world=1):
+def run_once(cfg, target, rows, inits, images_dir, pipe, guard, finish, rank=0, world=1):
     """This process's share of the rows into `target`; returns its compute figures."""
     import torch
 
@@ -161,11 +161,6 @@ def run_once(cfg, target, rows, inits, images_dir, pipe, guard, mean_rgb, rank=0
     print(f"[rank {rank}/{world}] {len(mine)} rows, {len(mine) - len(todo)} already done, {len(todo)} to generate "
           f"into {target.out_dir} (seed {target.seed})", file=sys.stderr)
     jobs = [runner.Job(row, prompt[row.id], [images_dir / n for n in inits[row.id]], inits[row.id]) for row in todo]
-    recipe = postprocess.Recipe.from_config(cfg)
-
-    def finish(job, outs):
-        return postprocess.compose(outs, mean_rgb, recipe) if cfg.POSTPROCESS else outs[0]
-
     cuda = str(pipe.device).startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -186,19 +181,11 @@ def run_once(cfg, target, rows, inits, images_dir, pipe, guard, mean_rgb, rank=0
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
     knobs.announce_smoke("inference / method 1")
-    targets = runner.run_targets(cfg.OUT_DIR, cfg.SEED, cfg.SUBMISSION, cfg.SEEDS, cfg.SUBMISSION_DIR)
     rows, inits, images_dir = read_inputs(cfg)
-    runner.prepare_targets(targets)  # before any model loads
-    rank, world, device = devices.process_info()
-    device = devices.pick_device(cfg.DEVICE) if world == 1 else device
-    if rank == 0:  # one process fills the training-statistics cache; the others then read it
-        guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
-    devices.wait_for_everyone()
-    if rank != 0:
-        guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
+    targets, device, guard, finish = runner.prepare_run(cfg, rows)  # before any model loads
     pipe = load_pipeline(cfg, device)
     return runner.run_all(targets, rows, lambda target, r, w, _d: run_once(cfg, target, rows, inits, images_dir, pipe,
-                                                                          guard, mean_rgb, r, w), cfg.DUP_MAX)
+                                                                          guard, finish, r, w), cfg.DUP_MAX)
 
 
 if __name__ == "__main__":

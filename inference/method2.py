@@ -24,7 +24,6 @@ from pathlib import Path
 from core import dataset, devices, files, knobs
 from evaluation import duplication
 from inference import pipelines, postprocess, prompts, runner
-from inference.train_pool import training_stats
 
 DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
 MODEL = "stabilityai/stable-diffusion-2-1"  # SD 2.1 (v-prediction) base: hub id or local folder
@@ -58,6 +57,7 @@ PP_TILE_SIZE = postprocess.PP_TILE_SIZE  # POSTPROCESS: each image of the pair, 
 PP_GAP = postprocess.PP_GAP  # POSTPROCESS: px between the two images
 PP_BLEND_WEIGHT = postprocess.PP_BLEND_WEIGHT  # POSTPROCESS: 0..1 toward the training mean colour
 PP_PAD = postprocess.PP_PAD  # POSTPROCESS: pad to the 1024:533 aspect with the mean colour
+TEXT_LAYER = False  # set the row's Vietnamese copy on the final banner (inference/text_layer.py), after POSTPROCESS
 SUBMISSION = False  # competition layout: one run per seed of SEEDS, with time_submission{k}.csv
 SEEDS = (42, 2023)  # SUBMISSION=1: the seeds of submission1 and submission2
 SUBMISSION_DIR = "inference"  # SUBMISSION=1: parent of submission1/, submission2/ and the time CSVs
@@ -68,7 +68,7 @@ SMOKE_OVERRIDES = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136), LORA="outputs
 
 IMAGE_SETTINGS = ("MODEL", "LORA_SCALE", "FUSE_LORA", "SCHEDULER", "STEPS", "GUIDANCE", "GUIDANCE_RESCALE",
                   "NEGATIVE_PROMPT", "GEN_SIZE", "DTYPE", "DUP_GUARD", "DUP_MAX", "DUP_MAX_TRIES", "POSTPROCESS",
-                  "PP_PAIR", "PP_TILE_SIZE", "PP_GAP", "PP_BLEND_WEIGHT", "PP_PAD")
+                  "PP_PAIR", "PP_TILE_SIZE", "PP_GAP", "PP_BLEND_WEIGHT", "PP_PAD", "TEXT_LAYER")
 LORA_FILE = "pytorch_lora_weights.safetensors"  # the name save_lora_weights gives it
 
 
@@ -174,7 +174,7 @@ def generate(pipe, cfg, calls):
 # one run
 
 
-def run_once(cfg, target, rows, prompt, lora_hash, pipe, guard, mean_rgb, rank=0, world=1):
+def run_once(cfg, target, rows, prompt, lora_hash, pipe, guard, finish, rank=0, world=1):
     """This process's share of the rows into `target`; returns its compute figures."""
     import torch
 
@@ -186,11 +186,6 @@ def run_once(cfg, target, rows, prompt, lora_hash, pipe, guard, mean_rgb, rank=0
     print(f"[rank {rank}/{world}] {len(mine)} rows, {len(mine) - len(todo)} already done, {len(todo)} to generate "
           f"into {target.out_dir} (seed {target.seed})", file=sys.stderr)
     jobs = [runner.Job(row, prompt[row.id], [None] * parts(cfg)) for row in todo]
-    recipe = postprocess.Recipe.from_config(cfg)
-
-    def finish(job, outs):
-        return postprocess.compose(outs, mean_rgb, recipe) if cfg.POSTPROCESS else outs[0]
-
     cuda = str(pipe.device).startswith("cuda")
     if cuda:
         torch.cuda.reset_peak_memory_stats()
@@ -211,25 +206,17 @@ def run_once(cfg, target, rows, prompt, lora_hash, pipe, guard, mean_rgb, rank=0
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
     knobs.announce_smoke("inference / method 2")
-    targets = runner.run_targets(cfg.OUT_DIR, cfg.SEED, cfg.SUBMISSION, cfg.SEEDS, cfg.SUBMISSION_DIR)
     rows, llm = read_inputs(cfg)
     lora = lora_file(cfg)
     lora_hash = files.file_hash(lora)[:16] if lora else ""
-    runner.prepare_targets(targets)  # before any model loads
-    rank, world, device = devices.process_info()
-    device = devices.pick_device(cfg.DEVICE) if world == 1 else device
-    if rank == 0:  # one process fills the training-statistics cache; the others then read it
-        guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
-    devices.wait_for_everyone()
-    if rank != 0:
-        guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
+    targets, device, guard, finish = runner.prepare_run(cfg, rows)  # before any model loads
     pipe = load_pipeline(cfg, device)
     prompt, fallback, cut = fitted_prompts(rows, llm, pipe.tokenizer, cfg.STYLE)
-    if rank == 0:
+    if devices.process_info()[0] == 0:
         print(f"prompts: {len(rows) - fallback} from the LLM ({cut} cut to the {prompts.window(pipe.tokenizer)}-token "
               f"window), {fallback} rows without one use their fitted copy", file=sys.stderr)
     return runner.run_all(targets, rows, lambda target, r, w, _d: run_once(cfg, target, rows, prompt, lora_hash, pipe,
-                                                                          guard, mean_rgb, r, w), cfg.DUP_MAX)
+                                                                          guard, finish, r, w), cfg.DUP_MAX)
 
 
 if __name__ == "__main__":

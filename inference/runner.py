@@ -280,6 +280,62 @@ def run_all(targets, rows, run_once, dup_max=None):
     return figures
 
 
+def copy_rows(cfg, rows):
+    """TEXT_LAYER: each row's Vietnamese copy from test/info.csv (never the translation), every character checked
+    against the font now, before any model loads. {} when the layer is off."""
+    if not cfg.TEXT_LAYER:
+        return {}
+    from core import dataset
+    from inference import text_layer
+
+    layer_cfg = text_layer.default_config()
+    info = dataset.read_info(dataset.split_dir("test", cfg.DATA_DIR) / "info.csv")
+    by_id = {row.id: row for row in info.itertuples()}
+    out = {}
+    for row in rows:
+        if row.id not in by_id:
+            raise InputError(f"test row id={row.id} is not in test/info.csv (the copy TEXT_LAYER sets)")
+        text_layer.checked_copy(by_id[row.id], layer_cfg)
+        out[row.id] = by_id[row.id]
+    return out
+
+
+def finisher(cfg, mean_rgb, copies):
+    """The method's `finish(job, parts)`: post-processing (POSTPROCESS, knobs PP_*), then the row's copy set on the
+    final canvas (TEXT_LAYER). The order is the documented one: generate -> post-process -> text layer -> JPEG."""
+    from inference import postprocess, text_layer
+
+    recipe = postprocess.Recipe.from_config(cfg)
+    layer_cfg = text_layer.default_config() if cfg.TEXT_LAYER else None
+
+    def finish(job, parts):
+        image = postprocess.compose(parts, mean_rgb, recipe) if cfg.POSTPROCESS else parts[0]
+        if cfg.TEXT_LAYER:
+            image = text_layer.apply(images.to_banner(image), copies[job.row.id], layer_cfg)
+        return image
+
+    return finish
+
+
+def prepare_run(cfg, rows):
+    """Everything a method does before its model loads: the runs' folders checked, the copy's glyphs checked
+    (TEXT_LAYER), the training statistics (guard features, mean colour) computed once by rank 0 and read by the
+    others. Returns (targets, device, guard or None, finish)."""
+    from inference.train_pool import training_stats
+
+    targets = run_targets(cfg.OUT_DIR, cfg.SEED, cfg.SUBMISSION, cfg.SEEDS, cfg.SUBMISSION_DIR)
+    prepare_targets(targets)
+    copies = copy_rows(cfg, rows)
+    rank, world, device = devices.process_info()
+    device = devices.pick_device(cfg.DEVICE) if world == 1 else device
+    if rank == 0:  # one process fills the training-statistics cache; the others then read it
+        guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
+    devices.wait_for_everyone()
+    if rank != 0:
+        guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
+    return targets, device, guard, finisher(cfg, mean_rgb, copies)
+
+
 def record_settings(target, settings):
     """The settings of the newest run into `target`, so a refused resume can say what changed."""
     files.write_json(target.meta(".settings.json"), settings)

@@ -81,7 +81,8 @@ def run(m1, cfg, out_dir, seed=None, rank=0, world=1):
     runner.prepare_targets([target])
     rows, inits, images_dir = m1.read_inputs(cfg)
     guard, mean_rgb = training_stats(cfg.DATA_DIR, "cpu", cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
-    return m1.run_once(cfg, target, rows, inits, images_dir, m1.load_pipeline(cfg, "cpu"), guard, mean_rgb, rank, world)
+    finish = runner.finisher(cfg, mean_rgb, runner.copy_rows(cfg, rows))
+    return m1.run_once(cfg, target, rows, inits, images_dir, m1.load_pipeline(cfg, "cpu"), guard, finish, rank, world)
 
 
 def merge(m1, cfg, out_dir, seed=None):
@@ -321,6 +322,27 @@ def test_postprocess_layout_and_training_mean_colour(m1, sample_dir, cache_dir, 
     manifest = merge(m1, cfg, tmp_path / "pp")
     assert manifest.loc[0, "init_bannerImage"] == "25.jpg;11.jpg"
     assert images.is_banner_jpeg(tmp_path / "pp" / "1.jpg")
+
+
+def test_text_layer_sets_the_vietnamese_copy_after_postprocessing(m1, sample_dir, tmp_path, monkeypatch):
+    from inference import text_layer
+
+    flags = [f"--DATA_DIR={sample_dir}", "--LIMIT=1", "--DUP_GUARD=0", "--POSTPROCESS"]
+    m1.main([*flags, f"--OUT_DIR={tmp_path / 'plain'}"])
+    m1.main([*flags, f"--OUT_DIR={tmp_path / 'text'}", "--TEXT_LAYER"])
+    plain, text = pixels(tmp_path / "plain" / "1.jpg"), pixels(tmp_path / "text" / "1.jpg")
+    assert np.abs(plain - text).mean() > 3  # the copy is on the banner
+    # the layer draws the row's own Vietnamese copy (test/info.csv), on the post-processed canvas
+    row = dataset.read_info(sample_dir / "test" / "info.csv").iloc[0]
+    expected = text_layer.apply(Image.open(tmp_path / "plain" / "1.jpg").convert("RGB"), row)
+    assert np.abs(np.asarray(expected, dtype=np.int16) - text).mean() < 3
+    # a character the font lacks stops the run before any model loads, naming the row and the character
+    info = pd.read_csv(sample_dir / "test" / "info.csv", dtype=str, keep_default_na=False)
+    info.loc[0, "caption"] = "Ưu đãi 漢"
+    files.write_csv(sample_dir / "test" / "info.csv", info)
+    monkeypatch.setattr(m1, "load_pipeline", lambda *a: pytest.fail("the model loaded before the glyph check"))
+    with pytest.raises(knobs.InputError, match="id=1.*漢"):
+        m1.main([*flags, f"--OUT_DIR={tmp_path / 'bad'}", "--TEXT_LAYER"])
 
 
 def test_bad_inputs_fail_naming_the_row(m1, sample_dir):
