@@ -1,7 +1,8 @@
 """
 Is a generated image description usable? `problem(text, examples, checks)` names the first thing wrong, or "".
 
-- empty:   no letter or digit at all (a weak model's first token is often EOS, a newline or a pad token).
+- empty:   no letter or digit at all (a weak model's first token is often EOS, a newline or a pad token), or only a
+           lead-in ("Here is a description of the photo:") whose description would be on the next line.
 - garbled: broken decoding: a replacement character (U+FFFD, half of a multi-byte character) or a control character.
 - repeat:  the same words over and over: of its word 3-grams, more than REPEAT_MAX are repeats, or one word is more
            than WORD_MAX of the words (a loop such as "red red red red").
@@ -34,7 +35,7 @@ def _trigrams(ws):
 
 
 def is_empty(text):
-    return not words(text)
+    return not words(text) or text.rstrip().endswith(":")
 
 
 def is_garbled(text):

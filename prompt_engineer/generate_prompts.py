@@ -11,9 +11,9 @@ Each test row's prompt shows its K nearest training rows (sentence encoder over 
 through the retrieval stage's cached index and exact search), each as `Advertisement: <copy>` + its VLM caption, then
 the test row (prompt_engineer/few_shot.py). The LLM's first line is kept. One left-padded generate call per batch;
 each row samples from its own seed (core.seeds.row_seed(SEED, id)), so its prompt does not depend on the batch size or
-on which rows share its batch (prompt_engineer/llm.py). A generation that is empty, garbled, repetitive, a copy of an example
-or not English (CHECKS, prompt_engineer/checks.py) is generated again with another seed, up to MAX_TRIES in all; a row
-still bad gets its fitted English copy (inference/prompts.fit_prompt, CLIP's 75 tokens) and is counted as a fallback.
+on which rows share its batch (prompt_engineer/llm.py). A generation that is empty, garbled, repetitive, a copy of an
+example or not English (CHECKS, prompt_engineer/checks.py) is generated again with another seed, up to MAX_TRIES in all;
+a row still bad gets its fitted English copy (inference/prompts.fit_prompt, CLIP's 75 tokens), counted as a fallback.
 A rerun skips rows already in the output (RETRY_FALLBACKS=1: also redo the fallbacks).
 
 usage: bash run/prompts.sh [--MODEL=Qwen/Qwen2.5-7B-Instruct] [--BATCH_SIZE=32] [--K=2] [--help]
@@ -40,7 +40,7 @@ NO_CAPTIONS = "error"  # when CAPTION_FILE is missing: error | zero_shot (prompt
 OUT_FILE = "llava_prompt.json"  # in $DATA_DIR/test: {bannerImage: prompt}
 INSTRUCTION = ("Write a one-sentence, explicit description of the photo of the last advertisement, in English, in "
                "the style of the examples.")  # first paragraph of the few-shot text ("" = none)
-EXAMPLE_TEMPLATE = "Advertisement: {copy}\nAdvertisement photo description: {caption}"  # one example ({copy}, {caption})
+EXAMPLE_TEMPLATE = "Advertisement: {copy}\nAdvertisement photo description: {caption}"  # an example: {copy} {caption}
 QUERY_TEMPLATE = "Advertisement: {copy}\nAdvertisement photo description:"  # the test row, last ({copy})
 CHAT = "auto"  # auto (the chat template when the tokenizer has one) | on | off (plain text completion)
 COPY_MAX_TOKENS = 96  # a copy longer than this is cut at a sentence end

@@ -68,10 +68,11 @@ class RowSampler(LogitsProcessor):
                 self.warpers.append(TopPLogitsWarper(top_p))
 
     def _penalize(self, input_ids, scores):
+        self.pad_lengths = pad = self.pad_lengths.to(input_ids.device)  # moved once, on the first step
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        padded = positions[None, :] < self.pad_lengths.to(input_ids.device)[:, None]
+        padded = positions[None, :] < pad[:, None]
         # a padded slot points at the row's first real token, which is penalised anyway: the pad token is left alone
-        first_real = input_ids.gather(1, self.pad_lengths.clamp(max=input_ids.shape[1] - 1).to(input_ids.device)[:, None])
+        first_real = input_ids.gather(1, pad.clamp(max=input_ids.shape[1] - 1)[:, None])
         ids = torch.where(padded, first_real, input_ids)
         picked = scores.gather(1, ids)
         picked = torch.where(picked < 0, picked * self.penalty, picked / self.penalty)
@@ -156,8 +157,8 @@ class TransformersGenerator:
         processors = LogitsProcessorList([RowSampler(seeds, pad_lengths, sample, **self.sampling)])
         stops = StoppingCriteriaList([FirstLineStop(self.tables, len(prompts), self.device)] if self.tables else [])
         with torch.inference_mode():
-            out = self.model.generate(input_ids=input_ids, attention_mask=mask, generation_config=self.generation_config,
-                                      logits_processor=processors, stopping_criteria=stops)
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, logits_processor=processors,
+                                      generation_config=self.generation_config, stopping_criteria=stops)
         new = out[:, input_ids.shape[1]:].cpu()
         texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
         counts = (new != self.tokenizer.pad_token_id).sum(1).tolist()

@@ -212,6 +212,7 @@ def test_missing_captions_are_a_clear_error_or_zero_shot(data, causal_lm, monkey
 def test_bad_generation_checks():
     examples = ["A smiling woman holds a jar of face cream in front of a pink background."]
     assert checks.problem(" \n ", examples) == "empty"
+    assert checks.problem("Here is a description of the photo:", examples) == "empty"
     assert checks.problem("a red car \ufffd on the road", examples) == "garbled"
     assert checks.problem("sale sale sale sale sale sale sale sale", examples) == "repeat"
     assert checks.problem("the best the best the best the best the best price", examples) == "repeat"
