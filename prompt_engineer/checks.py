@@ -3,7 +3,8 @@ Is a generated image description usable? `problem(text, examples, checks)` names
 
 - empty:   no letter or digit at all (a weak model's first token is often EOS, a newline or a pad token), or only a
            lead-in ("Here is a description of the photo:") whose description would be on the next line.
-- garbled: broken decoding: a replacement character (U+FFFD, half of a multi-byte character) or a control character.
+- garbled: broken decoding: a replacement character (U+FFFD, half of a multi-byte character) or a control character;
+           or a "word" of more than LONGEST_WORD letters (words run together: seen from Gemma 3 270M).
 - repeat:  the same words over and over: of its word 3-grams, more than REPEAT_MAX are repeats, or one word is more
            than WORD_MAX of the words (a loop such as "red red red red").
 - copy:    a few-shot example's description (or copy) given back: COPY_MAX or more of its word 3-grams come from one
@@ -20,6 +21,7 @@ REPEAT_MAX = 0.5
 WORD_MAX = 0.4
 COPY_MAX = 0.8
 ASCII_MIN = 0.9
+LONGEST_WORD = 30  # "pneumonoultramicroscopic..." is 45, but no banner description needs one
 ENGLISH_WORDS = frozenset(
     "a an the of and or with in on at to for from by is are was be as its it this that their his her two one "
     "some over under near while background foreground front behind left right top bottom next text image photo "
@@ -39,7 +41,8 @@ def is_empty(text):
 
 
 def is_garbled(text):
-    return any(c == "\ufffd" or unicodedata.category(c) == "Cc" and c not in "\t\n" for c in text or "")
+    broken = any(c == "\ufffd" or unicodedata.category(c) == "Cc" and c not in "\t\n" for c in text or "")
+    return broken or any(len(w) > LONGEST_WORD for w in re.findall(r"[^\W\d_]+", text or ""))
 
 
 def is_repeated(text):

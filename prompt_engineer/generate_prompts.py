@@ -164,7 +164,7 @@ def clip_token_counter():
 
 
 def build_prompts(cfg, todo, train, captions, generator, chat, log):
-    """{row id: (rendered prompt, [example texts a generation must not copy])} for the test rows in `todo`."""
+    """{row id: (rendered prompt, [texts a generation must not copy])} for the test rows in `todo`."""
     from prompt_engineer import llm
 
     fields = fields_of(cfg)
@@ -197,7 +197,8 @@ def build_prompts(cfg, todo, train, captions, generator, chat, log):
                 cfg.INSTRUCTION, cfg.EXAMPLE_TEMPLATE, cfg.QUERY_TEMPLATE, kept, copy), chat)
 
         prompt, kept = few_shot.fit_examples(examples, make, count, budget)
-        out[row["id"]] = (prompt, [text for pair in kept for text in pair])
+        # an echo of the row's own copy is no description either (and the fallback gives the copy, counted)
+        out[row["id"]] = (prompt, [text for pair in kept for text in pair] + [copy])
     return out
 
 

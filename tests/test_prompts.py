@@ -214,6 +214,7 @@ def test_bad_generation_checks():
     assert checks.problem(" \n ", examples) == "empty"
     assert checks.problem("Here is a description of the photo:", examples) == "empty"
     assert checks.problem("a red car \ufffd on the road", examples) == "garbled"
+    assert checks.problem("Double or more than justedemonesizeoneproductsandforanewproduct", examples) == "garbled"
     assert checks.problem("sale sale sale sale sale sale sale sale", examples) == "repeat"
     assert checks.problem("the best the best the best the best the best price", examples) == "repeat"
     assert checks.problem("A smiling woman holds a jar of face cream in front of a pink background", examples) == "copy"
