@@ -39,6 +39,7 @@ REPORT_DIR = ""  # where report.json, scores.csv and gallery.html go; "" = PRED_
 TRAIN_DIR = ""  # duplication pool, a folder with images/ ("" = $DATA_DIR/train; "none" skips duplication)
 CACHE_DIR = ".cache/features"  # Inception features + pixel metrics keyed by file content: rescoring is fast
 GALLERY = True  # write gallery.html
+BESIDE_DIRS = ()  # gallery: other prediction folders shown next to each prediction (--BESIDE_DIRS=a,b: another method, the run without TEXT_LAYER)
 THUMB_WIDTH = 384  # gallery image width in px as embedded (JPEG data URIs); the page scales them to the window
 CLIP_SCORE = False  # also compute the CLIP score prompt <-> prediction (needs CLIP_MODEL's weights; SMOKE=1: tiny model)
 CLIP_MODEL = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"  # open_clip model: hub repo id or local folder
@@ -118,7 +119,7 @@ def clip_texts(gt_dir, gt_info):
 
 
 def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=".cache/features", gallery=True, thumb_width=384,
-             clip_model=None, device="auto", extractor=None, report_dir=None):
+             clip_model=None, device="auto", extractor=None, report_dir=None, beside=()):
     """Score pred_dir against gt_dir; writes report.json, scores.csv (and gallery.html) into report_dir (default
     pred_dir); returns the report.
 
@@ -201,7 +202,8 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=".cache/features", gall
     if gallery:
         from evaluation.gallery import write_gallery
 
-        write_gallery(report_dir / "gallery.html", rows, gt_info, pred_dir, gt_dir, train_dir, report, thumb_width)
+        write_gallery(report_dir / "gallery.html", rows, gt_info, pred_dir, gt_dir, train_dir, report, thumb_width,
+                      beside)
         lap("gallery")
     report["timings_s"] = timings
     report["seconds"] = round(time.time() - start, 3)
@@ -217,7 +219,8 @@ def main(argv=None):
     knobs.announce_smoke("evaluate")
     train_dir = cfg.TRAIN_DIR or dataset.split_dir("train", cfg.DATA_DIR)
     report = evaluate(cfg.PRED_DIR, cfg.GT_DIR, train_dir, cfg.CACHE_DIR, cfg.GALLERY, cfg.THUMB_WIDTH,
-                      cfg.CLIP_MODEL if cfg.CLIP_SCORE else None, cfg.DEVICE, report_dir=cfg.REPORT_DIR or None)
+                      cfg.CLIP_MODEL if cfg.CLIP_SCORE else None, cfg.DEVICE, report_dir=cfg.REPORT_DIR or None,
+                      beside=cfg.BESIDE_DIRS)
     keys = ["score", "psnr_term", "ssim_term", "inception_term", "fid_term", "fid", "duplication_mean", "duplication_max",
             "n", "seconds_per_image"]
     print("  ".join(f"{k}={report[k]:.4f}" if isinstance(report[k], float) else f"{k}={report[k]}" for k in keys))

@@ -121,8 +121,11 @@ def _image_cell(uri, caption=""):
     return f'<td><img src="{uri}" loading="lazy" alt="{caption}"><span class="muted">{caption}</span></td>'
 
 
-def write_gallery(path, rows, info, pred_dir, gt_dir, train_dir, report, thumb_width=384):
-    """Write the gallery for `rows` (evaluate's per-row table) with the texts of `info` (the ground truth's info.csv)."""
+def write_gallery(path, rows, info, pred_dir, gt_dir, train_dir, report, thumb_width=384, beside=()):
+    """Write the gallery for `rows` (evaluate's per-row table) with the texts of `info` (the ground truth's info.csv).
+    `beside`: other prediction folders (another method, the run without the text layer) shown next to the prediction."""
+    beside = [Path(b) for b in beside]
+    image_columns = IMAGE_COLUMNS[:3] + [f"beside: {b.name}" for b in beside] + IMAGE_COLUMNS[3:]
     init = init_banners(pred_dir, gt_dir)
     train_images = Path(train_dir) / "images" if train_dir and str(train_dir).lower() != "none" else None
     texts = info.set_index("id")
@@ -148,6 +151,8 @@ def write_gallery(path, rows, info, pred_dir, gt_dir, train_dir, report, thumb_w
                  (_image_cell(thumbnail(train_path(near_name), thumb_width), near_name or "") if near_name != init_name
                   else _image_cell("", f"the init banner ({near_name})")),
                  _image_cell(thumbnail(Path(pred_dir) / row.bannerImage, thumb_width)),
+                 *[_image_cell(thumbnail(b / row.bannerImage, thumb_width) if (b / row.bannerImage).is_file() else "",
+                               "" if (b / row.bannerImage).is_file() else "not in this folder") for b in beside],
                  _image_cell(thumbnail(Path(gt_dir) / "images" / row.bannerImage, thumb_width))]
         body.append(f'<tr data-id="{html.escape(row.id)}" {data}>' + "".join(cells) + "</tr>")
     summary = ", ".join(f"{k} {report[k]:.4f}" for k in ("score", "psnr_term", "ssim_term", "inception_term", "fid_term",
@@ -163,7 +168,7 @@ def write_gallery(path, rows, info, pred_dir, gt_dir, train_dir, report, thumb_w
             f"content='width=device-width,initial-scale=1'><title>{title}</title><style>{STYLE}</style></head><body>"
             f"<header><h1>{title}</h1><p>n {len(rows)}: {summary} (lower score is better)</p>"
             f"<div id='sort'>sort by: {buttons}</div></header>"
-            f"<table><colgroup><col class='meta'>" + "<col class='image'>" * len(IMAGE_COLUMNS) + "</colgroup>"
-            f"<thead><tr><th>row, numbers, copy</th>" + "".join(f"<th>{h}</th>" for h in IMAGE_COLUMNS)
+            f"<table><colgroup><col class='meta'>" + "<col class='image'>" * len(image_columns) + "</colgroup>"
+            f"<thead><tr><th>row, numbers, copy</th>" + "".join(f"<th>{html.escape(h)}</th>" for h in image_columns)
             + "</tr></thead><tbody>\n" + "\n".join(body) + f"\n</tbody></table><script>{SORT_JS}</script></body></html>\n")
     atomic_write(path, page)

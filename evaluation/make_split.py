@@ -7,7 +7,8 @@ Deterministic validation split of a training folder, written as a normal DATA_DI
 
 Which rows go to test depends only on (SEED, id): rows are ordered by seeds.row_seed(SEED, id) and the first
 round(FRACTION * n) are held out, so the split ignores file order. A sibling `info_trans.csv` (the translation stage's
-output) is split the same way, so the split needs no new translation. Images are symlinks (default) or copies.
+output) is split the same way, so the split needs no new translation, and so are the VLM captions (llava_caption.json:
+the split's train rows keep theirs). Images are symlinks (default) or copies.
 
 usage: bash run/evaluate.sh split --SOURCE_DIR=/path/to/train --SPLIT_DIR=data/val_split [--FRACTION=0.1]
 then:  DATA_DIR=data/val_split bash run/<method>.sh; bash run/evaluate.sh --PRED_DIR=... --GT_DIR=data/val_split/test
@@ -84,6 +85,10 @@ def make_split(source_dir, split_dir, seed, fraction, link="symlink"):
         write_csv(split_dir / name / "info.csv", df)
         if trans_df is not None:
             write_csv(split_dir / name / "info_trans.csv", trans_df[trans_df["id"].isin(set(df["id"]))])
+    captions = files.read_json(source_dir / "llava_caption.json")
+    if isinstance(captions, dict):  # VLM captions are paid work: the split's train rows keep theirs (Method 2)
+        kept = {b: captions[b] for b in parts["train"]["bannerImage"] if b in captions}
+        write_json(split_dir / "train" / "llava_caption.json", kept)
     write_json(split_dir / "split.json", recipe)
     return parts["train"], parts["test"]
 
