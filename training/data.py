@@ -117,9 +117,10 @@ def inputs_fingerprint(items):
 # images
 
 
-def make_transform(resolution, center_crop=True, random_flip=True, randaugment=True):
+def make_transform(resolution, center_crop=True, randaugment=True):
     """PIL image -> float tensor in [-1, 1] of (3, height, width). Random parts draw from torch's global RNG, which
-    the dataset seeds per (epoch, sample)."""
+    the dataset seeds per (epoch, sample). The flip is not here: it is a per-sample decision (`flips`) that the
+    latent cache can follow too."""
     from PIL import Image
     from torchvision import transforms
 
@@ -132,36 +133,47 @@ def make_transform(resolution, center_crop=True, random_flip=True, randaugment=T
 
     steps = [transforms.Lambda(cover),
              transforms.CenterCrop((height, width)) if center_crop else transforms.RandomCrop((height, width))]
-    if random_flip:
-        steps.append(transforms.RandomHorizontalFlip())
     if randaugment:
         steps.append(transforms.RandAugment())
     steps += [transforms.ToTensor(), transforms.Normalize([0.5], [0.5])]
     return transforms.Compose(steps)
 
 
-def augments(cfg):
-    """True when the image transform is random (then latents cannot be cached)."""
-    return cfg.RANDOM_FLIP or cfg.RANDAUGMENT or not cfg.CENTER_CROP
+def fixed_pixels(cfg):
+    """True when an image's pixels are the same every epoch up to a flip: its latents (and its mirror's) can be
+    encoded once."""
+    return cfg.CENTER_CROP and not cfg.RANDAUGMENT
+
+
+def flips(seed, epoch, name):
+    """Whether this sample is mirrored this epoch (probability 1/2)."""
+    import torch
+
+    return bool(torch.rand(1, generator=torch.Generator().manual_seed(row_seed(seed, f"flip:{epoch}:{name}"))) < 0.5)
 
 
 class BannerDataset:
     """Items are (index, epoch) pairs, so a worker knows the epoch whose seed it must use."""
 
-    def __init__(self, items, tokenizer, transform, seed):
+    def __init__(self, items, tokenizer, transform, seed, random_flip=False):
         self.items, self.tokenizer, self.transform, self.seed = items, tokenizer, transform, seed
+        self.random_flip = random_flip
 
     def __len__(self):
         return len(self.items)
 
-    def pixels(self, index, epoch):
+    def pixels(self, index, epoch, flip=None):
+        """The sample's pixels at this epoch; `flip` True/False overrides the epoch's flip decision."""
         import torch
 
         name, path, _ = self.items[index]
         image = load_rgb(path)
         with torch.random.fork_rng(devices=[]):  # seed the transform without touching the caller's stream
             torch.manual_seed(row_seed(self.seed, f"augment:{epoch}:{name}"))
-            return self.transform(image)
+            pixels = self.transform(image)
+        if flip is None:
+            flip = self.random_flip and flips(self.seed, epoch, name)
+        return pixels.flip(-1) if flip else pixels
 
     def __getitem__(self, key):
         index, epoch = key

@@ -262,6 +262,30 @@ def resume_point(cfg, out_dir, settings, digest):
     return folder
 
 
+def encode_once(dataset, vae, embed, device, batch_size, latents, text, progress):
+    """The VAE posterior of every banner and of its mirror image (rows n + i), and/or the text embedding of every
+    caption, computed once: then an epoch costs only the UNet (and the text encoder when it is trained)."""
+    import torch
+    from tqdm.auto import tqdm
+
+    n = len(dataset)
+    cache = {"mean": [], "std": [], "text": []}
+    with torch.no_grad():
+        for start in tqdm(range(0, n, batch_size), desc="encoding once", unit="batch",
+                          disable=not (progress and (latents or text))):
+            index = list(range(start, min(start + batch_size, n)))
+            if latents:
+                pixels = torch.stack([dataset.pixels(i, 0, flip=False) for i in index]).to(device)
+                for flip, pix in ((False, pixels), (True, pixels.flip(-1))):
+                    mean, std = lora.posterior_moments(vae, pix)
+                    cache["mean"].append((flip, start, mean))
+                    cache["std"].append((flip, start, std))
+            if text:
+                cache["text"].append((False, start, embed(dataset.input_ids(index))))
+    # unflipped rows first, then the mirrors, each in dataset order
+    return {k: torch.cat([t for _, _, t in sorted(v, key=lambda e: (e[0], e[1]))]) for k, v in cache.items() if v}
+
+
 def train(cfg):
     import torch
     from accelerate import Accelerator
@@ -299,12 +323,14 @@ def train(cfg):
                                f"x processes = {cfg.TRAIN_BATCH_SIZE * cfg.GRAD_ACCUM * world})")
     max_steps = cfg.MAX_STEPS or cfg.NUM_EPOCHS * steps_per_epoch
     num_epochs = math.ceil(max_steps / steps_per_epoch)
-    cache = cfg.CACHE_LATENTS and not data.augments(cfg) and not cfg.TRAIN_TEXT_ENCODER
+    cache_latents = cfg.CACHE_LATENTS and data.fixed_pixels(cfg)
+    cache_text = cfg.CACHE_LATENTS and not cfg.TRAIN_TEXT_ENCODER
     if main_process:
         print(data.describe_captions(report, len(items)))
         print(f"{len(items)} banners, {steps_per_epoch} steps/epoch of {cfg.TRAIN_BATCH_SIZE} x {cfg.GRAD_ACCUM} x "
-              f"{world} process(es), {max_steps} steps ({num_epochs} epochs); "
-              f"{'latents and text embeddings cached' if cache else 'images encoded every step'}", flush=True)
+              f"{world} process(es), {max_steps} steps ({num_epochs} epochs); latents "
+              f"{'encoded once' if cache_latents else 'encoded every step'}, text embeddings "
+              f"{'encoded once' if cache_text else 'every step'}", flush=True)
 
     set_seed(cfg.SEED)  # the LoRA's initial weights: the same in every process and every fresh run
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
@@ -335,7 +361,7 @@ def train(cfg):
             print(f"resumed from {resume_from} (step {state['step']}, epoch {state['epoch']})", flush=True)
 
     dataset = data.BannerDataset(items, tokenizer, data.make_transform(cfg.RESOLUTION, cfg.CENTER_CROP,
-                                                                       cfg.RANDOM_FLIP, cfg.RANDAUGMENT), cfg.SEED)
+                                                                       cfg.RANDAUGMENT), cfg.SEED, cfg.RANDOM_FLIP)
     width, height = cfg.RESOLUTION
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
     latent_shape = (vae.config.latent_channels, height // scale, width // scale)
@@ -343,26 +369,15 @@ def train(cfg):
     def embed(input_ids):
         return train_text(input_ids.to(accelerator.device), return_dict=False)[0]
 
-    cached = None
-    if cache:  # nothing random before the UNet: encode every banner and caption once
-        cached = {"mean": [], "std": [], "text": []}
-        with torch.no_grad():
-            for start in tqdm(range(0, len(items), cfg.TRAIN_BATCH_SIZE), desc="caching latents", unit="batch",
-                              disable=not (cfg.PROGRESS and main_process)):
-                index = list(range(start, min(start + cfg.TRAIN_BATCH_SIZE, len(items))))
-                pixels = torch.stack([dataset.pixels(i, 0) for i in index]).to(accelerator.device)
-                mean, std = lora.posterior_moments(vae, pixels)
-                cached["mean"].append(mean)
-                cached["std"].append(std)
-                cached["text"].append(embed(dataset.input_ids(index)))
-        cached = {k: torch.cat(v) for k, v in cached.items()}
+    cache = encode_once(dataset, vae, embed, accelerator.device, cfg.TRAIN_BATCH_SIZE, cache_latents, cache_text,
+                        cfg.PROGRESS and main_process)
 
     def micro_batches(epoch, steps):
         """This process's micro-batches of the given steps, in order."""
         mine = [step[a * world + rank] for step in steps for a in range(cfg.GRAD_ACCUM)]
-        if cached is not None:
+        if cache_latents:  # no image to load
             for index in mine:
-                yield {"index": index}
+                yield {"index": index, "input_ids": dataset.input_ids(index)}
             return
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=[[(i, epoch) for i in b] for b in mine],
                                              num_workers=cfg.DATALOADER_WORKERS, collate_fn=data.collate,
@@ -372,12 +387,15 @@ def train(cfg):
     def micro_loss(batch, epoch):
         index = batch["index"]
         names = [items[i][0] for i in index]
-        if cached is not None:
-            moments = cached["mean"][index], cached["std"][index]
-            text_embeddings = cached["text"][index]
+        if cache_latents:  # row i, or row n + i for its mirror image
+            row = [i + len(items) * (cfg.RANDOM_FLIP and data.flips(cfg.SEED, epoch, items[i][0])) for i in index]
+            moments = cache["mean"][row], cache["std"][row]
         else:
             with torch.no_grad():
                 moments = lora.posterior_moments(vae, batch["pixels"].to(accelerator.device, non_blocking=True))
+        if cache_text:
+            text_embeddings = cache["text"][index]
+        else:
             with contextlib.nullcontext() if cfg.TRAIN_TEXT_ENCODER else torch.no_grad():
                 text_embeddings = embed(batch["input_ids"])
         latents, noise, timesteps = noised_inputs(names, epoch, moments, cfg, scheduler, latent_shape,
