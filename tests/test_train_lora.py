@@ -1,6 +1,7 @@
 """LoRA training (training/train_lora.py) on the tiny random SD 2.1 (v-prediction) and SD 1.5 (epsilon) models, on
 fixtures of 2-4 small banners, on the CPU: it learns, resumes bit-identically, saves a LoRA diffusers loads, is
 independent of how the batch is split, and stops on bad input before any model loads."""
+import importlib.util
 import json
 from pathlib import Path
 
@@ -180,6 +181,19 @@ def test_latents_encoded_once_match_encoding_every_step(tmp_path, sd21):
     assert la == pytest.approx(lb, rel=1e-5)
 
 
+def test_gradient_checkpointing_trains_the_same_lora(tmp_path, sd21):
+    """Recomputing activations must not cut the gradient of the LoRA inside the recomputed blocks (text encoder too)."""
+    data_dir = make_data(tmp_path / "data", 2)
+    flags = ("--MAX_STEPS=2", "--TRAIN_BATCH_SIZE=2", "--LEARNING_RATE=1e-2", "--RANDAUGMENT=0")
+    train(data_dir, tmp_path / "plain", sd21, *flags)
+    train(data_dir, tmp_path / "gc", sd21, *flags, "--GRADIENT_CHECKPOINTING=1")
+    a, b = lora_weights(tmp_path / "plain"), lora_weights(tmp_path / "gc")
+    ups = [k for k in b if k.startswith("text_encoder.") and ".up." in k]
+    assert ups and all(b[k].abs().max() > 0 for k in ups)  # B starts at zero: the text encoder's LoRA moved
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=1e-5)
+
+
 def test_bad_input_stops_before_the_model_loads(tmp_path):
     data_dir = make_data(tmp_path / "data", 2)
     images = data_dir / "train" / "images"
@@ -196,6 +210,26 @@ def test_bad_input_stops_before_the_model_loads(tmp_path):
         train(tmp_path / "data2", tmp_path / "out", missing_model)
     with pytest.raises(InputError, match="RESOLUTION"):
         train(data_dir, tmp_path / "out", missing_model, "--RESOLUTION=60,60")
+    if importlib.util.find_spec("bitsandbytes") is None:
+        with pytest.raises(InputError, match="bitsandbytes"):
+            train(data_dir, tmp_path / "out", missing_model, "--USE_8BIT_ADAM=1")
+
+
+def test_min_snr_weighting_is_finite_at_zero_terminal_snr(sd21):
+    """SD 2.1-style schedules rescaled to zero terminal SNR have snr = 0 at t = 999: the weights must stay finite
+    (v-prediction weighs that step min(snr, gamma) / (snr + 1) = 0; epsilon 1)."""
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_pretrained(sd21, subfolder="scheduler")
+    assert scheduler.alphas_cumprod[-1] == 0
+    unet = lambda x, t, e, return_dict: (torch.zeros_like(x),)  # noqa: E731
+    latents, noise = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
+    timesteps = torch.tensor([0, 500, 999])
+    for prediction_type in ("v_prediction", "epsilon"):
+        scheduler.register_to_config(prediction_type=prediction_type)
+        plain = lora.diffusion_loss(unet, scheduler, latents, noise, timesteps, None)
+        weighted = lora.diffusion_loss(unet, scheduler, latents, noise, timesteps, None, snr_gamma=5.0)
+        assert torch.isfinite(weighted).all() and (weighted <= plain + 1e-6).all() and (weighted >= 0).all()
 
 
 def test_captions_fall_back_to_the_copy_and_are_counted(tmp_path):
@@ -217,8 +251,9 @@ def test_smoke_run_on_the_sample(sample_dir, tmp_path, monkeypatch, capsys):
     strips, settings; a rerun has nothing to do."""
     monkeypatch.setenv("SMOKE", "1")
     out_dir = tmp_path / "lora"
-    args = [f"--DATA_DIR={sample_dir}", f"--OUT_DIR={out_dir}", "--PROGRESS=0"]
+    args = [f"--DATA_DIR={sample_dir}", f"--OUT_DIR={out_dir}", "--PROGRESS=0", "--KEEP_CHECKPOINTS=2"]
     assert train_lora.main(args) == out_dir / lora.LORA_FILE
+    assert sorted(p.name for p in (out_dir / "checkpoints").iterdir()) == ["step_000004", "step_000006"]
     assert "all 12 banners train on their ad copy" in capsys.readouterr().out
     assert sorted(p.name for p in (out_dir / "validation").iterdir()) == ["epoch_001.png", "epoch_002.png"]
     assert Image.open(out_dir / "validation" / "epoch_002.png").size == (2 * 64, 32)

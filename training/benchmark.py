@@ -67,9 +67,7 @@ def build(cfg, device, dtype, gradient_checkpointing):
     vae = AutoencoderKL(**SD21_VAE).to(device, dtype).requires_grad_(False) if cfg.VAE else None
     models = lora.add_lora(unet, text if cfg.TEXT_ENCODER else None, cfg.LORA_RANK)
     if gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-        if cfg.TEXT_ENCODER:
-            text.gradient_checkpointing_enable()
+        lora.checkpoint_activations(models)
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                               prediction_type="v_prediction")
     return models, text, vae, scheduler

@@ -33,6 +33,14 @@ def add_lora(unet, text_encoder, rank):
     return models
 
 
+def checkpoint_activations(models):
+    """Gradient checkpointing on the models being trained: less memory, about half the speed."""
+    models["unet"].enable_gradient_checkpointing()
+    text_encoder = models.get("text_encoder")
+    if text_encoder is not None:  # transformers 5 renamed it
+        getattr(text_encoder, "activation_checkpointing_enable", text_encoder.gradient_checkpointing_enable)()
+
+
 def save_lora(out_dir, models):
     """The final LoRA in diffusers' format, written atomically: pipe.load_lora_weights(out_dir) reads it."""
     import tempfile

@@ -343,9 +343,7 @@ def train(cfg):
             print(f"{long} of {len(items)} captions are longer than {tokenizer.model_max_length} CLIP tokens: the "
                   f"text encoder sees their beginning", flush=True)
     if cfg.GRADIENT_CHECKPOINTING:
-        unet.enable_gradient_checkpointing()
-        if cfg.TRAIN_TEXT_ENCODER:
-            text_encoder.gradient_checkpointing_enable()
+        lora.checkpoint_activations(models)
     optimizer = make_optimizer(cfg, list(checkpoint.trainable(models).values()))
     lr_scheduler = get_scheduler(cfg.LR_SCHEDULER, optimizer, num_warmup_steps=cfg.LR_WARMUP_STEPS,
                                  num_training_steps=max_steps)
