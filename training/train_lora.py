@@ -419,8 +419,10 @@ def train(cfg):
             losses = []
             for a in range(cfg.GRAD_ACCUM):
                 # gradients are averaged across processes only on the last micro-batch of a step
-                sync = a == cfg.GRAD_ACCUM - 1
-                with contextlib.nullcontext() if sync else accelerator.no_sync(train_unet):
+                with contextlib.ExitStack() as no_sync:
+                    if a < cfg.GRAD_ACCUM - 1:
+                        for model in wrapped[:-1]:
+                            no_sync.enter_context(accelerator.no_sync(model))
                     loss = micro_loss(next(batches), epoch)
                     accelerator.backward(loss.mean() / cfg.GRAD_ACCUM)
                 losses.append(loss.detach())
