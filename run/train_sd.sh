@@ -16,7 +16,9 @@ if ! "$PYTHON" -c "import accelerate" 2>/dev/null; then
 fi
 launch=()
 # without an `accelerate config` file, say what accelerate would otherwise warn about (precision is the script's knob)
-if ! "$PYTHON" -c "import os, sys; from accelerate.commands.config.config_args import default_config_file as f; sys.exit(not os.path.isfile(f))" 2>/dev/null; then
+has_config='import os, sys; from accelerate.commands.config.config_args import default_config_file as f
+sys.exit(not os.path.isfile(f))'
+if ! "$PYTHON" -c "$has_config" 2>/dev/null; then
   launch=(--num_processes=1 --num_machines=1 --mixed_precision=no --dynamo_backend=no)
 fi
 exec "$PYTHON" -m accelerate.commands.launch "${launch[@]}" -m training.train_lora "$@"

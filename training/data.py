@@ -84,14 +84,16 @@ def load_train_set(data_dir, captions="", fallback=True):
         items.append((row.bannerImage, str(train / "images" / row.bannerImage), text))
     if not items:
         raise InputError(f"{train / 'info.csv'}: no rows to train on")
-    report["caption_file"] = str(cap_file) if vlm is not None else f"{cap_file} (missing)"
+    report.update(caption_file=str(cap_file), caption_file_found=vlm is not None)
     return items, report
 
 
 def describe_captions(report, n):
     fallback = report["info_trans"] + report["info"]
-    if report["vlm"] == 0:
-        line = f"captions: {report['caption_file']} (bash run/caption.sh writes it): all {n} banners"
+    if not report["caption_file_found"]:
+        line = f"captions: no {report['caption_file']} (bash run/caption.sh writes it): all {n} banners"
+    elif report["vlm"] == 0:
+        line = f"captions: none of the {n} banners in {report['caption_file']}: all {n}"
     else:
         line = f"captions: {report['vlm']}/{n} from {report['caption_file']}"
         if fallback:

@@ -12,7 +12,8 @@ translated copy in info_trans.csv, else info.csv; the run says how many) and wri
 
 The defaults are the seed's recipe (rank 4 on the UNet attention projections and the text encoder, 512 px, center
 crop, flip, RandAugment, AdamW 1e-4 cosine, 50 epochs, fp16, seed 1337) with its effective batch of 8 done as batch 8 x
-accumulation 1 instead of 2 x 4: the same images per update, 4x the speed, 13 GiB (training/README.md).
+accumulation 1 instead of 2 x 4: the same images per update, 4x the speed, 13 GiB (H200, UNet alone; see
+training/README.md).
 
     bash run/train_sd.sh [--NAME=value ...]          (accelerate launch; several GPUs: accelerate config first)
 """
@@ -53,7 +54,7 @@ GRADIENT_CHECKPOINTING = False  # recompute activations: less memory, about half
 SNR_GAMMA = 0.0  # Min-SNR loss weighting (5.0 is the paper's); 0 = off
 NOISE_OFFSET = 0.0  # noise offset (e.g. 0.05: darker darks, brighter brights); 0 = off
 SEED = 1337  # order, augmentation, noise and timesteps all derive from it, per sample
-CACHE_LATENTS = True  # encode images and captions once when nothing is random in them (no augmentation, frozen text)
+CACHE_LATENTS = True  # encode once what is not random: images if RANDAUGMENT=0 (and mirrors), captions if text frozen
 CHECKPOINT_EVERY = 500  # steps between checkpoints (one is also written at the end and at STOP_AT_STEP)
 KEEP_CHECKPOINTS = 3  # keep the newest K checkpoints
 RESUME = "latest"  # latest = continue from the newest checkpoint in OUT_DIR if any; no = start fresh; or a folder
@@ -269,21 +270,23 @@ def encode_once(dataset, vae, embed, device, batch_size, latents, text, progress
     from tqdm.auto import tqdm
 
     n = len(dataset)
-    cache = {"mean": [], "std": [], "text": []}
+    means, stds, texts = ([], []), ([], []), []  # [plain, mirrored] chunks
     with torch.no_grad():
         for start in tqdm(range(0, n, batch_size), desc="encoding once", unit="batch",
                           disable=not (progress and (latents or text))):
             index = list(range(start, min(start + batch_size, n)))
             if latents:
                 pixels = torch.stack([dataset.pixels(i, 0, flip=False) for i in index]).to(device)
-                for flip, pix in ((False, pixels), (True, pixels.flip(-1))):
-                    mean, std = lora.posterior_moments(vae, pix)
-                    cache["mean"].append((flip, start, mean))
-                    cache["std"].append((flip, start, std))
+                for k, view in enumerate((pixels, pixels.flip(-1))):
+                    mean, std = lora.posterior_moments(vae, view)
+                    means[k].append(mean)
+                    stds[k].append(std)
             if text:
-                cache["text"].append((False, start, embed(dataset.input_ids(index))))
-    # unflipped rows first, then the mirrors, each in dataset order
-    return {k: torch.cat([t for _, _, t in sorted(v, key=lambda e: (e[0], e[1]))]) for k, v in cache.items() if v}
+                texts.append(embed(dataset.input_ids(index)))
+    cache = {"text": torch.cat(texts)} if text else {}
+    if latents:
+        cache.update(mean=torch.cat(means[0] + means[1]), std=torch.cat(stds[0] + stds[1]))
+    return cache
 
 
 def train(cfg):
