@@ -11,6 +11,7 @@ import torch
 from PIL import Image, ImageDraw
 
 import smoke
+from core import knobs
 from core.knobs import InputError
 from training import data, lora, train_lora
 
@@ -259,6 +260,8 @@ def test_smoke_run_on_the_sample(sample_dir, tmp_path, monkeypatch, capsys):
     assert Image.open(out_dir / "validation" / "epoch_002.png").size == (2 * 64, 32)
     settings = json.loads((out_dir / lora.SETTINGS_FILE).read_text())
     assert settings["captions"]["info"] == 12 and settings["settings"]["smoke"] is True
-    assert train_lora.is_up_to_date(out_dir, settings["fingerprint"])
+    cfg = knobs.configure(train_lora, args)
+    assert train_lora.is_up_to_date(out_dir, train_lora.expected_fingerprint(cfg))
+    assert not train_lora.is_up_to_date(out_dir, train_lora.expected_fingerprint(cfg.replace(LORA_RANK=8)))
     train_lora.main(args)
     assert "nothing to do" in capsys.readouterr().out

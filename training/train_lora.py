@@ -114,10 +114,20 @@ def settings_diff(saved, current):
     return [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
 
 
-def is_up_to_date(out_dir, expected_fingerprint):
-    """For later pipeline steps: a finished LoRA in out_dir trained with exactly these settings and inputs."""
+def expected_fingerprint(cfg, world_size=1, precision=None):
+    """The fingerprint a finished run of this config writes (cfg = knobs.configure(train_lora, argv)); precision is
+    what the run used: 'no' on the CPU, else MIXED_PRECISION. Reads and checks the inputs, loads no model."""
+    import torch
+
+    items, _ = data.load_train_set(cfg.DATA_DIR, cfg.CAPTIONS, cfg.CAPTION_FALLBACK)
+    precision = precision or (cfg.MIXED_PRECISION if torch.cuda.is_available() else "no")
+    return fingerprint(cfg, data.inputs_fingerprint(items), world_size, precision)[1]
+
+
+def is_up_to_date(out_dir, expected):
+    """For later pipeline steps: out_dir holds a finished LoRA whose run had the fingerprint `expected`."""
     saved = files.read_json(Path(out_dir) / lora.SETTINGS_FILE, {})
-    return saved.get("fingerprint") == expected_fingerprint and (Path(out_dir) / lora.LORA_FILE).is_file()
+    return saved.get("fingerprint") == expected and (Path(out_dir) / lora.LORA_FILE).is_file()
 
 
 # ----------------------------------------------------------------------------------------------------------------------
