@@ -22,6 +22,7 @@ import sys
 from pathlib import Path
 
 from core import dataset, devices, files, knobs
+from core.progress import quiet_libraries
 from evaluation import duplication
 from inference import pipelines, postprocess, prompts, runner
 
@@ -93,7 +94,8 @@ def lora_file(cfg):
 
 
 def read_inputs(cfg):
-    """Test rows and each row's LLM prompt ("" when there is none: the fitted copy stands in)."""
+    """Test rows and each row's LLM prompt ("" when there is none, or when the prompt stage fell back to the copy: the
+    fitted copy stands in, counted)."""
     test = dataset.split_dir("test", cfg.DATA_DIR)
     info_path = test / cfg.INFO_FILE
     if not info_path.is_file():
@@ -110,7 +112,11 @@ def read_inputs(cfg):
         raise knobs.InputError(f"{prompt_path}: expected a JSON object {{bannerImage: prompt}}")
     if not prompt_path.is_file():
         print(f"warning: {prompt_path} not found (run bash run/prompts.sh): every row uses its copy", file=sys.stderr)
-    return rows, {row.id: str(llm.get(row.bannerImage) or "").strip() for row in rows}
+    # the prompt stage writes its own fallbacks (the fitted copy) into the JSON as well; its report says which rows
+    report = files.read_json(prompt_path.with_name(prompt_path.stem + "_report.json"), {}) or {}
+    fell_back = {name for name, rec in report.items() if isinstance(rec, dict) and rec.get("source") == "fallback"}
+    return rows, {row.id: "" if row.bannerImage in fell_back else str(llm.get(row.bannerImage) or "").strip()
+                  for row in rows}
 
 
 def fitted_prompts(rows, llm, tokenizer, style=""):
@@ -140,15 +146,9 @@ def load_pipeline(cfg, device):
                               safety_checker=None, requires_safety_checker=False)
     lora = lora_file(cfg)
     if lora is not None:
-        from diffusers.utils import logging as diffusers_logging
-
-        # a UNet-only LoRA (TRAIN_TEXT_ENCODER=0) makes diffusers warn that the text encoder has no keys: expected
-        level = diffusers_logging.get_verbosity()
-        diffusers_logging.set_verbosity_error()
-        try:
+        # quiet: a UNet-only LoRA (TRAIN_TEXT_ENCODER=0) makes diffusers warn that the text encoder has no keys
+        with quiet_libraries():
             pipe.load_lora_weights(str(lora.parent), weight_name=lora.name, adapter_name="banners")
-        finally:
-            diffusers_logging.set_verbosity(level)
         if cfg.FUSE_LORA:
             pipe.fuse_lora(lora_scale=cfg.LORA_SCALE)
             pipe.unload_lora_weights()

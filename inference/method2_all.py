@@ -11,8 +11,9 @@ less those that cannot change the output: progress bars, threads, batch sizes of
 setting or input redoes that step, and through the hashes every step after it whose inputs changed, never less:
 a new training knob retrains and regenerates, but the prompts (which read the captions, not the LoRA) stay.
 
-A redone step does not mix old and new work: the captions and prompts files are set aside (renamed *.stale.json, not
-deleted: they may be paid work), training restarts (--RESUME=no), generation overwrites (--OVERWRITE=1).
+A redone step does not mix old and new work: the captions and prompts files, and the training folder (LoRA and
+checkpoints), are set aside (renamed *.stale, not deleted: they may be paid work); generation overwrites
+(--OVERWRITE=1).
 
 reads   what the four stages read (README: Method 2)
 writes  what they write, and $DATA_DIR/.method2/<step>.json (the stamps)
@@ -71,7 +72,8 @@ def step_paths(step, cfg):
         lora = lora / "pytorch_lora_weights.safetensors" if cfg.LORA and lora.is_dir() else lora
         out = Path(cfg.SUBMISSION_DIR) / "submission1_manifest.csv" if cfg.SUBMISSION else \
             Path(cfg.OUT_DIR) / "manifest.csv"
-        return [test / "info.csv", test / cfg.INFO_FILE, test / cfg.PROMPT_FILE, train / "images",
+        prompt_report = test / (Path(cfg.PROMPT_FILE).stem + "_report.json")
+        return [test / "info.csv", test / cfg.INFO_FILE, test / cfg.PROMPT_FILE, prompt_report, train / "images",
                 *([lora] if cfg.LORA else [])], out
     raise knobs.InputError(f"unknown step {step!r}; steps: {', '.join(STAGES)}")
 
@@ -98,10 +100,17 @@ def stamp_of(step, cfg, ignored):
 
 
 def set_aside(path):
-    if path.is_file():
-        stale = path.with_suffix(".stale" + path.suffix)
-        path.replace(stale)
-        print(f"   {path} set aside as {stale}", flush=True)
+    """Rename a file or folder to *.stale (replacing an older one): redone work never mixes with the old, which is
+    kept (it may be paid work)."""
+    if not path.exists():
+        return
+    stale = path.with_name(path.stem + ".stale" + path.suffix) if path.is_file() else path.with_name(path.name + ".stale")
+    if stale.is_dir():
+        import shutil
+
+        shutil.rmtree(stale)
+    path.replace(stale)
+    print(f"   {path} set aside as {stale}", flush=True)
 
 
 def run_step(step, module, flags, cfg, stale):
@@ -111,7 +120,7 @@ def run_step(step, module, flags, cfg, stale):
     if stale and step in ("caption", "prompts"):
         set_aside(out)
     elif stale and step == "train":
-        extra = ["--RESUME=no"]
+        set_aside(out.parent)  # the old LoRA, its checkpoints and logs: another run's, not to resume
     elif stale and step == "generate":
         extra = ["--OVERWRITE=1"]
     cmd = [sys.executable, "-m", module, *flags, *extra]

@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from core import dataset, devices, files, images, knobs, seeds
+from core.progress import progress
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR: the run/*.sh contract)
 SPLIT = "train"  # the split folder under DATA_DIR whose banners are captioned
@@ -273,11 +274,10 @@ def merge(output):
 
 def caption_rows(cfg, rows, store, processor, model, device, log=print):
     """Caption `rows` into `store` (put as they come). Returns (skipped [(row, reason)], empty [row])."""
-    from tqdm import tqdm
 
     batches = [rows[i:i + cfg.BATCH_SIZE] for i in range(0, len(rows), cfg.BATCH_SIZE)]
     skipped, empty, done, started = [], [], 0, time.perf_counter()
-    bar = tqdm(total=len(rows), unit="img", desc="caption", disable=not cfg.PROGRESS, file=sys.stderr)
+    bar = progress(total=len(rows), unit="img", desc="caption", disable=not cfg.PROGRESS)
     try:
         for batch in prefetched(lambda b: prepare_batch(cfg, processor, b), batches):
             for row, reason in batch["bad"]:

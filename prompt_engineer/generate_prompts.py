@@ -24,6 +24,7 @@ import time
 
 from core import dataset, devices, files, knobs, seeds
 from core.knobs import InputError
+from core.progress import progress as progress_bar
 from inference import prompts
 from prompt_engineer import checks, few_shot
 
@@ -222,7 +223,6 @@ def clean_output(text, label):
 def generate_all(cfg, generator, todo, row_prompts, store, report, fallback_of, log, progress=True):
     """Generate every row of `todo` (dicts of the test rows), retrying bad generations; write into `store`/`report`
     after every batch. Returns stats."""
-    from tqdm import tqdm
 
     label = answer_label(cfg)
     # longest prompts first: a batch holds prompts of similar length (less padding); retries join the next batch
@@ -230,7 +230,7 @@ def generate_all(cfg, generator, todo, row_prompts, store, report, fallback_of, 
     retry = collections.deque()
     problems = {r["id"]: [] for r in todo}
     stats = dict(llm=0, fallback=0, generations=0, generate_calls=0, tokens=0, problems=collections.Counter())
-    bar = tqdm(total=len(todo), unit="row", desc="prompts", disable=not progress, file=sys.stderr)
+    bar = progress_bar(total=len(todo), unit="row", desc="prompts", disable=not progress)
     started = time.perf_counter()
     batch_size = cfg.BATCH_SIZE
     while queue or retry:

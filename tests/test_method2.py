@@ -87,6 +87,13 @@ def test_every_row_gets_a_banner_prompts_and_fallback_counted(m2, sample_dir, tm
     assert {p.name: p.read_bytes() for p in out.glob("*.jpg")} == before
 
 
+def test_rows_the_prompt_stage_fell_back_on_count_as_fallbacks(m2, sample_dir):
+    files.write_json(sample_dir / "test" / "llava_prompt_report.json",
+                     {"1.jpg": {"source": "fallback", "tries": 3}, "3.jpg": {"source": "llm", "tries": 1}})
+    rows, llm = m2.read_inputs(knobs.configure(m2, m2.flags(), env={"SMOKE": "1"}))
+    assert sum(1 for r in rows if llm[r.id]) == 3 and llm[rows[0].id] == ""
+
+
 def test_lora_is_applied_and_scale_zero_is_the_base_model(m2, tmp_path):
     cfg = knobs.configure(m2, m2.flags("--LIMIT=1"), env={"SMOKE": "1"})
     rows, llm = m2.read_inputs(cfg)
@@ -152,3 +159,43 @@ def test_jpeg_on_disk_is_what_the_manifest_describes(m2, tmp_path):
     data = (tmp_path / "o" / "1.jpg").read_bytes()
     with Image.open(io.BytesIO(data)) as im:
         assert (im.format, im.size) == ("JPEG", (1024, 533))
+
+
+@pytest.mark.slow
+def test_method2_sh_skips_what_is_up_to_date_and_redoes_what_changed(sample_dir, tmp_path):
+    """The whole method in one command: a rerun redoes nothing; a new training knob retrains and regenerates, while
+    the captions and the prompts (which do not read the LoRA) stay."""
+    import os
+    import subprocess
+    import sys
+
+    from core import REPO_ROOT
+
+    write_fixtures(sample_dir)
+    # the training rows' English copy (the translation stage's output; its own tests are in test_translation.py)
+    train = dataset.read_info(sample_dir / "train" / "info.csv")
+    files.write_csv(sample_dir / "train" / "info_trans.csv", train.assign(caption="an advertising banner " + train.id))
+    env = {**os.environ, "SMOKE": "1", "DATA_DIR": str(sample_dir), "PYTHON": sys.executable}
+    flags = [f"--train.OUT_DIR={tmp_path / 'lora'}", f"--generate.LORA={tmp_path / 'lora'}",
+             f"--generate.OUT_DIR={tmp_path / 'out'}", "--generate.DUP_GUARD=0"]
+
+    def run(*more):
+        done = subprocess.run(["bash", str(REPO_ROOT / "run" / "method2.sh"), *flags, *more], env=env,
+                              capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        return done.stdout
+
+    first = run()
+    assert first.count("running: python -m") == 4
+    assert len(list((tmp_path / "out").glob("*.jpg"))) == 6
+    captions = (sample_dir / "train" / "llava_caption.json").read_bytes()
+    prompts_file = (sample_dir / "test" / "llava_prompt.json").read_bytes()
+    second = run()
+    assert second.count("up to date (same inputs and settings): skipped") == 4 and "running:" not in second
+    third = run("--train.NUM_EPOCHS=1")
+    steps = third.split("== method 2, step")[1:]
+    assert "skipped" in steps[0] and "skipped" in steps[2]  # captions and prompts stay
+    assert "changed: NUM_EPOCHS" in steps[1] and "running:" in steps[1]  # retrained
+    assert "running:" in steps[3] and "--OVERWRITE=1" in steps[3]  # the new LoRA: banners regenerated
+    assert (sample_dir / "train" / "llava_caption.json").read_bytes() == captions
+    assert (sample_dir / "test" / "llava_prompt.json").read_bytes() == prompts_file

@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 
 from core import devices, files, knobs
+from core.progress import progress as progress_bar
 from core.seeds import row_seed
 from training import checkpoint, data, lora
 
@@ -277,12 +278,11 @@ def encode_once(dataset, vae, embed, device, batch_size, latents, text, progress
     """The VAE posterior of every banner and of its mirror image (rows n + i), and/or the text embedding of every
     caption, computed once: then an epoch costs only the UNet (and the text encoder when it is trained)."""
     import torch
-    from tqdm.auto import tqdm
 
     n = len(dataset)
     means, stds, texts = ([], []), ([], []), []  # [plain, mirrored] chunks
     with torch.no_grad():
-        for start in tqdm(range(0, n, batch_size), desc="encoding once", unit="batch",
+        for start in progress_bar(range(0, n, batch_size), desc="encoding once", unit="batch",
                           disable=not (progress and (latents or text))):
             index = list(range(start, min(start + batch_size, n)))
             if latents:
@@ -304,7 +304,6 @@ def train(cfg):
     from accelerate import Accelerator
     from accelerate.utils import set_seed
     from diffusers.optimization import get_scheduler
-    from tqdm.auto import tqdm
 
     check_settings(cfg)
     out_dir = files.check_writable(cfg.OUT_DIR)
@@ -415,7 +414,7 @@ def train(cfg):
 
     prompts = list(cfg.VALIDATION_PROMPTS) or [caption for _, _, caption in items[:cfg.VALIDATION_N]]
     log = LossLog(out_dir, state["step"]) if main_process else None
-    bar = tqdm(total=max_steps, initial=state["step"], unit="step", desc="LoRA", dynamic_ncols=True,
+    bar = progress_bar(total=max_steps, initial=state["step"], unit="step", desc="LoRA", dynamic_ncols=True,
                disable=not (cfg.PROGRESS and main_process))
     params = list(checkpoint.trainable(models).values())
     step, stop_at = state["step"], min(cfg.STOP_AT_STEP or max_steps, max_steps)
