@@ -115,10 +115,10 @@ def main(argv=None):
     extractor = InceptionFeatures(device=devices.pick_device())  # one model shared by every evaluation
     done, notes = [], []
 
-    def score(name):
+    def score(name, beside=()):
         start = time.time()
         report = evaluate(out_root / name, split / "test", split / "train", cfg.CACHE_DIR, gallery=cfg.GALLERY,
-                          extractor=extractor)
+                          extractor=extractor, beside=[out_root / b for b in beside])
         print(f"{name}: score {report['score']:.4f} in {time.time() - start:.1f} s ({report['timings_s']})")
         done.append(name)
 
@@ -149,7 +149,7 @@ def main(argv=None):
                       f"--OUT_DIR={out_root / (name + '_text')} {cfg.TEXT_LAYER_ARGS}", split)
             files.atomic_write(out_root / (name + "_text") / "manifest.csv",
                                (out_root / name / "manifest.csv").read_bytes())
-            score(name + "_text")
+            score(name + "_text", beside=[name])  # the gallery shows the banner without its copy beside it
 
     table = compare([out_root / n for n in done])
     markdown = to_markdown(table)

@@ -60,16 +60,21 @@ def cache_dir(tmp_path_factory):
 
 
 @pytest.fixture
-def m1(sample_dir, cache_dir, monkeypatch):
-    """Method 1 on the sample copy with SMOKE knobs; `m1.cfg(...)` builds a config from flags (the guard off unless a
-    test turns it on). No module global is ever assigned: settings travel in the Config."""
+def m1(sample_dir, monkeypatch):
+    """The Method 1 module, SMOKE=1, on the sample copy. No module global is ever assigned: settings travel in the
+    Config that `make_cfg` builds."""
     monkeypatch.setenv("SMOKE", "1")
     from inference import method1
 
-    base = [f"--DATA_DIR={sample_dir}", f"--CACHE_DIR={cache_dir}", "--DEVICE=cpu", "--DUP_GUARD=0"]
-    method1.cfg = lambda *flags: knobs.configure(method1, [*base, *flags], env={"SMOKE": "1"})
     write_fixtures(sample_dir)
     return method1
+
+
+@pytest.fixture
+def make_cfg(m1, sample_dir, cache_dir):
+    """Method 1's Config from flags, on the sample, SMOKE knobs, the guard off unless a test turns it on."""
+    base = [f"--DATA_DIR={sample_dir}", f"--CACHE_DIR={cache_dir}", "--DEVICE=cpu", "--DUP_GUARD=0"]
+    return lambda *flags: knobs.configure(m1, [*base, *flags], env={"SMOKE": "1"})
 
 
 def run(m1, cfg, out_dir, seed=None, rank=0, world=1):
@@ -123,9 +128,9 @@ def test_prompts_fit_the_window_caption_first():
     assert prompts.is_disclaimer("Sản phẩm này không phải là thuốc, không có tác dụng thay thế thuốc chữa bệnh")
 
 
-def test_every_row_gets_a_banner_same_for_any_batch_size_and_process_split(m1, sample_dir, tmp_path):
+def test_every_row_gets_a_banner_same_for_any_batch_size_and_process_split(m1, make_cfg, sample_dir, tmp_path):
     info = dataset.read_info(sample_dir / "test" / "info.csv")
-    cfg = m1.cfg("--BATCH_SIZE=3")
+    cfg = make_cfg("--BATCH_SIZE=3")
     run(m1, cfg, tmp_path / "single")
     manifest = merge(m1, cfg, tmp_path / "single")
     assert sorted(p.name for p in (tmp_path / "single").glob("*.jpg")) == sorted(info["bannerImage"])
@@ -144,7 +149,7 @@ def test_every_row_gets_a_banner_same_for_any_batch_size_and_process_split(m1, s
     for a, b in zip(batched, one_by_one):
         assert np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max() <= 2
     # two processes (as accelerate launch would start), batch size 1: rank 1 first, then rank 0 merges
-    cfg4 = m1.cfg("--BATCH_SIZE=1", "--LIMIT=4")
+    cfg4 = make_cfg("--BATCH_SIZE=1", "--LIMIT=4")
     for rank in (1, 0):
         run(m1, cfg4, tmp_path / "split", rank=rank, world=2)
     split_manifest = merge(m1, cfg4, tmp_path / "split")
@@ -155,9 +160,9 @@ def test_every_row_gets_a_banner_same_for_any_batch_size_and_process_split(m1, s
         assert diff.mean() < 0.3 and diff.max() <= 10, name
 
 
-def test_kill_and_resume_redoes_only_missing_or_broken_outputs(m1, sample_dir, tmp_path, monkeypatch):
+def test_kill_and_resume_redoes_only_missing_or_broken_outputs(m1, make_cfg, sample_dir, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    cfg = m1.cfg("--LIMIT=4")
+    cfg = make_cfg("--LIMIT=4")
     real_generate, calls = m1.generate, []
 
     def killed_on_second_call(*args, **kwargs):
@@ -189,12 +194,12 @@ def test_kill_and_resume_redoes_only_missing_or_broken_outputs(m1, sample_dir, t
     assert len(manifest) == 4 and manifest["tries"].astype(int).eq(1).all()
 
 
-def test_resume_never_mixes_runs(m1, sample_dir, tmp_path):
+def test_resume_never_mixes_runs(m1, make_cfg, sample_dir, tmp_path):
     """The resume probe: another seed, a PNG named .jpg, another run in the folder, an unwritable folder, a .png name."""
     from inference import runner
 
     out = tmp_path / "out"
-    cfg = m1.cfg("--LIMIT=2")
+    cfg = make_cfg("--LIMIT=2")
     run(m1, cfg, out)
     first = {p.name: p.read_bytes() for p in out.glob("*.jpg")}
     # another seed into the same folder: refused with one line naming what changed and how to overwrite
@@ -253,9 +258,9 @@ def test_resume_never_mixes_runs(m1, sample_dir, tmp_path):
         m1.read_inputs(cfg)
 
 
-def test_duplication_guard_regenerates_and_stops_after_the_bound(m1, tmp_path, monkeypatch):
+def test_duplication_guard_regenerates_and_stops_after_the_bound(m1, make_cfg, tmp_path, monkeypatch):
     # DUP_MAX -1: every output counts as a near-copy, so each row is regenerated until the bound
-    cfg = m1.cfg("--DUP_GUARD=1", "--LIMIT=2", "--DUP_MAX_TRIES=2", "--DUP_STRENGTH_STEP=0.1", "--DUP_MAX=-1.0")
+    cfg = make_cfg("--DUP_GUARD=1", "--LIMIT=2", "--DUP_MAX_TRIES=2", "--DUP_STRENGTH_STEP=0.1", "--DUP_MAX=-1.0")
     real_generate, calls = m1.generate, []
 
     def spy(pipe, cfg, jobs, strength):  # records each pipeline call's strength and seeds, then really generates
@@ -297,7 +302,7 @@ def test_submission_mode_writes_two_runs_and_time_csvs(m1, sample_dir, cache_dir
     assert np.abs(pixels(tmp_path / "submission1" / "1.jpg") - pixels(tmp_path / "submission2" / "1.jpg")).max() > 2
 
 
-def test_postprocess_layout_and_training_mean_colour(m1, sample_dir, cache_dir, tmp_path, monkeypatch):
+def test_postprocess_layout_and_training_mean_colour(m1, make_cfg, sample_dir, cache_dir, tmp_path, monkeypatch):
     from inference import postprocess, train_pool
 
     names, paths = train_pool.train_banners(sample_dir)
@@ -317,7 +322,7 @@ def test_postprocess_layout_and_training_mean_colour(m1, sample_dir, cache_dir, 
     path = images.save_banner(washed, tmp_path, "x.jpg")
     assert np.abs(pixels(path).reshape(-1, 3).mean(0) - fill).max() <= 1.5  # mean colour = the training mean
     # in the stage: the generations from the rank-1 and rank-2 banners, paired
-    cfg = m1.cfg("--POSTPROCESS", "--LIMIT=1")
+    cfg = make_cfg("--POSTPROCESS", "--LIMIT=1")
     run(m1, cfg, tmp_path / "pp")
     manifest = merge(m1, cfg, tmp_path / "pp")
     assert manifest.loc[0, "init_bannerImage"] == "25.jpg;11.jpg"
@@ -345,18 +350,18 @@ def test_text_layer_sets_the_vietnamese_copy_after_postprocessing(m1, sample_dir
         m1.main([*flags, f"--OUT_DIR={tmp_path / 'bad'}", "--TEXT_LAYER"])
 
 
-def test_bad_inputs_fail_naming_the_row(m1, sample_dir):
+def test_bad_inputs_fail_naming_the_row(m1, make_cfg, sample_dir):
     retrieval = pd.read_csv(sample_dir / "test" / "retrieval.csv", dtype=str)
     files.write_csv(sample_dir / "test" / "retrieval.csv", retrieval[retrieval["id"] != "6"])
     with pytest.raises(knobs.InputError, match=r"rank-1 .*id=6"):
-        m1.read_inputs(m1.cfg())
+        m1.read_inputs(make_cfg())
     write_fixtures(sample_dir)
     (sample_dir / "train" / "images" / "42.jpg").unlink()
     with pytest.raises(knobs.InputError, match=r"42\.jpg.*id=5"):
-        m1.read_inputs(m1.cfg())
+        m1.read_inputs(make_cfg())
     (sample_dir / "test" / "info_trans.csv").unlink()
     with pytest.raises(knobs.InputError, match="info_trans.csv.*translation"):
-        m1.read_inputs(m1.cfg())
+        m1.read_inputs(make_cfg())
 
 
 def test_smoke_cli_runs_offline_on_the_sample_and_ignores_stray_env_vars(sample_dir, cache_dir, tmp_path):

@@ -50,25 +50,31 @@ def lora_dir(tmp_path_factory):
 
 
 @pytest.fixture
-def m2(sample_dir, lora_dir, tmp_path_factory, monkeypatch):
+def m2(sample_dir, monkeypatch):
     monkeypatch.setenv("SMOKE", "1")
     from inference import method2
 
     write_fixtures(sample_dir)
     files.write_json(sample_dir / "test" / "llava_prompt.json", PROMPTS)
     cache = tmp_path_factory.getbasetemp() / "method2_cache"
-    base = [f"--DATA_DIR={sample_dir}", f"--CACHE_DIR={cache}", "--DEVICE=cpu", "--DUP_GUARD=0", f"--LORA={lora_dir}"]
-    method2.flags = lambda *more: [*base, *more]
     return method2
+
+
+@pytest.fixture
+def flags(m2, sample_dir, lora_dir, tmp_path_factory):
+    """Method 2's flags on the sample: the test LoRA, the guard off unless a test turns it on."""
+    cache = tmp_path_factory.getbasetemp() / "method2_cache"
+    base = [f"--DATA_DIR={sample_dir}", f"--CACHE_DIR={cache}", "--DEVICE=cpu", "--DUP_GUARD=0", f"--LORA={lora_dir}"]
+    return lambda *more: [*base, *more]
 
 
 def pixels(path):
     return np.asarray(Image.open(path).convert("RGB"), dtype=np.int16)
 
 
-def test_every_row_gets_a_banner_prompts_and_fallback_counted(m2, sample_dir, tmp_path, capsys):
+def test_every_row_gets_a_banner_prompts_and_fallback_counted(m2, flags, sample_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    m2.main(m2.flags(f"--OUT_DIR={out}"))
+    m2.main(flags(f"--OUT_DIR={out}"))
     info = dataset.read_info(sample_dir / "test" / "info.csv")
     for name in info["bannerImage"]:
         assert images.is_banner_jpeg(out / name)
@@ -82,20 +88,20 @@ def test_every_row_gets_a_banner_prompts_and_fallback_counted(m2, sample_dir, tm
     assert by_name["8.jpg" if "8.jpg" in by_name else info["bannerImage"][3]]  # a fallback row has its copy
     # a rerun redoes nothing
     before = {p.name: p.read_bytes() for p in out.glob("*.jpg")}
-    m2.main(m2.flags(f"--OUT_DIR={out}"))
+    m2.main(flags(f"--OUT_DIR={out}"))
     assert "6 already done, 0 to generate" in capsys.readouterr().err
     assert {p.name: p.read_bytes() for p in out.glob("*.jpg")} == before
 
 
-def test_rows_the_prompt_stage_fell_back_on_count_as_fallbacks(m2, sample_dir):
+def test_rows_the_prompt_stage_fell_back_on_count_as_fallbacks(m2, flags, sample_dir):
     files.write_json(sample_dir / "test" / "llava_prompt_report.json",
                      {"1.jpg": {"source": "fallback", "tries": 3}, "3.jpg": {"source": "llm", "tries": 1}})
-    rows, llm = m2.read_inputs(knobs.configure(m2, m2.flags(), env={"SMOKE": "1"}))
+    rows, llm = m2.read_inputs(knobs.configure(m2, flags(), env={"SMOKE": "1"}))
     assert sum(1 for r in rows if llm[r.id]) == 3 and llm[rows[0].id] == ""
 
 
-def test_lora_is_applied_and_scale_zero_is_the_base_model(m2, tmp_path):
-    cfg = knobs.configure(m2, m2.flags("--LIMIT=1"), env={"SMOKE": "1"})
+def test_lora_is_applied_and_scale_zero_is_the_base_model(m2, flags, tmp_path):
+    cfg = knobs.configure(m2, flags("--LIMIT=1"), env={"SMOKE": "1"})
     rows, llm = m2.read_inputs(cfg)
     calls = [(llm[rows[0].id], None, 123)]
     lora = np.asarray(m2.generate(m2.load_pipeline(cfg, "cpu"), cfg, calls)[0], dtype=np.int16)
@@ -111,7 +117,7 @@ def test_lora_is_applied_and_scale_zero_is_the_base_model(m2, tmp_path):
         m2.load_pipeline(cfg.replace(LORA=str(tmp_path / "nope")), "cpu")
 
 
-def test_kill_and_resume_keeps_finished_banners(m2, tmp_path, monkeypatch):
+def test_kill_and_resume_keeps_finished_banners(m2, flags, tmp_path, monkeypatch):
     out = tmp_path / "out"
     real, calls = m2.generate, []
 
@@ -123,18 +129,18 @@ def test_kill_and_resume_keeps_finished_banners(m2, tmp_path, monkeypatch):
 
     monkeypatch.setattr(m2, "generate", killed_on_second_call)
     with pytest.raises(KeyboardInterrupt):
-        m2.main(m2.flags(f"--OUT_DIR={out}"))
+        m2.main(flags(f"--OUT_DIR={out}"))
     finished = {p.name: p.read_bytes() for p in out.glob("*.jpg")}
     assert len(finished) == 2
     monkeypatch.setattr(m2, "generate", real)
-    m2.main(m2.flags(f"--OUT_DIR={out}"))
+    m2.main(flags(f"--OUT_DIR={out}"))
     assert len(list(out.glob("*.jpg"))) == 6
     for name, data in finished.items():
         assert (out / name).read_bytes() == data  # finished banners untouched
 
 
-def test_submission_mode_and_guard_retry_changes_only_the_seed(m2, tmp_path, monkeypatch):
-    m2.main(m2.flags("--SUBMISSION", f"--SUBMISSION_DIR={tmp_path}", "--LIMIT=2", "--SEEDS=1,2"))
+def test_submission_mode_and_guard_retry_changes_only_the_seed(m2, flags, tmp_path, monkeypatch):
+    m2.main(flags("--SUBMISSION", f"--SUBMISSION_DIR={tmp_path}", "--LIMIT=2", "--SEEDS=1,2"))
     for k in (1, 2):
         assert sorted(p.name for p in (tmp_path / f"submission{k}").iterdir()) == ["1.jpg", "3.jpg"]
         times = pd.read_csv(tmp_path / f"time_submission{k}.csv")
@@ -147,15 +153,15 @@ def test_submission_mode_and_guard_retry_changes_only_the_seed(m2, tmp_path, mon
         return real(pipe, cfg, calls)
 
     monkeypatch.setattr(m2, "generate", spy)
-    m2.main(m2.flags(f"--OUT_DIR={tmp_path / 'guarded'}", "--LIMIT=1", "--DUP_GUARD=1", "--DUP_MAX=-1",
+    m2.main(flags(f"--OUT_DIR={tmp_path / 'guarded'}", "--LIMIT=1", "--DUP_GUARD=1", "--DUP_MAX=-1",
                      "--DUP_MAX_TRIES=2"))
     assert len(seen) == 2 and seen[0][0][0] == seen[1][0][0] and seen[0][0][1] != seen[1][0][1]
     manifest = pd.read_csv(tmp_path / "guarded" / "manifest.csv")
     assert manifest["tries"].eq(2).all() and manifest["dup_similarity"].between(-1, 1).all()
 
 
-def test_jpeg_on_disk_is_what_the_manifest_describes(m2, tmp_path):
-    m2.main(m2.flags(f"--OUT_DIR={tmp_path / 'o'}", "--LIMIT=1", "--POSTPROCESS"))
+def test_jpeg_on_disk_is_what_the_manifest_describes(m2, flags, tmp_path):
+    m2.main(flags(f"--OUT_DIR={tmp_path / 'o'}", "--LIMIT=1", "--POSTPROCESS"))
     data = (tmp_path / "o" / "1.jpg").read_bytes()
     with Image.open(io.BytesIO(data)) as im:
         assert (im.format, im.size) == ("JPEG", (1024, 533))
