@@ -66,12 +66,23 @@ def _scope(module):
     return vars(module) if isinstance(module, ModuleType) else module
 
 
-def defaults(module):
-    """{NAME: default} of every knob of a script (a module or its globals dict), in file order."""
-    scope = _scope(module)
+def _own(scope):
     return {k: v for k, v in scope.items()
-            if k.isupper() and not k.startswith("_") and k != "SMOKE_OVERRIDES" and isinstance(v, KNOB_TYPES)
-            and not (isinstance(v, tuple) and any(isinstance(x, (dict, list, set)) for x in v))}
+            if k.isupper() and not k.startswith("_") and k not in ("SMOKE_OVERRIDES", "SHARED_KNOBS")
+            and isinstance(v, KNOB_TYPES)
+            and not (isinstance(v, tuple) and not all(isinstance(x, (bool, int, float, str)) for x in v))}
+
+
+def defaults(module):
+    """{NAME: default} of every knob of a script (a module or its globals dict), in file order, then the knobs of the
+    modules it names in SHARED_KNOBS (e.g. the run machinery's, common to both generation methods), where the script
+    does not set them itself."""
+    scope = _scope(module)
+    values = _own(scope)
+    for shared in scope.get("SHARED_KNOBS") or ():
+        for name, value in _own(vars(shared)).items():
+            values.setdefault(name, value)
+    return values
 
 
 def smoke_enabled(env=None):
@@ -229,10 +240,20 @@ def help_text(module):
     lines = [(scope.get("__doc__") or "").strip(), "",
              "knobs (edit them at the top of the script, or pass --NAME=value; config files NAME.py of NAME = value "
              "lines come before flags):"]
-    for name, value in defaults(scope).items():
+
+    def knob_line(name, value, comments):
         written, comment = comments.get(name, (repr(value), ""))
         how = f"  [on the command line: --{name}={_tuple_flag(value)}]" if isinstance(value, tuple) else ""
-        lines.append(f"  --{name}={written}" + (f"  # {comment}" if comment else "") + how)
+        return f"  --{name}={written}" + (f"  # {comment}" if comment else "") + how
+
+    own = _own(scope)
+    lines += [knob_line(name, value, comments) for name, value in own.items()]
+    for shared in scope.get("SHARED_KNOBS") or ():
+        theirs = {k: v for k, v in _own(vars(shared)).items() if k not in own}
+        if theirs:
+            path = Path(shared.__file__)
+            lines += ["", f"shared knobs, edited at the top of {path.parent.name}/{path.name}:"]
+            lines += [knob_line(name, value, _comments(path)) for name, value in theirs.items()]
     smoke = scope.get("SMOKE_OVERRIDES") or {}
     if smoke:
         lines += ["", "SMOKE=1 (tiny random models, offline) changes:"]

@@ -20,12 +20,8 @@ prompt and init banners; banners made otherwise are refused unless --OVERWRITE=1
 per part), so a row's image does not depend on batch size, order or the number of processes:
     accelerate launch -m inference.method1        # every GPU takes every world-th row; rank 0 merges the manifest
 """
-import sys
-import time
-
 from core import dataset, devices, images, knobs
-from evaluation import duplication
-from inference import pipelines, postprocess, prompts, runner
+from inference import pipelines, prompts, runner
 
 DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
 MODEL = "SG161222/Realistic_Vision_V5.1_noVAE"  # SD 1.5 checkpoint: hub id or local folder
@@ -39,36 +35,14 @@ STYLE = ""  # words appended to every prompt when they fit (e.g. "advertising ba
 INFO_FILE = "info_trans.csv"  # test copy in English (translation stage); info.csv prompts with the Vietnamese text
 RETRIEVAL_FILE = "retrieval.csv"  # in $DATA_DIR/test: id, rank, train_bannerImage (retrieval stage)
 OUT_DIR = "inference/method_1"  # output folder (also from env OUT_DIR; SUBMISSION=1 writes SUBMISSION_DIR/submission{k})
-OVERWRITE = False  # regenerate banners in OUT_DIR that were made with other settings (else: refused with one line)
 GEN_SIZE = (1024, 536)  # generation size WxH, multiples of 8 (533 is not); outputs are resized to exactly 1024x533
-BATCH_SIZE = 4  # images per pipeline call
-VAE_SLICING = True  # decode a batch's latents one image at a time (less peak memory at 1024x536, same images)
-COMPILE = False  # torch.compile the UNet (CUDA; the first batches compile, then each UNet call is faster)
-CHANNELS_LAST = False  # UNet in channels_last memory format (measure with inference.benchmark before turning on)
-SEED = 42  # run seed; each row's generator is seeded from (SEED, id)
-DEVICE = "auto"  # auto | cuda | cpu (accelerate launch picks each process's GPU)
-DTYPE = "fp16"  # fp16 | bf16 | fp32 on CUDA (always fp32 on the CPU)
-DUP_GUARD = True  # measure each output's similarity to the training banners and regenerate near-copies
-DUP_MAX = duplication.DUP_MAX  # regenerate above this Inception cosine (evaluation/duplication.py: why 0.85)
 DUP_STRENGTH_STEP = 0.1  # each retry adds this much strength (capped at 1.0)
-DUP_MAX_TRIES = 3  # generations per row at most, the first included; after that the least similar one is kept
-POSTPROCESS = False  # the winner's recipe: rank-1 and rank-2 generations side by side, blended, padded (knobs PP_*)
-PP_PAIR = postprocess.PP_PAIR  # POSTPROCESS: two generations (rank-1 and rank-2 init banners) side by side
-PP_TILE_SIZE = postprocess.PP_TILE_SIZE  # POSTPROCESS: each image of the pair, WxH
-PP_GAP = postprocess.PP_GAP  # POSTPROCESS: px between the two images
-PP_BLEND_WEIGHT = postprocess.PP_BLEND_WEIGHT  # POSTPROCESS: 0..1 toward the training mean colour
-PP_PAD = postprocess.PP_PAD  # POSTPROCESS: pad to the 1024:533 aspect with the mean colour
-TEXT_LAYER = False  # set the row's Vietnamese copy on the final banner (inference/text_layer.py), after POSTPROCESS
-SUBMISSION = False  # competition layout: one run per seed of SEEDS, with time_submission{k}.csv
-SEEDS = (42, 2023)  # SUBMISSION=1: the seeds of submission1 and submission2
-SUBMISSION_DIR = "inference"  # SUBMISSION=1: parent of submission1/, submission2/ and the time CSVs
-LIMIT = 0  # only the first LIMIT test rows (0 = all): quick looks
-CACHE_DIR = ".cache/features"  # training statistics (Inception features, mean colour) by content; shared with evaluation
+SHARED_KNOBS = (runner,)  # the run machinery's knobs (guard, POSTPROCESS + PP_*, TEXT_LAYER, SUBMISSION, SEED, ...)
 # tiny random model: few steps, small batches, small canvas (outputs still 1024x533)
 SMOKE_OVERRIDES = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136))
 
 # the knobs that decide what a banner looks like: a banner made with other values is not this run's
-IMAGE_SETTINGS = ("MODEL", "VAE", "SCHEDULER", "STRENGTH", "STEPS", "GUIDANCE", "NEGATIVE_PROMPT", "GEN_SIZE", "DTYPE",
+_IMAGE_SETTINGS = ("MODEL", "VAE", "SCHEDULER", "STRENGTH", "STEPS", "GUIDANCE", "NEGATIVE_PROMPT", "GEN_SIZE", "DTYPE",
                   "DUP_GUARD", "DUP_MAX", "DUP_STRENGTH_STEP", "DUP_MAX_TRIES", "POSTPROCESS", "PP_PAIR", "PP_TILE_SIZE",
                   "PP_GAP", "PP_BLEND_WEIGHT", "PP_PAD", "TEXT_LAYER")
 
@@ -84,22 +58,9 @@ def parts(cfg):
 
 def read_inputs(cfg):
     """Test rows (with prompts' text) and their init banners from retrieval.csv, checked; errors name the row."""
+    rows = runner.read_test_rows(cfg)
     test = dataset.split_dir("test", cfg.DATA_DIR)
-    info_path = test / cfg.INFO_FILE
-    if not info_path.is_file():
-        raise knobs.InputError(f"{info_path}: file not found (run bash run/translation.sh first, or pass "
-                               f"--INFO_FILE=info.csv to prompt with the Vietnamese text)")
-    info = dataset.read_info(info_path)
-    if cfg.INFO_FILE != "info.csv" and (test / "info.csv").is_file():
-        ids = set(dataset.read_info(test / "info.csv")["id"])
-        stale = sorted(ids.symmetric_difference(info["id"]))
-        if stale:
-            raise knobs.InputError(f"{info_path}: ids differ from info.csv (e.g. id={stale[0]}): rerun translation")
-    if cfg.LIMIT:
-        info = info.head(cfg.LIMIT)
-    rows = list(info.itertuples())
-    runner.check_names(rows)
-    by_id = dataset.read_retrieval(test / cfg.RETRIEVAL_FILE, info["id"], ranks=parts(cfg))
+    by_id = dataset.read_retrieval(test / cfg.RETRIEVAL_FILE, [r.id for r in rows], ranks=parts(cfg))
     images_dir = dataset.split_dir("train", cfg.DATA_DIR) / "images"
     inits = {}
     for row in rows:
@@ -148,34 +109,19 @@ def retry_policy(cfg):
 
 def run_once(cfg, target, rows, inits, images_dir, pipe, guard, finish, rank=0, world=1):
     """This process's share of the rows into `target`; returns its compute figures."""
-    import torch
-
     count, budget = prompts.token_counter(pipe.tokenizer), prompts.window(pipe.tokenizer)
     prompt = {row.id: prompts.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, cfg.STYLE)[0]
               for row in rows}
-    settings = {name: getattr(cfg, name) for name in IMAGE_SETTINGS}
+    settings = {name: getattr(cfg, name) for name in _IMAGE_SETTINGS}
     keys = {row.id: runner.row_key(settings, target.seed, prompt[row.id], inits[row.id]) for row in rows}
-    mine = devices.shard(rows, rank, world)
-    todo = runner.plan(target, mine, keys, settings, cfg.OVERWRITE)
-    runner.record_settings(target, settings)
-    print(f"[rank {rank}/{world}] {len(mine)} rows, {len(mine) - len(todo)} already done, {len(todo)} to generate "
-          f"into {target.out_dir} (seed {target.seed})", file=sys.stderr)
-    jobs = [runner.Job(row, prompt[row.id], [images_dir / n for n in inits[row.id]], inits[row.id]) for row in todo]
-    cuda = str(pipe.device).startswith("cuda")
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    calls_before = pipe.unet_calls[0]
-    figures = runner.generate_rows(target, jobs, keys, lambda calls, p: generate(pipe, cfg, calls, p["strength"]),
-                                   finish, retry_policy(cfg), runner.Guard(guard.measure if guard else None,
-                                                                           cfg.DUP_MAX, cfg.DUP_MAX_TRIES),
-                                   cfg.BATCH_SIZE, f"method 1 [rank {rank}]", rank)
-    figures.update(rank=rank, unet_images=pipe.unet_calls[0] - calls_before)
-    per_banner = int(cfg.STEPS * cfg.STRENGTH) * (2 if cfg.GUIDANCE > 1 else 1) * parts(cfg)
-    formula = (f"int({cfg.STEPS} steps x {cfg.STRENGTH} strength) x {'2 (guidance)' if cfg.GUIDANCE > 1 else '1'}"
-               + (" x 2 parts" if parts(cfg) == 2 else ""))
-    print(pipelines.compute_line(figures, per_banner, formula,
-                                 torch.cuda.max_memory_allocated() / 2**30 if cuda else None), file=sys.stderr)
-    return figures
+    guidance = 2 if cfg.GUIDANCE > 1 else 1
+    formula = (f"int({cfg.STEPS} steps x {cfg.STRENGTH} strength) x {guidance} (guidance)"
+               + (" x 2 parts" if parts(cfg) == 2 else ""), int(cfg.STEPS * cfg.STRENGTH) * guidance * parts(cfg))
+    return runner.run_share(
+        cfg, target, rows, keys, settings, pipe,
+        lambda todo: [runner.Job(r, prompt[r.id], [images_dir / n for n in inits[r.id]], inits[r.id]) for r in todo],
+        lambda calls, params: generate(pipe, cfg, calls, params["strength"]), finish, retry_policy(cfg), guard,
+        "method 1", rank, world, formula)
 
 
 def main(argv=None):

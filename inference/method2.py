@@ -23,8 +23,7 @@ from pathlib import Path
 
 from core import dataset, devices, files, knobs
 from core.progress import quiet_libraries
-from evaluation import duplication
-from inference import pipelines, postprocess, prompts, runner
+from inference import pipelines, prompts, runner
 
 DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
 MODEL = "stabilityai/stable-diffusion-2-1"  # SD 2.1 (v-prediction) base: hub id or local folder
@@ -40,37 +39,15 @@ STYLE = ""  # words appended to every prompt when they fit
 PROMPT_FILE = "llava_prompt.json"  # in $DATA_DIR/test: {bannerImage: prompt} from run/prompts.sh
 INFO_FILE = "info_trans.csv"  # in $DATA_DIR/test: the copy a row without an LLM prompt falls back to
 OUT_DIR = "inference/method_2"  # output folder (also from env OUT_DIR; SUBMISSION=1 writes SUBMISSION_DIR/submission{k})
-OVERWRITE = False  # regenerate banners in OUT_DIR that were made with other settings (else: refused with one line)
 GEN_SIZE = (1024, 536)  # generation size WxH, multiples of 8; outputs are resized to exactly 1024x533
-BATCH_SIZE = 4  # images per pipeline call
-VAE_SLICING = True  # decode a batch's latents one image at a time (less peak memory, same images)
-COMPILE = False  # torch.compile the UNet (CUDA; the first batches compile, then each UNet call is faster)
-CHANNELS_LAST = False  # UNet in channels_last memory format (measure with inference.benchmark before turning on)
-SEED = 42  # run seed; each row's generator is seeded from (SEED, id)
-DEVICE = "auto"  # auto | cuda | cpu (accelerate launch picks each process's GPU)
-DTYPE = "fp16"  # fp16 | bf16 | fp32 on CUDA (always fp32 on the CPU)
-DUP_GUARD = True  # measure each output's similarity to the training banners and regenerate near-copies
-DUP_MAX = duplication.DUP_MAX  # regenerate above this Inception cosine (evaluation/duplication.py: why 0.85)
-DUP_MAX_TRIES = 3  # generations per row at most, the first included; after that the least similar one is kept
-POSTPROCESS = False  # the winner's recipe: two generations side by side, blended, padded (knobs PP_*)
-PP_PAIR = postprocess.PP_PAIR  # POSTPROCESS: two generations (two seeds) side by side
-PP_TILE_SIZE = postprocess.PP_TILE_SIZE  # POSTPROCESS: each image of the pair, WxH
-PP_GAP = postprocess.PP_GAP  # POSTPROCESS: px between the two images
-PP_BLEND_WEIGHT = postprocess.PP_BLEND_WEIGHT  # POSTPROCESS: 0..1 toward the training mean colour
-PP_PAD = postprocess.PP_PAD  # POSTPROCESS: pad to the 1024:533 aspect with the mean colour
-TEXT_LAYER = False  # set the row's Vietnamese copy on the final banner (inference/text_layer.py), after POSTPROCESS
-SUBMISSION = False  # competition layout: one run per seed of SEEDS, with time_submission{k}.csv
-SEEDS = (42, 2023)  # SUBMISSION=1: the seeds of submission1 and submission2
-SUBMISSION_DIR = "inference"  # SUBMISSION=1: parent of submission1/, submission2/ and the time CSVs
-LIMIT = 0  # only the first LIMIT test rows (0 = all): quick looks
-CACHE_DIR = ".cache/features"  # training statistics (Inception features, mean colour) by content; shared with evaluation
+SHARED_KNOBS = (runner,)  # the run machinery's knobs (guard, POSTPROCESS + PP_*, TEXT_LAYER, SUBMISSION, SEED, ...)
 # tiny random model: few steps, small batches, small canvas (outputs still 1024x533); the smoke LoRA of run/train_sd.sh
 SMOKE_OVERRIDES = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136), LORA="outputs/smoke/lora_sd21")
 
-IMAGE_SETTINGS = ("MODEL", "LORA_SCALE", "FUSE_LORA", "SCHEDULER", "STEPS", "GUIDANCE", "GUIDANCE_RESCALE",
+_IMAGE_SETTINGS = ("MODEL", "LORA_SCALE", "FUSE_LORA", "SCHEDULER", "STEPS", "GUIDANCE", "GUIDANCE_RESCALE",
                   "NEGATIVE_PROMPT", "GEN_SIZE", "DTYPE", "DUP_GUARD", "DUP_MAX", "DUP_MAX_TRIES", "POSTPROCESS",
                   "PP_PAIR", "PP_TILE_SIZE", "PP_GAP", "PP_BLEND_WEIGHT", "PP_PAD", "TEXT_LAYER")
-LORA_FILE = "pytorch_lora_weights.safetensors"  # the name save_lora_weights gives it
+_LORA_FILE = "pytorch_lora_weights.safetensors"  # the name save_lora_weights gives it
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -86,7 +63,7 @@ def lora_file(cfg):
     if not cfg.LORA:
         return None
     path = Path(cfg.LORA)
-    path = path / LORA_FILE if path.is_dir() else path
+    path = path / _LORA_FILE if path.is_dir() else path
     if not path.is_file():
         raise knobs.InputError(f"LoRA not found: {path} (train it with bash run/train_sd.sh, or --LORA= for the base "
                                f"model)")
@@ -96,16 +73,8 @@ def lora_file(cfg):
 def read_inputs(cfg):
     """Test rows and each row's LLM prompt ("" when there is none, or when the prompt stage fell back to the copy: the
     fitted copy stands in, counted)."""
+    rows = runner.read_test_rows(cfg)
     test = dataset.split_dir("test", cfg.DATA_DIR)
-    info_path = test / cfg.INFO_FILE
-    if not info_path.is_file():
-        raise knobs.InputError(f"{info_path}: file not found (run bash run/translation.sh first, or pass "
-                               f"--INFO_FILE=info.csv)")
-    info = dataset.read_info(info_path)
-    if cfg.LIMIT:
-        info = info.head(cfg.LIMIT)
-    rows = list(info.itertuples())
-    runner.check_names(rows)
     prompt_path = test / cfg.PROMPT_FILE
     llm = files.read_json(prompt_path, {})
     if not isinstance(llm, dict):
@@ -176,31 +145,17 @@ def generate(pipe, cfg, calls):
 
 def run_once(cfg, target, rows, prompt, lora_hash, pipe, guard, finish, rank=0, world=1):
     """This process's share of the rows into `target`; returns its compute figures."""
-    import torch
-
-    settings = {**{name: getattr(cfg, name) for name in IMAGE_SETTINGS}, "LORA": lora_hash}
+    settings = {**{name: getattr(cfg, name) for name in _IMAGE_SETTINGS}, "LORA": lora_hash}
     keys = {row.id: runner.row_key(settings, target.seed, prompt[row.id], []) for row in rows}
-    mine = devices.shard(rows, rank, world)
-    todo = runner.plan(target, mine, keys, settings, cfg.OVERWRITE)
-    runner.record_settings(target, settings)
-    print(f"[rank {rank}/{world}] {len(mine)} rows, {len(mine) - len(todo)} already done, {len(todo)} to generate "
-          f"into {target.out_dir} (seed {target.seed})", file=sys.stderr)
-    jobs = [runner.Job(row, prompt[row.id], [None] * parts(cfg)) for row in todo]
-    cuda = str(pipe.device).startswith("cuda")
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    calls_before = pipe.unet_calls[0]
-    figures = runner.generate_rows(target, jobs, keys, lambda calls, _p: generate(pipe, cfg, calls), finish,
-                                   lambda attempt: {"strength": 1.0},
-                                   runner.Guard(guard.measure if guard else None, cfg.DUP_MAX, cfg.DUP_MAX_TRIES),
-                                   cfg.BATCH_SIZE, f"method 2 [rank {rank}]", rank)
-    figures.update(rank=rank, unet_images=pipe.unet_calls[0] - calls_before)
     guidance = 2 if cfg.GUIDANCE > 1 else 1
-    per_banner = cfg.STEPS * guidance * parts(cfg)
-    formula = f"{cfg.STEPS} steps x {guidance}" + (" x 2 parts" if parts(cfg) == 2 else "")
-    print(pipelines.compute_line(figures, per_banner, formula,
-                                 torch.cuda.max_memory_allocated() / 2**30 if cuda else None), file=sys.stderr)
-    return figures
+    formula = (f"{cfg.STEPS} steps x {guidance} (guidance)" + (" x 2 parts" if parts(cfg) == 2 else ""),
+               cfg.STEPS * guidance * parts(cfg))
+    # text-to-image has no init banner: a retry of a near-copy changes only the seed (the runner's per-try seed)
+    return runner.run_share(
+        cfg, target, rows, keys, settings, pipe,
+        lambda todo: [runner.Job(r, prompt[r.id], [None] * parts(cfg)) for r in todo],
+        lambda calls, _params: generate(pipe, cfg, calls), finish, lambda attempt: {"strength": 1.0}, guard,
+        "method 2", rank, world, formula)
 
 
 def main(argv=None):

@@ -27,8 +27,38 @@ from pathlib import Path
 from typing import Callable
 
 from core import devices, files, images, seeds
-from core.progress import progress
 from core.knobs import InputError
+from core.progress import progress
+from evaluation import duplication
+from inference import postprocess
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the knobs of the run machinery, shared by both generation methods (each lists them in SHARED_KNOBS; --help shows
+# them; a method's own constant of the same name wins)
+
+OVERWRITE = False  # regenerate banners in OUT_DIR that were made with other settings (else: refused with one line)
+BATCH_SIZE = 4  # images per pipeline call
+VAE_SLICING = True  # decode a batch's latents one image at a time (less peak memory at 1024x536, same images)
+COMPILE = False  # torch.compile the UNet (CUDA; the first batches compile, then each UNet call is faster)
+CHANNELS_LAST = False  # UNet in channels_last memory format (measure with inference.benchmark before turning on)
+SEED = 42  # run seed; each row's generator is seeded from (SEED, id)
+DEVICE = "auto"  # auto | cuda | cpu (accelerate launch picks each process's GPU)
+DTYPE = "fp16"  # fp16 | bf16 | fp32 on CUDA (always fp32 on the CPU)
+DUP_GUARD = True  # measure each output's similarity to the training banners and regenerate near-copies
+DUP_MAX = duplication.DUP_MAX  # regenerate above this Inception cosine (evaluation/duplication.py: why 0.85)
+DUP_MAX_TRIES = 3  # generations per row at most, the first included; after that the least similar one is kept
+POSTPROCESS = False  # the winner's recipe: two generations side by side, blended, padded (knobs PP_*)
+PP_PAIR = postprocess.PP_PAIR  # POSTPROCESS: two generations side by side (Method 1: from the rank-1 and rank-2 banners)
+PP_TILE_SIZE = postprocess.PP_TILE_SIZE  # POSTPROCESS: each image of the pair, WxH
+PP_GAP = postprocess.PP_GAP  # POSTPROCESS: px between the two images
+PP_BLEND_WEIGHT = postprocess.PP_BLEND_WEIGHT  # POSTPROCESS: 0..1 toward the training mean colour
+PP_PAD = postprocess.PP_PAD  # POSTPROCESS: pad to the 1024:533 aspect with the mean colour
+TEXT_LAYER = False  # set the row's Vietnamese copy on the final banner (inference/text_layer.py), after POSTPROCESS
+SUBMISSION = False  # competition layout: one run per seed of SEEDS, with time_submission{k}.csv
+SEEDS = (42, 2023)  # SUBMISSION=1: the seeds of submission1 and submission2
+SUBMISSION_DIR = "inference"  # SUBMISSION=1: parent of submission1/, submission2/ and the time CSVs
+LIMIT = 0  # only the first LIMIT test rows (0 = all): quick looks
+CACHE_DIR = ".cache/features"  # training statistics (Inception features, mean colour) by content; shared with evaluation
 
 MANIFEST_COLUMNS = ["id", "bannerImage", "init_bannerImage", "strength", "seed", "tries", "dup_similarity", "seconds",
                     "dup_nearest", "prompt"]
@@ -67,6 +97,29 @@ def prepare_targets(targets):
     for target in targets:
         files.check_writable(target.out_dir)
         files.check_writable(target.meta("x").parent)
+
+
+def read_test_rows(cfg):
+    """The test rows a method generates, from $DATA_DIR/test/INFO_FILE (the English copy by default), checked against
+    info.csv's ids, cut to LIMIT, every output name a plain .jpg/.jpeg; errors name the file and the row."""
+    from core import dataset
+
+    test = dataset.split_dir("test", cfg.DATA_DIR)
+    info_path = test / cfg.INFO_FILE
+    if not info_path.is_file():
+        raise InputError(f"{info_path}: file not found (run bash run/translation.sh first, or pass "
+                         f"--INFO_FILE=info.csv to prompt with the Vietnamese text)")
+    info = dataset.read_info(info_path)
+    if cfg.INFO_FILE != "info.csv" and (test / "info.csv").is_file():
+        ids = set(dataset.read_info(test / "info.csv")["id"])
+        stale = sorted(ids.symmetric_difference(info["id"]))
+        if stale:
+            raise InputError(f"{info_path}: ids differ from info.csv (e.g. id={stale[0]}): rerun translation")
+    if cfg.LIMIT:
+        info = info.head(cfg.LIMIT)
+    rows = list(info.itertuples())
+    check_names(rows)
+    return rows
 
 
 def check_names(rows):
@@ -221,6 +274,33 @@ def generate_rows(target, jobs, keys, generate, finish, retry, guard, batch_size
     return {"rows": len(jobs), "generations": generated, "seconds": time.perf_counter() - started}
 
 
+def run_share(cfg, target, rows, keys, settings, pipe, make_jobs, generate, finish, retry, guard, name, rank=0,
+              world=1, unet_formula=("", 0)):
+    """One process's share of one run, the same for every method: this rank's rows, the resume plan, the guarded
+    loop, and the compute accounting (UNet evaluations counted at the UNet, against the method's `unet_formula`:
+    (how it is computed, evaluations per banner on the first try)). `make_jobs(rows) -> [Job]`."""
+    import torch
+
+    mine = devices.shard(rows, rank, world)
+    todo = plan(target, mine, keys, settings, cfg.OVERWRITE)
+    record_settings(target, settings)
+    print(f"[rank {rank}/{world}] {len(mine)} rows, {len(mine) - len(todo)} already done, {len(todo)} to generate "
+          f"into {target.out_dir} (seed {target.seed})", file=sys.stderr)
+    cuda = str(pipe.device).startswith("cuda")
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    calls_before = pipe.unet_calls[0]
+    figures = generate_rows(target, make_jobs(todo), keys, generate, finish, retry,
+                            Guard(guard.measure if guard else None, cfg.DUP_MAX, cfg.DUP_MAX_TRIES), cfg.BATCH_SIZE,
+                            f"{name} [rank {rank}]", rank)
+    figures.update(rank=rank, unet_images=pipe.unet_calls[0] - calls_before)
+    from inference.pipelines import compute_line
+
+    print(compute_line(figures, unet_formula[1], unet_formula[0],
+                       torch.cuda.max_memory_allocated() / 2**30 if cuda else None), file=sys.stderr)
+    return figures
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # after the run
 
@@ -303,7 +383,7 @@ def copy_rows(cfg, rows):
 def finisher(cfg, mean_rgb, copies):
     """The method's `finish(job, parts)`: post-processing (POSTPROCESS, knobs PP_*), then the row's copy set on the
     final canvas (TEXT_LAYER). The order is the documented one: generate -> post-process -> text layer -> JPEG."""
-    from inference import postprocess, text_layer
+    from inference import text_layer
 
     recipe = postprocess.Recipe.from_config(cfg)
     layer_cfg = text_layer.default_config() if cfg.TEXT_LAYER else None

@@ -32,7 +32,10 @@ def make_lora(folder):
 
     import smoke
 
-    pipe = StableDiffusionPipeline.from_pretrained(smoke.smoke_model("sd21"))
+    from core.progress import quiet_libraries
+
+    with quiet_libraries():
+        pipe = StableDiffusionPipeline.from_pretrained(smoke.smoke_model("sd21"))
     pipe.unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
                                      target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     torch.manual_seed(0)
@@ -56,7 +59,6 @@ def m2(sample_dir, monkeypatch):
 
     write_fixtures(sample_dir)
     files.write_json(sample_dir / "test" / "llava_prompt.json", PROMPTS)
-    cache = tmp_path_factory.getbasetemp() / "method2_cache"
     return method2
 
 
