@@ -6,6 +6,8 @@
 - images:   image loading, the one banner-validity check, banner JPEGs, mean colour
 - devices:  devices, dtypes, model loading (hub id or folder; SMOKE=1 tiny models), several processes
 - seeds:    per-row seeds
+- progress: the one progress bar (hidden when the output is not a terminal); quiet library logs for tiny models
+- errors:   long lists of failures shown short (the first few, the count, the file with all of them)
 """
 from pathlib import Path
 

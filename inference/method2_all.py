@@ -20,6 +20,7 @@ writes  what they write, and $DATA_DIR/.method2/<step>.json (the stamps)
 """
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -125,10 +126,16 @@ def run_step(step, module, flags, cfg, stale):
         extra = ["--OVERWRITE=1"]
     cmd = [sys.executable, "-m", module, *flags, *extra]
     print(f"   running: python -m {module} {' '.join(flags + extra)}", flush=True)
-    done = subprocess.run(cmd)
+    done = subprocess.run(cmd, env=step_env())
     if done.returncode != 0:
         raise knobs.InputError(f"step {step} failed (exit {done.returncode}); fix it and rerun: finished steps are "
                                f"kept")
+
+
+def step_env():
+    """The environment of a step: OUT_DIR (the contract's "where a generation stage writes its images") is passed to
+    the generation step as a flag instead, so that training does not write its LoRA into the banner folder."""
+    return {k: v for k, v in os.environ.items() if k != "OUT_DIR"}
 
 
 def main(argv=None):
@@ -137,6 +144,8 @@ def main(argv=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     per_step, own = split_flags(argv, STAGES)
     cfg = knobs.configure(globals(), own)
+    if os.environ.get("OUT_DIR") and not any(f.startswith("--OUT_DIR") for f in per_step["generate"]):
+        per_step["generate"].insert(0, f"--OUT_DIR={os.environ['OUT_DIR']}")
     unknown = [s for s in (*cfg.STEPS, *cfg.FORCE) if s not in STAGES]
     if unknown:
         raise knobs.InputError(f"unknown step(s) {unknown}; steps: {', '.join(STAGES)}")
@@ -147,7 +156,7 @@ def main(argv=None):
         module_name, ignored = STAGES[step]
         module = importlib.import_module(module_name)
         flags = [f"--DATA_DIR={cfg.DATA_DIR}", *per_step.get(step, [])]
-        step_cfg = knobs.configure(module, flags)
+        step_cfg = knobs.configure(module, flags, env=step_env())
         ignored = ignored if ignored is not None else tuple(getattr(module, "NOT_FINGERPRINTED", ()))
         stamp = stamp_of(step, step_cfg, ignored)
         saved = files.read_json(stamps / f"{step}.json")
