@@ -29,18 +29,6 @@ def check_image(path, what=""):
         raise InputError(f"unreadable image: {path}{where}: {e}") from None
 
 
-def is_valid_image(path):
-    """True if `path` is a complete, decodable image (used by resume: a truncated file is redone)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-        return True
-    except Exception:
-        return False
-
-
 def load_rgb(path):
     """Open any image PIL reads as RGB: CMYK, L, P, LA/RGBA (composited on white), 16-bit, PNG bytes named .jpg."""
     from PIL import Image, ImageOps

@@ -125,7 +125,7 @@ def test_save_banner_exact_size_and_name(tmp_path):
     assert path == tmp_path / "out" / "19.jpg"
     with Image.open(path) as im:
         assert im.format == "JPEG" and im.size == (1024, 533) and im.mode == "RGB"
-    assert images.is_valid_image(path)
+    assert images.is_banner_jpeg(path)
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["19.jpg"]  # no temp file left behind
 
 
@@ -143,12 +143,19 @@ def test_atomic_write_failure_leaves_nothing(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
 
 
-def test_is_valid_image_detects_truncation(tmp_path):
+def test_one_banner_check_refuses_truncated_png_and_wrong_size(tmp_path):
     path = images.save_banner(Image.effect_noise((1024, 536), 60).convert("RGB"), tmp_path, "x.jpg")
+    assert images.is_banner_jpeg(path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    assert not images.is_valid_image(path)
-    assert not images.is_valid_image(tmp_path / "missing.jpg")
+    assert not images.is_banner_jpeg(path)  # truncated
+    assert not images.is_banner_jpeg(tmp_path / "missing.jpg")
+    Image.new("RGB", (1024, 533)).save(tmp_path / "png.jpg", format="PNG")
+    assert not images.is_banner_jpeg(tmp_path / "png.jpg")  # PNG bytes behind a .jpg name
+    Image.new("RGB", (1024, 536)).save(tmp_path / "big.jpg", format="JPEG")
+    assert not images.is_banner_jpeg(tmp_path / "big.jpg")  # not the scored size
+    with pytest.raises(InputError, match=r"'pic.png'.*\.jpg or \.jpeg"):
+        images.save_banner(Image.new("RGB", (8, 8)), tmp_path, "pic.png")
 
 
 def test_json_store_resume(tmp_path):
