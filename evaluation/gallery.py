@@ -125,8 +125,10 @@ def write_gallery(path, rows, info, pred_dir, gt_dir, train_dir, report, thumb_w
     """Write the gallery for `rows` (evaluate's per-row table) with the texts of `info` (the ground truth's info.csv).
     `beside`: other prediction folders (another method, the run without the text layer) shown next to the prediction."""
     beside = [Path(b) for b in beside]
-    image_columns = IMAGE_COLUMNS[:3] + [f"beside: {b.name}" for b in beside] + IMAGE_COLUMNS[3:]
     init = init_banners(pred_dir, gt_dir)
+    has_init = any(init.values())  # text-to-image (Method 2) has no init banner: no empty column for it
+    image_columns = (IMAGE_COLUMNS[:3] if has_init else IMAGE_COLUMNS[1:3]) + [f"beside: {b.name}" for b in beside] \
+        + IMAGE_COLUMNS[3:]
     train_images = Path(train_dir) / "images" if train_dir and str(train_dir).lower() != "none" else None
     texts = info.set_index("id")
     numbers = [(c, label, tip) for c, label, tip in NUMBERS if c in rows.columns]
@@ -147,7 +149,7 @@ def write_gallery(path, rows, info, pred_dir, gt_dir, train_dir, report, thumb_w
         cells = [f'<td><span class="id">{html.escape(row.id)}</span> <span class="muted">{html.escape(row.bannerImage)}'
                  f'</span><div class="nums">{nums}</div><div class="text" title="click to show all" '
                  f'onclick="this.classList.toggle(\'open\')">{copy}</div></td>',
-                 _image_cell(thumbnail(train_path(init_name), thumb_width), init_name or ""),
+                 *([_image_cell(thumbnail(train_path(init_name), thumb_width), init_name or "")] if has_init else []),
                  (_image_cell(thumbnail(train_path(near_name), thumb_width), near_name or "") if near_name != init_name
                   else _image_cell("", f"the init banner ({near_name})")),
                  _image_cell(thumbnail(Path(pred_dir) / row.bannerImage, thumb_width)),
