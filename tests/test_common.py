@@ -341,6 +341,7 @@ def test_sample_maker(sample_dir):
         assert images.load_rgb(root / "train" / "images" / name).size == images.BANNER_SIZE
 
 
+@pytest.mark.slow
 def test_process_info_under_torchrun(tmp_path):
     """Two real CPU processes (gloo): each sees its rank and the world size, and the shards cover every row once."""
     script = tmp_path / "ranks.py"

@@ -364,6 +364,7 @@ def test_bad_inputs_fail_naming_the_row(m1, make_cfg, sample_dir):
         m1.read_inputs(make_cfg())
 
 
+@pytest.mark.slow
 def test_smoke_cli_runs_offline_on_the_sample_and_ignores_stray_env_vars(sample_dir, cache_dir, tmp_path):
     write_fixtures(sample_dir)
     env = {**os.environ, "SMOKE": "1", "DATA_DIR": str(sample_dir), "PYTHON": sys.executable, "HF_HUB_OFFLINE": "1",

@@ -283,6 +283,7 @@ def check_retrieval_csv(data_dir, k):
     return out
 
 
+@pytest.mark.slow
 def test_stage_text_mode_resumes_and_survives_shuffled_csvs(sample_dir):
     result = run_stage(sample_dir, "--TOP_K=4")
     assert result.returncode == 0, result.stderr[-3000:]
@@ -303,6 +304,7 @@ def test_stage_text_mode_resumes_and_survives_shuffled_csvs(sample_dir):
     pd.testing.assert_frame_equal(a, b)  # same neighbours, same banners, same scores, whatever the row order
 
 
+@pytest.mark.slow
 def test_stage_clip_text_image_mode(sample_dir):
     result = run_stage(sample_dir, "--MODE=clip_text_image")
     assert result.returncode == 2 and "info_trans.csv" in result.stderr  # the English translation is needed
