@@ -307,7 +307,7 @@ def test_importing_a_stage_has_no_side_effects():
     code = ("import os, sys; sys.argv = ['x', '--bogus']; os.environ['SEED'] = '7'; before = os.umask(0o027); "
             "os.umask(before); import inference.method1, inference.postprocess, retrieval.retrieve, "
             "preprocessing.translate, evaluation.evaluate; after = os.umask(before); "
-            "print(before == after, inference.method1.SEED)")
+            "from core import knobs; print(before == after, knobs.configure(inference.method1, [], env={}).SEED)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT,
                          env={**os.environ, "SMOKE": "1"})
     assert out.returncode == 0, out.stderr[-2000:]
