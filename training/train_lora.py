@@ -25,6 +25,7 @@ from pathlib import Path
 
 from core import devices, files, knobs
 from core.progress import progress as progress_bar
+from core.progress import quiet_libraries
 from core.seeds import row_seed
 from training import checkpoint, data, lora
 
@@ -311,7 +312,6 @@ def train(cfg):
     items, report = data.load_train_set(cfg.DATA_DIR, cfg.CAPTIONS, cfg.CAPTION_FALLBACK)
     inputs = data.inputs_fingerprint(items)
 
-    quiet_libraries()
     cpu = not torch.cuda.is_available()
     accelerator = Accelerator(mixed_precision="no" if cpu else cfg.MIXED_PRECISION, cpu=cpu)
     main_process, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
@@ -485,17 +485,6 @@ def train(cfg):
     return lora_path
 
 
-def quiet_libraries():
-    """Only errors from transformers/diffusers: their per-call warnings (long prompts, dtype casts) would bury the
-    progress bar; the run reports what matters once."""
-    import diffusers
-    import transformers
-
-    transformers.logging.set_verbosity_error()
-    transformers.logging.disable_progress_bar()
-    diffusers.logging.set_verbosity_error()
-
-
 def library_versions():
     from importlib.metadata import version
 
@@ -507,7 +496,9 @@ def main(argv=None):
     knobs.announce_smoke("LoRA training")
     # one lock per output folder, taken by the launcher's first process (the others share its run)
     lock = files.FolderLock(cfg.OUT_DIR) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
-    with lock:
+    # only errors from transformers/diffusers while training (their per-call warnings would bury the progress bar),
+    # restored afterwards: a caller in the same process keeps its own settings
+    with lock, quiet_libraries():
         return train(cfg)
 
 
