@@ -171,6 +171,6 @@ def write_gallery(path, rows, info, pred_dir, gt_dir, train_dir, report, thumb_w
             f"<header><h1>{title}</h1><p>n {len(rows)}: {summary} (lower score is better)</p>"
             f"<div id='sort'>sort by: {buttons}</div></header>"
             f"<table><colgroup><col class='meta'>" + "<col class='image'>" * len(image_columns) + "</colgroup>"
-            f"<thead><tr><th>row, numbers, copy</th>" + "".join(f"<th>{html.escape(h)}</th>" for h in image_columns)
+            "<thead><tr><th>row, numbers, copy</th>" + "".join(f"<th>{html.escape(h)}</th>" for h in image_columns)
             + "</tr></thead><tbody>\n" + "\n".join(body) + f"\n</tbody></table><script>{SORT_JS}</script></body></html>\n")
     atomic_write(path, page)

@@ -13,7 +13,6 @@ Needs the tesseract binary and its Vietnamese data, which this script does not i
 """
 import shutil
 import subprocess
-import unicodedata
 from pathlib import Path
 
 import numpy as np

@@ -157,9 +157,10 @@ def bench_search(cfg, work):
     for n in cfg.POOL_SIZES:
         folder = Path(work) / f"pool-{n}"
         folder.mkdir(parents=True, exist_ok=True)
-        pool = np.concatenate([unit_rows(rng, min(65536, n - s), cfg.DIM).astype(np.float16) for s in range(0, n, 65536)])
-        write_embeddings(folder / "embeddings.safetensors", pool, {"key": "bench"})
-        del pool
+        vectors = np.concatenate([unit_rows(rng, min(65536, n - s), cfg.DIM).astype(np.float16)
+                                  for s in range(0, n, 65536)])
+        write_embeddings(folder / "embeddings.safetensors", vectors, {"key": "bench"})
+        del vectors
         files.write_json(folder / "meta.json", {"key": "bench", "n": n, "dim": cfg.DIM, "dtype": "fp16",
                                                  "ids": [], "row_keys": []})
         index = Index.open(folder)

