@@ -66,6 +66,11 @@ def file_hash(path, chunk=1 << 20):
     return h.hexdigest()
 
 
+def settings_key(settings):
+    """A short hash of JSON-able settings (sorted keys): equal settings give equal keys, whatever their order."""
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 class JsonStore:
     """A {key: value} JSON file that a stage fills as it goes, so a rerun skips finished keys.
 

@@ -128,10 +128,11 @@ def main(argv=None):
     cfg = knobs.configure(globals(), argv)
     knobs.announce_smoke("inference / method 1")
     rows, inits, images_dir = read_inputs(cfg)
-    targets, device, guard, finish = runner.prepare_run(cfg, rows)  # before any model loads
-    pipe = load_pipeline(cfg, device)
-    return runner.run_all(targets, rows, lambda target, r, w, _d: run_once(cfg, target, rows, inits, images_dir, pipe,
-                                                                          guard, finish, r, w), cfg.DUP_MAX)
+    targets, device, guard, finish, locks = runner.prepare_run(cfg, rows)  # before any model loads
+    with locks:
+        pipe = load_pipeline(cfg, device)
+        return runner.run_all(targets, rows, lambda target, r, w, _d: run_once(cfg, target, rows, inits, images_dir,
+                                                                              pipe, guard, finish, r, w), cfg.DUP_MAX)
 
 
 if __name__ == "__main__":

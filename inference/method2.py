@@ -164,14 +164,15 @@ def main(argv=None):
     rows, llm = read_inputs(cfg)
     lora = lora_file(cfg)
     lora_hash = files.file_hash(lora)[:16] if lora else ""
-    targets, device, guard, finish = runner.prepare_run(cfg, rows)  # before any model loads
-    pipe = load_pipeline(cfg, device)
-    prompt, fallback, cut = fitted_prompts(rows, llm, pipe.tokenizer, cfg.STYLE)
-    if devices.process_info()[0] == 0:
-        print(f"prompts: {len(rows) - fallback} from the LLM ({cut} cut to the {prompts.window(pipe.tokenizer)}-token "
-              f"window), {fallback} rows without one use their fitted copy", file=sys.stderr)
-    return runner.run_all(targets, rows, lambda target, r, w, _d: run_once(cfg, target, rows, prompt, lora_hash, pipe,
-                                                                          guard, finish, r, w), cfg.DUP_MAX)
+    targets, device, guard, finish, locks = runner.prepare_run(cfg, rows)  # before any model loads
+    with locks:
+        pipe = load_pipeline(cfg, device)
+        prompt, fallback, cut = fitted_prompts(rows, llm, pipe.tokenizer, cfg.STYLE)
+        if devices.process_info()[0] == 0:
+            print(f"prompts: {len(rows) - fallback} from the LLM ({cut} cut to the {prompts.window(pipe.tokenizer)}"
+                  f"-token window), {fallback} rows without one use their fitted copy", file=sys.stderr)
+        return runner.run_all(targets, rows, lambda target, r, w, _d: run_once(cfg, target, rows, prompt, lora_hash,
+                                                                              pipe, guard, finish, r, w), cfg.DUP_MAX)
 
 
 if __name__ == "__main__":

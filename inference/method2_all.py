@@ -34,7 +34,7 @@ DRY_RUN = False  # only say which steps are up to date and which would run
 
 STAGES = {  # step -> (module, knobs that cannot change its output)
     "caption": ("preprocessing.caption", ("PROGRESS", "CPU_THREADS", "DEVICE", "BATCH_SIZE", "SAVE_EVERY", "SKIP_BAD")),
-    "train": ("training.train_lora", None),  # None: the stage's own NOT_FINGERPRINTED list
+    "train": ("training.train_lora", None),  # None: the stage's own list of knobs left out of its fingerprint
     "prompts": ("prompt_engineer.generate_prompts", ("PROGRESS", "CPU_THREADS", "DEVICE", "BATCH_SIZE")),
     "generate": ("inference.method2", ("DEVICE", "BATCH_SIZE", "OVERWRITE", "CACHE_DIR", "VAE_SLICING", "COMPILE",
                                        "CHANNELS_LAST")),
@@ -101,15 +101,14 @@ def stamp_of(step, cfg, ignored):
 
 
 def set_aside(path):
-    """Rename a file or folder to *.stale (replacing an older one): redone work never mixes with the old, which is
-    kept (it may be paid work)."""
+    """Rename a file or folder to *.stale (then *.stale2, ...; never over an older one): redone work never mixes with
+    the old, which is kept (it may be paid work)."""
     if not path.exists():
         return
-    stale = path.with_name(path.stem + ".stale" + path.suffix) if path.is_file() else path.with_name(path.name + ".stale")
-    if stale.is_dir():
-        import shutil
-
-        shutil.rmtree(stale)
+    stem, suffix = (path.stem, path.suffix) if path.is_file() else (path.name, "")
+    number = 1
+    while (stale := path.with_name(f"{stem}.stale{number if number > 1 else ''}{suffix}")).exists():
+        number += 1
     path.replace(stale)
     print(f"   {path} set aside as {stale}", flush=True)
 
@@ -157,21 +156,25 @@ def main(argv=None):
         module = importlib.import_module(module_name)
         flags = [f"--DATA_DIR={cfg.DATA_DIR}", *per_step.get(step, [])]
         step_cfg = knobs.configure(module, flags, env=step_env())
-        ignored = ignored if ignored is not None else tuple(getattr(module, "NOT_FINGERPRINTED", ()))
+        ignored = ignored if ignored is not None else tuple(module._NOT_FINGERPRINTED)
         stamp = stamp_of(step, step_cfg, ignored)
         saved = files.read_json(stamps / f"{step}.json")
+        # a run of these settings that started but did not finish (killed): resume it, do not set it aside again
+        pending = bool(saved and saved.pop("pending", False))
         _, out = step_paths(step, step_cfg)
         print(f"== method 2, step {number}/4: {step} -> {out}", flush=True)
-        if saved == stamp and out.exists() and step not in cfg.FORCE:
+        if saved == stamp and not pending and out.exists() and step not in cfg.FORCE:
             print("   up to date (same inputs and settings): skipped", flush=True)
             continue
         why = ("forced" if step in cfg.FORCE else "no earlier run" if saved is None else
+               "resuming an unfinished run" if pending and saved == stamp else
                "its output is missing" if not out.exists() else "changed: " + ", ".join(
                    [f"{k}" for k in stamp["settings"] if saved["settings"].get(k) != stamp["settings"][k]] +
                    [Path(p).name for p in stamp["inputs"] if saved["inputs"].get(p) != stamp["inputs"][p]])[:300])
         print(f"   to run ({why})", flush=True)
         if cfg.DRY_RUN:
             continue
+        files.write_json(stamps / f"{step}.json", {**stamp, "pending": True})
         run_step(step, module_name, flags, step_cfg, stale=saved is not None and saved != stamp)
         files.write_json(stamps / f"{step}.json", stamp_of(step, step_cfg, ignored))  # outputs now exist: re-hash
 

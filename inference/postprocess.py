@@ -88,24 +88,22 @@ def main(argv=None):
     if not sources:
         raise knobs.InputError(f"{cfg.IN_DIR}: no .jpg/.png banners")
     out_dir = files.check_writable(cfg.OUT_DIR)
-    # resume only outputs made with the same recipe and inputs: a new blend weight must not keep the old banners
-    stamp_data = {**asdict(recipe), "tile_size": list(recipe.tile_size), "mean_rgb": list(mean_rgb),
-                  "in_dir": str(Path(cfg.IN_DIR).resolve()),
-                  "in_dir2": str(Path(cfg.IN_DIR2).resolve()) if cfg.IN_DIR2 else ""}
-    stamp = out_dir / ".postprocess.json"
-    same_recipe = files.read_json(stamp) == stamp_data
-    if not same_recipe and stamp.exists():
-        stamp.unlink()  # a kill during the redo must not leave the old stamp vouching for a mix of recipes
+    # resume per banner: one counts as done only when its record says it was made with this recipe from these input
+    # bytes (a new blend weight, or a changed input banner, redoes it; a kill loses at most the banner being written)
+    recipe_data = {**asdict(recipe), "tile_size": list(recipe.tile_size), "mean_rgb": list(mean_rgb)}
+    records = files.JsonStore(out_dir / ".postprocess.json", every=1)
+    done = 0
     for src in progress(sources, desc="post-processing", unit="img"):
         name = src.name if src.suffix.lower() in images.BANNER_SUFFIXES else src.stem + ".jpg"
-        if same_recipe and images.is_banner_jpeg(out_dir / name):
+        inputs = [src] + ([Path(cfg.IN_DIR2) / src.name] if cfg.IN_DIR2 else [])
+        key = files.settings_key({"recipe": recipe_data, "inputs": [files.file_hash(p) for p in inputs]})
+        if records.get(name) == key and images.is_banner_jpeg(out_dir / name):
             continue
-        parts = [images.load_rgb(src)]
-        if cfg.IN_DIR2:
-            parts.append(images.load_rgb(Path(cfg.IN_DIR2) / src.name))
-        images.save_banner(compose(parts, mean_rgb, recipe), out_dir, name)
-    files.write_json(stamp, stamp_data)
-    print(f"{len(sources)} banners in {out_dir}")
+        images.save_banner(compose([images.load_rgb(p) for p in inputs], mean_rgb, recipe), out_dir, name)
+        records.put(name, key)
+        done += 1
+    records.save()
+    print(f"{done} banners post-processed, {len(sources) - done} already done, in {out_dir}")
 
 
 if __name__ == "__main__":

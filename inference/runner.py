@@ -18,8 +18,6 @@ function (inference/method1.py: img2img from the retrieved banner; inference/met
 - Manifest: each process appends records to its own JSON file as rows finish (record first, then the banner: a kill in
   between redoes the row); rank 0 merges them into manifest.csv in info order.
 """
-import hashlib
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -138,13 +136,9 @@ def try_seed(seed, row_id, attempt, part=0):
     return seeds.row_seed(run, row_id if part == 0 else f"{row_id}#part{part + 1}")
 
 
-def settings_hash(settings):
-    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def row_key(settings, seed, prompt, inputs):
     """What must be equal for an existing banner to count as this run's: settings, seed, prompt, input banners."""
-    return settings_hash({"settings": settings_hash(settings), "seed": seed, "prompt": prompt, "inputs": list(inputs)})
+    return files.settings_key({"settings": files.settings_key(settings), "seed": seed, "prompt": prompt, "inputs": list(inputs)})
 
 
 def load_records(target):
@@ -218,8 +212,6 @@ def generate_rows(target, jobs, keys, generate, finish, retry, guard, batch_size
     """Generate `jobs` into `target`: `generate([(prompt, input, seed)], params) -> [PIL]` in batches,
     `finish(job, [PIL per part]) -> PIL` (post-processing, text layer), `retry(attempt) -> params` (attempt 1 = the
     method's own settings). Returns {"rows", "generations", "seconds"}."""
-    if guard.measure is not None and guard.max_tries < 1:
-        raise InputError(f"DUP_MAX_TRIES={guard.max_tries}: must be >= 1 (the first generation counts)")
     store = files.JsonStore(target.meta(f".manifest.rank{rank}.json"), every=1)
     parts = max((len(j.inputs) for j in jobs), default=1)
     rows_per_batch = max(1, batch_size // parts)
@@ -347,12 +339,11 @@ def write_times(manifest, path):
 
 def run_all(targets, rows, run_once, dup_max=None):
     """Every target in turn on every process: `run_once(target, rank, world, device)` generates this process's share;
-    rank 0 merges the manifest after all processes are done. Each process locks its share of the folder."""
+    rank 0 merges the manifest after all processes are done (the folders are locked by `prepare_run`)."""
     rank, world, device = devices.process_info()
     figures = []
     for target in targets:
-        with files.FolderLock(target.meta("x").parent, f".lock.{target.out_dir.name}.rank{rank}"):
-            figures.append(run_once(target, rank, world, device))
+        figures.append(run_once(target, rank, world, device))
         devices.wait_for_everyone()
         if rank == 0:
             merge_manifest(target, rows, dup_max)
@@ -398,22 +389,30 @@ def finisher(cfg, mean_rgb, copies):
 
 
 def prepare_run(cfg, rows):
-    """Everything a method does before its model loads: the runs' folders checked, the copy's glyphs checked
+    """Everything a method does before its model loads: the guard knobs checked, the runs' folders checked and locked
+    (a second run into a folder in use is refused now, not after minutes of loading), the copy's glyphs checked
     (TEXT_LAYER), the training statistics (guard features, mean colour) computed once by rank 0 and read by the
-    others. Returns (targets, device, guard or None, finish)."""
+    others. Returns (targets, device, guard or None, finish, locks): hold `locks` (an ExitStack) for the whole run."""
+    import contextlib
+
     from inference.train_pool import training_stats
 
+    if cfg.DUP_GUARD and cfg.DUP_MAX_TRIES < 1:
+        raise InputError(f"DUP_MAX_TRIES={cfg.DUP_MAX_TRIES}: must be >= 1 (the first generation counts)")
     targets = run_targets(cfg.OUT_DIR, cfg.SEED, cfg.SUBMISSION, cfg.SEEDS, cfg.SUBMISSION_DIR)
     prepare_targets(targets)
-    copies = copy_rows(cfg, rows)
     rank, world, device = devices.process_info()
+    locks = contextlib.ExitStack()
+    for target in targets:  # each process locks its share of each folder
+        locks.enter_context(files.FolderLock(target.meta("x").parent, f".lock.{target.out_dir.name}.rank{rank}"))
+    copies = copy_rows(cfg, rows)
     device = devices.pick_device(cfg.DEVICE) if world == 1 else device
     if rank == 0:  # one process fills the training-statistics cache; the others then read it
         guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
     devices.wait_for_everyone()
     if rank != 0:
         guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
-    return targets, device, guard, finisher(cfg, mean_rgb, copies)
+    return targets, device, guard, finisher(cfg, mean_rgb, copies), locks
 
 
 def record_settings(target, settings):

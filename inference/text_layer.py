@@ -25,13 +25,15 @@ import functools
 import importlib.util
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from core import dataset, files, images, knobs
+from core.errors import error_list
+from core.progress import progress
 
 IN_DIR = ""  # script mode: folder of banners named by bannerImage
 INFO = ""  # script mode: the info.csv whose rows give the copy (required: never guessed from IN_DIR)
@@ -518,46 +520,44 @@ def apply(image, row, cfg=None):
 
 
 def recipe(cfg):
-    """What the outputs depend on: knobs and the font files' content (a new recipe redoes every banner)."""
-    keys = [k for k in cfg.as_dict() if k not in ("IN_DIR", "OUT_DIR", "JPEG_CHECK")]
+    """What every output depends on: knobs and the font files' content (a new recipe redoes every banner)."""
+    keys = [k for k in cfg.as_dict() if k not in ("IN_DIR", "INFO", "OUT_DIR", "JPEG_CHECK")]
     fonts = [font_file(cfg.FONT_BOLD, True), font_file(cfg.FONT_REGULAR, False)]
     return {"knobs": {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(cfg, k)) for k in keys)},
-            "fonts": {Path(f).name: files.file_hash(f) for f in fonts},
-            "in_dir": str(Path(cfg.IN_DIR).resolve())}
+            "fonts": {Path(f).name: files.file_hash(f) for f in fonts}}
 
 
 def main(argv=None):
-    from tqdm import tqdm
-
     cfg = knobs.configure(globals(), argv)
     if not cfg.IN_DIR or not cfg.INFO:
         raise knobs.InputError("--IN_DIR (a folder of banners) and --INFO (their info.csv) are both required")
     info = dataset.read_info(cfg.INFO)
     missing = [r.id for r in info.itertuples() if not (Path(cfg.IN_DIR) / r.bannerImage).is_file()]
     if missing:
-        raise knobs.InputError(f"{cfg.IN_DIR}: no banner for row id(s) {missing[:10]}"
-                               f"{' ...' if len(missing) > 10 else ''} (named by bannerImage in {cfg.INFO})")
+        raise knobs.InputError(f"{cfg.IN_DIR}: no banner for {len(missing)} row(s), id {error_list(missing)} (named "
+                               f"by bannerImage in {cfg.INFO})")
     copies = {row.id: checked_copy(row, cfg) for row in info.itertuples()}  # every row checked before any write
     files.check_writable(cfg.OUT_DIR)
-    stamp = Path(cfg.OUT_DIR) / ".text_layer.json"
+    # resume per banner: done only when its record says it was made with this recipe, this copy and these input
+    # bytes (a changed knob, caption or input banner redoes that banner; a kill loses at most the one being written)
     wanted = recipe(cfg)
-    same = files.read_json(stamp) == wanted
-    if not same and stamp.exists():
-        stamp.unlink()  # a kill during the redo must not leave the old stamp vouching for a mix of recipes
+    records = files.JsonStore(Path(cfg.OUT_DIR) / ".text_layer.json", every=1)
     done = 0
-    for row in tqdm(list(info.itertuples()), desc="text layer", unit="img", disable=None):
-        out = Path(cfg.OUT_DIR) / row.bannerImage
-        if same and images.is_banner_jpeg(out):
+    for row in progress(list(info.itertuples()), desc="text layer", unit="img"):
+        out, src = Path(cfg.OUT_DIR) / row.bannerImage, Path(cfg.IN_DIR) / row.bannerImage
+        key = files.settings_key({"recipe": wanted, "copy": asdict(copies[row.id]), "input": files.file_hash(src)})
+        if records.get(row.bannerImage) == key and images.is_banner_jpeg(out):
             continue
-        image, layout = render_copy(images.load_rgb(Path(cfg.IN_DIR) / row.bannerImage), copies[row.id], cfg, row.id)
+        image, layout = render_copy(images.load_rgb(src), copies[row.id], cfg, row.id)
         data = images.banner_jpeg(image)
         for text, ratio in measured_contrasts(images.decode_image(data), layout) if cfg.JPEG_CHECK else ():
             if ratio < cfg.CONTRAST_MIN:
                 raise knobs.InputError(f"row id={row.id}: contrast {ratio:.2f} < {cfg.CONTRAST_MIN} after the JPEG "
                                        f"for {text!r} (raise CONTRAST_MARGIN)")
         images.save_banner(data, cfg.OUT_DIR, row.bannerImage)
+        records.put(row.bannerImage, key)
         done += 1
-    files.write_json(stamp, wanted)
+    records.save()
     print(f"{done} banners written, {len(info) - done} already done, in {cfg.OUT_DIR}")
 
 

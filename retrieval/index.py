@@ -24,7 +24,7 @@ import numpy as np
 
 from core.knobs import InputError
 from core.progress import progress as progress_bar
-from core.files import atomic_open, read_json, write_json
+from core.files import atomic_open, atomic_write, read_json, write_json
 from core.devices import shard, wait_for_everyone
 
 TENSOR = "embeddings"
@@ -96,24 +96,15 @@ def _load_all(path):
 
 
 def write_embeddings(path, array, metadata):
-    """One (n, dim) tensor through safetensors' own writer, atomically (temp file in the folder, then rename).
-    The whole array is in memory once: 1362 x 768 fp16 is 2 MB, and even a 1M-row pool (1 GB in fp16) fits the
-    machines this runs on; a hand-written streaming writer saved that gigabyte at the cost of owning the format."""
-    import os
+    """One (n, dim) tensor through safetensors' own serializer, written atomically by core.files. The whole array is
+    in memory once: 1362 x 768 fp16 is 2 MB, and even a 1M-row pool (1 GB in fp16) fits the machines this runs on."""
+    from safetensors.numpy import save
 
-    from safetensors.numpy import save_file
-
-    path = Path(path)
-    tmp = path.parent / f".{path.name}.{os.getpid()}.tmp"
-    try:
-        save_file({TENSOR: np.ascontiguousarray(array)}, str(tmp), metadata={k: str(v) for k, v in metadata.items()})
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write(path, save({TENSOR: np.ascontiguousarray(array)}, metadata={k: str(v) for k, v in metadata.items()}))
 
 
 def _previous_rows(folder, spec, dtype):
-    """{row_key: row} and a memmap of the index last built in `folder` with the same encoder and dtype, for reuse."""
+    """{row_key: row} and the embeddings of the index last built in `folder` (same encoder and dtype), for reuse."""
     old = Index.open(folder)
     if old is None or old.meta.get("spec") != spec or old.meta.get("dtype") != dtype:
         return {}, None
@@ -131,7 +122,7 @@ def _encode_part(encoder, items, row_keys, lo, hi, reuse, old, dtype, batch_size
     previous = np.array([reuse.get(rk, -1) for rk in row_keys[lo:hi]], dtype=np.int64)
     known = previous >= 0
     if known.any():
-        out[known] = old[previous[known]]  # one gather from the memory-mapped previous file
+        out[known] = old[previous[known]]  # one gather from the previous embeddings
     todo = (np.flatnonzero(~known) + lo).tolist()
     bar.update(int(known.sum()))
     for b in range(0, len(todo), batch_size):

@@ -89,6 +89,8 @@ def main(argv=None):
     from retrieval.search import search
 
     cfg = knobs.configure(globals(), argv)
+    if cfg.TOP_K < 1:  # before any model loads or any index is built
+        raise InputError(f"TOP_K must be >= 1, got {cfg.TOP_K}")
     knobs.announce_smoke("retrieval")
     rank, world_size, device = devices.process_info()
     device = device if cfg.DEVICE == "auto" else cfg.DEVICE
@@ -104,7 +106,7 @@ def main(argv=None):
     elif cfg.MODE == "clip_text_image":
         trans_csv = dataset.split_dir("test", cfg.DATA_DIR) / "info_trans.csv"
         if not trans_csv.is_file():
-            raise InputError(f"{trans_csv}: not found; cfg.MODE=clip_text_image needs the English translation "
+            raise InputError(f"{trans_csv}: not found; MODE=clip_text_image needs the English translation "
                              f"(bash run/translation.sh)")
         trans = dataset.read_info(trans_csv)
         if list(trans.id) != list(test.id):
@@ -122,14 +124,12 @@ def main(argv=None):
                                         image_resize_mode=cfg.IMAGE_RESIZE_MODE)
         query_items, query_fields = row_texts(trans, cfg.CLIP_QUERY_FIELDS, trans_csv, cfg.FIELD_SEPARATOR), cfg.CLIP_QUERY_FIELDS
     else:
-        raise InputError(f"cfg.MODE must be text or clip_text_image, got {cfg.MODE!r}")
+        raise InputError(f"MODE must be text or clip_text_image, got {cfg.MODE!r}")
     queries = build(cfg, query_encoder, "test", query_items, test.id, query_fields, rank, world_size)
     if rank != 0:
         return
-    if cfg.TOP_K < 1:
-        raise InputError(f"cfg.TOP_K must be >= 1, got {cfg.TOP_K}")
     if cfg.TOP_K > pool.n:
-        print(f"warning: cfg.TOP_K={cfg.TOP_K} but only {pool.n} train rows: {pool.n} neighbours per row", flush=True)
+        print(f"warning: TOP_K={cfg.TOP_K} but only {pool.n} train rows: {pool.n} neighbours per row", flush=True)
     rows, scores = search(queries.embeddings(), pool, cfg.TOP_K, chunk_rows=cfg.SEARCH_CHUNK, device=device,
                           progress="search")
     # the indexes carry their ids; map back through them, never through positions in a CSV that may have changed

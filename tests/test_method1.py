@@ -431,7 +431,11 @@ def test_postprocess_script_redoes_outputs_when_the_recipe_changes(sample_dir, c
     flags = [f"--DATA_DIR={sample_dir}", f"--IN_DIR={src}", f"--OUT_DIR={tmp_path / 'out'}", f"--CACHE_DIR={cache_dir}"]
     postprocess.main([*flags, "--PP_BLEND_WEIGHT=0"])
     first = (tmp_path / "out" / "3.jpg").read_bytes()
+    stamp = (tmp_path / "out" / "3.jpg").stat().st_mtime_ns
     postprocess.main([*flags, "--PP_BLEND_WEIGHT=0"])  # same recipe: resumed, nothing rewritten
-    assert (tmp_path / "out" / "3.jpg").read_bytes() == first
+    assert (tmp_path / "out" / "3.jpg").stat().st_mtime_ns == stamp and (tmp_path / "out" / "3.jpg").read_bytes() == first
+    images.save_banner(images.load_rgb(sample_dir / "train" / "images" / "42.jpg"), src, "3.jpg")  # a new input
+    postprocess.main([*flags, "--PP_BLEND_WEIGHT=0"])
+    assert (tmp_path / "out" / "3.jpg").read_bytes() != first  # redone from the new input banner
     postprocess.main([*flags, "--PP_BLEND_WEIGHT=1"])  # a new recipe: every banner redone (a solid colour)
     assert pixels(tmp_path / "out" / "3.jpg").reshape(-1, 3).std(0).max() < 2

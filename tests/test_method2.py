@@ -207,3 +207,12 @@ def test_method2_sh_skips_what_is_up_to_date_and_redoes_what_changed(sample_dir,
     assert "running:" in steps[3] and "--OVERWRITE=1" in steps[3]  # the new LoRA: banners regenerated
     assert (sample_dir / "train" / "llava_caption.json").read_bytes() == captions
     assert (sample_dir / "test" / "llava_prompt.json").read_bytes() == prompts_file
+    assert (tmp_path / "lora.stale" / "pytorch_lora_weights.safetensors").is_file()  # the old LoRA is kept aside
+    # a knob that cannot change the LoRA (validation strips) redoes nothing
+    fourth = run("--train.NUM_EPOCHS=1", "--train.VALIDATION=0")
+    assert fourth.count("up to date (same inputs and settings): skipped") == 4, fourth
+    # a redo killed half-way is resumed by the next run, not set aside once more
+    stamp = files.read_json(sample_dir / ".method2" / "generate.json")
+    files.write_json(sample_dir / ".method2" / "generate.json", {**stamp, "pending": True})
+    fifth = run("--train.NUM_EPOCHS=1")
+    assert "resuming an unfinished run" in fifth and "set aside" not in fifth and "--OVERWRITE=1" not in fifth

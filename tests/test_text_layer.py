@@ -125,3 +125,32 @@ def test_the_pass_writes_the_same_1024x533_jpeg_every_time_and_resumes(tmp_path)
     assert a.stat().st_mtime_ns == stamp
     tl.main(args + [f"--OUT_DIR={tmp_path / 'a'}", "--DISCLAIMER=0"])  # a new recipe redoes the banner
     assert a.read_bytes() != b.read_bytes()
+    tl.main(args + [f"--OUT_DIR={tmp_path / 'a'}"])  # back to the first recipe: redone, the same bytes again
+    assert a.read_bytes() == b.read_bytes()
+    backgrounds()["white"].resize((1024, 536)).save(tmp_path / "in" / "42.jpg")  # the input banner changed
+    tl.main(args + [f"--OUT_DIR={tmp_path / 'a'}"])
+    assert a.read_bytes() != b.read_bytes()  # redone from the new banner, not kept because its name is the same
+
+
+def test_a_killed_pass_keeps_what_it_finished(tmp_path, monkeypatch, capsys):
+    (tmp_path / "in").mkdir()
+    rows = [dict(ROW, id=str(i), bannerImage=f"{i}.jpg") for i in range(3)]
+    for row in rows:
+        backgrounds()["black"].save(tmp_path / "in" / row["bannerImage"])
+    pd.DataFrame(rows).to_csv(tmp_path / "info.csv", index=False)
+    args = [f"--IN_DIR={tmp_path / 'in'}", f"--INFO={tmp_path / 'info.csv'}", f"--OUT_DIR={tmp_path / 'out'}"]
+    real, calls = images.save_banner, []
+
+    def killed_on_the_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(images, "save_banner", killed_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        tl.main(args)
+    monkeypatch.setattr(images, "save_banner", real)
+    capsys.readouterr()
+    tl.main(args)
+    assert "2 banners written, 1 already done" in capsys.readouterr().out
