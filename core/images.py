@@ -89,18 +89,29 @@ def check_banner_name(banner_name, what=""):
     return banner_name
 
 
-def is_banner_jpeg(path):
-    """THE check of a finished banner, the same in every stage (resume, manifest, evaluation): a complete JPEG
-    (not PNG bytes behind a .jpg name) of exactly 1024x533."""
+def banner_problem(path):
+    """Why `path` is not a finished banner ("missing", "unreadable: ...", "PNG, expected JPEG", "1024x536, expected
+    1024x533"), or None when it is one: a complete JPEG of exactly 1024x533. THE check, the same in every stage."""
     from PIL import Image
 
+    if not Path(path).is_file():
+        return "missing"
     try:
         with Image.open(path) as im:
-            ok = im.format == "JPEG" and im.size == BANNER_SIZE
+            size, fmt = im.size, im.format
             im.load()  # decode the pixels: a truncated file is not finished
-        return ok
-    except Exception:  # PIL raises many types for corrupt files
-        return False
+    except Exception as e:  # PIL raises many types for corrupt files
+        return f"unreadable: {e}"
+    if fmt != "JPEG":
+        return f"{fmt}, expected JPEG"
+    if size != BANNER_SIZE:
+        return f"{size[0]}x{size[1]}, expected {BANNER_SIZE[0]}x{BANNER_SIZE[1]}"
+    return None
+
+
+def is_banner_jpeg(path):
+    """True for a finished banner (resume, manifest, evaluation): see `banner_problem`."""
+    return banner_problem(path) is None
 
 
 def save_banner(image, out_dir, banner_name):

@@ -50,31 +50,15 @@ DEVICE = "auto"  # auto | cpu | cuda (Inception and CLIP)
 _METRICS_VERSION = "psnr-rgb255/ssim-gauss11-s1.5-rgb-f64/v1"
 
 
-def unusable_reason(path):
-    """Why `path` is not a finished banner (called only where core.images.is_banner_jpeg said no)."""
-    from PIL import Image
-
-    if not Path(path).is_file():
-        return "missing"
-    try:
-        with Image.open(path) as im:
-            size, fmt = im.size, im.format
-            im.load()
-    except Exception as e:  # PIL raises many types for corrupt files
-        return f"unreadable: {e}"
-    if fmt != "JPEG":
-        return f"{fmt}, expected JPEG"
-    want = images.BANNER_SIZE  # what the competition accepts, whatever the ground truth's size
-    return f"{size[0]}x{size[1]}, expected {want[0]}x{want[1]}" if size != want else "not a finished banner"
-
-
 def check_predictions(gt_info, pred_dir, report_dir):
     """Paths of the predictions in row order. Every unusable one (core.images.is_banner_jpeg) is counted in one
     InputError that names the first few and writes the full list into report_dir."""
     paths = [Path(pred_dir) / b for b in gt_info["bannerImage"]]
-    problems = [f"{p.name} ({unusable_reason(p)})" for p in paths if not images.is_banner_jpeg(p)]
+    problems = [f"{p.name} ({why})" for p in paths if (why := images.banner_problem(p))]
+    full_list = Path(report_dir) / "unusable_predictions.txt"
+    full_list.unlink(missing_ok=True)  # a list from an earlier run must not outlive the problems it named
     if problems:
-        listed = error_list(problems, Path(report_dir) / "unusable_predictions.txt")
+        listed = error_list(problems, full_list)
         raise InputError(f"{len(problems)} of {len(gt_info)} predictions in {pred_dir} are not usable: {listed}")
     return paths
 
@@ -130,6 +114,9 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=".cache/features", gall
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
     if not pred_dir.is_dir():
         raise InputError(f"PRED_DIR not found: {pred_dir}")
+    missing_beside = [str(b) for b in beside if not Path(b).is_dir()]
+    if missing_beside:
+        raise InputError(f"BESIDE_DIRS: not a folder: {error_list(missing_beside)}")
     report_dir = files.check_writable(report_dir or pred_dir, "report folder", "--REPORT_DIR")  # before any scoring
     gt_info = read_info(gt_dir / "info.csv", check_images=True)
     gt_paths = [gt_dir / "images" / b for b in gt_info["bannerImage"]]

@@ -153,7 +153,7 @@ def write_gallery(path, rows, info, pred_dir, gt_dir, train_dir, report, thumb_w
                  (_image_cell(thumbnail(train_path(near_name), thumb_width), near_name or "") if near_name != init_name
                   else _image_cell("", f"the init banner ({near_name})")),
                  _image_cell(thumbnail(Path(pred_dir) / row.bannerImage, thumb_width)),
-                 *[_image_cell(thumbnail(b / row.bannerImage, thumb_width) if (b / row.bannerImage).is_file() else "",
+                 *[_image_cell(thumbnail(b / row.bannerImage, thumb_width),
                                "" if (b / row.bannerImage).is_file() else "not in this folder") for b in beside],
                  _image_cell(thumbnail(Path(gt_dir) / "images" / row.bannerImage, thumb_width))]
         body.append(f'<tr data-id="{html.escape(row.id)}" {data}>' + "".join(cells) + "</tr>")

@@ -5,10 +5,12 @@
 #   6. evaluation of both, side by side -> report.json + gallery.html + a comparison table
 # Real models: README.md gives one command per stage. Rerunning the demo reuses everything already done.
 source "$(dirname "$0")/_env.sh"
+# DEMO_DATA_DIR / DEMO_OUT given relative to where the user stands; the defaults live in the repo
+absolute() { case "$1" in /*) echo "$1" ;; *) echo "$PWD/$1" ;; esac; }
+DATA_DIR="$(absolute "${DEMO_DATA_DIR:-$REPO/data/sample}")"
+DEMO_OUT="$(absolute "${DEMO_OUT:-$REPO/outputs/demo}")"
 cd "$REPO"
-export SMOKE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
-export DATA_DIR="${DEMO_DATA_DIR:-data/sample}"
-DEMO_OUT="${DEMO_OUT:-outputs/demo}"
+export SMOKE=1 HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 DATA_DIR
 start=$(date +%s)
 step() { echo; echo "== demo $1 ($(( $(date +%s) - start )) s)"; }
 

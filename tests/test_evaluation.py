@@ -62,7 +62,7 @@ class RowParser(HTMLParser):
 
     def __init__(self):
         super().__init__()
-        self.rows, self.in_body, self.cell, self.sort_keys = [], False, 0, []
+        self.rows, self.in_body, self.cell, self.sort_keys, self.headers = [], False, 0, [], 0
 
     def handle_starttag(self, tag, attrs):
         attrs = dict(attrs)
@@ -74,8 +74,11 @@ class RowParser(HTMLParser):
             self.rows.append({"first": "", "images": 0, "data": {k[5:]: v for k, v in attrs.items()
                                                                   if k.startswith("data-")}})
             self.cell = 0
+        elif tag == "th":
+            self.headers += 1
         elif tag == "td" and self.in_body:
             self.cell += 1
+            self.rows[-1]["cells"] = self.cell
         elif tag == "img" and self.in_body:
             assert attrs["src"].startswith("data:image/jpeg;base64,")  # self-contained
             self.rows[-1]["images"] += 1
@@ -222,6 +225,19 @@ def test_evaluate_identical_predictions_give_the_extremes(split, tmp_path, cache
     row = scores[scores["id"] == first].iloc[0]
     assert row["duplication"] == pytest.approx(1.0) and row["dup_train_bannerImage"] == train_banner
     assert report["duplication_max"] == pytest.approx(1.0) and report["score"] > 0
+    assert all(r["cells"] == parser.headers for r in parser.rows)  # every row fills every column
+    # with init banners in the manifest (Method 1) and another run beside it: one more column each, still full rows
+    import pandas as pd
+
+    gt = read_info(split / "test" / "info.csv")
+    pd.DataFrame({"id": gt["id"], "bannerImage": gt["bannerImage"], "init_bannerImage": train_banner}).to_csv(
+        pred / "manifest.csv", index=False)
+    evaluate(pred, split / "test", split / "train", cache_dir, extractor=extractor, beside=[pred])
+    wide = RowParser()
+    wide.feed((pred / "gallery.html").read_text(encoding="utf-8"))
+    assert wide.headers == parser.headers + 2 and all(r["cells"] == wide.headers for r in wide.rows)
+    with pytest.raises(InputError, match="BESIDE_DIRS: not a folder"):
+        evaluate(pred, split / "test", split / "train", cache_dir, extractor=extractor, beside=[tmp_path / "nope"])
     assert report["dup_over_competition"] >= 1 and scores["duplication"].gt(0.85).sum() == report["dup_over_guard"]
     assert scores["duplication"].max() <= 1.0 and scores["inception_cos"].max() <= 1.0  # clipped where written
     assert report["new_features_computed"] == 0  # a rescore reuses every cached feature

@@ -439,3 +439,33 @@ def test_postprocess_script_redoes_outputs_when_the_recipe_changes(sample_dir, c
     assert (tmp_path / "out" / "3.jpg").read_bytes() != first  # redone from the new input banner
     postprocess.main([*flags, "--PP_BLEND_WEIGHT=1"])  # a new recipe: every banner redone (a solid colour)
     assert pixels(tmp_path / "out" / "3.jpg").reshape(-1, 3).std(0).max() < 2
+
+
+def test_the_guard_keeps_the_least_similar_try(tmp_path):
+    """The runner's guarded loop with a stand-in generator (a solid colour per try) and a stand-in measure (fixed
+    similarities per try): the kept banner and its record are those of the least similar try, not the last one."""
+    from types import SimpleNamespace
+
+    from inference import runner
+
+    colours = {1: (255, 0, 0), 2: (0, 255, 0), 3: (0, 0, 255)}
+    similarity = {(255, 0, 0): 0.95, (0, 255, 0): 0.80, (0, 0, 255): 0.97}
+    tries = []
+
+    def generate(calls, params):
+        tries.append(params["attempt"])
+        return [Image.new("RGB", (64, 32), colours[params["attempt"]]) for _ in calls]
+
+    def measure(banners):
+        firsts = [tuple(int(round(c / 255)) * 255 for c in im.getpixel((0, 0))) for im in banners]
+        return np.array([similarity[c] for c in firsts]), ["nearest.jpg"] * len(banners)
+
+    row = SimpleNamespace(id="7", bannerImage="7.jpg")
+    target = runner.RunTarget(tmp_path / "out", 42)
+    runner.generate_rows(target, [runner.Job(row, "a prompt", [None])], {"7": "k"}, generate, lambda job, parts: parts[0],
+                         lambda attempt: {"attempt": attempt}, runner.Guard(measure, 0.5, 3), 4, "test")
+    assert tries == [1, 2, 3]  # every try was over the guard level
+    record = runner.load_records(target)["7.jpg"]
+    assert record["tries"] == 3 and record["dup_similarity"] == 0.80
+    assert record["seed"] == runner.try_seed(42, "7", 2)
+    assert np.abs(pixels(tmp_path / "out" / "7.jpg")[10, 10] - np.array([0, 255, 0])).max() < 8  # try 2's green
