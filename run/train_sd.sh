@@ -3,7 +3,7 @@
 #   (pytorch_lora_weights.safetensors, train_settings.json, losses.csv, validation/, checkpoints/).
 # Needs $DATA_DIR/train/{info.csv,images/} and llava_caption.json (run/caption.sh; without it the ad copy is used).
 # Knobs pass through: bash run/train_sd.sh --TRAIN_BATCH_SIZE=8 --RESOLUTION=768,400 ... (see --help).
-# A rerun continues from the newest checkpoint. Launched with accelerate when it is installed: one process unless
+# A rerun continues from the newest checkpoint. Launched with accelerate (pinned): one process unless
 # `accelerate config` was run (several GPUs: "$PYTHON" -m accelerate.commands.launch --multi_gpu --num_processes=N \
 #   -m training.train_lora ...).
 source "$(dirname "$0")/_env.sh"
@@ -11,9 +11,6 @@ for arg in "$@"; do
   # --help needs no launcher (accelerate would print its own banner first)
   if [ "$arg" = "--help" ] || [ "$arg" = "-h" ]; then exec "$PYTHON" -m training.train_lora "$@"; fi
 done
-if ! "$PYTHON" -c "import accelerate" 2>/dev/null; then
-  exec "$PYTHON" -m training.train_lora "$@"
-fi
 launch=()
 # without an `accelerate config` file, say what accelerate would otherwise warn about (precision is the script's knob)
 has_config='import os, sys; from accelerate.commands.config.config_args import default_config_file as f

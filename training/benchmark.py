@@ -139,10 +139,13 @@ def main(argv=None):
     cfg = knobs.configure(globals(), argv)
     import torch
 
-    from training.train_lora import quiet_libraries
+    from core.progress import quiet_libraries
 
-    quiet_libraries()
+    with quiet_libraries():  # the library's per-call logs would bury the table
+        run(cfg, torch)
 
+
+def run(cfg, torch):
     device = "cuda" if torch.cuda.is_available() else "cpu"
     configs, resolution = (cfg.CONFIGS, cfg.RESOLUTION) if device == "cuda" else (cfg.CPU_CONFIGS, cfg.CPU_RESOLUTION)
     layouts = [parse_layout(c, resolution) for c in configs]

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from core import dataset, files
-from core.images import check_image, load_rgb
+from core.images import load_rgb
 from core.knobs import InputError
 from core.seeds import row_seed
 
@@ -59,9 +59,7 @@ def load_train_set(data_dir, captions="", fallback=True):
     else on the Vietnamese copy (info.csv); `fallback=False` stops instead.
     """
     train = dataset.split_dir("train", data_dir)
-    info = dataset.read_info(train / "info.csv")
-    for row in info.itertuples():
-        check_image(train / "images" / row.bannerImage, f"row id={row.id}")
+    info = dataset.read_info(train / "info.csv", check_images=True)
     cap_file = caption_path(data_dir, captions)
     vlm = read_vlm_captions(cap_file)
     trans_file = train / "info_trans.csv"

@@ -87,9 +87,17 @@ def check_settings(cfg):
     width, height = cfg.RESOLUTION if len(cfg.RESOLUTION) == 2 else (0, 0)
     if width <= 0 or height <= 0 or width % 8 or height % 8:
         raise knobs.InputError(f"RESOLUTION must be (width, height), multiples of 8, got {cfg.RESOLUTION}")
-    for name in ("TRAIN_BATCH_SIZE", "GRAD_ACCUM", "LORA_RANK", "VALIDATION_EVERY"):
+    for name in ("TRAIN_BATCH_SIZE", "GRAD_ACCUM", "LORA_RANK", "VALIDATION_EVERY", "CHECKPOINT_EVERY",
+                 *(() if cfg.MAX_STEPS else ("NUM_EPOCHS",))):
         if getattr(cfg, name) < 1:
             raise knobs.InputError(f"{name} must be at least 1, got {getattr(cfg, name)}")
+    if cfg.MAX_STEPS < 0:
+        raise knobs.InputError(f"MAX_STEPS must be 0 (= NUM_EPOCHS epochs) or more, got {cfg.MAX_STEPS}")
+    from diffusers.optimization import SchedulerType
+
+    if cfg.LR_SCHEDULER not in [t.value for t in SchedulerType]:
+        raise knobs.InputError(f"LR_SCHEDULER must be one of {[t.value for t in SchedulerType]}, got "
+                               f"{cfg.LR_SCHEDULER!r}")
     if cfg.PREDICTION_TYPE not in ("", "epsilon", "v_prediction"):
         raise knobs.InputError(f"PREDICTION_TYPE must be '', epsilon or v_prediction, got {cfg.PREDICTION_TYPE!r}")
     if cfg.MIXED_PRECISION not in ("fp16", "bf16", "no"):
@@ -127,7 +135,7 @@ def expected_fingerprint(cfg, world_size=1, precision=None):
 
 
 def is_up_to_date(out_dir, expected):
-    """For later pipeline steps: out_dir holds a finished LoRA whose run had the fingerprint `expected`."""
+    """out_dir holds a finished LoRA whose run had the fingerprint `expected` (a rerun then has nothing to do)."""
     saved = files.read_json(Path(out_dir) / lora.SETTINGS_FILE, {})
     return saved.get("fingerprint") == expected and (Path(out_dir) / lora.LORA_FILE).is_file()
 
@@ -319,7 +327,7 @@ def train(cfg):
         torch.set_num_threads(cfg.CPU_THREADS)
     settings, digest = fingerprint(cfg, inputs, world, accelerator.mixed_precision)
     saved = files.read_json(out_dir / lora.SETTINGS_FILE, {})
-    if saved.get("fingerprint") == digest and (out_dir / lora.LORA_FILE).is_file():
+    if is_up_to_date(out_dir, digest):
         if main_process:
             print(f"{out_dir / lora.LORA_FILE} is already trained with these settings and inputs: nothing to do")
         return out_dir / lora.LORA_FILE
