@@ -231,6 +231,28 @@ def test_min_snr_weighting_is_finite_at_zero_terminal_snr(sd21):
         plain = lora.diffusion_loss(unet, scheduler, latents, noise, timesteps, None)
         weighted = lora.diffusion_loss(unet, scheduler, latents, noise, timesteps, None, snr_gamma=5.0)
         assert torch.isfinite(weighted).all() and (weighted <= plain + 1e-6).all() and (weighted >= 0).all()
+        alphas = scheduler.alphas_cumprod[timesteps].double()
+        snr = alphas / (1 - alphas)
+        clipped = torch.minimum(snr, torch.tensor(5.0, dtype=torch.float64))
+        expected = clipped / (snr + 1) if prediction_type == "v_prediction" else torch.where(snr > 0, clipped / snr, 1.0)
+        torch.testing.assert_close(weighted.double(), plain.double() * expected, rtol=1e-4, atol=1e-6)
+
+
+def test_the_target_follows_the_prediction_type(sd21):
+    """A UNet that predicts exactly the noise has zero epsilon loss and a positive v-prediction loss; one that predicts
+    exactly the velocity, the other way round."""
+    from diffusers import DDPMScheduler
+
+    scheduler = DDPMScheduler.from_pretrained(sd21, subfolder="scheduler")
+    latents, noise = torch.randn(2, 4, 8, 8), torch.randn(2, 4, 8, 8)
+    timesteps = torch.tensor([100, 600])
+    says_noise = lambda x, t, e, return_dict: (noise,)  # noqa: E731
+    says_velocity = lambda x, t, e, return_dict: (scheduler.get_velocity(latents, noise, timesteps),)  # noqa: E731
+    for prediction_type, right, wrong in (("epsilon", says_noise, says_velocity),
+                                          ("v_prediction", says_velocity, says_noise)):
+        scheduler.register_to_config(prediction_type=prediction_type)
+        assert lora.diffusion_loss(right, scheduler, latents, noise, timesteps, None).max() < 1e-10
+        assert lora.diffusion_loss(wrong, scheduler, latents, noise, timesteps, None).min() > 1e-3
 
 
 def test_captions_fall_back_to_the_copy_and_are_counted(tmp_path):

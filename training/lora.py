@@ -80,8 +80,9 @@ def diffusion_loss(unet, scheduler, latents, noise, timesteps, text_embeddings, 
     pred = unet(noisy, timesteps, text_embeddings, return_dict=False)[0]
     loss = F.mse_loss(pred.float(), target.float(), reduction="none").mean(dim=(1, 2, 3))
     if snr_gamma > 0:
-        alphas = scheduler.alphas_cumprod.to(timesteps.device)[timesteps].float()
-        snr = alphas / (1 - alphas).clamp(min=1e-12)
+        from diffusers.training_utils import compute_snr
+
+        snr = compute_snr(scheduler, timesteps).float()
         clipped = torch.minimum(snr, torch.full_like(snr, snr_gamma))
         # epsilon: min(snr, g) / snr; v-prediction: min(snr, g) / (snr + 1) (zero-terminal-SNR safe)
         weight = clipped / (snr + 1) if prediction_type == "v_prediction" else torch.where(snr > 0, clipped / snr, 1.0)
