@@ -330,7 +330,7 @@ def run(cfg, rank=0, world=1, device="cpu", log=print):
     rows, has_trans = read_rows(cfg.DATA_DIR, cfg.SPLIT)
     if rows:
         question(cfg.PROMPT, rows[0])  # a broken PROMPT knob fails now, not after the model loads
-    files.check_writable(output.parent, "captions folder")
+    files.check_writable(output.parent, "captions folder", "--OUTPUT")
     done = finished_captions(output)
     # shard every row first, then drop the finished ones: each row belongs to one rank whatever the others wrote
     todo = [r for r in devices.shard(rows, rank, world) if r["bannerImage"] not in done]

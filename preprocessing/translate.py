@@ -511,8 +511,14 @@ def main(argv=None):
             return RetryingTranslator(google_translate_fn(cfg.GOOGLE_SOURCE, cfg.GOOGLE_TARGET, cfg.GOOGLE_TIMEOUT),
                                       cfg.GOOGLE_RETRIES, cfg.GOOGLE_BACKOFF, cfg.GOOGLE_BACKOFF_MAX,
                                       cfg.GOOGLE_MIN_INTERVAL, cfg.GOOGLE_GIVE_UP_AFTER, permanent_errors())
+    # before any model loads or any string is paid for: the cache and every split's output can be written, and no
+    # other run is filling the same cache (two runs would each save their own copy and lose the other's strings)
+    files.check_writable(cache_path.parent, "translation cache folder", "--CACHE")
+    for split in splits:
+        files.check_writable(dataset.split_dir(split, root), f"{split} folder", "--DATA_DIR")
     print(f"backend: {backend} ({tag})")
-    stats = run(root, splits, make_translator, tag, cache_path, cfg.LOWERCASE, cfg.PROGRESS)
+    with files.FolderLock(cache_path.parent, f".{cache_path.name}.lock"):
+        stats = run(root, splits, make_translator, tag, cache_path, cfg.LOWERCASE, cfg.PROGRESS)
     if stats["failures"]:
         report_failures(stats["failures"], failures_path, log=lambda m: print(m, file=sys.stderr))
         sys.exit(1)

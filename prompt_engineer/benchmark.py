@@ -95,7 +95,7 @@ def make_prompts(tokenizer, n, longest):
     return prompts
 
 
-def timed(generator, prompts, batch, device):
+def timed(generator, prompts, batch, device, seed):
     """(seconds, tokens generated) for all `prompts` in batches of `batch`."""
     import torch
 
@@ -104,7 +104,7 @@ def timed(generator, prompts, batch, device):
     start, tokens = time.perf_counter(), 0
     for i in range(0, len(prompts), batch):
         chunk = prompts[i:i + batch]
-        out = generator.generate(chunk, [SEED + i + j for j in range(len(chunk))], sample=True)
+        out = generator.generate(chunk, [seed + i + j for j in range(len(chunk))], sample=True)
         tokens += sum(n for _, n in out)
     if device.startswith("cuda"):
         torch.cuda.synchronize()
@@ -123,11 +123,11 @@ def bench(name, model, tokenizer, cfg, device, batch):
     longest = min(cfg.PROMPT_TOKENS, window - cfg.NEW_TOKENS)
     prompts = make_prompts(tokenizer, max(cfg.SINGLE_ROWS, batch * cfg.BATCHES), longest)
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    timed(generator, prompts[:2], 2, device)  # warm-up: kernels, allocator, caches
+    timed(generator, prompts[:2], 2, device, cfg.SEED)  # warm-up: kernels, allocator, caches
     if device.startswith("cuda"):
         torch.cuda.reset_peak_memory_stats()
-    single_s, single_tokens = timed(generator, prompts[:cfg.SINGLE_ROWS], 1, device)
-    batch_s, batch_tokens = timed(generator, prompts[:batch * cfg.BATCHES], batch, device)
+    single_s, single_tokens = timed(generator, prompts[:cfg.SINGLE_ROWS], 1, device, cfg.SEED)
+    batch_s, batch_tokens = timed(generator, prompts[:batch * cfg.BATCHES], batch, device, cfg.SEED)
     single_rate, batch_rate = cfg.SINGLE_ROWS / single_s, batch * cfg.BATCHES / batch_s
     peak = (f"{torch.cuda.max_memory_allocated() / 2 ** 30:.1f} GiB GPU peak" if device.startswith("cuda") else
             f"{resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20:.1f} GiB process peak RSS")

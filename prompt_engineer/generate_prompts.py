@@ -310,7 +310,7 @@ def main(argv=None):
     test = read_split(cfg, "test")
     out_path = test_dir / cfg.OUT_FILE
     report_path = out_path.with_name(out_path.stem + "_report.json")
-    files.check_writable(test_dir, "test folder")
+    files.check_writable(test_dir, "test folder", "--DATA_DIR")
     with files.FolderLock(test_dir, f".{cfg.OUT_FILE}.lock"), files.JsonStore(out_path, every=10 ** 9) as store, \
             files.JsonStore(report_path, every=10 ** 9) as report:
         rows = test.to_dict("records")[:cfg.LIMIT or None]
