@@ -23,6 +23,25 @@ def normalize_text(text):
     return re.sub(r"\s+", " ", unicodedata.normalize("NFC", text)).strip()
 
 
+def _read_csv(path):
+    """A CSV of text columns (UTF-8 with or without BOM), empty cells as ""; one line naming the file if unreadable."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise InputError(f"{path}: not UTF-8 text ({e})") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        raise InputError(f"{path}: cannot parse CSV ({e})") from None
+
+
+def _plain_names(names, path, column):
+    """Names joined to an images/ or output folder: a path in one would read or write outside that folder."""
+    bad = [b for b in names if b in (".", "..") or b != Path(b).name or "\\" in b]
+    if bad:
+        raise InputError(f"{path}: {column} must be a plain file name (no folders), got {bad[:10]}")
+
+
 def read_info(path, images_dir=None, check_images=False):
     """Read and validate an info.csv; returns a pandas DataFrame of str columns in file order.
 
@@ -30,17 +49,10 @@ def read_info(path, images_dir=None, check_images=False):
     missing column, missing id or bannerImage, duplicate id or bannerImage, and (check_images=True) a referenced image
     that is missing or unreadable in `images_dir` (default: `images/` beside the CSV).
     """
-    import pandas as pd
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found")
-    try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise InputError(f"{path}: not UTF-8 text ({e})") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise InputError(f"{path}: cannot parse CSV ({e})") from None
+    df = _read_csv(path)
     df.columns = [str(c).strip() for c in df.columns]
     missing = [c for c in INFO_COLUMNS if c not in df.columns]
     if missing:
@@ -55,10 +67,7 @@ def read_info(path, images_dir=None, check_images=False):
         dup = df[col][df[col].duplicated()].unique().tolist()
         if dup:
             raise InputError(f"{path}: duplicate {col} value(s) {dup[:10]}")
-    # a name is joined to an images/ or output folder: a path in it would read or write outside that folder
-    bad = [b for b in df["bannerImage"] if b in (".", "..") or b != Path(b).name or "\\" in b]
-    if bad:
-        raise InputError(f"{path}: bannerImage must be a plain file name (no folders), got {bad[:10]}")
+    _plain_names(df["bannerImage"], path, "bannerImage")
     for col in TEXT_COLUMNS:  # "nan" is what a NaN becomes when a pandas frame is written as text
         df[col] = df[col].map(lambda s: "" if s.strip().lower() == "nan" else s.strip())
     if check_images:
@@ -72,15 +81,14 @@ def read_retrieval(path, ids=None, ranks=1):
     """{test id: [train bannerImage of rank 1, ..., rank `ranks`]} from the retrieval stage's retrieval.csv
     (id, bannerImage, rank, train_id, train_bannerImage, score). With `ids`, every one of them must have all ranks;
     errors name the file and the test row."""
-    import pandas as pd
-
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: file not found (run bash run/retrieval.sh first)")
-    df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    df = _read_csv(path)
     missing = [c for c in ("id", "rank", "train_bannerImage") if c not in df.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {missing}")
+    _plain_names(df["train_bannerImage"].str.strip(), path, "train_bannerImage")
     by_id = {}
     for line, rec in enumerate(df.itertuples(), start=2):
         try:

@@ -51,16 +51,11 @@ _IMAGE_SETTINGS = ("MODEL", "VAE", "SCHEDULER", "STRENGTH", "STEPS", "GUIDANCE",
 # inputs
 
 
-def parts(cfg):
-    """Generations per banner: two (rank-1 and rank-2 init banners) for the post-processing's pair, else one."""
-    return 2 if cfg.POSTPROCESS and cfg.PP_PAIR else 1
-
-
 def read_inputs(cfg):
     """Test rows (with prompts' text) and their init banners from retrieval.csv, checked; errors name the row."""
     rows = runner.read_test_rows(cfg)
     test = dataset.split_dir("test", cfg.DATA_DIR)
-    by_id = dataset.read_retrieval(test / cfg.RETRIEVAL_FILE, [r.id for r in rows], ranks=parts(cfg))
+    by_id = dataset.read_retrieval(test / cfg.RETRIEVAL_FILE, [r.id for r in rows], ranks=runner.parts(cfg))
     images_dir = dataset.split_dir("train", cfg.DATA_DIR) / "images"
     inits = {}
     for row in rows:
@@ -114,9 +109,9 @@ def run_once(cfg, target, rows, inits, images_dir, pipe, guard, finish, rank=0, 
               for row in rows}
     settings = {name: getattr(cfg, name) for name in _IMAGE_SETTINGS}
     keys = {row.id: runner.row_key(settings, target.seed, prompt[row.id], inits[row.id]) for row in rows}
-    guidance = 2 if cfg.GUIDANCE > 1 else 1
+    guidance, n_parts = 2 if cfg.GUIDANCE > 1 else 1, runner.parts(cfg)
     formula = (f"int({cfg.STEPS} steps x {cfg.STRENGTH} strength) x {guidance} (guidance)"
-               + (" x 2 parts" if parts(cfg) == 2 else ""), int(cfg.STEPS * cfg.STRENGTH) * guidance * parts(cfg))
+               + (" x 2 parts" if n_parts == 2 else ""), int(cfg.STEPS * cfg.STRENGTH) * guidance * n_parts)
     return runner.run_share(
         cfg, target, rows, keys, settings, pipe,
         lambda todo: [runner.Job(r, prompt[r.id], [images_dir / n for n in inits[r.id]], inits[r.id]) for r in todo],

@@ -54,10 +54,6 @@ _LORA_FILE = "pytorch_lora_weights.safetensors"  # the name save_lora_weights gi
 # inputs
 
 
-def parts(cfg):
-    return 2 if cfg.POSTPROCESS and cfg.PP_PAIR else 1
-
-
 def lora_file(cfg):
     """The LoRA's .safetensors file (LORA names it or its folder), or None for the base model; one line if missing."""
     if not cfg.LORA:
@@ -148,12 +144,12 @@ def run_once(cfg, target, rows, prompt, lora_hash, pipe, guard, finish, rank=0, 
     settings = {**{name: getattr(cfg, name) for name in _IMAGE_SETTINGS}, "LORA": lora_hash}
     keys = {row.id: runner.row_key(settings, target.seed, prompt[row.id], []) for row in rows}
     guidance = 2 if cfg.GUIDANCE > 1 else 1
-    formula = (f"{cfg.STEPS} steps x {guidance} (guidance)" + (" x 2 parts" if parts(cfg) == 2 else ""),
-               cfg.STEPS * guidance * parts(cfg))
+    formula = (f"{cfg.STEPS} steps x {guidance} (guidance)" + (" x 2 parts" if runner.parts(cfg) == 2 else ""),
+               cfg.STEPS * guidance * runner.parts(cfg))
     # text-to-image has no init banner: a retry of a near-copy changes only the seed (the runner's per-try seed)
     return runner.run_share(
         cfg, target, rows, keys, settings, pipe,
-        lambda todo: [runner.Job(r, prompt[r.id], [None] * parts(cfg)) for r in todo],
+        lambda todo: [runner.Job(r, prompt[r.id], [None] * runner.parts(cfg)) for r in todo],
         lambda calls, _params: generate(pipe, cfg, calls), finish, lambda attempt: {"strength": 1.0}, guard,
         "method 2", rank, world, formula)
 

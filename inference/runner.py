@@ -120,6 +120,12 @@ def read_test_rows(cfg):
     return rows
 
 
+def parts(cfg):
+    """Generations per banner: two for the post-processing's pair (Method 1: from the rank-1 and rank-2 banners;
+    Method 2: two seeds), else one."""
+    return 2 if cfg.POSTPROCESS and cfg.PP_PAIR else 1
+
+
 def check_names(rows):
     """Every output name is a plain .jpg/.jpeg file name (banners are JPEG bytes), checked up front."""
     for row in rows:
@@ -138,7 +144,8 @@ def try_seed(seed, row_id, attempt, part=0):
 
 def row_key(settings, seed, prompt, inputs):
     """What must be equal for an existing banner to count as this run's: settings, seed, prompt, input banners."""
-    return files.settings_key({"settings": files.settings_key(settings), "seed": seed, "prompt": prompt, "inputs": list(inputs)})
+    return files.settings_key({"settings": files.settings_key(settings), "seed": seed, "prompt": prompt,
+                               "inputs": list(inputs)})
 
 
 def load_records(target):

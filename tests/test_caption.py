@@ -104,7 +104,8 @@ def test_killed_run_resumes_without_redoing_rows(data, monkeypatch):
 def test_shards_merge_into_one_json(data):
     cfg = knobs.configure(caption, ["--DATA_DIR", str(data), "--GREEDY=1", *FAST], env={"SMOKE": "1"})
     assert caption.run(cfg, rank=1, world=2) is None  # rank 1 first: it leaves its rank file
-    assert (data / "train" / "llava_caption.rank1.json").exists()
+    rank1 = json.loads((data / "train" / "llava_caption.rank1.json").read_text(encoding="utf-8"))
+    assert sorted(rank1) == sorted(train_banners(data)[1::2])  # its own share, every other row, and no more
     merged = caption.run(cfg, rank=0, world=2)
     assert sorted(merged) == sorted(train_banners(data))
     assert not list((data / "train").glob("llava_caption.rank*"))

@@ -433,7 +433,8 @@ def test_postprocess_script_redoes_outputs_when_the_recipe_changes(sample_dir, c
     first = (tmp_path / "out" / "3.jpg").read_bytes()
     stamp = (tmp_path / "out" / "3.jpg").stat().st_mtime_ns
     postprocess.main([*flags, "--PP_BLEND_WEIGHT=0"])  # same recipe: resumed, nothing rewritten
-    assert (tmp_path / "out" / "3.jpg").stat().st_mtime_ns == stamp and (tmp_path / "out" / "3.jpg").read_bytes() == first
+    out = tmp_path / "out" / "3.jpg"
+    assert out.stat().st_mtime_ns == stamp and out.read_bytes() == first
     images.save_banner(images.load_rgb(sample_dir / "train" / "images" / "42.jpg"), src, "3.jpg")  # a new input
     postprocess.main([*flags, "--PP_BLEND_WEIGHT=0"])
     assert (tmp_path / "out" / "3.jpg").read_bytes() != first  # redone from the new input banner
@@ -462,8 +463,9 @@ def test_the_guard_keeps_the_least_similar_try(tmp_path):
 
     row = SimpleNamespace(id="7", bannerImage="7.jpg")
     target = runner.RunTarget(tmp_path / "out", 42)
-    runner.generate_rows(target, [runner.Job(row, "a prompt", [None])], {"7": "k"}, generate, lambda job, parts: parts[0],
-                         lambda attempt: {"attempt": attempt}, runner.Guard(measure, 0.5, 3), 4, "test")
+    runner.generate_rows(target, [runner.Job(row, "a prompt", [None])], {"7": "k"}, generate,
+                         lambda job, parts: parts[0], lambda attempt: {"attempt": attempt}, runner.Guard(measure, 0.5, 3),
+                         4, "test")
     assert tries == [1, 2, 3]  # every try was over the guard level
     record = runner.load_records(target)["7.jpg"]
     assert record["tries"] == 3 and record["dup_similarity"] == 0.80

@@ -217,6 +217,11 @@ def test_bad_generation_checks():
     assert checks.problem("sale sale sale sale sale sale sale sale", examples) == "repeat"
     assert checks.problem("the best the best the best the best the best price", examples) == "repeat"
     assert checks.problem("A smiling woman holds a jar of face cream in front of a pink background", examples) == "copy"
+    # the branches a word-for-word copy or one dominant word never reach: a loop of a phrase (no word over WORD_MAX,
+    # its 3-grams repeated) and a near-copy (most 3-grams of an example, not all of it)
+    assert checks.problem("red car blue sky red car blue sky red car blue sky", examples) == "repeat"
+    assert checks.problem("Here a smiling woman holds a jar of face cream in front of a pink background today",
+                          examples) == "copy"
     assert checks.problem("Một người phụ nữ cầm hũ kem dưỡng da trước nền hồng", examples) == "english"
     assert checks.problem("xq zzv plorf nugget wibble grank", examples) == "english"
     assert checks.problem("A bowl of pho with fresh herbs on a wooden table, studio light", examples) == ""

@@ -234,7 +234,8 @@ def test_min_snr_weighting_is_finite_at_zero_terminal_snr(sd21):
         alphas = scheduler.alphas_cumprod[timesteps].double()
         snr = alphas / (1 - alphas)
         clipped = torch.minimum(snr, torch.tensor(5.0, dtype=torch.float64))
-        expected = clipped / (snr + 1) if prediction_type == "v_prediction" else torch.where(snr > 0, clipped / snr, 1.0)
+        expected = (clipped / (snr + 1) if prediction_type == "v_prediction"
+                    else torch.where(snr > 0, clipped / snr, 1.0))
         torch.testing.assert_close(weighted.double(), plain.double() * expected, rtol=1e-4, atol=1e-6)
 
 
