@@ -89,7 +89,9 @@ def time_generate(model, inputs, cfg, device):
     import torch
 
     rows, prompt_length = inputs["input_ids"].shape
-    sampler = caption.RowSeededSampler(range(rows), cfg.MAX_NEW_TOKENS, cfg.TEMPERATURE, prompt_length)
+    from core.sampling import RowSampler
+
+    sampler = RowSampler(range(rows), (inputs["attention_mask"] == 0).sum(1), True, temperature=cfg.TEMPERATURE)
     sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     sync()
     start = time.perf_counter()

@@ -148,31 +148,6 @@ def chat_prompt(processor, asked, fallback):
     return fallback.format(question=asked)
 
 
-class RowSeededSampler:
-    """Samples each row's next token from softmax(logits / temperature) with that row's own uniform numbers, drawn
-    from row_seed in advance: a row's caption is the same in any batch. Used as the last logits processor of a
-    greedy generate(): it leaves only the drawn token, which greedy then picks."""
-
-    def __init__(self, row_seeds, max_new_tokens, temperature, prompt_length):
-        import torch
-
-        self.temperature, self.prompt_length = temperature, prompt_length
-        self.uniforms = torch.stack([torch.rand(max_new_tokens, generator=torch.Generator().manual_seed(s),
-                                                dtype=torch.float64) for s in row_seeds])
-
-    def __call__(self, input_ids, scores):
-        import torch
-
-        step = input_ids.shape[1] - self.prompt_length
-        probs = torch.softmax(scores.double() / self.temperature, dim=-1)
-        cdf = probs.cumsum(-1)
-        u = self.uniforms[:, step].to(scores.device).unsqueeze(1) * cdf[:, -1:]
-        # right=True: the first token whose cumulative mass exceeds u, so a token of probability 0 is never drawn
-        drawn = torch.searchsorted(cdf, u, right=True).clamp_(max=scores.shape[-1] - 1)
-        out = torch.full_like(scores, float("-inf"))
-        return out.scatter_(1, drawn, 0.0)
-
-
 def generate(cfg, processor, model, batch, device):
     """Raw answers of a prepared batch: [(text, finished)], finished = the model ended it before the token limit."""
     import torch
@@ -187,8 +162,11 @@ def generate(cfg, processor, model, batch, device):
     if getattr(model, "blank_start_ids", None):
         kwargs["begin_suppress_tokens"] = model.blank_start_ids
     if not cfg.GREEDY:
+        from core.sampling import RowSampler
+
         row_seeds = [seeds.row_seed(cfg.SEED, row["id"]) for row in batch["rows"]]
-        kwargs["logits_processor"] = [RowSeededSampler(row_seeds, cfg.MAX_NEW_TOKENS, cfg.TEMPERATURE, prompt_length)]
+        pad_lengths = (inputs["attention_mask"] == 0).sum(1)  # left padding (matters only to a repetition penalty)
+        kwargs["logits_processor"] = [RowSampler(row_seeds, pad_lengths, True, temperature=cfg.TEMPERATURE)]
     with torch.inference_mode():
         out = model.generate(**inputs, **kwargs)
     new = out[:, prompt_length:].cpu()
