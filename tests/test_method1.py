@@ -16,6 +16,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from tests.helpers import killed_on_call
 from core import dataset, files, images, knobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,15 +164,8 @@ def test_every_row_gets_a_banner_same_for_any_batch_size_and_process_split(m1, m
 def test_kill_and_resume_redoes_only_missing_or_broken_outputs(m1, make_cfg, sample_dir, tmp_path, monkeypatch):
     out = tmp_path / "out"
     cfg = make_cfg("--LIMIT=4")
-    real_generate, calls = m1.generate, []
-
-    def killed_on_second_call(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt  # the user's Ctrl-C, or a killed job, in the middle of the run
-        return real_generate(*args, **kwargs)
-
-    monkeypatch.setattr(m1, "generate", killed_on_second_call)
+    real_generate = m1.generate
+    monkeypatch.setattr(m1, "generate", killed_on_call(real_generate, 2))
     with pytest.raises(KeyboardInterrupt):
         run(m1, cfg, out)
     done = sorted(p.name for p in out.glob("*.jpg"))

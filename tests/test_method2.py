@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from tests.helpers import killed_on_call
 from core import dataset, files, images, knobs
 from tests.test_method1 import write_fixtures
 
@@ -121,15 +122,8 @@ def test_lora_is_applied_and_scale_zero_is_the_base_model(m2, flags, tmp_path):
 
 def test_kill_and_resume_keeps_finished_banners(m2, flags, tmp_path, monkeypatch):
     out = tmp_path / "out"
-    real, calls = m2.generate, []
-
-    def killed_on_second_call(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(m2, "generate", killed_on_second_call)
+    real = m2.generate
+    monkeypatch.setattr(m2, "generate", killed_on_call(real, 2))
     with pytest.raises(KeyboardInterrupt):
         m2.main(flags(f"--OUT_DIR={out}"))
     finished = {p.name: p.read_bytes() for p in out.glob("*.jpg")}

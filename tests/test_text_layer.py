@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from tests.helpers import killed_on_call
 from core import images, knobs
 from inference import text_layer as tl
 
@@ -139,15 +140,8 @@ def test_a_killed_pass_keeps_what_it_finished(tmp_path, monkeypatch, capsys):
         backgrounds()["black"].save(tmp_path / "in" / row["bannerImage"])
     pd.DataFrame(rows).to_csv(tmp_path / "info.csv", index=False)
     args = [f"--IN_DIR={tmp_path / 'in'}", f"--INFO={tmp_path / 'info.csv'}", f"--OUT_DIR={tmp_path / 'out'}"]
-    real, calls = images.save_banner, []
-
-    def killed_on_the_second(*a, **k):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(images, "save_banner", killed_on_the_second)
+    real = images.save_banner
+    monkeypatch.setattr(images, "save_banner", killed_on_call(real, 2))
     with pytest.raises(KeyboardInterrupt):
         tl.main(args)
     monkeypatch.setattr(images, "save_banner", real)
