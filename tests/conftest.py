@@ -29,4 +29,3 @@ def sample_master(tmp_path_factory):
 def sample_dir(sample_master, tmp_path):
     """A private, writable copy of the sample as a DATA_DIR (train/, test/)."""
     return Path(shutil.copytree(sample_master, tmp_path / "data"))
-
