@@ -9,6 +9,7 @@ checkpointing) it prints optimizer steps/s, images/s, peak memory and the projec
 figure for the CPU).
 
     python -m training.benchmark [--CONFIGS=8x1,2x4,2x4:gc,2x1@768x400] [--TEXT_ENCODER=0 --VAE=0 for the UNet alone]
+    python -m training.benchmark --CONFIGS=8x1 --COMPILE=1     (the trainer's COMPILE=1; prints the compile time too)
 """
 import re
 import time
@@ -22,6 +23,7 @@ WARMUP = 3  # untimed steps first (cuDNN autotuning, allocator)
 TEXT_ENCODER = True  # text-encoder LoRA trained too (the default recipe); False: UNet only
 VAE = True  # encode the images every step (augmentation on: the default); False: cached latents
 LORA_RANK = 4  # as the trainer
+COMPILE = False  # torch.compile as the trainer's COMPILE=1 (UNet, and the VAE encoder when VAE=1); compiled in warm-up
 IMAGES = 68_100  # the seed's recipe: 50 epochs of 1362 banners
 CPU_CONFIGS = ("2x1",)  # on the CPU
 CPU_RESOLUTION = (64, 64)  # on the CPU: the real architecture at a small size
@@ -68,13 +70,15 @@ def build(cfg, device, dtype, gradient_checkpointing):
     models = lora.add_lora(unet, text if cfg.TEXT_ENCODER else None, cfg.LORA_RANK)
     if gradient_checkpointing:
         lora.checkpoint_activations(models)
+    if cfg.COMPILE:
+        lora.compile_models(unet, vae)
     scheduler = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
                               prediction_type="v_prediction")
     return models, text, vae, scheduler
 
 
 def measure(cfg, layout, device):
-    """(steps/s, images/s, peak GiB) of one layout."""
+    """(steps/s, images/s, peak GiB, seconds of the warm-up: the compiling when COMPILE=1) of one layout."""
     import torch
 
     from training import checkpoint, lora
@@ -111,11 +115,13 @@ def measure(cfg, layout, device):
         optimizer.zero_grad(set_to_none=True)
 
     steps, warmup = (cfg.STEPS, cfg.WARMUP) if cuda else (cfg.CPU_STEPS, cfg.CPU_WARMUP)
+    started = time.perf_counter()
     for _ in range(warmup):
         step()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
+    warmup_s = time.perf_counter() - started
     start = time.perf_counter()
     for _ in range(steps):
         step()
@@ -126,7 +132,7 @@ def measure(cfg, layout, device):
     del models, text, vae, optimizer
     if cuda:
         torch.cuda.empty_cache()
-    return steps / seconds, steps * batch * accum / seconds, peak
+    return steps / seconds, steps * batch * accum / seconds, peak, warmup_s
 
 
 def rss_gib():
@@ -152,14 +158,17 @@ def run(cfg, torch):
     name = torch.cuda.get_device_name() if device == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     parts = ["UNet"] + ["text encoder"] * cfg.TEXT_ENCODER
     print(f"SD 2.1 LoRA rank {cfg.LORA_RANK} on {' + '.join(parts)}{', VAE encode every step' if cfg.VAE else ''}; "
-          f"{name}; {'fp16 autocast' if device == 'cuda' else 'fp32'}; random weights", flush=True)
-    print(f"{'layout':>16} {'steps/s':>8} {'images/s':>9} {'peak GiB':>9} {f'{cfg.IMAGES:,} images':>16}")
+          f"{name}; {'fp16 autocast' if device == 'cuda' else 'fp32'}; {'torch.compile; ' if cfg.COMPILE else ''}"
+          f"random weights", flush=True)
+    print(f"{'layout':>16} {'steps/s':>8} {'images/s':>9} {'peak GiB':>9} {f'{cfg.IMAGES:,} images':>16} "
+          f"{'warm-up':>9}")
     for text, layout in zip(configs, layouts):
         batch, accum, (width, height), gc = layout
-        steps_s, images_s, peak = measure(cfg, layout, device)
+        steps_s, images_s, peak, warmup_s = measure(cfg, layout, device)
         label = f"{batch}x{accum} {width}x{height}{' gc' if gc else ''}"
         projected = cfg.IMAGES / images_s / 60
-        print(f"{label:>16} {steps_s:8.2f} {images_s:9.2f} {peak:9.1f} {projected:13.1f} min", flush=True)
+        print(f"{label:>16} {steps_s:8.2f} {images_s:9.2f} {peak:9.1f} {projected:13.1f} min {warmup_s:7.0f} s",
+              flush=True)
     if device == "cpu":
         print("(CPU: peak is the process's resident high-water mark; the projection is for this small size)")
 

@@ -41,6 +41,15 @@ def checkpoint_activations(models):
         getattr(text_encoder, "activation_checkpointing_enable", text_encoder.gradient_checkpointing_enable)()
 
 
+def compile_models(unet, vae=None):
+    """torch.compile the UNet (and the VAE encoder when given) in place: the modules keep their parameter names, so
+    checkpoints, the LoRA file and the validation pipeline see the same objects. The first steps compile (minutes at
+    the real size); the later ones run faster. The text encoder is left eager: it is a few percent of a step."""
+    unet.compile()
+    if vae is not None:
+        vae.encoder.compile()
+
+
 def save_lora(out_dir, models):
     """The final LoRA in diffusers' format, written atomically: pipe.load_lora_weights(out_dir) reads it."""
     import tempfile

@@ -53,6 +53,7 @@ TRAIN_BATCH_SIZE = 8  # images per micro-batch per process
 GRAD_ACCUM = 1  # micro-batches per optimizer step (effective batch = TRAIN_BATCH_SIZE x GRAD_ACCUM x processes)
 MIXED_PRECISION = "fp16"  # fp16 | bf16 | no on a GPU (frozen weights in that dtype, LoRA in fp32); the CPU runs fp32
 GRADIENT_CHECKPOINTING = False  # recompute activations: less memory, about half the speed
+COMPILE = False  # torch.compile the UNet (and the VAE encoder when it runs every step): faster steps after the first
 SNR_GAMMA = 0.0  # Min-SNR loss weighting (5.0 is the paper's); 0 = off
 NOISE_OFFSET = 0.0  # noise offset (e.g. 0.05: darker darks, brighter brights); 0 = off
 SEED = 1337  # order, augmentation, noise and timesteps all derive from it, per sample
@@ -76,7 +77,7 @@ SMOKE_OVERRIDES = dict(OUT_DIR="outputs/smoke/lora_sd21", RESOLUTION=(64, 32), N
 _NOT_FINGERPRINTED = ("DATA_DIR", "OUT_DIR", "CAPTIONS", "CHECKPOINT_EVERY", "KEEP_CHECKPOINTS", "RESUME",
                      "STOP_AT_STEP", "VALIDATION", "VALIDATION_EVERY", "VALIDATION_PROMPTS", "VALIDATION_N",
                      "VALIDATION_STEPS", "DATALOADER_WORKERS", "CPU_THREADS", "PROGRESS", "GRADIENT_CHECKPOINTING",
-                     "CACHE_LATENTS")
+                     "CACHE_LATENTS", "COMPILE")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -350,7 +351,8 @@ def train(cfg):
         print(f"{len(items)} banners, {steps_per_epoch} steps/epoch of {cfg.TRAIN_BATCH_SIZE} x {cfg.GRAD_ACCUM} x "
               f"{world} process(es), {max_steps} steps ({num_epochs} epochs); latents "
               f"{'encoded once' if cache_latents else 'encoded every step'}, text embeddings "
-              f"{'encoded once' if cache_text else 'every step'}", flush=True)
+              f"{'encoded once' if cache_text else 'every step'}"
+              f"{'; torch.compile (the first steps compile)' if cfg.COMPILE else ''}", flush=True)
 
     set_seed(cfg.SEED)  # the LoRA's initial weights: the same in every process and every fresh run
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
@@ -364,6 +366,8 @@ def train(cfg):
                   f"text encoder sees their beginning", flush=True)
     if cfg.GRADIENT_CHECKPOINTING:
         lora.checkpoint_activations(models)
+    if cfg.COMPILE:
+        lora.compile_models(unet, None if cache_latents else vae)
     optimizer = make_optimizer(cfg, list(checkpoint.trainable(models).values()))
     lr_scheduler = get_scheduler(cfg.LR_SCHEDULER, optimizer, num_warmup_steps=cfg.LR_WARMUP_STEPS,
                                  num_training_steps=max_steps)
