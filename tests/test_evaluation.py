@@ -24,6 +24,7 @@ from evaluation.compare import compare, to_markdown
 from evaluation.evaluate import evaluate
 from evaluation.inception import cosine, max_cosine
 from evaluation.make_split import make_split
+from tests.helpers import killed_on_call
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED_KEYS = {"psnr_term", "ssim_term", "inception_term", "fid_term", "score", "fid", "duplication_mean",
@@ -312,6 +313,32 @@ def test_long_feature_pass_announces_itself_and_is_cached(tmp_path, capsys):
     again = FeatureCache(tmp_path / "features.safetensors", extractor)
     assert again.features(paths, announce_over=3).shape == (5, 2048) and extractor.seen == 5  # from disk
     assert capsys.readouterr().err == ""
+
+
+def test_killed_feature_pass_keeps_saved_chunks_and_a_rerun_computes_the_rest(extractor, sample_master, tmp_path):
+    """The real Inception, saved every 2 images: a pass killed in its second chunk leaves the first chunk in the cache
+    file; a rerun featurises only the other 3 images, under one progress bar, and equals an uninterrupted pass."""
+    from evaluation.feature_cache import FeatureCache
+
+    paths = sorted((sample_master / "train" / "images").iterdir())[:5]
+    path = tmp_path / "features.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        FeatureCache(path, killed_on_call(extractor, 2)).features(paths, save_every=2)
+    assert len(FeatureCache(path).rows) == 2  # the finished chunk, read back from disk
+
+    seen, bars = [], []
+
+    def counting(images, progress=None):
+        seen.extend(images)
+        bars.append(progress)
+        return extractor(images, progress=progress)
+
+    rerun = FeatureCache(path, counting)
+    feats = rerun.features(paths, progress="inception: training pool", save_every=2)
+    assert seen == paths[2:] and rerun.new == 3 and len(FeatureCache(path).rows) == 5
+    assert len(bars) == 2 and bars[0] is bars[1] and bars[0].total == 3  # two chunks, one bar over the whole pass
+    whole = FeatureCache(tmp_path / "whole.safetensors", extractor).features(paths)
+    assert np.array_equal(feats, whole)
 
 
 def test_duplication_levels_and_clipped_cosines():
