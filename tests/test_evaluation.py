@@ -365,6 +365,23 @@ def test_compare_table(split, tmp_path, cache_dir, extractor):
     assert markdown.splitlines()[1].startswith("|:--")  # tabulate's pipe table: run left, numbers right-aligned
     assert table["duplication_mean"].isna().all()  # TRAIN_DIR=none skips duplication
     assert "duplication_mean" not in markdown.splitlines()[0]  # a column without values is left out
+    assert "dup_over_guard" not in markdown.splitlines()[0]
+
+    # scored against the training pool: 3 copied training banners and a grey one, the rows over each level shown
+    names = read_info(split / "test" / "info.csv")["bannerImage"].tolist()
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for name, banner in zip(names[:3], read_info(split / "train" / "info.csv")["bannerImage"]):
+        shutil.copyfile(split / "train" / "images" / banner, copies / name)  # byte copies: duplication 1.0
+    shutil.copyfile(grey / names[3], copies / names[3])
+    report = evaluate(copies, split / "test", split / "train", cache_dir, gallery=False, extractor=extractor)
+    table = compare([grey, copies])
+    assert table["dup_over_guard"][1] == report["dup_over_guard"] == 3
+    assert table["dup_over_competition"][1] == report["dup_over_competition"] == 3
+    header, _, grey_row, copies_row = [[c.strip() for c in line.strip("|").split("|")]
+                                       for line in to_markdown(table).splitlines()]
+    cells = {col: (g, c) for col, g, c in zip(header, grey_row, copies_row)}
+    assert cells["dup_over_guard"] == cells["dup_over_competition"] == ("-", "3")  # counts, "-" where not scored
 
 
 def test_knobs_come_from_flags_not_the_environment(monkeypatch):
