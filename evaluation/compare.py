@@ -20,8 +20,9 @@ PRED_DIRS = ""  # comma-separated prediction folders, each holding a report.json
 NAMES = ""  # optional comma-separated labels, one per folder (default: the folder names)
 OUT_CSV = "outputs/compare.csv"  # where the table is also written as CSV ("" to skip)
 
+# dup_over_guard / dup_over_competition: rows over duplication.DUP_MAX (0.85) / COMPETITION_FAIL (0.89)
 COLUMNS = ["score", "psnr_term", "ssim_term", "inception_term", "fid_term", "fid", "duplication_mean", "duplication_max",
-           "n", "seconds_per_image"]
+           "dup_over_guard", "dup_over_competition", "n", "seconds_per_image"]
 
 
 def compare(pred_dirs, names=None):
@@ -47,7 +48,7 @@ def to_markdown(table):
     shown = table[cols].astype(object)
     best = table["score"].min()
     for col in cols:
-        digits = {"fid": 2, "n": 0}.get(col, 4)
+        digits = {"fid": 2, "n": 0, "dup_over_guard": 0, "dup_over_competition": 0}.get(col, 4)  # counts
         if pd.api.types.is_numeric_dtype(table[col]):
             shown[col] = [("-" if pd.isna(v) else f"{v:.{digits}f}") for v in table[col]]
     shown["score"] = [f"**{text}**" if v == best else text for v, text in zip(table["score"], shown["score"])]

@@ -35,10 +35,15 @@ class InceptionFeatures:
         return feats.astype(np.float64)
 
     def __call__(self, images, progress=None):
-        """Features of a list of PIL images (any sizes; batched by size) or image paths, in input order."""
+        """Features of a list of PIL images (any sizes; batched by size) or image paths, in input order.
+
+        `progress`: a label for a bar over these images, or an open bar (core.progress.progress) that this call advances
+        and leaves open, so a pass made of several calls (the feature cache's saved chunks) shows one bar."""
         out = np.zeros((len(images), FEATURE_DIM), dtype=np.float64)
         pending = {}  # size -> [(index, image)]: only same-size images stack into a batch
-        bar = progress_bar(total=len(images), desc=progress, unit="img", disable=progress is None)
+        own_bar = not hasattr(progress, "update")
+        bar = progress if not own_bar else progress_bar(total=len(images), desc=progress, unit="img",
+                                                        disable=progress is None)
         for i, item in enumerate(images):
             image = load_rgb(item) if not hasattr(item, "size") else item
             group = pending.setdefault(image.size, [])
@@ -48,7 +53,8 @@ class InceptionFeatures:
         for group in pending.values():
             if group:
                 self._flush(group, out, bar)
-        bar.close()
+        if own_bar:
+            bar.close()
         return out
 
     def _flush(self, group, out, bar):

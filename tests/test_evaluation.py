@@ -24,6 +24,7 @@ from evaluation.compare import compare, to_markdown
 from evaluation.evaluate import evaluate
 from evaluation.inception import cosine, max_cosine
 from evaluation.make_split import make_split
+from tests.helpers import killed_on_call
 
 REPO = Path(__file__).resolve().parents[1]
 REQUIRED_KEYS = {"psnr_term", "ssim_term", "inception_term", "fid_term", "score", "fid", "duplication_mean",
@@ -314,6 +315,32 @@ def test_long_feature_pass_announces_itself_and_is_cached(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_killed_feature_pass_keeps_saved_chunks_and_a_rerun_computes_the_rest(extractor, sample_master, tmp_path):
+    """The real Inception, saved every 2 images: a pass killed in its second chunk leaves the first chunk in the cache
+    file; a rerun featurises only the other 3 images, under one progress bar, and equals an uninterrupted pass."""
+    from evaluation.feature_cache import FeatureCache
+
+    paths = sorted((sample_master / "train" / "images").iterdir())[:5]
+    path = tmp_path / "features.safetensors"
+    with pytest.raises(KeyboardInterrupt):
+        FeatureCache(path, killed_on_call(extractor, 2)).features(paths, save_every=2)
+    assert len(FeatureCache(path).rows) == 2  # the finished chunk, read back from disk
+
+    seen, bars = [], []
+
+    def counting(images, progress=None):
+        seen.extend(images)
+        bars.append(progress)
+        return extractor(images, progress=progress)
+
+    rerun = FeatureCache(path, counting)
+    feats = rerun.features(paths, progress="inception: training pool", save_every=2)
+    assert seen == paths[2:] and rerun.new == 3 and len(FeatureCache(path).rows) == 5
+    assert len(bars) == 2 and bars[0] is bars[1] and bars[0].total == 3  # two chunks, one bar over the whole pass
+    whole = FeatureCache(tmp_path / "whole.safetensors", extractor).features(paths)
+    assert np.array_equal(feats, whole)
+
+
 def test_duplication_levels_and_clipped_cosines():
     assert duplication.NEAREST_DISTINCT_P90 < duplication.DUP_MAX < duplication.COMPETITION_FAIL
     assert duplication.DUP_MAX < duplication.BLURRED_COPY
@@ -338,6 +365,23 @@ def test_compare_table(split, tmp_path, cache_dir, extractor):
     assert markdown.splitlines()[1].startswith("|:--")  # tabulate's pipe table: run left, numbers right-aligned
     assert table["duplication_mean"].isna().all()  # TRAIN_DIR=none skips duplication
     assert "duplication_mean" not in markdown.splitlines()[0]  # a column without values is left out
+    assert "dup_over_guard" not in markdown.splitlines()[0]
+
+    # scored against the training pool: 3 copied training banners and a grey one, the rows over each level shown
+    names = read_info(split / "test" / "info.csv")["bannerImage"].tolist()
+    copies = tmp_path / "copies"
+    copies.mkdir()
+    for name, banner in zip(names[:3], read_info(split / "train" / "info.csv")["bannerImage"]):
+        shutil.copyfile(split / "train" / "images" / banner, copies / name)  # byte copies: duplication 1.0
+    shutil.copyfile(grey / names[3], copies / names[3])
+    report = evaluate(copies, split / "test", split / "train", cache_dir, gallery=False, extractor=extractor)
+    table = compare([grey, copies])
+    assert table["dup_over_guard"][1] == report["dup_over_guard"] == 3
+    assert table["dup_over_competition"][1] == report["dup_over_competition"] == 3
+    header, _, grey_row, copies_row = [[c.strip() for c in line.strip("|").split("|")]
+                                       for line in to_markdown(table).splitlines()]
+    cells = {col: (g, c) for col, g, c in zip(header, grey_row, copies_row)}
+    assert cells["dup_over_guard"] == cells["dup_over_competition"] == ("-", "3")  # counts, "-" where not scored
 
 
 def test_knobs_come_from_flags_not_the_environment(monkeypatch):
