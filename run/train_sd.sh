@@ -18,4 +18,5 @@ sys.exit(not os.path.isfile(f))'
 if ! "$PYTHON" -c "$has_config" 2>/dev/null; then
   launch=(--num_processes=1 --num_machines=1 --mixed_precision=no --dynamo_backend=no)
 fi
-exec "$PYTHON" -m accelerate.commands.launch "${launch[@]}" -m training.train_lora "$@"
+# --quiet: a stopped run ends on the script's own one-line error, not on the launcher's traceback of the subprocess
+exec "$PYTHON" -m accelerate.commands.launch --quiet "${launch[@]}" -m training.train_lora "$@"

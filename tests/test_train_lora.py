@@ -3,6 +3,7 @@ fixtures of 2-4 small banners, on the CPU: it learns, resumes bit-identically, s
 independent of how the batch is split, and stops on bad input before any model loads."""
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -304,3 +305,17 @@ def test_smoke_run_on_the_sample(sample_dir, tmp_path, monkeypatch, capsys):
     assert not train_lora.is_up_to_date(out_dir, train_lora.expected_fingerprint(cfg.replace(LORA_RANK=8)))
     train_lora.main(args)
     assert "nothing to do" in capsys.readouterr().out
+
+
+def test_the_launch_script_stops_on_one_line(tmp_path):
+    """bash run/train_sd.sh goes through accelerate's launcher: bad input ends on the script's own one-line error, not
+    on the launcher's traceback of its subprocess."""
+    import subprocess
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_DIR", "OUT_DIR", "SMOKE")}
+    out = subprocess.run(["bash", str(repo / "run" / "train_sd.sh"), f"--DATA_DIR={tmp_path / 'nowhere'}",
+                          f"--OUT_DIR={tmp_path / 'out'}"], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nowhere' / 'train' / 'info.csv'}: file not found"
+    assert "Traceback" not in out.stderr
