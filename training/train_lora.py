@@ -434,6 +434,7 @@ def train(cfg):
     if cfg.TRAIN_TEXT_ENCODER:
         train_text.train()
     started = time.time()
+    step_ends = []  # perf_counter after each optimizer step of this run: the speed after the first (warm-up) step
     for epoch in range(state["epoch"], num_epochs):
         steps = data.epoch_steps(len(items), cfg.SEED, epoch, cfg.TRAIN_BATCH_SIZE, cfg.GRAD_ACCUM, world)
         first = state["step_in_epoch"] if epoch == state["epoch"] else 0
@@ -457,7 +458,8 @@ def train(cfg):
                 lr_scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            loss_value = accelerator.reduce(torch.cat(losses).mean(), reduction="mean").item()
+            loss_value = accelerator.reduce(torch.cat(losses).mean(), reduction="mean").item()  # waits for the step
+            step_ends.append(time.perf_counter())
             lr = lr_scheduler.get_last_lr()[0]
             if main_process:
                 log.log(step, epoch, loss_value, lr)
@@ -478,6 +480,10 @@ def train(cfg):
     bar.close()
     if log:
         log.close()
+    speed = measured_speed(step_ends, cfg.TRAIN_BATCH_SIZE * cfg.GRAD_ACCUM * world)
+    if main_process and speed:
+        print(f"{len(step_ends)} steps in {time.time() - started:.0f} s; after the first: {speed['steps_per_s']:.2f} "
+              f"steps/s, {speed['images_per_s']:.1f} images/s", flush=True)
     accelerator.wait_for_everyone()
     if step < max_steps:
         if main_process:
@@ -491,10 +497,21 @@ def train(cfg):
             "fingerprint": digest, "settings": settings, "knobs": cfg.as_dict(), "lora": lora.LORA_FILE,
             "lora_sha256": files.file_hash(lora_path), "steps": max_steps, "epochs": num_epochs,
             "effective_batch": cfg.TRAIN_BATCH_SIZE * cfg.GRAD_ACCUM * world, "captions": report,
-            "versions": library_versions(), "seconds_this_run": round(time.time() - started, 1)})
+            "versions": library_versions(), "seconds_this_run": round(time.time() - started, 1),
+            "speed_this_run": speed})
         print(f"LoRA -> {lora_path} ({max_steps} steps; pipe.load_lora_weights({str(out_dir)!r}))", flush=True)
     accelerator.wait_for_everyone()
     return lora_path
+
+
+def measured_speed(step_ends, images_per_step):
+    """Optimizer steps/s and images/s between the end of the first step (model warm-up, cuDNN autotuning, compiling)
+    and the end of the last, validation and checkpoints included; None under 3 steps."""
+    if len(step_ends) < 3:
+        return None
+    steps_per_s = (len(step_ends) - 1) / (step_ends[-1] - step_ends[0])
+    return {"steps_per_s": round(steps_per_s, 4), "images_per_s": round(steps_per_s * images_per_step, 3),
+            "steps_timed": len(step_ends) - 1}
 
 
 def library_versions():
