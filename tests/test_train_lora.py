@@ -300,10 +300,11 @@ def test_smoke_run_on_the_sample(sample_dir, tmp_path, monkeypatch, capsys):
     assert Image.open(out_dir / "validation" / "epoch_002.png").size == (2 * 64, 32)
     settings = json.loads((out_dir / lora.SETTINGS_FILE).read_text())
     assert settings["captions"]["info"] == 12 and settings["settings"]["smoke"] is True
-    speed = settings["speed_this_run"]  # timed after the first of the 6 steps (the warm-up)
+    speed = settings["speed_this_run"]  # timed after the first of the 6 steps (the warm-up); 2 strips
     assert speed["steps_timed"] == 5 and speed["images_per_s"] == pytest.approx(4 * speed["steps_per_s"], rel=1e-3)
-    assert train_lora.measured_speed([10.0, 11.0, 13.0], 8) == {"steps_per_s": 0.6667, "images_per_s": 5.333,
-                                                                "steps_timed": 2}
+    assert speed["seconds_per_strip"] > 0
+    assert train_lora.measured_speed([10.0, 11.0, 13.0], 8, [1.0, 2.0]) == {
+        "steps_per_s": 0.6667, "images_per_s": 5.333, "steps_timed": 2, "seconds_per_strip": 1.5}
     assert train_lora.measured_speed([10.0, 11.0], 8) is None
     cfg = knobs.configure(train_lora, args)
     assert train_lora.is_up_to_date(out_dir, train_lora.expected_fingerprint(cfg))
@@ -322,5 +323,6 @@ def test_the_launch_script_stops_on_one_line(tmp_path):
     out = subprocess.run(["bash", str(repo / "run" / "train_sd.sh"), f"--DATA_DIR={tmp_path / 'nowhere'}",
                           f"--OUT_DIR={tmp_path / 'out'}"], capture_output=True, text=True, env=env, timeout=300)
     assert out.returncode != 0
-    assert out.stderr.strip().splitlines()[-1] == f"error: {tmp_path / 'nowhere' / 'train' / 'info.csv'}: file not found"
+    missing = tmp_path / "nowhere" / "train" / "info.csv"
+    assert out.stderr.strip().splitlines()[-1] == f"error: {missing}: file not found"
     assert "Traceback" not in out.stderr

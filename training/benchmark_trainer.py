@@ -5,9 +5,10 @@ scaler's per-step check, an epoch's new loader) counted in.
 
 Writes into WORK_DIR a random-weight SD 2.1 folder (training/benchmark.py's configs, fp16 safetensors; SD 2.1's DDIM
 scheduler config; the CLIP tokenizer from TOKENIZER) and N_BANNERS synthetic 1024x533 banners with captions, runs
-`training.train_lora` on them for STEPS steps (its defaults: the seed's recipe at 8 x 1, validation off), and prints
-the speed the trainer measured after its first step, the peak GPU memory and the projected time of the seed's recipe
-(68,100 images). On the CPU it runs the CPU_* settings instead: a check that it works, not a figure.
+`training.train_lora` on them for STEPS steps, one epoch (its defaults: the seed's recipe at 8 x 1, and the epoch's
+validation strip), and prints the speed the trainer measured after its first step, the strip's time, the peak GPU
+memory and the projected time of the seed's recipe (68,100 images and 50 strips). On the CPU it runs the CPU_*
+settings instead: a check that it works, not a figure.
 
     python -m training.benchmark_trainer [--TRAIN_FLAGS=--COMPILE=1] [--TOKENIZER=<CLIP tokenizer folder>]
 """
@@ -23,9 +24,10 @@ N_BANNERS = 480  # synthetic banners: 60 steps of 8 is one epoch
 STEPS = 60  # optimizer steps (the first is warm-up and not timed)
 TRAIN_FLAGS = ()  # more trainer flags, e.g. --TRAIN_FLAGS=--COMPILE=1,--RANDAUGMENT=0
 IMAGES = 68_100  # the seed's recipe: 50 epochs of 1362 banners
+EPOCHS = 50  # ... and so 50 validation strips (the trainer's default: one per epoch)
 SEED = 0  # the banners' and the random weights' seed
 CPU_N_BANNERS = 4  # on the CPU
-CPU_STEPS = 3  # on the CPU
+CPU_STEPS = 4  # on the CPU (one epoch: its validation strip runs too, at 2 steps)
 CPU_RESOLUTION = (64, 64)  # on the CPU: the real architecture at a small size, batch 1, no workers
 
 
@@ -120,10 +122,11 @@ def run(cfg):
     data_dir = make_banners(work / "data", n, cfg.SEED)
     print(f"random SD 2.1 in {model}, {n} banners in {data_dir} ({time.perf_counter() - started:.0f} s)", flush=True)
     flags = [f"--MODEL={model}", f"--DATA_DIR={data_dir}", f"--OUT_DIR={work / 'run'}", f"--MAX_STEPS={steps}",
-             "--VALIDATION=0", "--RESUME=no", "--PROGRESS=0", f"--CHECKPOINT_EVERY={steps}", "--KEEP_CHECKPOINTS=1"]
+             "--RESUME=no", "--PROGRESS=0", f"--CHECKPOINT_EVERY={steps}", "--KEEP_CHECKPOINTS=1"]
     if not cuda:
         width, height = cfg.CPU_RESOLUTION
-        flags += [f"--RESOLUTION={width},{height}", "--TRAIN_BATCH_SIZE=1", "--DATALOADER_WORKERS=0"]
+        flags += [f"--RESOLUTION={width},{height}", "--TRAIN_BATCH_SIZE=1", "--DATALOADER_WORKERS=0",
+                  "--VALIDATION_STEPS=2"]
     flags += list(cfg.TRAIN_FLAGS)
     shutil.rmtree(work / "run", ignore_errors=True)
     if cuda:
@@ -140,9 +143,11 @@ def run(cfg):
           f"{knobs_used['RESOLUTION'][0]}x{knobs_used['RESOLUTION'][1]}, RandAugment {knobs_used['RANDAUGMENT']}, "
           f"text encoder {knobs_used['TRAIN_TEXT_ENCODER']}, COMPILE {knobs_used['COMPILE']}, "
           f"{knobs_used['MIXED_PRECISION'] if cuda else 'fp32'}")
+    strip = speed.get("seconds_per_strip", 0.0)
+    minutes = (cfg.IMAGES / speed["images_per_s"] + cfg.EPOCHS * strip) / 60
     print(f"{speed['steps_timed']} steps timed: {speed['steps_per_s']:.2f} steps/s, {speed['images_per_s']:.1f} "
-          f"images/s, peak {peak:.1f} GiB; {cfg.IMAGES:,} images: {cfg.IMAGES / speed['images_per_s'] / 60:.1f} min"
-          + (" (CPU, small size: a check that it runs)" if not cuda else ""), flush=True)
+          f"images/s, a validation strip {strip:.1f} s, peak {peak:.1f} GiB; {cfg.IMAGES:,} images + {cfg.EPOCHS} "
+          f"strips: {minutes:.1f} min" + (" (CPU, small size: a check that it runs)" if not cuda else ""), flush=True)
 
 
 if __name__ == "__main__":

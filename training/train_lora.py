@@ -435,6 +435,7 @@ def train(cfg):
         train_text.train()
     started = time.time()
     step_ends = []  # perf_counter after each optimizer step of this run: the speed after the first (warm-up) step
+    strip_seconds = []  # each validation strip's time (the recipe makes one per epoch: 50)
     for epoch in range(state["epoch"], num_epochs):
         steps = data.epoch_steps(len(items), cfg.SEED, epoch, cfg.TRAIN_BATCH_SIZE, cfg.GRAD_ACCUM, world)
         first = state["step_in_epoch"] if epoch == state["epoch"] else 0
@@ -473,17 +474,20 @@ def train(cfg):
                                  in_epoch, "fingerprint": digest, "settings": settings},
                                 cfg.KEEP_CHECKPOINTS)
         if cfg.VALIDATION and main_process and in_epoch == len(steps) and (epoch + 1) % cfg.VALIDATION_EVERY == 0:
+            strip_started = time.perf_counter()
             validation_strip(cfg, accelerator, tokenizer, text_encoder, vae, unet, scheduler, prompts,
                              out_dir / "validation" / f"epoch_{epoch + 1:03d}.png")
+            strip_seconds.append(time.perf_counter() - strip_started)
         if step >= stop_at:
             break
     bar.close()
     if log:
         log.close()
-    speed = measured_speed(step_ends, cfg.TRAIN_BATCH_SIZE * cfg.GRAD_ACCUM * world)
+    speed = measured_speed(step_ends, cfg.TRAIN_BATCH_SIZE * cfg.GRAD_ACCUM * world, strip_seconds)
     if main_process and speed:
         print(f"{len(step_ends)} steps in {time.time() - started:.0f} s; after the first: {speed['steps_per_s']:.2f} "
-              f"steps/s, {speed['images_per_s']:.1f} images/s", flush=True)
+              f"steps/s, {speed['images_per_s']:.1f} images/s"
+              + (f"; a validation strip {speed['seconds_per_strip']:.1f} s" if strip_seconds else ""), flush=True)
     accelerator.wait_for_everyone()
     if step < max_steps:
         if main_process:
@@ -504,14 +508,18 @@ def train(cfg):
     return lora_path
 
 
-def measured_speed(step_ends, images_per_step):
+def measured_speed(step_ends, images_per_step, strip_seconds=()):
     """Optimizer steps/s and images/s between the end of the first step (model warm-up, cuDNN autotuning, compiling)
-    and the end of the last, validation and checkpoints included; None under 3 steps."""
+    and the end of the last (the strips and checkpoints in between included), and the mean time of a validation strip;
+    None under 3 steps."""
     if len(step_ends) < 3:
         return None
     steps_per_s = (len(step_ends) - 1) / (step_ends[-1] - step_ends[0])
-    return {"steps_per_s": round(steps_per_s, 4), "images_per_s": round(steps_per_s * images_per_step, 3),
-            "steps_timed": len(step_ends) - 1}
+    speed = {"steps_per_s": round(steps_per_s, 4), "images_per_s": round(steps_per_s * images_per_step, 3),
+             "steps_timed": len(step_ends) - 1}
+    if strip_seconds:
+        speed["seconds_per_strip"] = round(sum(strip_seconds) / len(strip_seconds), 2)
+    return speed
 
 
 def library_versions():
