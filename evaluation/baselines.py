@@ -68,12 +68,8 @@ def mean_color_baseline(split, out_dir):
 
 def copy_banner(src, out_dir, name):
     """The training banner as is: its bytes when it already is a 1024x533 JPEG, else converted to one."""
-    from PIL import Image
-
     dst = out_dir / name  # rewritten each run (cheap): a changed retrieval.csv must never leave an old copy behind
-    with Image.open(src) as im:
-        as_is = im.format == "JPEG" and im.mode == "RGB" and im.size == images.BANNER_SIZE
-    if as_is:
+    if images.is_banner_jpeg(src):
         files.atomic_write(dst, Path(src).read_bytes())
     else:
         save_banner(load_rgb(src), out_dir, name)

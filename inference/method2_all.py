@@ -26,6 +26,7 @@ import sys
 from pathlib import Path
 
 from core import files, knobs
+from inference import method2
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR: the run/*.sh contract)
 STEPS = ("caption", "train", "prompts", "generate")  # the steps to consider, in order (a subset: --STEPS=prompts,generate)
@@ -64,13 +65,12 @@ def step_paths(step, cfg):
         return [data / cfg.SPLIT / "info.csv", data / cfg.SPLIT / "info_trans.csv", data / cfg.SPLIT / "images"], out
     if step == "train":
         captions = Path(cfg.CAPTIONS) if cfg.CAPTIONS else train / "llava_caption.json"
-        return [train / "info.csv", *trans[:1], train / "images", captions], Path(cfg.OUT_DIR) / \
-            "pytorch_lora_weights.safetensors"
+        return [train / "info.csv", *trans[:1], train / "images", captions], Path(cfg.OUT_DIR) / method2._LORA_FILE
     if step == "prompts":
         return [train / "info.csv", test / "info.csv", *trans, train / cfg.CAPTION_FILE], test / cfg.OUT_FILE
     if step == "generate":
         lora = Path(cfg.LORA)
-        lora = lora / "pytorch_lora_weights.safetensors" if cfg.LORA and lora.is_dir() else lora
+        lora = lora / method2._LORA_FILE if cfg.LORA and lora.is_dir() else lora
         out = Path(cfg.SUBMISSION_DIR) / "submission1_manifest.csv" if cfg.SUBMISSION else \
             Path(cfg.OUT_DIR) / "manifest.csv"
         prompt_report = test / (Path(cfg.PROMPT_FILE).stem + "_report.json")
@@ -113,15 +113,16 @@ def set_aside(path):
     print(f"   {path} set aside as {stale}", flush=True)
 
 
-def run_step(step, module, flags, cfg, stale):
-    """Run the stage as its own process (exactly what bash run/<stage>.sh runs), with a clean restart if stale."""
+def run_step(step, module, flags, cfg, stale, redo):
+    """Run the stage as its own process (exactly what bash run/<stage>.sh runs), with a clean restart if stale.
+    `redo`: this run, or the unfinished one it resumes, replaces older work (generation then overwrites banners)."""
     _, out = step_paths(step, cfg)
     extra = []
     if stale and step in ("caption", "prompts"):
         set_aside(out)
     elif stale and step == "train":
         set_aside(out.parent)  # the old LoRA, its checkpoints and logs: another run's, not to resume
-    elif stale and step == "generate":
+    if redo and step == "generate":  # rows not yet redone still hold banners of the old settings
         extra = ["--OVERWRITE=1"]
     cmd = [sys.executable, "-m", module, *flags, *extra]
     print(f"   running: python -m {module} {' '.join(flags + extra)}", flush=True)
@@ -161,6 +162,7 @@ def main(argv=None):
         saved = files.read_json(stamps / f"{step}.json")
         # a run of these settings that started but did not finish (killed): resume it, do not set it aside again
         pending = bool(saved and saved.pop("pending", False))
+        was_redo = bool(saved and saved.pop("redo", False))  # ... and whether that run was replacing older work
         _, out = step_paths(step, step_cfg)
         print(f"== method 2, step {number}/4: {step} -> {out}", flush=True)
         if saved == stamp and not pending and out.exists() and step not in cfg.FORCE:
@@ -174,8 +176,9 @@ def main(argv=None):
         print(f"   to run ({why})", flush=True)
         if cfg.DRY_RUN:
             continue
-        files.write_json(stamps / f"{step}.json", {**stamp, "pending": True})
-        run_step(step, module_name, flags, step_cfg, stale=saved is not None and saved != stamp)
+        stale = saved is not None and saved != stamp
+        files.write_json(stamps / f"{step}.json", {**stamp, "pending": True, "redo": stale or was_redo})
+        run_step(step, module_name, flags, step_cfg, stale=stale, redo=stale or was_redo)
         files.write_json(stamps / f"{step}.json", stamp_of(step, step_cfg, ignored))  # outputs now exist: re-hash
 
 

@@ -91,18 +91,19 @@ def main(argv=None):
     # resume per banner: one counts as done only when its record says it was made with this recipe from these input
     # bytes (a new blend weight, or a changed input banner, redoes it; a kill loses at most the banner being written)
     recipe_data = {**asdict(recipe), "tile_size": list(recipe.tile_size), "mean_rgb": list(mean_rgb)}
-    records = files.JsonStore(out_dir / ".postprocess.json", every=1)
-    done = 0
-    for src in progress(sources, desc="post-processing", unit="img"):
-        name = src.name if src.suffix.lower() in images.BANNER_SUFFIXES else src.stem + ".jpg"
-        inputs = [src] + ([Path(cfg.IN_DIR2) / src.name] if cfg.IN_DIR2 else [])
-        key = files.settings_key({"recipe": recipe_data, "inputs": [files.file_hash(p) for p in inputs]})
-        if records.get(name) == key and images.is_banner_jpeg(out_dir / name):
-            continue
-        images.save_banner(compose([images.load_rgb(p) for p in inputs], mean_rgb, recipe), out_dir, name)
-        records.put(name, key)
-        done += 1
-    records.save()
+    with files.FolderLock(out_dir, ".postprocess.lock"):  # a second run would write back its own records
+        records = files.JsonStore(out_dir / ".postprocess.json", every=1)
+        done = 0
+        for src in progress(sources, desc="post-processing", unit="img"):
+            name = src.name if src.suffix.lower() in images.BANNER_SUFFIXES else src.stem + ".jpg"
+            inputs = [src] + ([Path(cfg.IN_DIR2) / src.name] if cfg.IN_DIR2 else [])
+            key = files.settings_key({"recipe": recipe_data, "inputs": [files.file_hash(p) for p in inputs]})
+            if records.get(name) == key and images.is_banner_jpeg(out_dir / name):
+                continue
+            images.save_banner(compose([images.load_rgb(p) for p in inputs], mean_rgb, recipe), out_dir, name)
+            records.put(name, key)
+            done += 1
+        records.save()
     print(f"{done} banners post-processed, {len(sources) - done} already done, in {out_dir}")
 
 

@@ -261,7 +261,9 @@ def generate_rows(target, jobs, keys, generate, finish, retry, guard, batch_size
             rec = best[j.row.id]
             jpeg = rec.pop("jpeg")
             # record first, then the image: a kill in between leaves a record whose banner is missing (redone), never
-            # a banner without its record (which would leave its time_submission cell empty)
+            # a banner without its record (which would leave its time_submission cell empty). A banner being redone
+            # goes first, or a kill would leave the old image under the new record's key, counted as finished.
+            (target.out_dir / j.row.bannerImage).unlink(missing_ok=True)
             store.put(j.row.bannerImage, {"id": j.row.id, "bannerImage": j.row.bannerImage,
                                           "init_bannerImage": ";".join(j.init_names), **rec, "tries": tried[j.row.id],
                                           "seconds": seconds[j.row.id], "prompt": j.prompt, "key": keys[j.row.id],

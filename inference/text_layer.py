@@ -106,7 +106,8 @@ def _field(row, name):
 
 def shorten(text, max_chars):
     """`text` cut to at most `max_chars` at the last phrase boundary (`,` `.` ` - `...); with none, at the last space
-    (then ending in "…"); a single word longer than the limit is kept whole. Trailing , . ; : - are dropped."""
+    (then ending in "…", which may make it one character longer); a single word longer than the limit is kept whole.
+    Trailing , . ; : - are dropped."""
     text = dataset.normalize_text(text)
     if max_chars and len(text) > max_chars:
         ends = [m.start() + (1 if text[m.start()] in ",.;:!?…" else 0) for m in PHRASE_END_RE.finditer(text)]
@@ -536,28 +537,31 @@ def main(argv=None):
     if missing:
         raise knobs.InputError(f"{cfg.IN_DIR}: no banner for {len(missing)} row(s), id {error_list(missing)} (named "
                                f"by bannerImage in {cfg.INFO})")
-    copies = {row.id: checked_copy(row, cfg) for row in info.itertuples()}  # every row checked before any write
+    for row in info.itertuples():  # every row checked before any write
+        images.check_banner_name(row.bannerImage, f"row id={row.id}")
+    copies = {row.id: checked_copy(row, cfg) for row in info.itertuples()}
     files.check_writable(cfg.OUT_DIR)
     # resume per banner: done only when its record says it was made with this recipe, this copy and these input
     # bytes (a changed knob, caption or input banner redoes that banner; a kill loses at most the one being written)
     wanted = recipe(cfg)
-    records = files.JsonStore(Path(cfg.OUT_DIR) / ".text_layer.json", every=1)
-    done = 0
-    for row in progress(list(info.itertuples()), desc="text layer", unit="img"):
-        out, src = Path(cfg.OUT_DIR) / row.bannerImage, Path(cfg.IN_DIR) / row.bannerImage
-        key = files.settings_key({"recipe": wanted, "copy": asdict(copies[row.id]), "input": files.file_hash(src)})
-        if records.get(row.bannerImage) == key and images.is_banner_jpeg(out):
-            continue
-        image, layout = render_copy(images.load_rgb(src), copies[row.id], cfg, row.id)
-        data = images.banner_jpeg(image)
-        for text, ratio in measured_contrasts(images.decode_image(data), layout) if cfg.JPEG_CHECK else ():
-            if ratio < cfg.CONTRAST_MIN:
-                raise knobs.InputError(f"row id={row.id}: contrast {ratio:.2f} < {cfg.CONTRAST_MIN} after the JPEG "
-                                       f"for {text!r} (raise CONTRAST_MARGIN)")
-        images.save_banner(data, cfg.OUT_DIR, row.bannerImage)
-        records.put(row.bannerImage, key)
-        done += 1
-    records.save()
+    with files.FolderLock(cfg.OUT_DIR, ".text_layer.lock"):  # a second run would write back its own records
+        records = files.JsonStore(Path(cfg.OUT_DIR) / ".text_layer.json", every=1)
+        done = 0
+        for row in progress(list(info.itertuples()), desc="text layer", unit="img"):
+            out, src = Path(cfg.OUT_DIR) / row.bannerImage, Path(cfg.IN_DIR) / row.bannerImage
+            key = files.settings_key({"recipe": wanted, "copy": asdict(copies[row.id]), "input": files.file_hash(src)})
+            if records.get(row.bannerImage) == key and images.is_banner_jpeg(out):
+                continue
+            image, layout = render_copy(images.load_rgb(src), copies[row.id], cfg, row.id)
+            data = images.banner_jpeg(image)
+            for text, ratio in measured_contrasts(images.decode_image(data), layout) if cfg.JPEG_CHECK else ():
+                if ratio < cfg.CONTRAST_MIN:
+                    raise knobs.InputError(f"row id={row.id}: contrast {ratio:.2f} < {cfg.CONTRAST_MIN} after the JPEG "
+                                           f"for {text!r} (raise CONTRAST_MARGIN)")
+            images.save_banner(data, cfg.OUT_DIR, row.bannerImage)
+            records.put(row.bannerImage, key)
+            done += 1
+        records.save()
     print(f"{done} banners written, {len(info) - done} already done, in {cfg.OUT_DIR}")
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from core import dataset, images, knobs, seeds
+from core.progress import progress
 from inference import text_layer
 
 DATA_DIR = "data"  # the data folder; its train/info.csv and train/images/ are read unless INFO/IMAGES_DIR are set
@@ -92,8 +93,6 @@ def background(kind, row, cfg, images_dir):
 
 
 def main(argv=None):
-    from tqdm import tqdm
-
     cfg = knobs.configure(globals(), argv)
     knobs.announce_smoke("text layer OCR")
     if shutil.which(cfg.TESSERACT) is None:
@@ -106,7 +105,7 @@ def main(argv=None):
     tl_cfg = text_layer.default_config()
     save = Path(cfg.SAVE_DIR) if cfg.SAVE_DIR else None
     totals, worst = {k: [0, 0] for k in cfg.BACKGROUNDS}, []
-    for row in tqdm(rows, desc="OCR", unit="row", disable=None):
+    for row in progress(rows, desc="OCR", unit="row"):
         copy = text_layer.extract_copy(row, tl_cfg)
         for kind in cfg.BACKGROUNDS:
             image, layout = text_layer.render_copy(background(kind, row, cfg, images_dir), copy, tl_cfg, row.id)

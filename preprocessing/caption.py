@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from core import dataset, devices, files, images, knobs, seeds
+from core import dataset, devices, errors, files, images, knobs, seeds
 from core.progress import progress
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR: the run/*.sh contract)
@@ -309,46 +309,50 @@ def run(cfg, rank=0, world=1, device="cpu", log=print):
     if rows:
         question(cfg.PROMPT, rows[0])  # a broken PROMPT knob fails now, not after the model loads
     files.check_writable(output.parent, "captions folder", "--OUTPUT")
-    done = finished_captions(output)
-    # shard every row first, then drop the finished ones: each row belongs to one rank whatever the others wrote
-    todo = [r for r in devices.shard(rows, rank, world) if r["bannerImage"] not in done]
-    vi = [r["id"] for r in todo if r["text"] == "vi"]
-    if not has_trans and rank == 0:
-        log(f"note: no {split / 'info_trans.csv'}: every question uses the Vietnamese text "
-            f"(run bash run/translation.sh first for the English copy the seed used)")
-    log(f"rank {rank}/{world}: {len(rows)} rows, {len(done)} already captioned, {len(todo)} to caption here "
-        f"({len(todo) - len(vi)} with the English text of info_trans.csv, {len(vi)} with the Vietnamese info.csv "
-        f"text" + (f": ids {', '.join(vi[:10])}{' ...' if len(vi) > 10 else ''})" if vi else ")"))
-    skipped, empty = [], []
-    missing = [r for r in todo if not r["image"].is_file()]  # before the model loads: the cheap check
-    if missing and not cfg.SKIP_BAD:
-        raise knobs.InputError(f"row id={missing[0]['id']}: image not found: {missing[0]['image']} "
-                               f"(--SKIP_BAD=1 skips such banners)")
-    skipped += [(r, f"image not found: {r['image']}") for r in missing]
-    todo = [r for r in todo if r["image"].is_file()]
-    if todo:
-        processor, model = load_model(cfg, device)
-        with files.JsonStore(output if world == 1 else rank_path(output, rank), every=cfg.SAVE_EVERY) as store:
-            bad, empty = caption_rows(cfg, todo, store, processor, model, device, log)
-        skipped += bad
-    devices.wait_for_everyone()
-    captions = None
-    if rank == 0:
-        merge(output)
-        captions = files.read_json(output, {})
-        ours = {r["bannerImage"]: captions[r["bannerImage"]] for r in rows if r["bannerImage"] in captions}
-        texts = [r["text"] for r in rows if r["bannerImage"] in captions]
-        log(f"wrote {output}: {len(ours)} of {len(rows)} rows captioned ({texts.count('en')} from English, "
-            f"{texts.count('vi')} from Vietnamese questions)")
-        token_report(cfg, ours, log)
-    problems = [f"{r['bannerImage']} (id={r['id']}): {why}" for r, why in skipped]
-    problems += [f"{r['bannerImage']} (id={r['id']}): the model's answer was empty after cleaning" for r in empty]
-    if problems:
-        for line in problems:
-            log(f"not captioned: {line}")
-        raise knobs.InputError(f"{len(problems)} banner(s) not captioned: {'; '.join(problems[:5])}"
-                               f"{' ...' if len(problems) > 5 else ''} (every other caption is saved in {output})")
-    return captions
+    # one run per output file and rank: a second run would write back its own dict over the first's captions
+    with files.FolderLock(output.parent, f".{output.name}.rank{rank}.lock"):
+        done = finished_captions(output)
+        # shard every row first, then drop the finished ones: each row belongs to one rank whatever the others wrote
+        todo = [r for r in devices.shard(rows, rank, world) if r["bannerImage"] not in done]
+        vi = [r["id"] for r in todo if r["text"] == "vi"]
+        if not has_trans and rank == 0:
+            log(f"note: no {split / 'info_trans.csv'}: every question uses the Vietnamese text "
+                f"(run bash run/translation.sh first for the English copy the seed used)")
+        log(f"rank {rank}/{world}: {len(rows)} rows, {len(done)} already captioned, {len(todo)} to caption here "
+            f"({len(todo) - len(vi)} with the English text of info_trans.csv, {len(vi)} with the Vietnamese info.csv "
+            f"text" + (f": ids {', '.join(vi[:10])}{' ...' if len(vi) > 10 else ''})" if vi else ")"))
+        skipped, empty = [], []
+        missing = [r for r in todo if not r["image"].is_file()]  # before the model loads: the cheap check
+        if missing and not cfg.SKIP_BAD:
+            raise knobs.InputError(f"row id={missing[0]['id']}: image not found: {missing[0]['image']} "
+                                   f"(--SKIP_BAD=1 skips such banners)")
+        skipped += [(r, f"image not found: {r['image']}") for r in missing]
+        todo = [r for r in todo if r["image"].is_file()]
+        if todo:
+            processor, model = load_model(cfg, device)
+            with files.JsonStore(output if world == 1 else rank_path(output, rank), every=cfg.SAVE_EVERY) as store:
+                bad, empty = caption_rows(cfg, todo, store, processor, model, device, log)
+            skipped += bad
+        devices.wait_for_everyone()
+        captions = None
+        if rank == 0:
+            merge(output)
+            captions = files.read_json(output, {})
+            ours = {r["bannerImage"]: captions[r["bannerImage"]] for r in rows if r["bannerImage"] in captions}
+            texts = [r["text"] for r in rows if r["bannerImage"] in captions]
+            log(f"wrote {output}: {len(ours)} of {len(rows)} rows captioned ({texts.count('en')} from English, "
+                f"{texts.count('vi')} from Vietnamese questions)")
+            token_report(cfg, ours, log)
+        problems = [f"{r['bannerImage']} (id={r['id']}): {why}" for r, why in skipped]
+        problems += [f"{r['bannerImage']} (id={r['id']}): the model's answer was empty after cleaning" for r in empty]
+        if problems:
+            if len(problems) <= errors.SHOWN:
+                for line in problems:
+                    log(f"not captioned: {line}")
+            failures = output.with_name(f"{output.stem}_failures.txt")
+            raise knobs.InputError(f"{len(problems)} banner(s) not captioned: {errors.error_list(problems, failures)} "
+                                   f"(every other caption is saved in {output})")
+        return captions
 
 
 def main(argv=None):

@@ -22,8 +22,9 @@ too long); when the whole prompt is still too long, the farthest examples are dr
 import re
 from pathlib import Path
 
-from core.knobs import InputError, smoke_enabled
+from core.knobs import InputError
 from inference.prompts import clean, strip_disclaimer
+from retrieval.retrieve import index_name
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
@@ -98,10 +99,9 @@ def fit_examples(examples, make_prompt, count, budget):
 
 
 def index_dir(data_dir, split, encoder, name):
-    """Where the retrieval index of a split's texts lives: beside the retrieval stage's indexes, named by encoder."""
-    model = "smoke" if smoke_enabled() else Path(str(encoder.spec["model"]).rstrip("/")).name
-    model = re.sub(r"[^A-Za-z0-9._-]+", "--", model)
-    return Path(data_dir) / split / "index" / f"{encoder.kind}__{model}__{name}"
+    """Where the retrieval index of a split's texts lives: beside the retrieval stage's indexes, named as it names
+    them."""
+    return Path(data_dir) / split / "index" / index_name(encoder, name)
 
 
 def nearest_captioned(encoder, test_texts, test_ids, train_texts, train_ids, captioned, k, data_dir, name,

@@ -210,3 +210,7 @@ def test_method2_sh_skips_what_is_up_to_date_and_redoes_what_changed(sample_dir,
     files.write_json(sample_dir / ".method2" / "generate.json", {**stamp, "pending": True})
     fifth = run("--train.NUM_EPOCHS=1")
     assert "resuming an unfinished run" in fifth and "set aside" not in fifth and "--OVERWRITE=1" not in fifth
+    # a killed redo of generation: rows not yet redone hold the old banners, so the resume overwrites too
+    files.write_json(sample_dir / ".method2" / "generate.json", {**stamp, "pending": True, "redo": True})
+    sixth = run("--train.NUM_EPOCHS=1")
+    assert "resuming an unfinished run" in sixth and "set aside" not in sixth and "--OVERWRITE=1" in sixth

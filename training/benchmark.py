@@ -15,6 +15,7 @@ import re
 import time
 
 from core import knobs
+from core.sd_configs import SD21_TEXT, SD21_UNET, SD21_VAE
 
 CONFIGS = ("8x1", "2x4", "2x4:gc", "2x1@768x400")  # layouts to time: BxA[@WxH][:gc]
 RESOLUTION = (512, 512)  # (width, height) when a layout names none
@@ -29,21 +30,6 @@ CPU_CONFIGS = ("2x1",)  # on the CPU
 CPU_RESOLUTION = (64, 64)  # on the CPU: the real architecture at a small size
 CPU_STEPS = 2  # on the CPU
 CPU_WARMUP = 1  # on the CPU
-
-# stabilityai/stable-diffusion-2-1's configs (unet/config.json, vae/config.json, text_encoder/config.json)
-SD21_UNET = dict(
-    sample_size=96, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280, 1280),
-    down_block_types=("CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"),
-    up_block_types=("UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"),
-    attention_head_dim=(5, 10, 20, 20), cross_attention_dim=1024, use_linear_projection=True, upcast_attention=True,
-    act_fn="silu", norm_num_groups=32, norm_eps=1e-5, flip_sin_to_cos=True, freq_shift=0)
-SD21_VAE = dict(
-    in_channels=3, out_channels=3, latent_channels=4, layers_per_block=2, block_out_channels=(128, 256, 512, 512),
-    down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4, norm_num_groups=32,
-    sample_size=768, scaling_factor=0.18215)
-SD21_TEXT = dict(
-    vocab_size=49408, hidden_size=1024, intermediate_size=4096, num_hidden_layers=23, num_attention_heads=16,
-    max_position_embeddings=77, hidden_act="gelu", projection_dim=512)
 
 
 def parse_layout(text, resolution):

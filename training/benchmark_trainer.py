@@ -41,7 +41,7 @@ def build_model(folder, tokenizer_dir, seed):
     from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-    from training.benchmark import SD21_TEXT, SD21_UNET, SD21_VAE
+    from core.sd_configs import SD21_TEXT, SD21_UNET, SD21_VAE
 
     shutil.rmtree(folder, ignore_errors=True)
     torch.manual_seed(seed)
@@ -65,7 +65,8 @@ def make_banners(data_dir, n, seed):
     from PIL import Image, ImageDraw
 
     images = Path(data_dir) / "train" / "images"
-    if images.is_dir() and len(list(images.glob("*.jpg"))) == n:
+    done = images.parent / "llava_caption.json"  # written last: a killed build is made again
+    if done.is_file() and len(list(images.glob("*.jpg"))) == n:
         return Path(data_dir)
     shutil.rmtree(Path(data_dir) / "train", ignore_errors=True)
     images.mkdir(parents=True)
@@ -88,7 +89,7 @@ def make_banners(data_dir, n, seed):
         captions[f"{i}.jpg"] = (f"an advertising banner with a {top} to {bottom} gradient background, colourful "
                                 f"shapes and a dark band at the bottom with white text announcing a sale number {i}")
     files.atomic_write(images.parent / "info.csv", "\n".join(rows) + "\n")
-    files.write_json(images.parent / "llava_caption.json", captions)
+    files.write_json(done, captions)
     return Path(data_dir)
 
 
