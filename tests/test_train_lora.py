@@ -4,6 +4,7 @@ independent of how the batch is split, and stops on bad input before any model l
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image, ImageDraw
 import smoke
 from core import knobs
 from core.knobs import InputError
-from training import data, lora, train_lora
+from training import checkpoint, data, lora, train_lora
 
 COLORS = ["red", "blue", "green", "yellow"]
 
@@ -136,7 +137,7 @@ def test_saved_lora_changes_a_fresh_pipeline_and_scale_zero_is_the_base(trained_
     np.testing.assert_allclose(off, base, atol=1e-6)
 
 
-def test_resume_is_bit_identical(tmp_path, sd21):
+def test_resume_is_bit_identical(tmp_path, sd21, capsys):
     """Stop at step 10 (mid-epoch, with flip + RandAugment and the text encoder) and resume: the LoRA at step 20 and
     every logged loss equal an uninterrupted run's, bit for bit."""
     data_dir = make_data(tmp_path / "data", 3)
@@ -144,7 +145,11 @@ def test_resume_is_bit_identical(tmp_path, sd21):
     train(data_dir, tmp_path / "straight", sd21, *flags)
     assert train(data_dir, tmp_path / "resumed", sd21, *flags, "--STOP_AT_STEP=10") is None
     assert not (tmp_path / "resumed" / lora.LORA_FILE).exists()
+    assert [s for s, _ in checkpoint.list_checkpoints(tmp_path / "resumed")] == [10]
+    capsys.readouterr()
     train(data_dir, tmp_path / "resumed", sd21, *flags, "--RESUME=latest")
+    # it really continued from the step-10 checkpoint (3 banners at batch 1: step 10 is in epoch 3)
+    assert re.search(r"^resumed from \S*step_000010\S* \(step 10, epoch 3\)$", capsys.readouterr().out, re.M)
     straight, resumed = lora_weights(tmp_path / "straight"), lora_weights(tmp_path / "resumed")
     assert straight.keys() == resumed.keys() and any(k.startswith("text_encoder.") for k in straight)
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
