@@ -188,12 +188,26 @@ def test_latents_encoded_once_match_encoding_every_step(tmp_path, sd21):
     assert la == pytest.approx(lb, rel=1e-5)
 
 
-def test_gradient_checkpointing_trains_the_same_lora(tmp_path, sd21):
+def test_gradient_checkpointing_trains_the_same_lora(tmp_path, sd21, monkeypatch):
     """Recomputing activations must not cut the gradient of the LoRA inside the recomputed blocks (text encoder too)."""
     data_dir = make_data(tmp_path / "data", 2)
     flags = ("--MAX_STEPS=2", "--TRAIN_BATCH_SIZE=2", "--LEARNING_RATE=1e-2", "--RANDAUGMENT=0")
+    seen = []  # the models checkpoint_activations was given, and whether it switched them over
+    real = lora.checkpoint_activations
+
+    def recording(models):
+        real(models)
+        seen.append({name: on(models[name]) for name in ("unet", "text_encoder") if models.get(name) is not None})
+
+    def on(model):  # transformers 5 renamed it: is_activation_checkpointing; diffusers keeps the old name
+        renamed = hasattr(type(model), "is_activation_checkpointing")
+        return model.is_activation_checkpointing if renamed else model.is_gradient_checkpointing
+
+    monkeypatch.setattr(lora, "checkpoint_activations", recording)
     train(data_dir, tmp_path / "plain", sd21, *flags)
+    assert seen == []  # off by default
     train(data_dir, tmp_path / "gc", sd21, *flags, "--GRADIENT_CHECKPOINTING=1")
+    assert seen == [{"unet": True, "text_encoder": True}]  # the knob reached both trained models
     a, b = lora_weights(tmp_path / "plain"), lora_weights(tmp_path / "gc")
     ups = [k for k in b if k.startswith("text_encoder.") and ".up." in k]
     assert ups and all(b[k].abs().max() > 0 for k in ups)  # B starts at zero: the text encoder's LoRA moved
