@@ -107,12 +107,17 @@ def test_lora_is_applied_and_scale_zero_is_the_base_model(m2, flags, tmp_path):
     cfg = knobs.configure(m2, flags("--LIMIT=1"), env={"SMOKE": "1"})
     rows, llm = m2.read_inputs(cfg)
     calls = [(llm[rows[0].id], None, 123)]
-    lora = np.asarray(m2.generate(m2.load_pipeline(cfg, "cpu"), cfg, calls)[0], dtype=np.int16)
+    with_adapter = m2.load_pipeline(cfg, "cpu")
+    assert "banners" in with_adapter.get_list_adapters().get("unet", [])  # an adapter, scaled at run time
+    lora = np.asarray(m2.generate(with_adapter, cfg, calls)[0], dtype=np.int16)
+    del with_adapter
     base = np.asarray(m2.generate(m2.load_pipeline(cfg.replace(LORA=""), "cpu"), cfg, calls)[0], dtype=np.int16)
     zero = np.asarray(m2.generate(m2.load_pipeline(cfg.replace(LORA_SCALE=0.0), "cpu"), cfg, calls)[0],
                       dtype=np.int16)
-    fused = np.asarray(m2.generate(m2.load_pipeline(cfg.replace(FUSE_LORA=True), "cpu"), cfg, calls)[0],
-                       dtype=np.int16)
+    fused_pipe = m2.load_pipeline(cfg.replace(FUSE_LORA=True), "cpu")
+    assert fused_pipe.get_list_adapters() == {}  # fused into the weights, no adapter left to apply it twice
+    fused = np.asarray(m2.generate(fused_pipe, cfg, calls)[0], dtype=np.int16)
+    del fused_pipe
     assert np.abs(lora - base).mean() > 2  # the LoRA changes the picture
     assert np.abs(zero - base).max() <= 1  # scale 0 gives the base model back
     assert np.abs(fused - lora).max() <= 3  # fusing changes speed, not the picture
