@@ -166,6 +166,8 @@ def test_jpeg_on_disk_is_what_the_manifest_describes(m2, flags, tmp_path):
     data = (tmp_path / "o" / "1.jpg").read_bytes()
     with Image.open(io.BytesIO(data)) as im:
         assert (im.format, im.size) == ("JPEG", (1024, 533))
+    manifest = pd.read_csv(tmp_path / "o" / "manifest.csv")
+    assert manifest["bannerImage"].tolist() == ["1.jpg"] == sorted(p.name for p in (tmp_path / "o").glob("*.jpg"))
 
 
 @pytest.mark.slow
