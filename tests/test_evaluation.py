@@ -349,6 +349,11 @@ def test_duplication_levels_and_clipped_cosines():
     assert duplication.report_counts(None) == {"duplication_mean": None, "duplication_max": None}
     x = np.random.default_rng(0).random((3, 8)) * 1e3
     assert cosine(x, x).max() <= 1.0 and max_cosine(x, x * (1 + 1e-12))[0].max() <= 1.0
+    np.testing.assert_allclose(cosine(x, x), 1.0, atol=1e-12)  # clipped, not pulled below 1
+    for scale in (1 + 1e-12, 3.7):  # cosine ignores length: each row's nearest in a rescaled copy is itself
+        best, where = max_cosine(x, x * scale)
+        assert where.tolist() == [0, 1, 2]
+        np.testing.assert_allclose(best, 1.0, atol=1e-12)
 
 
 def test_compare_table(split, tmp_path, cache_dir, extractor):

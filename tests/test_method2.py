@@ -107,12 +107,17 @@ def test_lora_is_applied_and_scale_zero_is_the_base_model(m2, flags, tmp_path):
     cfg = knobs.configure(m2, flags("--LIMIT=1"), env={"SMOKE": "1"})
     rows, llm = m2.read_inputs(cfg)
     calls = [(llm[rows[0].id], None, 123)]
-    lora = np.asarray(m2.generate(m2.load_pipeline(cfg, "cpu"), cfg, calls)[0], dtype=np.int16)
+    with_adapter = m2.load_pipeline(cfg, "cpu")
+    assert "banners" in with_adapter.get_list_adapters().get("unet", [])  # an adapter, scaled at run time
+    lora = np.asarray(m2.generate(with_adapter, cfg, calls)[0], dtype=np.int16)
+    del with_adapter
     base = np.asarray(m2.generate(m2.load_pipeline(cfg.replace(LORA=""), "cpu"), cfg, calls)[0], dtype=np.int16)
     zero = np.asarray(m2.generate(m2.load_pipeline(cfg.replace(LORA_SCALE=0.0), "cpu"), cfg, calls)[0],
                       dtype=np.int16)
-    fused = np.asarray(m2.generate(m2.load_pipeline(cfg.replace(FUSE_LORA=True), "cpu"), cfg, calls)[0],
-                       dtype=np.int16)
+    fused_pipe = m2.load_pipeline(cfg.replace(FUSE_LORA=True), "cpu")
+    assert fused_pipe.get_list_adapters() == {}  # fused into the weights, no adapter left to apply it twice
+    fused = np.asarray(m2.generate(fused_pipe, cfg, calls)[0], dtype=np.int16)
+    del fused_pipe
     assert np.abs(lora - base).mean() > 2  # the LoRA changes the picture
     assert np.abs(zero - base).max() <= 1  # scale 0 gives the base model back
     assert np.abs(fused - lora).max() <= 3  # fusing changes speed, not the picture
@@ -161,6 +166,8 @@ def test_jpeg_on_disk_is_what_the_manifest_describes(m2, flags, tmp_path):
     data = (tmp_path / "o" / "1.jpg").read_bytes()
     with Image.open(io.BytesIO(data)) as im:
         assert (im.format, im.size) == ("JPEG", (1024, 533))
+    manifest = pd.read_csv(tmp_path / "o" / "manifest.csv")
+    assert manifest["bannerImage"].tolist() == ["1.jpg"] == sorted(p.name for p in (tmp_path / "o").glob("*.jpg"))
 
 
 @pytest.mark.slow

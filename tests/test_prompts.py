@@ -117,6 +117,7 @@ def test_every_test_row_gets_a_prompt_whatever_the_batch_size_and_rerun_skips_do
     one_at_a_time = output(data)
     assert set(one_at_a_time) == {f"{r[0]}.jpg" for r in TEST} and all(one_at_a_time.values())
     assert stats["llm"] + stats["fallback"] == len(TEST)
+    assert stats["llm"] == len(TEST)  # only blank text is refused here: every row is the model's, none a fallback
 
     (data / "test" / "llava_prompt.json").unlink()
     stage.main(common + ["--BATCH_SIZE=4"])
@@ -206,6 +207,7 @@ def test_missing_captions_are_a_clear_error_or_zero_shot(data, causal_lm, monkey
     monkeypatch.setenv("SMOKE", "1")  # zero-shot by default in SMOKE=1, and the smoke models throughout
     stats = stage.main(flags(data, causal_lm, "--MAX_NEW_TOKENS=8"))
     assert set(output(data)) == {f"{r[0]}.jpg" for r in TEST} and stats["llm"] + stats["fallback"] == len(TEST)
+    assert stats["loaded"] and stats["generations"] >= len(TEST)  # the zero-shot prompts reached the model
 
 
 def test_bad_generation_checks():

@@ -1,5 +1,6 @@
 """The text layer: every Vietnamese letter renders inside the banner, a missing glyph names the row and the character,
 the measured contrast holds on white, black and noise, and the pass writes the same 1024x533 JPEG every time."""
+import math
 import unicodedata
 
 import numpy as np
@@ -107,7 +108,11 @@ def test_contrast_measured_on_the_jpeg_is_at_least_4_5(name):
     measured = tl.measured_contrasts(written, layout)  # the headline block, the disclaimer, the badge
     assert [text for text, _ in measured] == ["Ưu đãi lớn cuối tuần:", ROW["moreInfo"], "Giảm 50%"]
     for text, ratio in measured:
+        assert math.isfinite(ratio), (name, text, ratio)
         assert ratio >= 4.5, (name, text, ratio)
+    # the measure itself is WCAG's: #767676 on white is the well-known 4.54:1, white on black 21:1
+    assert tl.contrast_ratio(tl.luminance([255] * 3), tl.luminance([0x76] * 3)) == pytest.approx(4.54, abs=0.01)
+    assert tl.contrast_ratio(tl.luminance([255] * 3), tl.luminance([0] * 3)) == pytest.approx(21)
     if name == "noise":  # a busy canvas: the text needs a scrim, and sits on one
         assert layout.groups[0].alpha > 0
 

@@ -4,6 +4,7 @@ independent of how the batch is split, and stops on bad input before any model l
 import importlib.util
 import json
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image, ImageDraw
 import smoke
 from core import knobs
 from core.knobs import InputError
-from training import data, lora, train_lora
+from training import checkpoint, data, lora, train_lora
 
 COLORS = ["red", "blue", "green", "yellow"]
 
@@ -136,7 +137,7 @@ def test_saved_lora_changes_a_fresh_pipeline_and_scale_zero_is_the_base(trained_
     np.testing.assert_allclose(off, base, atol=1e-6)
 
 
-def test_resume_is_bit_identical(tmp_path, sd21):
+def test_resume_is_bit_identical(tmp_path, sd21, capsys):
     """Stop at step 10 (mid-epoch, with flip + RandAugment and the text encoder) and resume: the LoRA at step 20 and
     every logged loss equal an uninterrupted run's, bit for bit."""
     data_dir = make_data(tmp_path / "data", 3)
@@ -144,7 +145,11 @@ def test_resume_is_bit_identical(tmp_path, sd21):
     train(data_dir, tmp_path / "straight", sd21, *flags)
     assert train(data_dir, tmp_path / "resumed", sd21, *flags, "--STOP_AT_STEP=10") is None
     assert not (tmp_path / "resumed" / lora.LORA_FILE).exists()
+    assert [s for s, _ in checkpoint.list_checkpoints(tmp_path / "resumed")] == [10]
+    capsys.readouterr()
     train(data_dir, tmp_path / "resumed", sd21, *flags, "--RESUME=latest")
+    # it really continued from the step-10 checkpoint (3 banners at batch 1: step 10 is in epoch 3)
+    assert re.search(r"^resumed from \S*step_000010\S* \(step 10, epoch 3\)$", capsys.readouterr().out, re.M)
     straight, resumed = lora_weights(tmp_path / "straight"), lora_weights(tmp_path / "resumed")
     assert straight.keys() == resumed.keys() and any(k.startswith("text_encoder.") for k in straight)
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
@@ -183,12 +188,26 @@ def test_latents_encoded_once_match_encoding_every_step(tmp_path, sd21):
     assert la == pytest.approx(lb, rel=1e-5)
 
 
-def test_gradient_checkpointing_trains_the_same_lora(tmp_path, sd21):
+def test_gradient_checkpointing_trains_the_same_lora(tmp_path, sd21, monkeypatch):
     """Recomputing activations must not cut the gradient of the LoRA inside the recomputed blocks (text encoder too)."""
     data_dir = make_data(tmp_path / "data", 2)
     flags = ("--MAX_STEPS=2", "--TRAIN_BATCH_SIZE=2", "--LEARNING_RATE=1e-2", "--RANDAUGMENT=0")
+    seen = []  # the models checkpoint_activations was given, and whether it switched them over
+    real = lora.checkpoint_activations
+
+    def recording(models):
+        real(models)
+        seen.append({name: on(models[name]) for name in ("unet", "text_encoder") if models.get(name) is not None})
+
+    def on(model):  # transformers 5 renamed it: is_activation_checkpointing; diffusers keeps the old name
+        renamed = hasattr(type(model), "is_activation_checkpointing")
+        return model.is_activation_checkpointing if renamed else model.is_gradient_checkpointing
+
+    monkeypatch.setattr(lora, "checkpoint_activations", recording)
     train(data_dir, tmp_path / "plain", sd21, *flags)
+    assert seen == []  # off by default
     train(data_dir, tmp_path / "gc", sd21, *flags, "--GRADIENT_CHECKPOINTING=1")
+    assert seen == [{"unet": True, "text_encoder": True}]  # the knob reached both trained models
     a, b = lora_weights(tmp_path / "plain"), lora_weights(tmp_path / "gc")
     ups = [k for k in b if k.startswith("text_encoder.") and ".up." in k]
     assert ups and all(b[k].abs().max() > 0 for k in ups)  # B starts at zero: the text encoder's LoRA moved
