@@ -42,9 +42,8 @@ SHARED_KNOBS = (runner,)  # the run machinery's knobs (guard, POSTPROCESS + PP_*
 SMOKE_OVERRIDES = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136))
 
 # the knobs that decide what a banner looks like: a banner made with other values is not this run's
-_IMAGE_SETTINGS = ("MODEL", "VAE", "SCHEDULER", "STRENGTH", "STEPS", "GUIDANCE", "NEGATIVE_PROMPT", "GEN_SIZE", "DTYPE",
-                  "DUP_GUARD", "DUP_MAX", "DUP_STRENGTH_STEP", "DUP_MAX_TRIES", "POSTPROCESS", "PP_PAIR", "PP_TILE_SIZE",
-                  "PP_GAP", "PP_BLEND_WEIGHT", "PP_PAD", "TEXT_LAYER")
+_IMAGE_SETTINGS = ("MODEL", "VAE", "SCHEDULER", "STRENGTH", "STEPS", "GUIDANCE", "NEGATIVE_PROMPT", "GEN_SIZE",
+                   "DUP_STRENGTH_STEP")  # + runner.SHARED_IMAGE_SETTINGS
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -107,7 +106,7 @@ def run_once(cfg, target, rows, inits, images_dir, pipe, guard, finish, rank=0, 
     count, budget = prompts.token_counter(pipe.tokenizer), prompts.window(pipe.tokenizer)
     prompt = {row.id: prompts.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, cfg.STYLE)[0]
               for row in rows}
-    settings = {name: getattr(cfg, name) for name in _IMAGE_SETTINGS}
+    settings = runner.image_settings(cfg, _IMAGE_SETTINGS)
     keys = {row.id: runner.row_key(settings, target.seed, prompt[row.id], inits[row.id]) for row in rows}
     guidance, n_parts = 2 if cfg.GUIDANCE > 1 else 1, runner.parts(cfg)
     formula = (f"int({cfg.STEPS} steps x {cfg.STRENGTH} strength) x {guidance} (guidance)"

@@ -45,8 +45,7 @@ SHARED_KNOBS = (runner,)  # the run machinery's knobs (guard, POSTPROCESS + PP_*
 SMOKE_OVERRIDES = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136), LORA="outputs/smoke/lora_sd21")
 
 _IMAGE_SETTINGS = ("MODEL", "LORA_SCALE", "FUSE_LORA", "SCHEDULER", "STEPS", "GUIDANCE", "GUIDANCE_RESCALE",
-                  "NEGATIVE_PROMPT", "GEN_SIZE", "DTYPE", "DUP_GUARD", "DUP_MAX", "DUP_MAX_TRIES", "POSTPROCESS",
-                  "PP_PAIR", "PP_TILE_SIZE", "PP_GAP", "PP_BLEND_WEIGHT", "PP_PAD", "TEXT_LAYER")
+                   "NEGATIVE_PROMPT", "GEN_SIZE")  # + runner.SHARED_IMAGE_SETTINGS
 _LORA_FILE = "pytorch_lora_weights.safetensors"  # the name save_lora_weights gives it
 
 
@@ -141,7 +140,7 @@ def generate(pipe, cfg, calls):
 
 def run_once(cfg, target, rows, prompt, lora_hash, pipe, guard, finish, rank=0, world=1):
     """This process's share of the rows into `target`; returns its compute figures."""
-    settings = {**{name: getattr(cfg, name) for name in _IMAGE_SETTINGS}, "LORA": lora_hash}
+    settings = {**runner.image_settings(cfg, _IMAGE_SETTINGS), "LORA": lora_hash}
     keys = {row.id: runner.row_key(settings, target.seed, prompt[row.id], []) for row in rows}
     guidance = 2 if cfg.GUIDANCE > 1 else 1
     formula = (f"{cfg.STEPS} steps x {guidance} (guidance)" + (" x 2 parts" if runner.parts(cfg) == 2 else ""),

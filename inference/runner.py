@@ -126,6 +126,24 @@ def parts(cfg):
     return 2 if cfg.POSTPROCESS and cfg.PP_PAIR else 1
 
 
+# the shared knobs that decide what a banner looks like (each method adds its own): a banner made with other values is
+# not this run's
+SHARED_IMAGE_SETTINGS = ("DTYPE", "DUP_GUARD", "DUP_MAX", "DUP_MAX_TRIES", "POSTPROCESS", "PP_PAIR", "PP_TILE_SIZE",
+                         "PP_GAP", "PP_BLEND_WEIGHT", "PP_PAD", "TEXT_LAYER")
+
+
+def image_settings(cfg, own):
+    """The settings in each banner's resume key: the method's `own` knobs and the shared ones. With TEXT_LAYER on, the
+    text layer's whole recipe (its settings and the fonts' bytes) stands for it, so a new font or layer setting redoes
+    the banners instead of keeping ones set the old way."""
+    from inference import text_layer
+
+    settings = {name: getattr(cfg, name) for name in (*own, *SHARED_IMAGE_SETTINGS)}
+    if cfg.TEXT_LAYER:
+        settings["TEXT_LAYER"] = text_layer.recipe(text_layer.default_config())
+    return settings
+
+
 def check_names(rows):
     """Every output name is a plain .jpg/.jpeg file name (banners are JPEG bytes), checked up front."""
     for row in rows:

@@ -335,6 +335,11 @@ def test_text_layer_sets_the_vietnamese_copy_after_postprocessing(m1, sample_dir
     row = dataset.read_info(sample_dir / "test" / "info.csv").iloc[0]
     expected = text_layer.apply(Image.open(tmp_path / "plain" / "1.jpg").convert("RGB"), row)
     assert np.abs(np.asarray(expected, dtype=np.int16) - text).mean() < 3
+    # the resume key holds the layer's whole recipe (its settings and font bytes), not just TEXT_LAYER=True
+    settings = files.read_json(tmp_path / "text" / ".settings.json")
+    assert settings["TEXT_LAYER"] == text_layer.recipe(text_layer.default_config())
+    assert set(settings["TEXT_LAYER"]["fonts"]) == {"DejaVuSans-Bold.ttf", "DejaVuSans.ttf"}
+    assert files.read_json(tmp_path / "plain" / ".settings.json")["TEXT_LAYER"] is False
     # a character the font lacks stops the run before any model loads, naming the row and the character
     info = pd.read_csv(sample_dir / "test" / "info.csv", dtype=str, keep_default_na=False)
     info.loc[0, "caption"] = "Ưu đãi 漢"
