@@ -71,16 +71,6 @@ def ocr(image, cfg):
     return result.stdout.decode("utf-8", errors="replace")
 
 
-def edit_distance(a, b):
-    """Levenshtein distance in characters."""
-    row = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        prev, row[0] = row[0], i
-        for j, cb in enumerate(b, 1):
-            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (ca != cb))
-    return row[-1]
-
-
 def background(kind, row, cfg, images_dir):
     if kind == "clean":
         return Image.new("RGB", images.BANNER_SIZE, "white")
@@ -94,6 +84,8 @@ def background(kind, row, cfg, images_dir):
 
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
+    from torchmetrics.functional.text import edit_distance
+
     knobs.announce_smoke("text layer OCR")
     if shutil.which(cfg.TESSERACT) is None:
         raise knobs.InputError(f"{cfg.TESSERACT} not found: bash run/ocr_setup.sh (apt-get install -y tesseract-ocr "
@@ -113,7 +105,7 @@ def main(argv=None):
             crop = written.crop(headline_box(layout))
             ref = " ".join(ln.text for ln in layout.groups[0].lines if ln.size == layout.groups[0].lines[0].size)
             ref, hyp = cer_text(ref), cer_text(ocr(crop, cfg))
-            errors = edit_distance(ref, hyp)
+            errors = int(edit_distance([hyp], [ref], reduction="sum"))  # Levenshtein, in characters
             totals[kind][0] += errors
             totals[kind][1] += len(ref)
             if errors:
