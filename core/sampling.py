@@ -61,3 +61,14 @@ class RowSampler(LogitsProcessor):
         sampled = torch.searchsorted(cdf, (u * cdf[:, -1]).unsqueeze(1)).clamp(max=scores.shape[1] - 1)
         token = torch.where(self.sample.to(scores.device)[:, None], sampled, greedy)
         return torch.full_like(scores, -torch.inf).scatter(1, token, 0.0)
+
+
+def token_texts(tokenizer, skip_special_tokens=True):
+    """Each token id's text on its own, for ids 0 .. len(tokenizer) - 1 (the vocabulary decoded in one call)."""
+    return tokenizer.batch_decode([[i] for i in range(len(tokenizer))], skip_special_tokens=skip_special_tokens)
+
+
+def blank_token_ids(tokenizer, is_blank=lambda text: not text.strip()):
+    """Ids whose text on its own is blank (pad, unk, bos, a lone space or newline; `is_blank` decides): the stages
+    that generate never let one be the first token."""
+    return [i for i, text in enumerate(token_texts(tokenizer)) if is_blank(text)]

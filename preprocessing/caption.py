@@ -124,20 +124,17 @@ def load_model(cfg, device):
     """(processor, model) of cfg.MODEL; the tokenizer pads on the left, as batched decoder-only generation needs."""
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
+    from core.sampling import blank_token_ids
+
     processor = devices.load_model(AutoProcessor.from_pretrained, cfg.MODEL, "llava",
                                    trust_remote_code=cfg.TRUST_REMOTE_CODE)
     processor.tokenizer.padding_side = "left"
     model = devices.load_model(AutoModelForImageTextToText.from_pretrained, cfg.MODEL, "llava",
                                dtype=devices.pick_dtype(device, cfg.DTYPE), trust_remote_code=cfg.TRUST_REMOTE_CODE)
-    model.blank_start_ids = blank_token_ids(processor.tokenizer) if cfg.SUPPRESS_BLANK_START else []
+    # ids that are nothing once cleaned (pad, a lone space or newline, a control byte): never the first token
+    model.blank_start_ids = (blank_token_ids(processor.tokenizer, lambda text: not clean_caption(text))
+                             if cfg.SUPPRESS_BLANK_START else [])
     return processor, model.to(device).eval()
-
-
-def blank_token_ids(tokenizer):
-    """Ids that are nothing once cleaned (pad, a lone space or newline, a control byte): never the first token."""
-    ids = list(range(len(tokenizer)))
-    texts = tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=True)
-    return [i for i, t in zip(ids, texts) if not clean_caption(t)]
 
 
 def chat_prompt(processor, asked, fallback):

@@ -171,7 +171,9 @@ class Seq2SeqTranslator:
                 forced.append(tgt_id)
             self.notes.append(f"{tgt_lang_as}={tgt_lang}")
         if suppress_blank_start:
-            blank = [i for i in self._blank_token_ids() if i not in forced]
+            from core.sampling import blank_token_ids
+
+            blank = [i for i in blank_token_ids(self.tokenizer) if i not in forced]
             if blank:
                 self.generate_kwargs["begin_suppress_tokens"] = blank
         self.calls = 0  # generate() calls, so callers and tests can check that cached work is never redone
@@ -185,12 +187,6 @@ class Seq2SeqTranslator:
         limits = [self.tokenizer.model_max_length, getattr(self.model.config, "max_position_embeddings", None)]
         limits = [n for n in limits if isinstance(n, int) and 0 < n < 100_000]  # tokenizers say 1e30 for "unknown"
         return min(limits) if limits else 512
-
-    def _blank_token_ids(self):
-        """Ids that decode to nothing visible (pad, unk, bos, a lone space or newline): never the first token."""
-        ids = list(range(len(self.tokenizer)))
-        texts = self.tokenizer.batch_decode([[i] for i in ids], skip_special_tokens=True)
-        return [i for i, t in zip(ids, texts) if not t.strip()]
 
     def _generate(self, texts):
         torch = self.torch

@@ -22,7 +22,7 @@ from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteria
 
 from core import devices
 from core.knobs import InputError
-from core.sampling import RowSampler
+from core.sampling import RowSampler, token_texts
 
 
 def prepare_tokenizer(tokenizer, name):
@@ -63,8 +63,7 @@ def newline_tables(tokenizer, vocab_size):
     """Per token id: (contains a newline, has text before a newline, decodes to blank), as bool tensors."""
     # the output layer may be larger than the tokenizer (padded to a multiple of 64): those ids decode to nothing
     known = min(vocab_size, len(tokenizer))
-    texts = tokenizer.batch_decode([[i] for i in range(known)], skip_special_tokens=False)
-    texts += [""] * (vocab_size - known)
+    texts = token_texts(tokenizer, skip_special_tokens=False)[:known] + [""] * (vocab_size - known)
     special = set(tokenizer.all_special_ids)
     has_newline = torch.tensor(["\n" in t for t in texts])
     text_then_newline = torch.tensor(["\n" in t and bool(t.split("\n", 1)[0].strip()) for t in texts])
