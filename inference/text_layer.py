@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from core import dataset, files, images, knobs
+from core.copy_text import normalize_copy
 from core.errors import error_list
 from core.progress import progress
 
@@ -108,7 +109,7 @@ def shorten(text, max_chars):
     """`text` cut to at most `max_chars` at the last phrase boundary (`,` `.` ` - `...); with none, at the last space
     (then ending in "…", which may make it one character longer); a single word longer than the limit is kept whole.
     Trailing , . ; : - are dropped."""
-    text = dataset.normalize_text(text)
+    text = normalize_copy(text)
     if max_chars and len(text) > max_chars:
         ends = [m.start() + (1 if text[m.start()] in ",.;:!?…" else 0) for m in PHRASE_END_RE.finditer(text)]
         ends = [e for e in ends if max_chars // 4 <= e <= max_chars]
@@ -125,7 +126,7 @@ def find_offer(*texts):
     unit (`650.000 đ`, `399k`); first letter capitalised; "" if none. A bare `100%` is a claim, not an offer."""
     for regex in (OFFER_RE, PRICE_RE):
         for text in texts:
-            m = regex.search(dataset.normalize_text(text))
+            m = regex.search(normalize_copy(text))
             if m:
                 offer = m.group(0)
                 return offer[0].upper() + offer[1:]
@@ -135,7 +136,7 @@ def find_offer(*texts):
 def extract_copy(row, cfg):
     """The row's Vietnamese copy (caption, description, moreInfo) -> what goes on the banner."""
     # NFC first: the data has decomposed letters too, and the regexes are written in precomposed ones
-    caption, description, more = (dataset.normalize_text(_field(row, name))
+    caption, description, more = (normalize_copy(_field(row, name))
                                   for name in ("caption", "description", "moreInfo"))
     disclaimer = next((t for t in (more, description, caption) if DISCLAIMER_RE.search(t)), "")
     headline = shorten(caption, cfg.HEADLINE_MAX_CHARS)
@@ -188,7 +189,7 @@ def load_font(path, size):
 def check_glyphs(text, path, row_id):
     """Raise InputError naming the row and the first character (after NFC) that the font has no glyph for."""
     cmap = font_cmap(path)
-    for ch in dataset.normalize_text(text):
+    for ch in normalize_copy(text):
         if ord(ch) not in cmap and not ch.isspace():
             raise knobs.InputError(f"row id={row_id}: the font {Path(path).name} has no glyph for {ch!r} "
                                    f"(U+{ord(ch):04X}); remove it from the copy or set FONT_BOLD/FONT_REGULAR")

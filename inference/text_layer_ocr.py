@@ -19,6 +19,7 @@ import numpy as np
 from PIL import Image
 
 from core import dataset, images, knobs, seeds
+from core.copy_text import normalize_copy
 from core.progress import progress
 from inference import text_layer
 
@@ -55,7 +56,7 @@ def headline_box(layout, margin=12):
 
 def cer_text(text):
     """What the CER compares: NFC, whitespace collapsed, "…" as the three dots Tesseract reads it as."""
-    return dataset.normalize_text(text.replace("…", "..."))
+    return normalize_copy(text.replace("…", "..."))
 
 
 def ocr(image, cfg):

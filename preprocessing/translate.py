@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import dataset, devices, files, knobs
+from core.copy_text import normalize_copy
 from core.errors import error_list
 from core.progress import progress as progress_bar
 
@@ -118,7 +119,7 @@ def cache_key(tag, text):
 
 def prepare(text, lowercase=False):
     """The string that is translated and cached: NFC + collapsed whitespace, optionally lower-cased."""
-    text = dataset.normalize_text(text)
+    text = normalize_copy(text)  # the one copy rule: invisible characters out, spaces collapsed, NFC
     return text.lower() if lowercase else text
 
 
