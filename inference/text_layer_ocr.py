@@ -101,7 +101,7 @@ def main(argv=None):
     for row in progress(rows, desc="OCR", unit="row"):
         copy = text_layer.extract_copy(row, tl_cfg)
         for kind in cfg.BACKGROUNDS:
-            image, layout = text_layer.render_copy(background(kind, row, cfg, images_dir), copy, tl_cfg, row.id)
+            image, layout = text_layer.render(background(kind, row, cfg, images_dir), copy, tl_cfg, row.id)
             written = images.decode_image(images.banner_jpeg(image))
             crop = written.crop(headline_box(layout))
             ref = " ".join(ln.text for ln in layout.groups[0].lines if ln.size == layout.groups[0].lines[0].size)

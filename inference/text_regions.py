@@ -69,12 +69,12 @@ def group_lines(lines, gap=0.9, min_fill=0.3):
     for members in groups.values():
         box = (min(b[0] for b in members), min(b[1] for b in members), max(b[2] for b in members),
                max(b[3] for b in members))
-        text = sum(_area(b) for b in members)
-        blocks += [(text, box)] if text >= min_fill * _area(box) else [(_area(b), b) for b in members]
+        text = sum(area(b) for b in members)
+        blocks += [(text, box)] if text >= min_fill * area(box) else [(area(b), b) for b in members]
     return [box for _, box in sorted(blocks, key=lambda t: -t[0])]
 
 
-def _area(box):
+def area(box):
     return max(0, box[2] - box[0]) * max(0, box[3] - box[1])
 
 

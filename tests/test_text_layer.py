@@ -52,7 +52,7 @@ def test_every_vietnamese_letter_and_the_longest_caption_render_inside_the_canva
     row = dict(ROW, description=unicodedata.normalize("NFD", letters))  # decomposed input: NFC'd before the cmap
     copy = tl.extract_copy(row, cfg)
     assert copy.headline == LONG_CAPTION and copy.subline == letters
-    image, layout = tl.render_copy(Image.new("RGB", (1024, 533), "white"), copy, cfg, row["id"])
+    image, layout = tl.render(Image.new("RGB", (1024, 533), "white"), copy, cfg, row["id"])
     assert image.size == (1024, 533)
     drawn = [line.text for g in layout.groups for line in g.lines]
     assert " ".join(drawn[:-1]) == f"{LONG_CAPTION} {letters}" and drawn[-1] == copy.disclaimer
@@ -103,7 +103,7 @@ def test_missing_glyph_names_the_row_and_the_character(tmp_path):
 @pytest.mark.parametrize("name", ["white", "black", "noise"])
 def test_contrast_measured_on_the_jpeg_is_at_least_4_5(name):
     cfg = tl.default_config()
-    image, layout = tl.render_copy(backgrounds()[name], tl.extract_copy(ROW, cfg), cfg, "42")
+    image, layout = tl.render(backgrounds()[name], tl.extract_copy(ROW, cfg), cfg, "42")
     written = images.decode_image(images.banner_jpeg(image))  # the pixels a viewer gets
     measured = tl.measured_contrasts(written, layout)  # the headline block, the disclaimer, the badge
     assert [text for text, _ in measured] == ["Ưu đãi lớn cuối tuần:", ROW["moreInfo"], "Giảm 50%"]
