@@ -60,7 +60,10 @@ CONTRAST_MARGIN = 1.25  # plan for this much more, measured before the JPEG (the
 TILE_PX = 24  # the background around the text is judged tile by tile: its worst tile counts, not its mean
 TEXTURE_MAX = 0.03  # the most luminance spread (std, 0..1) any tile under the text may keep: a busier background gets
                     # a frosted panel (blurred, then dimmed) until it is this calm (readers and OCR see clean strokes)
-FROST_PX = 10  # blur radius of the frosted panel over a busy background, px
+PANEL_PAD = 0.6  # the panel reaches this far beyond the text, x the headline size (a reader, and an OCR's page
+                  # analysis, must see the text block apart from the picture around it)
+FROST_PX = 12  # blur radius of the frosted panel over a busy background, px
+HALO_PX = 32  # the frost fades out over this many px beyond the panel: busy detail stays away from the text block
 JPEG_CHECK = True  # script mode: re-measure each written JPEG and fail the row if it fell below CONTRAST_MIN
 LAYOUT = True  # given a layout banner (Method 1: the init banner; Method 2: the nearest training banner), the headline
                # goes where that banner's largest text block was, covering it; else (or with none) the calmest box
@@ -328,6 +331,7 @@ class Group:
     scrim: tuple = (0, 0, 0)
     alpha: float = 0.0  # the panel's opacity (0 = none)
     frost: int = 0  # blur radius of the background under the panel (0 = none): a frosted panel over busy pixels
+    halo: int = 0  # px beyond the panel over which the frost fades out
     contrast: float = 0.0  # measured on the composite before the JPEG, against the worst tile
     texture: float = 0.0  # the busiest tile under the panel, measured on the composite without the text
 
@@ -463,31 +467,38 @@ def _glyph_mask(size, lines):
     return mask
 
 
-def _panel_mask(size, group):
+def _panel_mask(size, group, grow=0):
+    """The group's rounded panel as an L mask, grown by `grow` px on every side."""
     overlay = Image.new("L", size, 0)
-    radius = max(4, (group.box[3] - group.box[1]) // 12)
-    ImageDraw.Draw(overlay).rounded_rectangle(group.box, radius=radius, fill=255)
+    radius = max(4, (group.box[3] - group.box[1]) // 12) + grow
+    x0, y0, x1, y1 = group.box
+    ImageDraw.Draw(overlay).rounded_rectangle((x0 - grow, y0 - grow, x1 + grow, y1 + grow), radius=radius, fill=255)
     return overlay
 
 
 def _frosted(image, group):
-    """`image` with the pixels under the group's panel blurred by `group.frost` px (only the panel's surroundings
-    are blurred, for speed)."""
+    """`image` with the pixels under the group's panel blurred by `group.frost` px, the blur fading out over
+    `group.halo` px around the panel (a soft edge: the picture's detail does not run into the text block)."""
     if not group.frost:
         return image
+    halo = group.halo
     x0, y0, x1, y1 = group.box
-    pad = 3 * group.frost
+    pad = 3 * group.frost + 2 * halo
     area = (max(0, x0 - pad), max(0, y0 - pad), min(image.width, x1 + pad), min(image.height, y1 + pad))
     blurred = image.copy()
     blurred.paste(image.crop(area).filter(ImageFilter.GaussianBlur(group.frost)), area[:2])
+    mask = _panel_mask(image.size, group, halo // 2)
+    if halo:  # full blur under the panel, fading to none `halo` px out
+        mask = mask.filter(ImageFilter.GaussianBlur(halo / 4))
+        mask.paste(255, mask=_panel_mask(image.size, group))
     out = image.copy()
-    out.paste(blurred, mask=_panel_mask(image.size, group))
+    out.paste(blurred, mask=mask)
     return out
 
 
 def _composite(image, group, text=True):
     """`image` with the group's panel (frost, then scrim) and, if `text`, its lines drawn on it."""
-    out = _frosted(image, group)
+    out = _frosted(image, group) if group.frost else image.copy()  # never draw on the caller's image
     if group.alpha > 0:
         overlay = _panel_mask(image.size, group).point(lambda v: round(v * group.alpha))
         out.paste(Image.new("RGB", image.size, group.scrim), mask=overlay)
@@ -503,15 +514,17 @@ def _choose_treatment(image, group, cfg):
     masks = contrast_masks(_glyph_mask(image.size, group.lines))
     target = cfg.CONTRAST_MIN * cfg.CONTRAST_MARGIN
     group.frost = cfg.FROST_PX if texture(image, group.box, cfg.TILE_PX) > cfg.TEXTURE_MAX else 0
+    group.halo = cfg.HALO_PX if group.frost else 0
     base, group.frost = _frosted(image, group), 0  # blurred once; the trials below only add scrim and text
     best = None
     for alpha in cfg.SCRIM_ALPHAS:
-        for color, scrim in ((_WHITE, (0, 0, 0)), (_INK, (255, 255, 255))):
+        # dark text on a light panel first: at equal opacity it is what readers and OCR read best
+        for color, scrim in ((_INK, (255, 255, 255)), (_WHITE, (0, 0, 0))):
             group.color, group.scrim, group.alpha = color, scrim, alpha
             ratio = contrast_at(_composite(base, group), *masks, cfg.TILE_PX)
             busy = texture(_composite(base, group, text=False), group.box, cfg.TILE_PX) if alpha < 1 else 0.0
             ok = ratio >= target and busy <= cfg.TEXTURE_MAX
-            if best is None or (ok, ratio) > (best[0], best[1]):
+            if best is None or (ok and not best[0]) or (not best[0] and ratio > best[1]):
                 best = (ok, ratio, busy, color, scrim, alpha)
         if best[0]:
             break
@@ -596,7 +609,7 @@ def plan_layout(image, copy, cfg, row_id="", block=None):
     name, calm, inner, align, (lines, badge, block_w, block_h) = place
     layout = Layout(region=name, busyness=calm, block=block if name == "text block" else None, tile=cfg.TILE_PX)
     placed, y = _place_lines(lines, inner, align, block_w, block_h)
-    pad = max(10, lines[0][2] // 3)
+    pad = max(10, round(cfg.PANEL_PAD * lines[0][2]))
     ink = (min(ln.x for ln in placed) - pad, placed[0].y - _metrics(placed[0].size)[0] - pad // 2,
            max(ln.x + round(load_font(ln.font, ln.size).getlength(ln.text)) for ln in placed) + pad, y + pad // 2)
     if layout.block:  # the panel covers what was written there too
