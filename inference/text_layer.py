@@ -5,21 +5,29 @@ medicine" disclaimer, set in a real font on the final 1024x533 canvas. No weight
 Order of a banner's life: generate -> post-process (optional) -> text layer -> JPEG. The layer goes last so the
 post-processing's blend and padding never wash out the text, and its contrast is measured on the pixels it lies on.
 
-- Content (`extract_copy`): headline = caption shortened at a phrase boundary (never inside a word); second line =
+- Content (`extract_copy`): every field read through the project's one copy rule (`core.copy_text.normalize_copy`:
+  control and format characters such as U+0008, tab, U+200B removed or made spaces, whitespace runs and NBSP
+  collapsed, NFC). Headline = caption shortened at a phrase boundary (never inside a word); second line =
   description (skipped when it is the disclaimer); badge = the first price or offer found by regex (`giảm 50%`,
   `chỉ 199.000đ`, `399k`, `0 đồng`, `2 triệu`); disclaimer = the field that says `... không phải là thuốc ...`.
 - Font: DejaVu Sans (Bold for the headline and badge) from the pinned `matplotlib` wheel, found through its package
-  folder, never from the system. Every character (after NFC) is checked against the font's cmap with fontTools: a
+  folder, never from the system. Every visible character is checked against the font's cmap with fontTools: a
   missing one is an InputError naming the row id and the character, never a tofu box.
-- Layout (`plan_layout`): the calmest of a few candidate boxes (left, right, top, bottom), measured by edge density
-  plus luminance spread; when none is calm enough the text sits on a panel. The font size is the largest that fits,
-  lines break by measured width. Text is white or near-black, whichever contrasts more with the pixels around the
-  glyphs; a scrim (a rounded panel, as transparent as the measurement allows) is added until the WCAG contrast ratio,
-  measured on the composite pixels, is >= CONTRAST_MIN x CONTRAST_MARGIN (the margin absorbs the JPEG).
+- Layout (`plan_layout`): with a layout banner (`render(..., layout_from=path)`: Method 1's init banner, Method 2's
+  nearest training banner) the headline block goes where that banner's largest text block was (inference/
+  text_regions.py, found once per banner content and cached), its panel covering the block (a repaint leaves
+  pseudo-letters there); with none, or no usable block, the calmest of a few candidate boxes (left, right, top,
+  bottom; edge density plus luminance spread). The font size is the largest that fits, lines break by measured width.
+- Legibility (`_choose_treatment`): the background under the text is judged by its busiest tiles (TILE_PX), not its
+  mean. A busy one is frosted (blurred under the panel, fading out around it); then the lightest panel is chosen,
+  dark text on a light panel first, under which no tile under the text stays busier than TEXTURE_MAX and the WCAG
+  contrast ratio against the worst tile of the glyphs' surroundings, measured on the composite pixels, is
+  >= CONTRAST_MIN x CONTRAST_MARGIN (the margin absorbs the JPEG).
 
-Use from code:  `image = text_layer.apply(image, row, text_layer.default_config(DISCLAIMER=False))`.
+Use from code:  `image = text_layer.apply(image, row, text_layer.default_config(DISCLAIMER=False), layout_from=path)`.
 As a pass over a folder of banners (resumable, atomic, exactly 1024x533 JPEGs):
-    python -m inference.text_layer --IN_DIR=inference/method_1 --INFO=data/test/info.csv --OUT_DIR=outputs/m1_text
+    python -m inference.text_layer --IN_DIR=inference/method_1 --INFO=data/test/info.csv --OUT_DIR=outputs/m1_text \
+        [--LAYOUT_CSV=inference/method_1/manifest.csv]   # each row's init banner places its headline
 """
 import functools
 import importlib.util

@@ -162,10 +162,9 @@ def covered(layout):
     return [layout.groups[0].box] + ([layout.badge.box] if layout.badge else [])
 
 
-def coverage(copy, image, source, tl_cfg, cfg, row_id, layout):
-    """(share of the layout banner's text area the copy covers with this layout, with the calm-box rule)."""
+def coverage(source, layout, calm, cfg, tl_cfg):
+    """(share of the layout banner's text area the copy covers with `layout`, with the calm-box rule's `calm`)."""
     blocks = text_regions.cached_blocks([source], cfg.COVER_DETECTOR, tl_cfg.REGION_CACHE, cfg.TESSERACT)[0]
-    calm = text_layer.render(image, copy, tl_cfg, row_id)[1]
     return text_regions.covered_share(blocks, covered(layout)), text_regions.covered_share(blocks, covered(calm))
 
 
@@ -188,7 +187,8 @@ def measure(rows, cfg, sources, tl_cfg, save):
             stats["chars"] += len(cer_text(ref))
             stats["recall"].append(recall(ref, page_text, cfg.RECALL_WORDS))
             if source:
-                stats["cover"].append(coverage(copy, image, source, tl_cfg, cfg, row.id, layout))
+                calm = text_layer.render(image, copy, tl_cfg, row.id)[1]
+                stats["cover"].append(coverage(source, layout, calm, cfg, tl_cfg))
             stats["worst"].append((stats["recall"][-1], errors / max(len(ref), 1), row.id, ref, page_text))
             if save:
                 save.mkdir(parents=True, exist_ok=True)

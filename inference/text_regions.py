@@ -47,21 +47,14 @@ def group_lines(lines, gap=0.9, min_fill=0.3):
     whose lines fill less than `min_fill` of its box is split back into its lines (lines that happen to stack are
     not a paragraph). Blocks (union boxes), the most text first (the summed area of their lines)."""
     lines = sorted((tuple(b) for b in lines), key=lambda b: (b[1], b[0]))
-    parent = list(range(len(lines)))
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    root, join = _union_find(len(lines))
     for i, a in enumerate(lines):
         for j in range(i + 1, len(lines)):
             b = lines[j]
             ha, hb = a[3] - a[1], b[3] - b[1]
             near = b[1] - a[3] <= gap * max(ha, hb) and a[1] - b[3] <= gap * max(ha, hb)
             if near and max(ha, hb) <= 2 * min(ha, hb) and min(a[2], b[2]) > max(a[0], b[0]):
-                parent[root(j)] = root(i)
+                join(i, j)
     groups = {}
     for i, box in enumerate(lines):
         groups.setdefault(root(i), []).append(box)
@@ -72,6 +65,22 @@ def group_lines(lines, gap=0.9, min_fill=0.3):
         text = sum(area(b) for b in members)
         blocks += [(text, box)] if text >= min_fill * area(box) else [(area(b), b) for b in members]
     return [box for _, box in sorted(blocks, key=lambda t: -t[0])]
+
+
+def _union_find(n):
+    """(root(i), join(i, j)) over n items: the groups that pairwise joins make."""
+    parent = list(range(n))
+
+    def root(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    def join(i, j):
+        parent[root(j)] = root(i)
+
+    return root, join
 
 
 def area(box):
@@ -125,14 +134,7 @@ def _chain(cands):
     c = np.asarray(cands, dtype=np.float64)
     c = c[np.argsort(c[:, 0])]
     h, cy = c[:, 3] - c[:, 1], (c[:, 1] + c[:, 3]) / 2
-    parent = np.arange(len(c))
-
-    def root(i):
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
+    root, join = _union_find(len(c))
     for i in range(len(c)):
         for j in range(i + 1, len(c)):
             gap = c[j, 0] - c[i, 2]
@@ -140,7 +142,7 @@ def _chain(cands):
                 break
             hi, lo = max(h[i], h[j]), min(h[i], h[j])
             if gap < hi and hi <= 1.6 * lo and abs(cy[i] - cy[j]) <= 0.5 * lo:
-                parent[root(j)] = root(i)
+                join(i, j)
     roots = np.array([root(i) for i in range(len(c))])
     lines = []
     for r in np.unique(roots):
