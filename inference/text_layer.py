@@ -62,7 +62,7 @@ BADGE_SCALE = 0.7  # badge text size / headline size
 BADGE_FILL = (192, 32, 32)  # badge colour (white text on it: contrast 6.05; must reach CONTRAST_MIN x MARGIN)
 DISCLAIMER = True  # the "not a medicine" line in small type at the bottom, when the copy has one
 DISCLAIMER_PX = 16  # its size, px
-MARGIN = 28  # px between the text and the canvas edge
+MARGIN = 48  # px between the text and the canvas edge (the panel's padding comes out of it)
 CONTRAST_MIN = 4.5  # WCAG AA for normal text, against the worst part of the background (see TILE_PX)
 CONTRAST_MARGIN = 1.25  # plan for this much more, measured before the JPEG (the JPEG's ringing eats some)
 TILE_PX = 24  # the background around the text is judged tile by tile: its worst tile counts, not its mean
@@ -587,16 +587,20 @@ def _badge_group(badge, fonts, cfg, inner, align, y):
 
 
 def _fitted_place(image, copy, cfg, fonts, bottom, block):
-    """(region name, busyness, inner box, align, fitted) of the first place the copy fits: around the layout
-    banner's text block when there is one, else (or when it cannot fit there) the calmest box."""
-    places = []
-    if block is not None:
-        places = [(np.nan, "text block", inner, align) for inner, align in _block_boxes(block, image.size, bottom, cfg)]
-    for calm, name, inner, align in places + _candidates(image, cfg, bottom):
+    """(region name, busyness, inner box, align, fitted) of the place the copy goes: around the layout banner's text
+    block when there is one (the box grown from it that gives the largest headline, the least grown of equals: the
+    copy is set as large as a text block there allows, not squeezed into a small one), else (or when it cannot fit
+    there) the first of the calm-box rule's boxes it fits in."""
+    best = None
+    for inner, align in _block_boxes(block, image.size, bottom, cfg) if block is not None else ():
+        fitted = _fit(copy, cfg, fonts, inner)
+        if fitted and (best is None or fitted[0][0][2] > best[4][0][0][2]):
+            best = ("text block", busyness(image, inner), inner, align, fitted)
+    if best:
+        return best
+    for calm, name, inner, align in _candidates(image, cfg, bottom):
         fitted = _fit(copy, cfg, fonts, inner)
         if fitted:
-            if name == "text block":
-                calm = busyness(image, inner)
             return name, calm, inner, align, fitted
     return None
 

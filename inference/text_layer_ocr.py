@@ -163,8 +163,11 @@ def covered(layout):
 
 
 def coverage(source, layout, calm, cfg, tl_cfg):
-    """(share of the layout banner's text area the copy covers with `layout`, with the calm-box rule's `calm`)."""
+    """(share of the layout banner's text area the copy covers with `layout`, with the calm-box rule's `calm`), or
+    None when COVER_DETECTOR finds no text on the banner."""
     blocks = text_regions.cached_blocks([source], cfg.COVER_DETECTOR, tl_cfg.REGION_CACHE, cfg.TESSERACT)[0]
+    if not blocks:
+        return None
     return text_regions.covered_share(blocks, covered(layout)), text_regions.covered_share(blocks, covered(calm))
 
 
@@ -173,7 +176,7 @@ def measure(rows, cfg, sources, tl_cfg, save):
     from torchmetrics.functional.text import edit_distance
 
     kinds = [k for k in cfg.BACKGROUNDS if k != "smoke" or sources["smoke"]]
-    out = {k: {"edits": 0, "chars": 0, "recall": [], "cover": [], "worst": []} for k in kinds}
+    out = {k: {"edits": 0, "chars": 0, "recall": [], "cover": [], "placed": [], "worst": []} for k in kinds}
     for i, row in enumerate(progress(rows, desc="OCR", unit="row")):
         copy = text_layer.extract_copy(row, tl_cfg)
         for kind in kinds:
@@ -189,6 +192,7 @@ def measure(rows, cfg, sources, tl_cfg, save):
             if source:
                 calm = text_layer.render(image, copy, tl_cfg, row.id)[1]
                 stats["cover"].append(coverage(source, layout, calm, cfg, tl_cfg))
+                stats["placed"].append(layout.region == "text block")
             stats["worst"].append((stats["recall"][-1], errors / max(len(ref), 1), row.id, ref, page_text))
             if save:
                 save.mkdir(parents=True, exist_ok=True)
@@ -206,10 +210,15 @@ def report(out, cfg, n_rows, info_path):
                 f"none found: {int((rec == 0).sum())})   crop CER {100 * rate:.2f} % ({s['edits']} / {s['chars']}; "
                 f"target <= {100 * target:.0f} %{'' if rate <= target else ': MISSED'})")
         print(line)
-        if s["cover"]:
-            with_layout, calm = np.array(s["cover"]).mean(axis=0)
-            print(f"         share of the layout banner's text area ({cfg.COVER_DETECTOR}) under the copy: "
-                  f"{100 * with_layout:.1f} % with the layout, {100 * calm:.1f} % with the calm-box rule")
+        shares = [c for c in s["cover"] if c is not None]
+        if s["placed"]:
+            print(f"         headline on the layout banner's text block in {sum(s['placed'])} of {len(s['placed'])} "
+                  f"rows (the others: no usable block, calm box)")
+        if shares:
+            with_layout, calm = np.array(shares).mean(axis=0)
+            print(f"         share of the layout banner's text area ({cfg.COVER_DETECTOR}; {len(shares)} banners with "
+                  f"text) under the copy: {100 * with_layout:.1f} % with the layout, {100 * calm:.1f} % with the "
+                  f"calm-box rule")
     for kind, s in out.items():
         for rec, cer, row_id, ref, hyp in sorted(s["worst"], key=lambda w: (w[0], -w[1]))[:3]:
             if rec < 1:
