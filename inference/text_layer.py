@@ -340,6 +340,7 @@ class Group:
     alpha: float = 0.0  # the panel's opacity (0 = none)
     frost: int = 0  # blur radius of the background under the panel (0 = none): a frosted panel over busy pixels
     halo: int = 0  # px beyond the panel over which the frost fades out
+    avoid: tuple = ()  # boxes the panel's halo must not reach (another group drawn before it: the disclaimer)
     contrast: float = 0.0  # measured on the composite before the JPEG, against the worst tile
     texture: float = 0.0  # the busiest tile under the panel, measured on the composite without the text
 
@@ -491,6 +492,8 @@ def _soft_mask(size, group):
     if group.halo:
         mask = mask.filter(ImageFilter.GaussianBlur(group.halo / 4))
         mask.paste(255, mask=_panel_mask(size, group))
+    for box in group.avoid:
+        mask.paste(0, tuple(box))
     return mask
 
 
@@ -631,18 +634,22 @@ def plan_layout(image, copy, cfg, row_id="", block=None):
     if layout.block:  # the panel covers what was written there too
         ink = (min(ink[0], block[0]), min(ink[1], block[1]), max(ink[2], block[2]), max(ink[3], block[3]))
     head = Group(placed, box=(max(0, ink[0]), max(0, ink[1]), min(W, ink[2]), min(bottom, ink[3])))
-    _choose_treatment(image, head, cfg)
+    # drawn in this order, each measured on what is under it then: the disclaimer, the headline block (its halo kept
+    # off the disclaimer's band), the badge
+    for group in groups:
+        _choose_treatment(image, group, cfg)
+        head.avoid += (group.box,)
+    _choose_treatment(draw_layout(image, Layout(name, calm, groups=groups)), head, cfg)
     if badge:
         layout.badge = _badge_group(badge, fonts, cfg, inner, align, y)
-    for group in groups:  # the disclaimer
-        _choose_treatment(image, group, cfg)
     layout.groups = [head] + groups
     return layout
 
 
 def draw_layout(image, layout):
+    """`image` with the layout drawn: the disclaimer first, then the headline block (`groups[0]`), then the badge."""
     out = image.convert("RGB")
-    for group in layout.groups + ([layout.badge] if layout.badge else []):
+    for group in layout.groups[1:] + layout.groups[:1] + ([layout.badge] if layout.badge else []):
         out = _composite(out, group)
     return out
 

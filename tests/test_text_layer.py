@@ -299,3 +299,20 @@ def test_the_pass_takes_each_rows_layout_banner_from_a_manifest(tmp_path):
     pd.DataFrame([{"id": "7", "init_bannerImage": "t1.jpg"}]).to_csv(tmp_path / "other.csv", index=False)
     with pytest.raises(knobs.InputError, match=r"other.csv: no layout banner .* id 42"):
         tl.main(args + [f"--LAYOUT_CSV={tmp_path / 'other.csv'}"])
+
+
+def test_a_headline_set_just_above_the_disclaimer_keeps_both_legible(tmp_path):
+    # the layout banner's text sits at the bottom, over a light busy patch, while the disclaimer's band is dark and
+    # calm (white text, no panel): the headline's light frosted halo must not wash over the disclaimer
+    cfg = tl.default_config(REGION_CACHE=str(tmp_path / "regions.json"))
+    banner, _ = text_banner(tmp_path / "init.jpg", (60, 380))
+    px = np.full((533, 1024, 3), 25, np.uint8)
+    blocks = np.random.default_rng(2).integers(60, 256, (10, 44, 1), dtype=np.uint8)  # 16 px squares: blur keeps them
+    px[300:460, :704] = blocks.repeat(16, axis=0).repeat(16, axis=1)
+    image, layout = tl.render(Image.fromarray(px), tl.extract_copy(ROW, cfg), cfg, "42", layout_from=banner)
+    head, disclaimer = layout.groups
+    assert layout.region == "text block" and head.frost and head.alpha > 0 and head.scrim == (255, 255, 255)
+    assert disclaimer.alpha == 0 and disclaimer.box[1] - head.box[3] < cfg.HALO_PX  # the halo would reach it
+    written = images.decode_image(images.banner_jpeg(image))
+    for text, ratio in tl.measured_contrasts(written, layout):
+        assert ratio >= 4.5, (text, ratio)
