@@ -19,6 +19,7 @@ import ast
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -73,14 +74,32 @@ def _own(scope):
             and not (isinstance(v, tuple) and not all(isinstance(x, (bool, int, float, str)) for x in v))}
 
 
+@dataclass(frozen=True)
+class Shared:
+    """Another module's knobs that a script offers as its own (an entry of its SHARED_KNOBS), but those named in
+    `without`. A plain module in SHARED_KNOBS shares all of its knobs."""
+    module: ModuleType
+    without: tuple = ()
+
+    def knobs(self):
+        return {k: v for k, v in _own(vars(self.module)).items() if k not in self.without}
+
+    def names(self):
+        return tuple(self.knobs())
+
+
+def _shared(scope):
+    return [s if isinstance(s, Shared) else Shared(s) for s in scope.get("SHARED_KNOBS") or ()]
+
+
 def defaults(module):
     """{NAME: default} of every knob of a script (a module or its globals dict), in file order, then the knobs of the
     modules it names in SHARED_KNOBS (e.g. the run machinery's, common to both generation methods), where the script
     does not set them itself."""
     scope = _scope(module)
     values = _own(scope)
-    for shared in scope.get("SHARED_KNOBS") or ():
-        for name, value in _own(vars(shared)).items():
+    for shared in _shared(scope):
+        for name, value in shared.knobs().items():
             values.setdefault(name, value)
     return values
 
@@ -248,10 +267,10 @@ def help_text(module):
 
     own = _own(scope)
     lines += [knob_line(name, value, comments) for name, value in own.items()]
-    for shared in scope.get("SHARED_KNOBS") or ():
-        theirs = {k: v for k, v in _own(vars(shared)).items() if k not in own}
+    for shared in _shared(scope):
+        theirs = {k: v for k, v in shared.knobs().items() if k not in own}
         if theirs:
-            path = Path(shared.__file__)
+            path = Path(shared.module.__file__)
             lines += ["", f"shared knobs, edited at the top of {path.parent.name}/{path.name}:"]
             lines += [knob_line(name, value, _comments(path)) for name, value in theirs.items()]
     smoke = scope.get("SMOKE_OVERRIDES") or {}

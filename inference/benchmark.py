@@ -74,8 +74,9 @@ def build(cfg, method_cfg, device, dtype):
     if dtype != torch.float32:
         pipe = pipe.to(dtype=dtype)
     # the method's own scheduler and VAE slicing: the benchmark measures what the method runs
-    return pipelines.prepare(pipe, device, method_cfg.SCHEDULER, cfg.MODE, method_cfg.VAE_SLICING, cfg.COMPILE,
-                             cfg.CHANNELS_LAST)
+    pipe = pipelines.set_scheduler(pipe, method_cfg.SCHEDULER)
+    return pipelines.prepare(pipe, device, method_cfg.replace(MODEL=cfg.MODE, COMPILE=cfg.COMPILE,
+                                                              CHANNELS_LAST=cfg.CHANNELS_LAST))
 
 
 def generate(cfg, pipe, method_cfg, calls):

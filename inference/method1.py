@@ -37,13 +37,15 @@ RETRIEVAL_FILE = "retrieval.csv"  # in $DATA_DIR/test: id, rank, train_bannerIma
 OUT_DIR = "inference/method_1"  # output folder (also from env OUT_DIR; SUBMISSION=1 writes SUBMISSION_DIR/submission{k})
 GEN_SIZE = (1024, 536)  # generation size WxH, multiples of 8 (533 is not); outputs are resized to exactly 1024x533
 DUP_STRENGTH_STEP = 0.1  # each retry adds this much strength (capped at 1.0)
-SHARED_KNOBS = (runner,)  # the run machinery's knobs (guard, POSTPROCESS + PP_*, TEXT_LAYER, SUBMISSION, SEED, ...)
+# the run machinery's knobs (guard, POSTPROCESS + PP_*, SUBMISSION, SEED, ...) and the text layer's (TEXT_LAYER=1: fonts,
+# sizes, DISCLAIMER, ...), listed by --help
+SHARED_KNOBS = (runner, runner.TEXT_LAYER_KNOBS)
 # tiny random model: few steps, small batches, small canvas (outputs still 1024x533)
 SMOKE_OVERRIDES = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136))
 
 # the knobs that decide what a banner looks like: a banner made with other values is not this run's
 _IMAGE_SETTINGS = ("MODEL", "VAE", "SCHEDULER", "STRENGTH", "STEPS", "GUIDANCE", "NEGATIVE_PROMPT", "GEN_SIZE",
-                   "DUP_STRENGTH_STEP")  # + runner.SHARED_IMAGE_SETTINGS
+                   "DUP_STRENGTH_STEP")  # + the runner's shared ones (runner.image_settings)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -51,17 +53,24 @@ _IMAGE_SETTINGS = ("MODEL", "VAE", "SCHEDULER", "STRENGTH", "STEPS", "GUIDANCE",
 
 
 def read_inputs(cfg):
-    """Test rows (with prompts' text) and their init banners from retrieval.csv, checked; errors name the row."""
+    """Test rows (with prompts' text) and their init banners' names from retrieval.csv (rank 1; and rank 2 for
+    POSTPROCESS's pair), each checked to decode; errors name the row."""
     rows = runner.read_test_rows(cfg)
     test = dataset.split_dir("test", cfg.DATA_DIR)
-    by_id = dataset.read_retrieval(test / cfg.RETRIEVAL_FILE, [r.id for r in rows], ranks=runner.parts(cfg))
+    inits = dataset.read_retrieval(test / cfg.RETRIEVAL_FILE, [r.id for r in rows], ranks=runner.parts(cfg))
     images_dir = dataset.split_dir("train", cfg.DATA_DIR) / "images"
-    inits = {}
     for row in rows:
-        for name in by_id[row.id]:
+        for name in inits[row.id]:
             images.check_image(images_dir / name, f"init banner of test row id={row.id}")
-        inits[row.id] = by_id[row.id]
-    return rows, inits, images_dir
+    return rows, {row.id: inits[row.id] for row in rows}
+
+
+def make_jobs(cfg, rows, inits, tokenizer):
+    """One job per row: its English copy fitted to the text encoder's window (caption first) and its init banners."""
+    count, budget = prompts.token_counter(tokenizer), prompts.window(tokenizer)
+    images_dir = dataset.split_dir("train", cfg.DATA_DIR) / "images"
+    return [runner.Job(row, prompts.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, cfg.STYLE)[0],
+                       [images_dir / name for name in inits[row.id]], inits[row.id]) for row in rows]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -77,7 +86,7 @@ def load_pipeline(cfg, device):
         extra["vae"] = devices.load_model(AutoencoderKL.from_pretrained, cfg.VAE, dtype=dtype)
     pipe = devices.load_model(StableDiffusionImg2ImgPipeline.from_pretrained, cfg.MODEL, smoke_family="sd15",
                               dtype=dtype, safety_checker=None, requires_safety_checker=False, **extra)
-    return pipelines.prepare(pipe, device, cfg.SCHEDULER, cfg.MODEL, cfg.VAE_SLICING, cfg.COMPILE, cfg.CHANNELS_LAST)
+    return pipelines.prepare(pipelines.set_scheduler(pipe, cfg.SCHEDULER), device, cfg)
 
 
 def generate(pipe, cfg, calls, strength):
@@ -92,41 +101,37 @@ def generate(pipe, cfg, calls, strength):
     return out
 
 
-def retry_policy(cfg):
-    """Try k of a near-copy row: more strength (img2img keeps less of the init banner), and a new seed (runner)."""
-    return lambda attempt: {"strength": min(1.0, cfg.STRENGTH + (attempt - 1) * cfg.DUP_STRENGTH_STEP)}
+def retry_strength(cfg, attempt):
+    """The retry policy: try k of a near-copy row repaints with more strength (keeping less of the init banner), and
+    with a new seed (the runner's)."""
+    return min(1.0, cfg.STRENGTH + (attempt - 1) * cfg.DUP_STRENGTH_STEP)
+
+
+def unet_formula(cfg):
+    """(how the UNet evaluations per banner are counted, their number on a first try), for the compute summary."""
+    guidance, n_parts = 2 if cfg.GUIDANCE > 1 else 1, runner.parts(cfg)
+    return (f"int({cfg.STEPS} steps x {cfg.STRENGTH} strength) x {guidance} (guidance)"
+            + (" x 2 parts" if n_parts == 2 else ""), int(cfg.STEPS * cfg.STRENGTH) * guidance * n_parts)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# one run
-
-
-def run_once(cfg, target, rows, inits, images_dir, pipe, guard, finish, rank=0, world=1):
-    """This process's share of the rows into `target`; returns its compute figures."""
-    count, budget = prompts.token_counter(pipe.tokenizer), prompts.window(pipe.tokenizer)
-    prompt = {row.id: prompts.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, cfg.STYLE)[0]
-              for row in rows}
-    settings = runner.image_settings(cfg, _IMAGE_SETTINGS)
-    keys = {row.id: runner.row_key(settings, target.seed, prompt[row.id], inits[row.id]) for row in rows}
-    guidance, n_parts = 2 if cfg.GUIDANCE > 1 else 1, runner.parts(cfg)
-    formula = (f"int({cfg.STEPS} steps x {cfg.STRENGTH} strength) x {guidance} (guidance)"
-               + (" x 2 parts" if n_parts == 2 else ""), int(cfg.STEPS * cfg.STRENGTH) * guidance * n_parts)
-    return runner.run_share(
-        cfg, target, rows, keys, settings, pipe,
-        lambda todo: [runner.Job(r, prompt[r.id], [images_dir / n for n in inits[r.id]], inits[r.id]) for r in todo],
-        lambda calls, params: generate(pipe, cfg, calls, params["strength"]), finish, retry_policy(cfg), guard,
-        "method 1", rank, world, formula)
+# the run
 
 
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
     knobs.announce_smoke("inference / method 1")
-    rows, inits, images_dir = read_inputs(cfg)
-    targets, device, guard, finish, locks = runner.prepare_run(cfg, rows)  # before any model loads
-    with locks:
-        pipe = load_pipeline(cfg, device)
-        return runner.run_all(targets, rows, lambda target, r, w, _d: run_once(cfg, target, rows, inits, images_dir,
-                                                                              pipe, guard, finish, r, w), cfg.DUP_MAX)
+    rows, inits = read_inputs(cfg)
+    settings = runner.image_settings(cfg, _IMAGE_SETTINGS)
+    with runner.open_runs(cfg, rows) as runs:  # folders checked and locked, copy checked, guard ready: no model yet
+        pipe = load_pipeline(cfg, runs.device)
+        jobs = make_jobs(cfg, rows, inits, pipe.tokenizer)
+        for run in runs:  # OUT_DIR with SEED; SUBMISSION=1: submission{k}/ with each seed of SEEDS
+            for batch in run.todo_batches(jobs, settings):  # rows not made with these settings yet; near-copies again
+                strength = retry_strength(cfg, batch.attempt)
+                generated = generate(pipe, cfg, batch.calls, strength)
+                run.finish_and_write(batch, generated, strength)  # guard, post-processing, text layer, JPEG, record
+            run.close(pipe, unet_formula(cfg))  # compute summary; manifest.csv (+ time CSV) once all processes are done
 
 
 if __name__ == "__main__":

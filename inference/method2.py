@@ -40,12 +40,14 @@ PROMPT_FILE = "llava_prompt.json"  # in $DATA_DIR/test: {bannerImage: prompt} fr
 INFO_FILE = "info_trans.csv"  # in $DATA_DIR/test: the copy a row without an LLM prompt falls back to
 OUT_DIR = "inference/method_2"  # output folder (also from env OUT_DIR; SUBMISSION=1 writes SUBMISSION_DIR/submission{k})
 GEN_SIZE = (1024, 536)  # generation size WxH, multiples of 8; outputs are resized to exactly 1024x533
-SHARED_KNOBS = (runner,)  # the run machinery's knobs (guard, POSTPROCESS + PP_*, TEXT_LAYER, SUBMISSION, SEED, ...)
+# the run machinery's knobs (guard, POSTPROCESS + PP_*, SUBMISSION, SEED, ...) and the text layer's (TEXT_LAYER=1: fonts,
+# sizes, DISCLAIMER, ...), listed by --help
+SHARED_KNOBS = (runner, runner.TEXT_LAYER_KNOBS)
 # tiny random model: few steps, small batches, small canvas (outputs still 1024x533); the smoke LoRA of run/train_sd.sh
 SMOKE_OVERRIDES = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136), LORA="outputs/smoke/lora_sd21")
 
 _IMAGE_SETTINGS = ("MODEL", "LORA_SCALE", "FUSE_LORA", "SCHEDULER", "STEPS", "GUIDANCE", "GUIDANCE_RESCALE",
-                   "NEGATIVE_PROMPT", "GEN_SIZE")  # + runner.SHARED_IMAGE_SETTINGS
+                   "NEGATIVE_PROMPT", "GEN_SIZE")  # + the runner's shared ones and the LoRA file's hash
 _LORA_FILE = "pytorch_lora_weights.safetensors"  # the name save_lora_weights gives it
 
 
@@ -83,23 +85,39 @@ def read_inputs(cfg):
                   for row in rows}
 
 
-def fitted_prompts(rows, llm, tokenizer, style=""):
-    """{id: prompt within the window}, and how many rows fell back to their copy and how many LLM prompts were cut."""
+def lora_hash(cfg):
+    """The LoRA file's content hash ("" for the base model): in the resume key, so a retrained LoRA redoes the banners."""
+    lora = lora_file(cfg)
+    return files.file_hash(lora)[:16] if lora else ""
+
+
+def make_jobs(cfg, rows, llm, tokenizer):
+    """One job per row: its LLM prompt, or its English copy where it has none, fitted to the text encoder's window.
+    Rank 0 says how many rows fell back to their copy and how many LLM prompts were cut."""
     count, budget = prompts.token_counter(tokenizer), prompts.window(tokenizer)
-    out, fallback, cut = {}, 0, 0
+    jobs, fallback, cut = [], 0, 0
     for row in rows:
         if llm[row.id]:
-            prompt, notes = prompts.fit_prompt(llm[row.id], "", "", count, budget, style)
+            prompt, notes = prompts.fit_prompt(llm[row.id], "", "", count, budget, cfg.STYLE)
             cut += notes.get("caption") == "cut"
         else:
-            prompt, _ = prompts.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, style)
+            prompt, _ = prompts.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, cfg.STYLE)
             fallback += 1
-        out[row.id] = prompt
-    return out, fallback, cut
+        jobs.append(runner.Job(row, prompt, [None] * runner.parts(cfg)))  # text-to-image: no input banner
+    if devices.process_info()[0] == 0:
+        print(f"prompts: {len(rows) - fallback} from the LLM ({cut} cut to the {budget}-token window), {fallback} rows "
+              f"without one use their fitted copy", file=sys.stderr)
+    return jobs
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # the pipeline
+
+
+def set_scheduler(pipe, cfg):
+    """The sampler and its noise schedule: SCHEDULER (ddim_zero_snr: DDIM with zero-terminal-SNR rescale and trailing
+    timesteps, as the seed ran SD 2.1)."""
+    return pipelines.set_scheduler(pipe, cfg.SCHEDULER)
 
 
 def load_pipeline(cfg, device):
@@ -118,7 +136,7 @@ def load_pipeline(cfg, device):
             pipe.unload_lora_weights()
         else:
             pipe.set_adapters(["banners"], adapter_weights=[cfg.LORA_SCALE])
-    return pipelines.prepare(pipe, device, cfg.SCHEDULER, cfg.MODEL, cfg.VAE_SLICING, cfg.COMPILE, cfg.CHANNELS_LAST)
+    return pipelines.prepare(set_scheduler(pipe, cfg), device, cfg)
 
 
 def generate(pipe, cfg, calls):
@@ -134,40 +152,31 @@ def generate(pipe, cfg, calls):
     return out
 
 
+def unet_formula(cfg):
+    """(how the UNet evaluations per banner are counted, their number on a first try), for the compute summary."""
+    guidance, n_parts = 2 if cfg.GUIDANCE > 1 else 1, runner.parts(cfg)
+    return (f"{cfg.STEPS} steps x {guidance} (guidance)" + (" x 2 parts" if n_parts == 2 else ""),
+            cfg.STEPS * guidance * n_parts)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
-# one run
-
-
-def run_once(cfg, target, rows, prompt, lora_hash, pipe, guard, finish, rank=0, world=1):
-    """This process's share of the rows into `target`; returns its compute figures."""
-    settings = {**runner.image_settings(cfg, _IMAGE_SETTINGS), "LORA": lora_hash}
-    keys = {row.id: runner.row_key(settings, target.seed, prompt[row.id], []) for row in rows}
-    guidance = 2 if cfg.GUIDANCE > 1 else 1
-    formula = (f"{cfg.STEPS} steps x {guidance} (guidance)" + (" x 2 parts" if runner.parts(cfg) == 2 else ""),
-               cfg.STEPS * guidance * runner.parts(cfg))
-    # text-to-image has no init banner: a retry of a near-copy changes only the seed (the runner's per-try seed)
-    return runner.run_share(
-        cfg, target, rows, keys, settings, pipe,
-        lambda todo: [runner.Job(r, prompt[r.id], [None] * runner.parts(cfg)) for r in todo],
-        lambda calls, _params: generate(pipe, cfg, calls), finish, lambda attempt: {"strength": 1.0}, guard,
-        "method 2", rank, world, formula)
+# the run
 
 
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
     knobs.announce_smoke("inference / method 2")
     rows, llm = read_inputs(cfg)
-    lora = lora_file(cfg)
-    lora_hash = files.file_hash(lora)[:16] if lora else ""
-    targets, device, guard, finish, locks = runner.prepare_run(cfg, rows)  # before any model loads
-    with locks:
-        pipe = load_pipeline(cfg, device)
-        prompt, fallback, cut = fitted_prompts(rows, llm, pipe.tokenizer, cfg.STYLE)
-        if devices.process_info()[0] == 0:
-            print(f"prompts: {len(rows) - fallback} from the LLM ({cut} cut to the {prompts.window(pipe.tokenizer)}"
-                  f"-token window), {fallback} rows without one use their fitted copy", file=sys.stderr)
-        return runner.run_all(targets, rows, lambda target, r, w, _d: run_once(cfg, target, rows, prompt, lora_hash,
-                                                                              pipe, guard, finish, r, w), cfg.DUP_MAX)
+    settings = {**runner.image_settings(cfg, _IMAGE_SETTINGS), "LORA": lora_hash(cfg)}
+    with runner.open_runs(cfg, rows) as runs:  # folders checked and locked, copy checked, guard ready: no model yet
+        pipe = load_pipeline(cfg, runs.device)
+        jobs = make_jobs(cfg, rows, llm, pipe.tokenizer)
+        for run in runs:  # OUT_DIR with SEED; SUBMISSION=1: submission{k}/ with each seed of SEEDS
+            # a near-copy comes back in a batch of its own: the retry policy of text-to-image is the new seed alone
+            for batch in run.todo_batches(jobs, settings):
+                generated = generate(pipe, cfg, batch.calls)
+                run.finish_and_write(batch, generated)  # guard, post-processing, text layer, JPEG, record
+            run.close(pipe, unet_formula(cfg))  # compute summary; manifest.csv (+ time CSV) once all processes are done
 
 
 if __name__ == "__main__":
