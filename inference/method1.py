@@ -1,7 +1,7 @@
 """
 Method 1: retrieval-guided img2img. Each test row's banner is Stable Diffusion 1.5 (Realistic Vision V5.1 with the
 sd-vae-ft-mse VAE) repainting the training banner that retrieval ranked first for it, prompted by the row's English
-copy fitted to CLIP's 77 tokens (inference/prompts.py). A duplication guard regenerates, with more strength and a new
+copy fitted to CLIP's 77 tokens (core/prompt_fit.py). A duplication guard regenerates, with more strength and a new
 seed, any output whose Inception similarity to a training banner is above DUP_MAX.
 
 reads   $DATA_DIR/test/info_trans.csv (INFO_FILE), $DATA_DIR/test/retrieval.csv (id, rank, train_bannerImage, ...),
@@ -21,7 +21,8 @@ per part), so a row's image does not depend on batch size, order or the number o
     accelerate launch -m inference.method1        # every GPU takes every world-th row; rank 0 merges the manifest
 """
 from core import dataset, devices, images, knobs
-from inference import pipelines, prompts, runner
+from core import prompt_fit
+from inference import pipelines, runner
 
 DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
 MODEL = "SG161222/Realistic_Vision_V5.1_noVAE"  # SD 1.5 checkpoint: hub id or local folder
@@ -30,7 +31,7 @@ SCHEDULER = "dpmpp"  # dpmpp (DPM-Solver++ multistep) | ddim | pndm | euler_a | 
 STRENGTH = 0.6  # img2img strength: 0 returns the init banner, 1 ignores it (the seed's 0.6)
 STEPS = 30  # scheduler steps; img2img runs int(STEPS * strength) of them
 GUIDANCE = 7.5  # classifier-free guidance scale (> 1 doubles the UNet batch)
-NEGATIVE_PROMPT = prompts.NEGATIVE_PROMPT  # what to steer away from ("" = none)
+NEGATIVE_PROMPT = prompt_fit.NEGATIVE_PROMPT  # what to steer away from ("" = none)
 STYLE = ""  # words appended to every prompt when they fit (e.g. "advertising banner, high quality photo")
 INFO_FILE = "info_trans.csv"  # test copy in English (translation stage); info.csv prompts with the Vietnamese text
 RETRIEVAL_FILE = "retrieval.csv"  # in $DATA_DIR/test: id, rank, train_bannerImage (retrieval stage)
@@ -67,9 +68,9 @@ def read_inputs(cfg):
 
 def make_jobs(cfg, rows, inits, tokenizer):
     """One job per row: its English copy fitted to the text encoder's window (caption first) and its init banners."""
-    count, budget = prompts.token_counter(tokenizer), prompts.window(tokenizer)
+    count, budget = prompt_fit.token_counter(tokenizer), prompt_fit.window(tokenizer)
     images_dir = dataset.split_dir("train", cfg.DATA_DIR) / "images"
-    return [runner.Job(row, prompts.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, cfg.STYLE)[0],
+    return [runner.Job(row, prompt_fit.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, cfg.STYLE)[0],
                        [images_dir / name for name in inits[row.id]], inits[row.id]) for row in rows]
 
 

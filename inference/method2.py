@@ -2,7 +2,7 @@
 Method 2: text-to-image with Stable Diffusion 2.1 (v-prediction) and the LoRA that run/train_sd.sh fine-tuned on the
 captioned training banners. Each test row is prompted with the image description an LLM wrote for it
 (run/prompts.sh); a row without one falls back to its English copy, and the run counts those rows. Every prompt is
-fitted to the text encoder's 77-token window with the project's prompt fitter (inference/prompts.py). DDIM with
+fitted to the text encoder's 77-token window with the project's prompt fitter (core/prompt_fit.py). DDIM with
 zero-terminal-SNR rescale and trailing timesteps, as the seed ran SD 2.1.
 
 The run machinery is Method 1's (inference/runner.py): resume keyed by settings, the folder check and lock, per-row
@@ -23,7 +23,8 @@ from pathlib import Path
 
 from core import dataset, devices, files, knobs
 from core.progress import quiet_libraries
-from inference import pipelines, prompts, runner
+from core import prompt_fit
+from inference import pipelines, runner
 
 DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
 MODEL = "stabilityai/stable-diffusion-2-1"  # SD 2.1 (v-prediction) base: hub id or local folder
@@ -34,7 +35,7 @@ SCHEDULER = "ddim_zero_snr"  # ddim_zero_snr (DDIM, zero terminal SNR, trailing 
 STEPS = 30  # scheduler steps
 GUIDANCE = 7.5  # classifier-free guidance scale (> 1 doubles the UNet batch)
 GUIDANCE_RESCALE = 0.7  # rescale of the guided prediction (Lin et al. 2023, with zero-terminal-SNR; 0 = off)
-NEGATIVE_PROMPT = prompts.NEGATIVE_PROMPT  # what to steer away from ("" = none)
+NEGATIVE_PROMPT = prompt_fit.NEGATIVE_PROMPT  # what to steer away from ("" = none)
 STYLE = ""  # words appended to every prompt when they fit
 PROMPT_FILE = "llava_prompt.json"  # in $DATA_DIR/test: {bannerImage: prompt} from run/prompts.sh
 INFO_FILE = "info_trans.csv"  # in $DATA_DIR/test: the copy a row without an LLM prompt falls back to
@@ -94,14 +95,14 @@ def lora_hash(cfg):
 def make_jobs(cfg, rows, llm, tokenizer):
     """One job per row: its LLM prompt, or its English copy where it has none, fitted to the text encoder's window.
     Rank 0 says how many rows fell back to their copy and how many LLM prompts were cut."""
-    count, budget = prompts.token_counter(tokenizer), prompts.window(tokenizer)
+    count, budget = prompt_fit.token_counter(tokenizer), prompt_fit.window(tokenizer)
     jobs, fallback, cut = [], 0, 0
     for row in rows:
         if llm[row.id]:
-            prompt, notes = prompts.fit_prompt(llm[row.id], "", "", count, budget, cfg.STYLE)
+            prompt, notes = prompt_fit.fit_prompt(llm[row.id], "", "", count, budget, cfg.STYLE)
             cut += notes.get("caption") == "cut"
         else:
-            prompt, _ = prompts.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, cfg.STYLE)
+            prompt, _ = prompt_fit.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, cfg.STYLE)
             fallback += 1
         jobs.append(runner.Job(row, prompt, [None] * runner.parts(cfg)))  # text-to-image: no input banner
     if devices.process_info()[0] == 0:

@@ -4,7 +4,7 @@ VAE slicing, the speed knobs (torch.compile of the UNet; channels_last), and a U
 accounting's ground truth: images the UNet processed, a guidance pair counting 2).
 """
 from core.knobs import InputError
-from inference import prompts
+from core import prompt_fit
 
 SCHEDULERS = {"dpmpp": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
               "ddim": ("DDIMScheduler", {}), "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
@@ -33,7 +33,7 @@ def prepare(pipe, device, cfg):
     ground truth: images the UNet processed, a guidance pair counting 2; `unet_images_since_last`)."""
     import torch
 
-    prompts.check_tokenizer(pipe.tokenizer, f"{cfg.MODEL} tokenizer")
+    prompt_fit.check_tokenizer(pipe.tokenizer, f"{cfg.MODEL} tokenizer")
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
     if cfg.VAE_SLICING:

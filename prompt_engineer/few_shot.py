@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 
 from core.knobs import InputError
-from inference.prompts import clean, strip_disclaimer
+from core.prompt_fit import clean, strip_disclaimer
 from retrieval.retrieve import index_name
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")

@@ -25,7 +25,7 @@ import time
 from core import dataset, devices, files, knobs, seeds
 from core.knobs import InputError
 from core.progress import progress as progress_bar
-from inference import prompts
+from core import prompt_fit as prompts
 from prompt_engineer import checks, few_shot
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR: the run/*.sh contract)

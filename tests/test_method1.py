@@ -96,27 +96,27 @@ def test_prompts_fit_the_window_caption_first():
     from transformers import CLIPTokenizer
 
     import smoke
-    from inference import prompts
+    from core import prompt_fit
 
     tok = CLIPTokenizer.from_pretrained(smoke.smoke_model("sd15"), subfolder="tokenizer")
     assert tok("a cat")["input_ids"] != tok("a dog")["input_ids"]  # the real CLIP vocab, not a 2-token stub
-    count, budget = prompts.token_counter(tok), prompts.window(tok)
+    count, budget = prompt_fit.token_counter(tok), prompt_fit.window(tok)
     assert budget == 75
     long_caption, desc, more = TRANSLATIONS["5"]
-    assert count(prompts.seed_prompt(long_caption, desc, more)) > 75  # the seed's prompt overflows and loses its tail
+    assert count(prompt_fit.seed_prompt(long_caption, desc, more)) > 75  # the seed's prompt overflows and loses its tail
     for caption, desc, more in TRANSLATIONS.values():
-        prompt, notes = prompts.fit_prompt(caption, desc, more, count, budget)
+        prompt, notes = prompt_fit.fit_prompt(caption, desc, more, count, budget)
         assert 0 < count(prompt) <= budget
-        assert prompt.startswith(prompts.clean(caption).split()[0])
-    prompt, notes = prompts.fit_prompt(*TRANSLATIONS["2"], count, budget)
+        assert prompt.startswith(prompt_fit.clean(caption).split()[0])
+    prompt, notes = prompt_fit.fit_prompt(*TRANSLATIONS["2"], count, budget)
     assert notes["moreInfo"] == "disclaimer" and "medicine" not in prompt
-    prompt, notes = prompts.fit_prompt(*TRANSLATIONS["6"], count, budget)
+    prompt, notes = prompt_fit.fit_prompt(*TRANSLATIONS["6"], count, budget)
     assert notes == {"caption": "kept", "description": "kept", "moreInfo": "kept"} and prompt.endswith("Beauty")
-    prompt, notes = prompts.fit_prompt(long_caption, desc, more, count, budget)
+    prompt, notes = prompt_fit.fit_prompt(long_caption, desc, more, count, budget)
     assert notes == {"caption": "kept", "description": "cut", "moreInfo": "dropped"} and "🏖" not in prompt
-    prompt, notes = prompts.fit_prompt(long_caption + " " + long_caption, desc, more, count, budget)
+    prompt, notes = prompt_fit.fit_prompt(long_caption + " " + long_caption, desc, more, count, budget)
     assert notes == {"caption": "cut", "description": "dropped", "moreInfo": "dropped"} and count(prompt) <= budget
-    assert prompts.is_disclaimer("Sản phẩm này không phải là thuốc, không có tác dụng thay thế thuốc chữa bệnh")
+    assert prompt_fit.is_disclaimer("Sản phẩm này không phải là thuốc, không có tác dụng thay thế thuốc chữa bệnh")
 
 
 def test_every_row_gets_a_banner_the_same_for_any_batch_size(m1, flags, sample_dir, tmp_path, capsys):
@@ -369,7 +369,7 @@ def test_help_lists_every_knob_its_default_and_smoke_changes():
                          text=True, timeout=120)
     assert out.returncode == 0
     assert "--STRENGTH=0.6  # img2img strength" in out.stdout
-    assert "--NEGATIVE_PROMPT=prompts.NEGATIVE_PROMPT" in out.stdout  # the default as written in the file
+    assert "--NEGATIVE_PROMPT=prompt_fit.NEGATIVE_PROMPT" in out.stdout  # the default as written in the file
     assert "--GEN_SIZE=1024,536" in out.stdout  # how to write a tuple on the command line
     assert "SMOKE=1" in out.stdout and "STEPS=3" in out.stdout.split("SMOKE=1")[-1]
 

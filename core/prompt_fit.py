@@ -1,5 +1,7 @@
 """
-Prompts that fit the text encoder's window (CLIP: 77 tokens including the start and end tokens).
+Prompts that fit the text encoder's window (CLIP: 77 tokens including the start and end tokens), and the copy cleaning
+every stage that turns ad copy into a prompt shares (both generation methods, the LLM prompt stage and its few-shot
+examples).
 
 The seed joined "{caption}, description is {description} and more information is {moreInfo}" and let the tokenizer
 cut the tail silently; `fit_prompt` instead keeps the caption first and adds description and moreInfo only as far as
