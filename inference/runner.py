@@ -28,6 +28,7 @@ The run machinery both generation methods share. A method's main() reads top to 
   between redoes the row); rank 0 merges them into manifest.csv in info order.
 """
 import contextlib
+import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -154,9 +155,10 @@ def row_key(settings, seed, prompt, inputs):
 
 
 def differences(old, new):
-    """What changed between the saved settings and these."""
+    """What changed between the saved settings and these, compared as JSON holds them (a tuple equals its list)."""
     if not isinstance(old, dict):
         return "unknown earlier settings (banners made outside this tool, or by an older version)"
+    new = json.loads(json.dumps(new))
     diff = [f"{k} {old.get(k, '-')!r} -> {new.get(k, '-')!r}" for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k)]
     if not diff:
@@ -303,6 +305,7 @@ class Run:
         runs, place = self.runs, self.place
         mine = devices.shard(jobs, runs.rank, runs.world)
         self.keys = {job.row.id: row_key(settings, place.seed, job.prompt, job.init_names) for job in mine}
+        settings = {**settings, "SEED": place.seed}  # recorded, so a refusal can name a changed seed
         todo = self.plan(mine, settings)
         files.write_json(place.meta(".settings.json"), settings)  # the newest run's: a refusal says what changed
         print(f"[rank {runs.rank}/{runs.world}] {len(mine)} rows, {len(mine) - len(todo)} already done, {len(todo)} "

@@ -172,9 +172,11 @@ def test_resume_never_mixes_runs(m1, flags, sample_dir, tmp_path):
     out = tmp_path / "out"
     m1.main(flags(f"--OUT_DIR={out}", "--LIMIT=2"))
     first = {p.name: p.read_bytes() for p in out.glob("*.jpg")}
-    # another seed into the same folder: refused with one line naming what changed and how to overwrite
-    with pytest.raises(knobs.InputError, match=r"made with other settings.*--OVERWRITE=1"):
+    # another seed into the same folder: refused with one line naming exactly what changed (the seed alone: a tuple
+    # knob and the list its JSON record holds are the same setting) and how to overwrite
+    with pytest.raises(knobs.InputError) as refused:
         m1.main(flags(f"--OUT_DIR={out}", "--LIMIT=2", "--SEED=7"))
+    assert "2 banner(s) (e.g. 1.jpg) were made with other settings: SEED 42 -> 7; pass --OVERWRITE=1" in str(refused.value)
     assert {p.name: p.read_bytes() for p in out.glob("*.jpg")} == first  # nothing touched
     m1.main(flags(f"--OUT_DIR={out}", "--LIMIT=2", "--SEED=7", "--OVERWRITE=1"))
     assert manifest(out)["seed"].tolist() == [str(runner.try_seed(7, i, 1)) for i in manifest(out)["id"]]
