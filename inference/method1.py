@@ -70,8 +70,9 @@ def make_jobs(cfg, rows, inits, tokenizer):
     """One job per row: its English copy fitted to the text encoder's window (caption first) and its init banners."""
     count, budget = prompt_fit.token_counter(tokenizer), prompt_fit.window(tokenizer)
     images_dir = dataset.split_dir("train", cfg.DATA_DIR) / "images"
-    return [runner.Job(row, prompt_fit.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, cfg.STYLE)[0],
-                       [images_dir / name for name in inits[row.id]], inits[row.id]) for row in rows]
+    fit = [prompt_fit.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, cfg.STYLE)[0] for row in rows]
+    return [runner.Job(row, prompt, [images_dir / name for name in inits[row.id]], inits[row.id])
+            for row, prompt in zip(rows, fit)]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

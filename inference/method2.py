@@ -87,7 +87,7 @@ def read_inputs(cfg):
 
 
 def lora_hash(cfg):
-    """The LoRA file's content hash ("" for the base model): in the resume key, so a retrained LoRA redoes the banners."""
+    """The LoRA file's content hash ("" = the base model): in the resume key, so a retrained LoRA redoes the banners."""
     lora = lora_file(cfg)
     return files.file_hash(lora)[:16] if lora else ""
 

@@ -41,7 +41,8 @@ def prepare(pipe, device, cfg):
     if cfg.CHANNELS_LAST:
         pipe.unet.to(memory_format=torch.channels_last)
     pipe.unet_calls = [0]
-    pipe.unet.register_forward_pre_hook(lambda _m, args: pipe.unet_calls.__setitem__(0, pipe.unet_calls[0] + len(args[0])))
+    pipe.unet.register_forward_pre_hook(
+        lambda _m, args: pipe.unet_calls.__setitem__(0, pipe.unet_calls[0] + len(args[0])))
     if cfg.COMPILE:
         # the hook above stays on the module; compile wraps its forward (first batches are slow while it compiles)
         pipe.unet.compile(fullgraph=False, mode="max-autotune-no-cudagraphs")

@@ -62,7 +62,7 @@ PP_TILE_SIZE = postprocess.PP_TILE_SIZE  # POSTPROCESS: each image of the pair, 
 PP_GAP = postprocess.PP_GAP  # POSTPROCESS: px between the two images
 PP_BLEND_WEIGHT = postprocess.PP_BLEND_WEIGHT  # POSTPROCESS: 0..1 toward the training mean colour
 PP_PAD = postprocess.PP_PAD  # POSTPROCESS: pad to the 1024:533 aspect with the mean colour
-TEXT_LAYER = False  # set the row's Vietnamese copy on the final banner (inference/text_layer.py), after POSTPROCESS
+TEXT_LAYER = False  # set the row's Vietnamese copy on the final banner, after POSTPROCESS (its knobs: text_layer.py's)
 SUBMISSION = False  # competition layout: one run per seed of SEEDS, with time_submission{k}.csv
 SEEDS = (42, 2023)  # SUBMISSION=1: the seeds of submission1 and submission2
 SUBMISSION_DIR = "inference"  # SUBMISSION=1: parent of submission1/, submission2/ and the time CSVs

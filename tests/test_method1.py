@@ -103,7 +103,7 @@ def test_prompts_fit_the_window_caption_first():
     count, budget = prompt_fit.token_counter(tok), prompt_fit.window(tok)
     assert budget == 75
     long_caption, desc, more = TRANSLATIONS["5"]
-    assert count(prompt_fit.seed_prompt(long_caption, desc, more)) > 75  # the seed's prompt overflows and loses its tail
+    assert count(prompt_fit.seed_prompt(long_caption, desc, more)) > 75  # the seed's prompt overflows, loses its tail
     for caption, desc, more in TRANSLATIONS.values():
         prompt, notes = prompt_fit.fit_prompt(caption, desc, more, count, budget)
         assert 0 < count(prompt) <= budget
@@ -176,7 +176,7 @@ def test_resume_never_mixes_runs(m1, flags, sample_dir, tmp_path):
     # knob and the list its JSON record holds are the same setting) and how to overwrite
     with pytest.raises(knobs.InputError) as refused:
         m1.main(flags(f"--OUT_DIR={out}", "--LIMIT=2", "--SEED=7"))
-    assert "2 banner(s) (e.g. 1.jpg) were made with other settings: SEED 42 -> 7; pass --OVERWRITE=1" in str(refused.value)
+    assert "(e.g. 1.jpg) were made with other settings: SEED 42 -> 7; pass --OVERWRITE=1" in str(refused.value)
     assert {p.name: p.read_bytes() for p in out.glob("*.jpg")} == first  # nothing touched
     m1.main(flags(f"--OUT_DIR={out}", "--LIMIT=2", "--SEED=7", "--OVERWRITE=1"))
     assert manifest(out)["seed"].tolist() == [str(runner.try_seed(7, i, 1)) for i in manifest(out)["id"]]
@@ -312,6 +312,13 @@ def test_text_layer_sets_the_vietnamese_copy_after_postprocessing(m1, flags, sam
     assert settings["TEXT_LAYER"] == text_layer.recipe(text_layer.default_config())
     assert set(settings["TEXT_LAYER"]["fonts"]) == {"DejaVuSans-Bold.ttf", "DejaVuSans.ttf"}
     assert files.read_json(tmp_path / "plain" / ".settings.json")["TEXT_LAYER"] is False
+    # the layer's own knobs are Method 1's knobs too: a wider margin moves the copy, and the resume key follows it
+    m1.main([*base, f"--OUT_DIR={tmp_path / 'margin'}", "--TEXT_LAYER", "--MARGIN=90"])
+    assert np.abs(pixels(tmp_path / "margin" / "1.jpg") - text).mean() > 1
+    assert files.read_json(tmp_path / "margin" / ".settings.json")["TEXT_LAYER"] == text_layer.recipe(
+        text_layer.default_config(MARGIN=90))
+    with pytest.raises(knobs.InputError, match=r"other settings: TEXT_LAYER .*'MARGIN': 90.*'MARGIN': 28"):
+        m1.main([*base, f"--OUT_DIR={tmp_path / 'margin'}", "--TEXT_LAYER"])
     # a character the font lacks stops the run before any model loads, naming the row and the character
     info = pd.read_csv(sample_dir / "test" / "info.csv", dtype=str, keep_default_na=False)
     info.loc[0, "caption"] = "Ưu đãi 漢"
@@ -374,6 +381,22 @@ def test_help_lists_every_knob_its_default_and_smoke_changes():
     assert "--NEGATIVE_PROMPT=prompt_fit.NEGATIVE_PROMPT" in out.stdout  # the default as written in the file
     assert "--GEN_SIZE=1024,536" in out.stdout  # how to write a tuple on the command line
     assert "SMOKE=1" in out.stdout and "STEPS=3" in out.stdout.split("SMOKE=1")[-1]
+    # the text layer's knobs, but not those of its script mode (its own folders)
+    layer = out.stdout.split("shared knobs, edited at the top of inference/text_layer.py:")[1].split("SMOKE=1")[0]
+    assert "--DISCLAIMER=True" in layer and "--HEADLINE_PX=(64, 22)" in layer
+    assert "--IN_DIR" not in out.stdout and "--INFO=" not in out.stdout and "--JPEG_CHECK" not in out.stdout
+
+
+def test_the_text_layer_knobs_are_no_other_knob():
+    """A text-layer knob named like a knob of a method or of the runner would be silently taken by that one."""
+    from inference import method1, method2, runner
+
+    layer = set(runner.TEXT_LAYER_KNOBS.names())
+    assert layer and "TEXT_LAYER" not in layer
+    for method in (method1, method2):
+        others = set(knobs.defaults(method)) - layer
+        assert not layer & (set(knobs.Shared(method).knobs()) | set(knobs.Shared(runner).knobs())), method.__name__
+        assert len(others) + len(layer) == len(knobs.defaults(method))
 
 
 def test_prompt_report_english_and_vietnamese_proxy(sample_dir, capsys):

@@ -170,6 +170,19 @@ def test_jpeg_on_disk_is_what_the_manifest_describes(m2, flags, tmp_path):
     assert manifest["bannerImage"].tolist() == ["1.jpg"] == sorted(p.name for p in (tmp_path / "o").glob("*.jpg"))
 
 
+def test_text_layer_knobs_are_method2_knobs_too(m2, flags, tmp_path):
+    """--DISCLAIMER=0 (a knob of the text layer) leaves the "không phải là thuốc" line off the row that has one (row 2)
+    and changes nothing on a row without one (row 1)."""
+    from inference import text_layer
+
+    m2.main(flags(f"--OUT_DIR={tmp_path / 'with'}", "--LIMIT=2", "--TEXT_LAYER"))
+    m2.main(flags(f"--OUT_DIR={tmp_path / 'without'}", "--LIMIT=2", "--TEXT_LAYER", "--DISCLAIMER=0"))
+    assert (tmp_path / "with" / "1.jpg").read_bytes() == (tmp_path / "without" / "1.jpg").read_bytes()  # none there
+    assert np.abs(pixels(tmp_path / "with" / "3.jpg") - pixels(tmp_path / "without" / "3.jpg")).mean() > 1
+    assert files.read_json(tmp_path / "without" / ".settings.json")["TEXT_LAYER"] == text_layer.recipe(
+        text_layer.default_config(DISCLAIMER=False))
+
+
 @pytest.mark.slow
 def test_method2_sh_skips_what_is_up_to_date_and_redoes_what_changed(sample_dir, tmp_path):
     """The whole method in one command: a rerun redoes nothing; a new training knob retrains and regenerates, while
