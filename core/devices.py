@@ -1,10 +1,11 @@
 """
-Devices and models: the device and dtype to run on, a model knob resolved to a local folder or a hub id (SMOKE=1: the
-tiny random model of that family), and the processes of `accelerate launch` (each takes every world-th row).
+Devices and models: the device and dtype to run on, a model knob taken as a local folder or a hub id and loaded with a
+one-line error (the SMOKE stand-ins are model_loading.py's, above core), and the processes of `accelerate launch`
+(each takes every world-th row).
 """
 import os
 
-from core.knobs import InputError, smoke_enabled
+from core.knobs import InputError
 
 
 def pick_device(prefer="auto"):
@@ -29,37 +30,31 @@ def pick_dtype(device, prefer="fp16"):
     return torch.float16 if prefer == "fp16" else torch.float32
 
 
-def model_path(name, smoke_family=None):
-    """Resolve a model constant: a local folder as is, otherwise a hub id; with SMOKE=1 the tiny model of that family.
-
-    Offline (HF_HUB_OFFLINE=1) a hub id that is not in the local cache fails later with the library's own error;
-    `load_model` wraps that into a message naming the constant's value.
-    """
-    if smoke_enabled() and smoke_family:
-        import smoke
-
-        return smoke.smoke_model(smoke_family)
+def local_or_hub(name):
+    """A model knob as it is: a local folder, or a hub id ("org/name"); anything path-like that is not a folder is a
+    user error. Offline (HF_HUB_OFFLINE=1) a hub id that is not in the local cache fails later with the library's own
+    error, which `call_loader` turns into a line naming the knob's value."""
     expanded = os.path.expanduser(str(name))
     if os.path.isdir(expanded):
         return expanded
-    # a hub id is "org/name" (or a bare name); anything path-like that is not a folder is a user error
     if expanded.startswith((".", "/")) or expanded.count("/") > 1 or os.path.exists(expanded):
         raise InputError(f"model folder not found: {name}")
     return str(name)
 
 
-def load_model(loader, name, smoke_family=None, **kwargs):
-    """Call `loader(path, **kwargs)` (e.g. SomeModel.from_pretrained) with a clear error when the model can't be had."""
+def call_loader(loader, path, name=None, quiet=False, **kwargs):
+    """`loader(path, **kwargs)` (e.g. SomeModel.from_pretrained), with one clear line naming the model knob `name`
+    when the model can't be had; `quiet`: no library progress bars or info logs (a tiny model's say nothing)."""
     from core.progress import quiet_libraries
 
-    path = model_path(name, smoke_family)
     try:
-        with quiet_libraries(smoke_enabled() and bool(smoke_family)):  # a tiny model's "Loading weights" bar says nothing
+        with quiet_libraries(quiet):
             return loader(path, **kwargs)
     except (OSError, ValueError) as e:
         offline = os.environ.get("HF_HUB_OFFLINE") == "1"
         hint = " (HF_HUB_OFFLINE=1: only local folders and cached hub models work)" if offline else ""
-        raise InputError(f"cannot load model {name!r}{hint}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+        raise InputError(f"cannot load model {name or path!r}{hint}: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 def process_info():

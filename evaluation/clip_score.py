@@ -8,8 +8,8 @@ CLIP reads English only and 77 tokens: give it the translated caption where ther
 import numpy as np
 import torch
 
-from core.devices import load_model
 from core.images import load_rgb
+from model_loading import load_model
 
 
 def _load_open_clip(path):

@@ -20,8 +20,8 @@ prompt and init banners; banners made otherwise are refused unless --OVERWRITE=1
 per part), so a row's image does not depend on batch size, order or the number of processes:
     accelerate launch -m inference.method1        # every GPU takes every world-th row; rank 0 merges the manifest
 """
-from core import dataset, devices, images, knobs
-from core import prompt_fit
+import model_loading
+from core import dataset, devices, images, knobs, prompt_fit
 from inference import pipelines, runner
 
 DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
@@ -84,10 +84,10 @@ def load_pipeline(cfg, device):
 
     dtype = devices.pick_dtype(device, cfg.DTYPE)
     extra = {}
-    if cfg.VAE and not knobs.smoke_enabled():
-        extra["vae"] = devices.load_model(AutoencoderKL.from_pretrained, cfg.VAE, dtype=dtype)
-    pipe = devices.load_model(StableDiffusionImg2ImgPipeline.from_pretrained, cfg.MODEL, smoke_family="sd15",
-                              dtype=dtype, safety_checker=None, requires_safety_checker=False, **extra)
+    if cfg.VAE and not cfg.SMOKE:  # the tiny sd15 stand-in brings its own VAE
+        extra["vae"] = model_loading.load_model(AutoencoderKL.from_pretrained, cfg.VAE, dtype=dtype)
+    pipe = model_loading.load_model(StableDiffusionImg2ImgPipeline.from_pretrained, cfg.MODEL, "sd15", cfg.SMOKE,
+                                    dtype=dtype, safety_checker=None, requires_safety_checker=False, **extra)
     return pipelines.prepare(pipelines.set_scheduler(pipe, cfg.SCHEDULER), device, cfg)
 
 
@@ -122,7 +122,7 @@ def unet_formula(cfg):
 
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
-    knobs.announce_smoke("inference / method 1")
+    knobs.announce_smoke("inference / method 1", cfg.SMOKE)
     rows, inits = read_inputs(cfg)
     settings = runner.image_settings(cfg, _IMAGE_SETTINGS)
     with runner.open_runs(cfg, rows) as runs:  # folders checked and locked, copy checked, guard ready: no model yet

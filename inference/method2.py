@@ -21,9 +21,9 @@ Several GPUs: accelerate launch -m inference.method2 (each process takes every w
 import sys
 from pathlib import Path
 
-from core import dataset, devices, files, knobs
+import model_loading
+from core import dataset, devices, files, knobs, prompt_fit
 from core.progress import quiet_libraries
-from core import prompt_fit
 from inference import pipelines, runner
 
 DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
@@ -125,8 +125,8 @@ def load_pipeline(cfg, device):
     from diffusers import StableDiffusionPipeline
 
     dtype = devices.pick_dtype(device, cfg.DTYPE)
-    pipe = devices.load_model(StableDiffusionPipeline.from_pretrained, cfg.MODEL, smoke_family="sd21", dtype=dtype,
-                              safety_checker=None, requires_safety_checker=False)
+    pipe = model_loading.load_model(StableDiffusionPipeline.from_pretrained, cfg.MODEL, "sd21", cfg.SMOKE, dtype=dtype,
+                                    safety_checker=None, requires_safety_checker=False)
     lora = lora_file(cfg)
     if lora is not None:
         # quiet: a UNet-only LoRA (TRAIN_TEXT_ENCODER=0) makes diffusers warn that the text encoder has no keys
@@ -166,7 +166,7 @@ def unet_formula(cfg):
 
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
-    knobs.announce_smoke("inference / method 2")
+    knobs.announce_smoke("inference / method 2", cfg.SMOKE)
     rows, llm = read_inputs(cfg)
     settings = {**runner.image_settings(cfg, _IMAGE_SETTINGS), "LORA": lora_hash(cfg)}
     with runner.open_runs(cfg, rows) as runs:  # folders checked and locked, copy checked, guard ready: no model yet

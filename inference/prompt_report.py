@@ -29,7 +29,8 @@ def load_tokenizer(name):
     from transformers import CLIPTokenizer
 
     try:
-        tokenizer = devices.load_model(CLIPTokenizer.from_pretrained, name, subfolder="tokenizer")
+        tokenizer = devices.call_loader(CLIPTokenizer.from_pretrained, devices.local_or_hub(name), name,
+                                        subfolder="tokenizer")
         return prompt_fit.check_tokenizer(tokenizer, name), name
     except knobs.InputError as e:
         import smoke

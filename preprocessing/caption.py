@@ -28,6 +28,7 @@ from pathlib import Path
 
 from core import dataset, devices, errors, files, images, knobs, seeds
 from core.progress import progress
+import model_loading
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR: the run/*.sh contract)
 SPLIT = "train"  # the split folder under DATA_DIR whose banners are captioned
@@ -126,10 +127,10 @@ def load_model(cfg, device):
 
     from core.sampling import blank_token_ids
 
-    processor = devices.load_model(AutoProcessor.from_pretrained, cfg.MODEL, "llava",
+    processor = model_loading.load_model(AutoProcessor.from_pretrained, cfg.MODEL, "llava",
                                    trust_remote_code=cfg.TRUST_REMOTE_CODE)
     processor.tokenizer.padding_side = "left"
-    model = devices.load_model(AutoModelForImageTextToText.from_pretrained, cfg.MODEL, "llava",
+    model = model_loading.load_model(AutoModelForImageTextToText.from_pretrained, cfg.MODEL, "llava",
                                dtype=devices.pick_dtype(device, cfg.DTYPE), trust_remote_code=cfg.TRUST_REMOTE_CODE)
     # ids that are nothing once cleaned (pad, a lone space or newline, a control byte): never the first token
     model.blank_start_ids = (blank_token_ids(processor.tokenizer, lambda text: not clean_caption(text))
@@ -284,7 +285,7 @@ def token_report(cfg, captions, log=print):
 
     kwargs = {"subfolder": cfg.TOKENIZER_SUBFOLDER} if cfg.TOKENIZER_SUBFOLDER else {}
     try:
-        tokenizer = devices.load_model(AutoTokenizer.from_pretrained, cfg.TOKENIZER, "sd21", **kwargs)
+        tokenizer = model_loading.load_model(AutoTokenizer.from_pretrained, cfg.TOKENIZER, "sd21", **kwargs)
     except knobs.InputError as e:
         log(f"token report skipped: {e}")
         return None

@@ -31,6 +31,7 @@ from pathlib import Path
 from core import dataset, devices, files, knobs
 from core.errors import error_list
 from core.progress import progress as progress_bar
+import model_loading
 
 DATA_DIR = "data"  # the data folder with {train,test}/info.csv (also from env DATA_DIR)
 BACKEND = "auto"  # auto | seq2seq | google; auto = seq2seq when HF_HUB_OFFLINE=1 or SMOKE=1, else google
@@ -144,9 +145,9 @@ class Seq2SeqTranslator:
         if cpu_threads and self.device == "cpu":
             torch.set_num_threads(cpu_threads)
         self.batch_size, self.max_new_tokens, self.num_beams = batch_size, max_new_tokens, num_beams
-        self.tokenizer = devices.load_model(AutoTokenizer.from_pretrained, model, smoke_family,
+        self.tokenizer = model_loading.load_model(AutoTokenizer.from_pretrained, model, smoke_family,
                                            trust_remote_code=trust_remote_code)
-        self.model = devices.load_model(AutoModelForSeq2SeqLM.from_pretrained, model, smoke_family,
+        self.model = model_loading.load_model(AutoModelForSeq2SeqLM.from_pretrained, model, smoke_family,
                                        dtype=devices.pick_dtype(self.device, dtype),
                                        trust_remote_code=trust_remote_code).to(self.device).eval()
         self.max_input_tokens = max_input_tokens or self._model_max_length()
@@ -482,7 +483,7 @@ def main(argv=None):
     failures_path = cache_path.with_name("translation_failures.json")
     if backend == "seq2seq":
         knobs.announce_smoke("translation")
-        model = devices.model_path(cfg.SEQ2SEQ_MODEL, smoke_family="seq2seq")
+        model = model_loading.model_path(cfg.SEQ2SEQ_MODEL, smoke_family="seq2seq")
         tag = seq2seq_tag(model, cfg.SRC_LANG, cfg.TGT_LANG, cfg.TGT_LANG_AS, cfg.NUM_BEAMS, cfg.MAX_NEW_TOKENS,
                           cfg.MAX_INPUT_TOKENS)
 

@@ -22,10 +22,11 @@ import collections
 import sys
 import time
 
-from core import dataset, devices, files, knobs, seeds
+from core import dataset, files, knobs, seeds
 from core.knobs import InputError
 from core.progress import progress as progress_bar
 from core import prompt_fit as prompts
+import model_loading
 from prompt_engineer import checks, few_shot
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR: the run/*.sh contract)
@@ -326,7 +327,7 @@ def main(argv=None):
             return stats
         train = read_split(cfg, "train")
         captions = read_captions(cfg) if cfg.K > 0 else None
-        log(f"loading {devices.model_path(cfg.MODEL, 'causal_lm')} ({cfg.BACKEND}) ...")
+        log(f"loading {model_loading.model_path(cfg.MODEL, 'causal_lm')} ({cfg.BACKEND}) ...")
         generator = load_generator(cfg)
         chat = use_chat(cfg, generator.tokenizer)
         row_prompts = build_prompts(cfg, todo, train, captions, generator, chat, log)

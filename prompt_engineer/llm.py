@@ -23,6 +23,7 @@ from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteria
 from core import devices
 from core.knobs import InputError
 from core.sampling import RowSampler, token_texts
+import model_loading
 
 
 def prepare_tokenizer(tokenizer, name):
@@ -119,8 +120,8 @@ def load_transformers(name, device="auto", dtype="bf16", trust_remote_code=False
 
     device = devices.pick_device(device)
     extra = dict(trust_remote_code=trust_remote_code, **({"gguf_file": gguf_file} if gguf_file else {}))
-    tokenizer = devices.load_model(AutoTokenizer.from_pretrained, name, "causal_lm", **extra)
-    model = devices.load_model(AutoModelForCausalLM.from_pretrained, name, "causal_lm",
+    tokenizer = model_loading.load_model(AutoTokenizer.from_pretrained, name, "causal_lm", **extra)
+    model = model_loading.load_model(AutoModelForCausalLM.from_pretrained, name, "causal_lm",
                                dtype=devices.pick_dtype(device, dtype), **extra).to(device)
     return TransformersGenerator(model, tokenizer, name=name, **kwargs)
 
@@ -137,7 +138,7 @@ class VllmGenerator:
         except ImportError:
             raise InputError("BACKEND=vllm needs the vllm package (pip install vllm); or use BACKEND=transformers") \
                 from None
-        path = devices.model_path(name, "causal_lm")
+        path = model_loading.model_path(name, "causal_lm")
         self.name = name
         self.llm = LLM(model=path, dtype={"bf16": "bfloat16", "fp16": "float16"}.get(dtype, "float32"),
                        trust_remote_code=trust_remote_code, max_model_len=max_model_len)

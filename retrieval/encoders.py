@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from core.knobs import InputError, smoke_enabled
-from core.devices import load_model, model_path, pick_device
+from core.devices import pick_device
 from core.images import load_rgb
+from model_loading import load_model, model_path
 
 # models whose card asks for word-segmented input (pyvi's ViTokenizer: "học sinh" -> "học_sinh")
 NEEDS_WORD_SEGMENTATION = ("vietnamese-bi-encoder",)

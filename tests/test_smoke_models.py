@@ -213,11 +213,11 @@ def test_tiny_models_build_and_load_without_progress_bars(tmp_path, monkeypatch,
     without a terminal stays readable."""
     from transformers import AutoModelForSeq2SeqLM
 
-    from core import devices
+    import model_loading
 
     monkeypatch.setenv("SMOKE_CACHE", str(tmp_path))
     monkeypatch.setenv("SMOKE", "1")
-    devices.load_model(AutoModelForSeq2SeqLM.from_pretrained, "org/not-downloaded", smoke_family="seq2seq")
+    model_loading.load_model(AutoModelForSeq2SeqLM.from_pretrained, "org/not-downloaded", smoke_family="seq2seq")
     out = "".join(capfd.readouterr())
     assert "Writing model shards" not in out and "Loading weights" not in out and "\x1b[" not in out, out
     from transformers.utils import logging

@@ -23,10 +23,11 @@ import os
 import time
 from pathlib import Path
 
-from core import devices, files, knobs
+from core import files, knobs
 from core.progress import progress as progress_bar
 from core.progress import quiet_libraries
 from core.seeds import row_seed
+import model_loading
 from training import checkpoint, data, lora
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR)
@@ -151,7 +152,7 @@ def load_models(model, weight_dtype, device, prediction_type=""):
     from transformers import CLIPTextModel, CLIPTokenizer
 
     def load(cls, sub, **kw):
-        return devices.load_model(cls.from_pretrained, model, smoke_family="sd21", subfolder=sub, **kw)
+        return model_loading.load_model(cls.from_pretrained, model, smoke_family="sd21", subfolder=sub, **kw)
 
     tokenizer = load(CLIPTokenizer, "tokenizer")
     scheduler = load(DDPMScheduler, "scheduler")
