@@ -373,6 +373,41 @@ def test_smoke_cli_runs_offline_on_the_sample_and_ignores_stray_env_vars(sample_
     assert len(bad.stderr.strip().splitlines()[-1]) < 300
 
 
+@pytest.mark.slow
+def test_two_processes_under_accelerate_make_the_banners_of_one(sample_dir, cache_dir, tmp_path):
+    """`accelerate launch` with two real CPU processes (gloo): each takes every other row, rank 0 fills the guard's
+    feature cache and merges the manifest; the banners are byte-identical to one process's (one image per pipeline
+    call, so no batch differs; one CPU thread in both, as the launcher gives each process: with another thread count
+    the float sums run in another order, which moves a few pixels by a few levels). accelerate 1.15 starts a single
+    process for `--cpu --num_processes=2`; `--multi_gpu` with no GPU visible starts two on the CPU."""
+    import socket
+
+    write_fixtures(sample_dir)
+    env = {**os.environ, "SMOKE": "1", "DATA_DIR": str(sample_dir), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    flags = ["--BATCH_SIZE=1", f"--CACHE_DIR={cache_dir}"]
+    one = subprocess.run([sys.executable, "-m", "inference.method1", *flags, f"--OUT_DIR={tmp_path / 'one'}"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert one.returncode == 0, one.stderr[-3000:]
+    with socket.socket() as s:  # a free port for the processes' rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2",
+              "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no", f"--main_process_port={port}"]
+    two = subprocess.run([*launch, "-m", "inference.method1", *flags, f"--OUT_DIR={tmp_path / 'two'}"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "[rank 0/2] 3 rows" in two.stderr and "[rank 1/2] 3 rows" in two.stderr  # each process its share
+    banners = sorted(p.name for p in (tmp_path / "one").glob("*.jpg"))
+    assert len(banners) == 6 and banners == sorted(p.name for p in (tmp_path / "two").glob("*.jpg"))
+    for name in banners:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    columns = ["id", "bannerImage", "init_bannerImage", "strength", "seed", "tries", "dup_similarity", "prompt"]
+    assert manifest(tmp_path / "one")[columns].equals(manifest(tmp_path / "two")[columns])
+    assert sorted(p.name for p in (tmp_path / "two").glob(".manifest.rank*.json")) == [".manifest.rank0.json",
+                                                                                      ".manifest.rank1.json"]
+
+
 def test_help_lists_every_knob_its_default_and_smoke_changes():
     out = subprocess.run([sys.executable, "-m", "inference.method1", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
