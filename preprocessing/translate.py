@@ -14,8 +14,11 @@ Backends (BACKEND):
            and server errors are retried.
   auto     seq2seq when HF_HUB_OFFLINE=1 or SMOKE=1 (offline), else google.
 
-Every translation goes into a JSON cache on disk (CACHE) keyed by backend + model settings + text, saved atomically
-after each batch: a rerun or a resumed run translates only what is missing, and loads no model when nothing is.
+Every translation goes into a JSON cache on disk (CACHE) keyed by the translator's settings + text (seq2seq: the
+model, language codes, beams, token limits, blank-start guard and the dtype it runs in; google: the language pair),
+saved atomically after each batch: a rerun or a resumed run translates only what is missing, and loads no model when
+nothing is. A translation made with other settings is never reused: the run says how many such entries the cache
+holds and translates anew.
 If a string still fails (after the retries), the run names the first few (split, row id, field), writes the full list
 to translation_failures.json beside the cache, and exits 1 without writing that split's info_trans.csv.
 
@@ -102,10 +105,12 @@ def resolve_backend(backend, env=None):
     return backend
 
 
-def seq2seq_tag(model, src_lang, tgt_lang, tgt_lang_as, num_beams, max_new_tokens, max_input_tokens):
-    """Cache namespace of a seq2seq setup: everything that changes the text it produces (not batch size or device)."""
-    return (f"seq2seq|{model}|{src_lang}>{tgt_lang}:{tgt_lang_as}|beams={num_beams}|max_new={max_new_tokens}"
-            f"|max_in={max_input_tokens}")
+def seq2seq_tag(cfg, model, dtype):
+    """Cache namespace of a seq2seq setup: every setting that changes the text it produces (not batch size, device or
+    threads). `model`: the resolved model (SMOKE=1: the tiny one); `dtype`: what it runs in (the CPU: float32)."""
+    return (f"seq2seq|{model}|{cfg.SRC_LANG}>{cfg.TGT_LANG}:{cfg.TGT_LANG_AS}|beams={cfg.NUM_BEAMS}"
+            f"|max_new={cfg.MAX_NEW_TOKENS}|max_in={cfg.MAX_INPUT_TOKENS}"
+            f"|blank_start={'suppressed' if cfg.SUPPRESS_BLANK_START else 'allowed'}|dtype={dtype}")
 
 
 def google_tag(source, target):
@@ -114,6 +119,16 @@ def google_tag(source, target):
 
 def cache_key(tag, text):
     return f"{tag}\t{text}"
+
+
+def other_settings(store, tag):
+    """{tag: entries} of the cache's translations made with other settings than `tag` (not reused by this run)."""
+    counts = {}
+    for key in store.data:
+        other = key.split("\t", 1)[0]
+        if other != tag:
+            counts[other] = counts.get(other, 0) + 1
+    return counts
 
 
 def prepare(text, lowercase=False):
@@ -439,6 +454,10 @@ def run(root, splits, make_translator, tag, cache_path, lowercase=False, progres
     cached = sum(cache_key(tag, t) in store for t in distinct)
     log(f"all splits: {len(all_texts)} non-empty fields, {len(distinct)} distinct strings, {cached} already in the "
         f"cache {cache_path}, {len(distinct) - cached} to translate")
+    others = other_settings(store, tag)
+    if others:
+        log(f"note: the cache also holds {sum(others.values())} translations made with other settings, not reused "
+            f"here (this run: {tag}; " + "; ".join(f"{n} with {t}" for t, n in list(others.items())[:3]) + ")")
     translator, done, failed = translate_missing(distinct, make_translator, store, tag, progress)
     seconds = getattr(translator, "seconds", 0.0)
     stats = dict(fields=len(all_texts), distinct=len(distinct), cached=cached, translated=done,
@@ -483,8 +502,8 @@ def main(argv=None):
     if backend == "seq2seq":
         knobs.announce_smoke("translation")
         model = devices.model_path(cfg.SEQ2SEQ_MODEL, smoke_family="seq2seq")
-        tag = seq2seq_tag(model, cfg.SRC_LANG, cfg.TGT_LANG, cfg.TGT_LANG_AS, cfg.NUM_BEAMS, cfg.MAX_NEW_TOKENS,
-                          cfg.MAX_INPUT_TOKENS)
+        dtype = str(devices.pick_dtype(devices.pick_device(cfg.DEVICE), cfg.DTYPE)).removeprefix("torch.")
+        tag = seq2seq_tag(cfg, model, dtype)
 
         def make_translator():
             print(f"loading {model} ...", file=sys.stderr, flush=True)

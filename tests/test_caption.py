@@ -1,11 +1,14 @@
-"""preprocessing.caption on the embedded sample with the tiny random LLaVA (SMOKE=1): every row captioned, batched ==
-one at a time, resume after a crash without captioning a row twice, sharding, bad banners, caption cleaning."""
+"""preprocessing.caption on the embedded sample with the tiny random LLaVA (SMOKE=1): every row captioned, each its own
+caption (the banner alone makes a difference), batched == one at a time, resume after a crash without captioning a row
+twice, a rerun with other settings never mixing captions, sharding, bad banners and bad input files, caption
+cleaning."""
 import json
 
 import pytest
 
-from core import knobs
+from core import dataset, files, knobs
 from preprocessing import caption
+from tests.helpers import killed_on_call
 
 FAST = ["--MAX_NEW_TOKENS=24", "--PROGRESS=0"]
 
@@ -54,6 +57,7 @@ def test_every_row_greedy_batched_equals_one_at_a_time(data, capsys):
     caption.main(["--DATA_DIR", str(data), "--GREEDY=1", "--BATCH_SIZE=5", *FAST])
     batched = captions_of(data)
     assert sorted(batched) == sorted(train_banners(data)) and all(batched.values())
+    assert len(set(batched.values())) == len(batched)  # each row its own caption, not one answer for all
     out = capsys.readouterr().out
     assert "12 with the Vietnamese info.csv text" in out and "exceed 77 tokens" in out
     caption.main(["--DATA_DIR", str(data), "--GREEDY=1", "--BATCH_SIZE=1", "--OUTPUT", str(data / "one.json"), *FAST])
@@ -133,3 +137,40 @@ def test_skip_bad_goes_on_lists_and_fails(data, capsys):
     assert "2 banner(s) not captioned" in str(e.value) and "42.jpg" in str(e.value) and "96.jpg" in str(e.value)
     assert "not captioned: 42.jpg" in capsys.readouterr().out
     assert sorted(captions_of(data)) == sorted(set(train_banners(data)) - {"42.jpg", "96.jpg"})
+
+
+def test_the_banner_alone_changes_the_caption(data):
+    """Every row asked the same question: the captions still differ, so the image reaches the model."""
+    info = dataset.read_info(data / "train" / "info.csv")
+    files.write_csv(data / "train" / "info_trans.csv", info.assign(caption="A sale banner", description=""))
+    caption.main(["--DATA_DIR", str(data), "--GREEDY=1", *FAST])
+    captions = captions_of(data)
+    assert len(captions) == 12 and len(set(captions.values())) > len(captions) // 2
+
+
+def test_rerun_with_other_settings_never_mixes_captions(data, monkeypatch):
+    """A sampled run killed half-way, then a greedy rerun: refused, naming the knobs that differ, nothing changed;
+    with --OVERWRITE=1 every caption is the greedy one (as a fresh greedy run makes them), none left sampled."""
+    real = caption.generate
+    monkeypatch.setattr(caption, "generate", killed_on_call(real, 3))
+    with pytest.raises(KeyboardInterrupt):
+        caption.main(["--DATA_DIR", str(data), "--BATCH_SIZE=2", "--SAVE_EVERY=2", *FAST])
+    monkeypatch.setattr(caption, "generate", real)
+    sampled = captions_of(data)
+    assert len(sampled) == 4
+    with pytest.raises(knobs.InputError) as refused:
+        caption.main(["--DATA_DIR", str(data), "--GREEDY=1", *FAST])
+    line = str(refused.value)
+    assert "4 captions" in line and "GREEDY False -> True" in line and "--OVERWRITE=1" in line and "\n" not in line
+    assert "SEED 0 -> (unused)" in line and "MAX_NEW_TOKENS" not in line  # what differs, and only that
+    assert captions_of(data) == sampled
+    caption.main(["--DATA_DIR", str(data), "--GREEDY=1", "--OVERWRITE=1", *FAST])
+    caption.main(["--DATA_DIR", str(data), "--GREEDY=1", "--OUTPUT", str(data / "fresh.json"), *FAST])
+    assert captions_of(data) == json.loads((data / "fresh.json").read_text(encoding="utf-8"))
+    assert not set(captions_of(data).values()) & set(sampled.values())
+    # the same settings again: nothing to do; a banner changed since: that row is named, as made from other inputs
+    monkeypatch.setattr(caption, "load_model", lambda *a: pytest.fail("the model loaded with nothing to do"))
+    caption.main(["--DATA_DIR", str(data), "--GREEDY=1", *FAST])
+    (data / "train" / "images" / "42.jpg").write_bytes((data / "train" / "images" / "3.jpg").read_bytes())
+    with pytest.raises(knobs.InputError, match=r"1 captions \(e.g. 42.jpg\) were made from other inputs"):
+        caption.main(["--DATA_DIR", str(data), "--GREEDY=1", *FAST])

@@ -125,12 +125,42 @@ def test_every_test_row_gets_a_prompt_whatever_the_batch_size_and_rerun_skips_do
 
     # resume: two rows missing -> only those two are generated, the others are left as they are
     kept = {k: v for k, v in one_at_a_time.items() if k not in ("2.jpg", "5.jpg")}
-    (data / "test" / "llava_prompt.json").write_text(json.dumps({**kept, "5.jpg": "written before"}))
+    (data / "test" / "llava_prompt.json").write_text(json.dumps(kept))
     stats = stage.main(common + ["--BATCH_SIZE=4"])
-    assert stats["todo"] == 1 and stats["generations"] == 1
-    assert output(data) == {**one_at_a_time, "5.jpg": "written before"}
+    assert stats["todo"] == 2 and stats["generations"] == 2
+    assert output(data) == one_at_a_time
     stats = stage.main(common)  # nothing to do: no model loaded
     assert stats["todo"] == 0 and not stats["loaded"]
+
+
+def test_rerun_with_other_settings_or_inputs_is_refused_naming_them(data, causal_lm):
+    """K=0 then K=100000: the zero-shot prompts are not "done" for a few-shot run; the rerun names what differs,
+    changes nothing, and OVERWRITE=1 redoes every row. A prompt of unknown origin is never kept silently either."""
+    common = flags(data, causal_lm, "--DO_SAMPLE=0", "--CHECKS=empty", "--MAX_NEW_TOKENS=8")
+    stage.main(common + ["--K=0"])
+    zero_shot = output(data)
+    with pytest.raises(knobs.InputError) as refused:
+        stage.main(common + ["--K=100000"])
+    line = str(refused.value)
+    assert "5 prompts" in line and "K 0 -> 100000" in line and "--OVERWRITE=1" in line and "\n" not in line
+    assert output(data) == zero_shot
+    assert stage.main(common + ["--K=100000", "--OVERWRITE=1"])["todo"] == len(TEST)
+    assert stage.main(common + ["--K=100000"])["todo"] == 0
+    # a row's own copy changed: that row alone is named
+    test = pd.read_csv(data / "test" / "info_trans.csv", dtype=str, keep_default_na=False)
+    test.loc[2, "caption"] = "Apartment with a sea view"
+    test.to_csv(data / "test" / "info_trans.csv", index=False)
+    with pytest.raises(knobs.InputError, match=r"1 prompts \(e.g. 3.jpg\) were made from other inputs"):
+        stage.main(common + ["--K=100000"])
+    # the examples come from the training captions: another caption file is another input of every prompt
+    captions = json.loads((data / "train" / "llava_caption.json").read_text())
+    (data / "train" / "llava_caption.json").write_text(json.dumps({**captions, "1.jpg": "A red car cover."}))
+    with pytest.raises(knobs.InputError, match="train captions"):
+        stage.main(common + ["--K=100000"])
+    # prompts written by something else (no record of what made them)
+    (data / "test" / "llava_prompt_report.json").unlink()
+    with pytest.raises(knobs.InputError, match="no record"):
+        stage.main(common + ["--K=0"])
 
 
 def test_few_shot_examples_are_the_retrievals_nearest_captioned_rows(data, causal_lm, generator):
@@ -193,11 +223,12 @@ def test_blank_generations_are_retried_a_bounded_number_of_times_then_counted_as
     out = output(data)
     assert out["1.jpg"].startswith("Premium leather seat covers for cars")  # the fitted English copy
     assert DISCLAIMER not in out["2.jpg"] and "Sunscreen lotion" in out["2.jpg"]
-    report = json.loads((data / "test" / "llava_prompt_report.json").read_text())
-    assert report["1.jpg"] == {"source": "fallback", "tries": 3, "problems": ["empty"] * 3}
+    report = json.loads((data / "test" / "llava_prompt_report.json").read_text())["items"]
+    assert {k: report["1.jpg"][k] for k in ("source", "tries", "problems")} == \
+        {"source": "fallback", "tries": 3, "problems": ["empty"] * 3}
     # a rerun keeps the fallbacks; RETRY_FALLBACKS=1 tries them again
-    assert stage.main(flags(data, causal_lm))["todo"] == 0
-    assert stage.main(flags(data, causal_lm, "--RETRY_FALLBACKS=1", "--MAX_TRIES=1", "--K=0"))["todo"] == len(TEST)
+    assert stage.main(flags(data, causal_lm, "--MAX_TRIES=3", "--K=0"))["todo"] == 0
+    assert stage.main(flags(data, causal_lm, "--RETRY_FALLBACKS=1", "--MAX_TRIES=3", "--K=0"))["todo"] == len(TEST)
 
 
 def test_missing_captions_are_a_clear_error_or_zero_shot(data, causal_lm, monkeypatch):

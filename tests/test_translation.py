@@ -113,6 +113,25 @@ def test_rerun_makes_no_model_calls(sample_dir, translator):
     assert {s: (sample_dir / s / "info_trans.csv").read_bytes() for s in ("train", "test")} == before
 
 
+def test_cache_is_keyed_on_every_setting_that_changes_a_translation(sample_dir, translator):
+    cfg = knobs.configure(tr, [], env={})
+    tag = tr.seq2seq_tag(cfg, "some/model", "float32")
+    changed = dict(NUM_BEAMS=1, MAX_NEW_TOKENS=8, MAX_INPUT_TOKENS=64, SUPPRESS_BLANK_START=False, SRC_LANG="vie_Latn",
+                   TGT_LANG="eng_Latn", TGT_LANG_AS="forced_bos")
+    tags = {tr.seq2seq_tag(cfg.replace(**{k: v}), "some/model", "float32") for k, v in changed.items()}
+    tags |= {tr.seq2seq_tag(cfg, "other/model", "float32"), tr.seq2seq_tag(cfg, "some/model", "float16")}
+    assert len(tags) == len(changed) + 2 and tag not in tags
+    same = cfg.replace(BATCH_SIZE=1, DEVICE="cpu", CPU_THREADS=1, PROGRESS=False)  # speed only, same text
+    assert tr.seq2seq_tag(same, "some/model", "float32") == tag
+    # a run with other settings reuses nothing the cache holds, and says so
+    first = run_seq2seq(sample_dir, lambda: translator)
+    logs = []
+    other = tr.run(sample_dir, ["train", "test"], lambda: translator, TAG + "|beams=2",
+                   sample_dir / "translation_cache.json", progress=False, log=logs.append)
+    assert other["cached"] == 0 and other["translated"] == first["distinct"]
+    assert any(f"holds {first['distinct']} translations made with other settings" in m for m in logs)
+
+
 class StopAfter:
     """Wraps the real translator and raises after `n` batches, as a crash or a kill mid-run would."""
 
