@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.knobs import InputError
@@ -254,21 +255,22 @@ class ItemRecords:
 
     def why_made_otherwise(self, names):
         """How the items `names` (not current) were made, in a few words: the settings that differ from this run's,
-        old -> new (a knob one of the runs did not use shows as "(unused)"), or that their inputs changed, or that none is recorded."""
+        old -> new ("(unused)" for a knob one of the two runs did not use), that their inputs changed, or that no
+        record says."""
         ids = {self.get(n).get("settings") for n in names}
-        unknown = [i for i in ids if i not in self.known]
         diffs = {}
         for old in (self.known[i] for i in ids if i in self.known and i != self.settings_id):
             for k in sorted(set(old) | set(self.settings)):
-                if old.get(k, _UNUSED) != self.settings.get(k, _UNUSED):
-                    diffs.setdefault(k, f"{k} {_shown(old.get(k, _UNUSED))} -> {_shown(self.settings.get(k, _UNUSED))}")
-        reasons = list(diffs.values())[:6] + ([f"+{len(diffs) - 6} more"] if len(diffs) > 6 else [])
-        text = f"with other settings: {', '.join(reasons)}" if reasons else ""
+                before, now = old.get(k, _UNUSED), self.settings.get(k, _UNUSED)
+                if before != now:
+                    diffs.setdefault(k, f"{k} {_shown(before)} -> {_shown(now)}")
+        shown = list(diffs.values())[:6] + ([f"+{len(diffs) - 6} more"] if len(diffs) > 6 else [])
+        reasons = [f"with other settings: {', '.join(shown)}"] if shown else []
         if self.settings_id in ids:
-            text += (" and " if text else "") + "from other inputs (the row's text or image changed)"
-        if unknown:
-            text += (" and " if text else "") + f"with no record in {self.path} (another tool or an older version)"
-        return text
+            reasons.append("from other inputs (the row's text or image changed)")
+        if any(i not in self.known for i in ids):
+            reasons.append(f"with no record in {self.path} (by another tool or an older version)")
+        return " and ".join(reasons)
 
 
 _UNUSED = object()  # a setting one of two runs did not use (e.g. SEED when decoding greedily)
@@ -279,9 +281,11 @@ def _shown(value):
 
 
 def plan_items(inputs, present, records, overwrite, where, what="items", flag="--OVERWRITE=1"):
-    """The names still to make, in the order of `inputs` ({name: hash of that item's inputs}). An item made earlier
-    (in `present`, the output's names, or recorded as made without a value) is done when its record matches these settings and inputs; one made otherwise is redone with
-    `overwrite`, else refused in one line that names what differs and `flag`. Never kept silently."""
+    """The names still to make, in the order of `inputs` ({name: hash of that item's inputs}).
+
+    An item made earlier (in `present`, the output's names, or recorded as made without a value) is done when its
+    record matches these settings and inputs. One made otherwise is redone with `overwrite`, else refused in one line
+    that names what differs and `flag`: never kept silently."""
     todo, other = [], []
     for name, item_inputs in inputs.items():
         made = name in present or records.get(name).get("written") is False
@@ -291,8 +295,8 @@ def plan_items(inputs, present, records, overwrite, where, what="items", flag="-
         if made:
             other.append(name)
     if other and not overwrite:
-        raise InputError(f"{where}: {len(other)} {what} (e.g. {other[0]}) were made {records.why_made_otherwise(other)}; "
-                         f"pass {flag} to redo them, or write elsewhere")
+        raise InputError(f"{where}: {len(other)} {what} (e.g. {other[0]}) were made "
+                         f"{records.why_made_otherwise(other)}; pass {flag} to redo them, or write elsewhere")
     return todo
 
 
@@ -378,6 +382,27 @@ class FolderLock:
     def __exit__(self, *exc):
         if self.owner() == os.getpid():
             self.path.unlink(missing_ok=True)
+
+
+@dataclass
+class StageFiles:
+    """What a stage declares of itself (its `stage_files(cfg)`) for run/method2.sh, which runs the stages in order
+    and redoes one only when its inputs or settings changed.
+
+    inputs     the files and folders it reads (hashed: a changed input redoes the stage)
+    done       the file whose presence means it ran
+    settings   the settings that change its output (the same ones its own resume is keyed on)
+    set_aside  what a redo moves away first (renamed *.stale, never deleted: it may be paid work)
+    lock       the lock the stage holds while it writes them; setting aside takes it too, so a live run's work is
+               never moved under it
+    redo_flags flags a redo passes instead (generation overwrites its banners: --OVERWRITE=1)
+    """
+    inputs: list
+    done: Path
+    settings: dict
+    set_aside: list = field(default_factory=list)
+    lock: FolderLock = None
+    redo_flags: tuple = ()
 
 
 def _alive(pid):

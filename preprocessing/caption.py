@@ -256,6 +256,20 @@ def records_path(output):
     return output.with_name(f"{output.stem}_report{output.suffix}")
 
 
+def lock(output, rank=0):
+    """One run per output file and process: a second would write back its own dict over the first's captions."""
+    return files.FolderLock(output.parent, f".{output.name}.rank{rank}.lock")
+
+
+def stage_files(cfg):
+    """For run/method2.sh: what this stage reads and writes, the lock it holds, the settings that change a caption."""
+    split = dataset.split_dir(cfg.SPLIT, cfg.DATA_DIR)
+    output = output_path(cfg)
+    return files.StageFiles(inputs=[split / "info.csv", split / "info_trans.csv", split / "images"], done=output,
+                            settings=caption_settings(cfg, devices.pick_device(cfg.DEVICE)),
+                            set_aside=[output, records_path(output)], lock=lock(output))
+
+
 def rank_path(output, rank):
     return output.with_name(f"{output.stem}.rank{rank}{output.suffix}")
 
@@ -357,8 +371,7 @@ def run(cfg, rank=0, world=1, device="cpu", log=print):
     rows, has_trans = read_rows(cfg.DATA_DIR, cfg.SPLIT)
     question(cfg.PROMPT, rows[0])  # a broken PROMPT knob fails now, not after the model loads
     files.check_writable(output.parent, "captions folder", "--OUTPUT")
-    # one run per output file and rank: a second run would write back its own dict over the first's captions
-    with files.FolderLock(output.parent, f".{output.name}.rank{rank}.lock"):
+    with lock(output, rank):
         if rank == 0:
             merge(output)  # what the processes of an interrupted run left, first
         devices.wait_for_everyone()
@@ -370,7 +383,8 @@ def run(cfg, rank=0, world=1, device="cpu", log=print):
         if not has_trans and rank == 0:
             log(f"note: no {split / 'info_trans.csv'}: every question uses the Vietnamese text "
                 f"(run bash run/translation.sh first for the English copy the seed used)")
-        log(f"rank {rank}/{world}: {len(rows)} rows, {len(mine) - len(todo)} already captioned with these settings, {len(todo)} to caption here "
+        log(f"rank {rank}/{world}: {len(rows)} rows, {len(mine) - len(todo)} already captioned with these settings, "
+            f"{len(todo)} to caption here "
             f"({len(todo) - len(vi)} with the English text of info_trans.csv, {len(vi)} with the Vietnamese info.csv "
             f"text" + (f": ids {', '.join(vi[:10])}{' ...' if len(vi) > 10 else ''})" if vi else ")"))
         skipped, empty = [], []

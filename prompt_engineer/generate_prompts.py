@@ -154,8 +154,8 @@ def prompt_settings(cfg):
         settings.update({name: getattr(cfg, name) for name in _FEW_SHOT_KNOBS})
         settings["ENCODER"] = devices.model_path(cfg.ENCODER, "sentence")
         train = dataset.split_dir("train", cfg.DATA_DIR)
-        settings["train copy"] = files.file_hash(train / cfg.INFO_FILE)[:16]
-        settings["train captions"] = files.file_hash(caption_path(cfg))[:16]
+        for name, path in (("train copy", train / cfg.INFO_FILE), ("train captions", caption_path(cfg))):
+            settings[name] = files.file_hash(path)[:16] if path.is_file() else ""
     return settings
 
 
@@ -164,10 +164,27 @@ def row_inputs(row):
     return files.settings_key({"id": row["id"], "copy": [row[c] for c in dataset.TEXT_COLUMNS]})
 
 
+def output_path(cfg):
+    return dataset.split_dir("test", cfg.DATA_DIR) / cfg.OUT_FILE
+
+
 def report_path(cfg):
     """The record of what made each prompt (and which fell back), beside the prompts."""
-    out = dataset.split_dir("test", cfg.DATA_DIR) / cfg.OUT_FILE
+    out = output_path(cfg)
     return out.with_name(out.stem + "_report.json")
+
+
+def lock(cfg):
+    """One run per output file: a second would write back its own prompts over the first's."""
+    return files.FolderLock(output_path(cfg).parent, f".{cfg.OUT_FILE}.lock")
+
+
+def stage_files(cfg):
+    """For run/method2.sh: what this stage reads and writes, the lock it holds, the settings that change a prompt."""
+    train, test = (dataset.split_dir(s, cfg.DATA_DIR) for s in ("train", "test"))
+    return files.StageFiles(inputs=[train / cfg.INFO_FILE, test / cfg.INFO_FILE, caption_path(cfg)],
+                            done=output_path(cfg), settings=prompt_settings(cfg),
+                            set_aside=[output_path(cfg), report_path(cfg)], lock=lock(cfg))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -356,9 +373,9 @@ def main(argv=None):
     test = read_split(cfg, "test")
     train = read_split(cfg, "train")
     captions = read_captions(cfg) if cfg.K > 0 else None  # missing: an error, or zero-shot (NO_CAPTIONS)
-    out_path = test_dir / cfg.OUT_FILE
+    out_path = output_path(cfg)
     files.check_writable(test_dir, "test folder", "--DATA_DIR")
-    with files.FolderLock(test_dir, f".{cfg.OUT_FILE}.lock"):
+    with lock(cfg):
         records = files.ItemRecords(report_path(cfg), prompt_settings(cfg))
         store = files.RecordedStore(out_path, records, every=10 ** 9, what="{bannerImage: prompt}")
         rows = test.to_dict("records")[:cfg.LIMIT or None]
