@@ -174,3 +174,24 @@ def test_rerun_with_other_settings_never_mixes_captions(data, monkeypatch):
     (data / "train" / "images" / "42.jpg").write_bytes((data / "train" / "images" / "3.jpg").read_bytes())
     with pytest.raises(knobs.InputError, match=r"1 captions \(e.g. 42.jpg\) were made from other inputs"):
         caption.main(["--DATA_DIR", str(data), "--GREEDY=1", *FAST])
+
+
+def test_bad_input_files_are_one_line(data, capsys):
+    """A header-only info.csv; a captions file whose values are not text (numbers, null, a list): one line naming the
+    file (and the rows), exit 2, no traceback."""
+    info = data / "train" / "info.csv"
+    original = info.read_text(encoding="utf-8")
+    info.write_text(original.splitlines()[0] + "\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        knobs.run_main(caption.main, ["--DATA_DIR", str(data), *FAST])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err[-1] == f"error: {info}: no rows under the header (nothing to work on)"
+    assert not (data / "train" / "llava_caption.json").exists()
+    info.write_text(original, encoding="utf-8")
+    output = data / "train" / "llava_caption.json"
+    output.write_text(json.dumps({"3.jpg": 5, "11.jpg": None, "25.jpg": ["a"], "31.jpg": "fine"}), encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        knobs.run_main(caption.main, ["--DATA_DIR", str(data), *FAST])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err[-1].startswith(f"error: {output}: ") and "3 row(s) hold no text" in err[-1]
+    assert "3.jpg (5)" in err[-1] and "11.jpg (null)" in err[-1] and '25.jpg (["a"])' in err[-1]

@@ -231,6 +231,21 @@ def test_blank_generations_are_retried_a_bounded_number_of_times_then_counted_as
     assert stage.main(flags(data, causal_lm, "--RETRY_FALLBACKS=1", "--MAX_TRIES=3", "--K=0"))["todo"] == len(TEST)
 
 
+def test_prompts_or_captions_that_are_not_text_are_one_line_naming_rows_and_file(data, causal_lm, capsys):
+    out = data / "test" / "llava_prompt.json"
+    out.write_text(json.dumps({"1.jpg": 3.5, "2.jpg": None, "3.jpg": "a photo", "4.jpg": [1]}))
+    with pytest.raises(SystemExit) as exit_info:
+        knobs.run_main(stage.main, flags(data, causal_lm))
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and line.startswith(f"error: {out}: ") and "3 row(s) hold no text" in line
+    assert "1.jpg (3.5)" in line and "2.jpg (null)" in line and "4.jpg ([1])" in line and "3.jpg" not in line
+    out.unlink()
+    captions = data / "train" / "llava_caption.json"
+    captions.write_text(json.dumps({"1.jpg": 7}))
+    with pytest.raises(knobs.InputError, match=r"llava_caption.json: .*1 row\(s\) hold no text: 1.jpg \(7\)"):
+        stage.main(flags(data, causal_lm))
+
+
 def test_missing_captions_are_a_clear_error_or_zero_shot(data, causal_lm, monkeypatch):
     (data / "train" / "llava_caption.json").unlink()
     with pytest.raises(knobs.InputError, match="llava_caption.json: not found.*run/caption.sh"):
