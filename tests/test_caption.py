@@ -103,6 +103,12 @@ def test_killed_run_resumes_without_redoing_rows(data, monkeypatch):
     seen.clear()
     caption.main(["--DATA_DIR", str(data), *FAST])  # a finished run: nothing to do, no model call
     assert seen == []
+    # a kill in the middle of a write leaves a temporary file: the next run removes it; outputs share one file mode
+    orphan = output.with_name(f".{output.name}.{2 ** 22 + 7}-0a1b2c3d.tmp")  # pid above Linux's limit: never alive
+    orphan.write_text("{half")
+    caption.main(["--DATA_DIR", str(data), *FAST])
+    assert not list(output.parent.glob(".*.tmp"))
+    assert {(p.stat().st_mode & 0o777) for p in (output, caption.records_path(output))} == {files.file_mode()}
 
 
 def test_shards_merge_into_one_json(data):

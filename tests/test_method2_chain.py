@@ -116,3 +116,31 @@ def test_each_stage_declares_its_files_and_the_settings_its_resume_is_keyed_on(s
     declared = generate_prompts.stage_files(prm)
     assert declared.done == sample_dir / "test" / "llava_prompt.json"
     assert generate_prompts.report_path(prm) in declared.set_aside and declared.settings["K"] == 0
+
+
+def dead_pid():
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_atomic_writes_remove_what_a_killed_writer_left_and_share_one_file_mode(tmp_path, lock_holder):
+    orphan = tmp_path / f".out.json.{dead_pid()}-0a1b2c3d.tmp"  # what a kill during a write leaves
+    orphan.write_text("{half")
+    live = lock_holder(tmp_path / "elsewhere")  # a live writer's temporary file is not an orphan
+    in_flight = tmp_path / f".out.json.{live.pid}-0a1b2c3d.tmp"
+    in_flight.write_text("{")
+    other = tmp_path / f".other.json.{dead_pid()}-0a1b2c3d.tmp"
+    other.write_text("{")
+    files.write_json(tmp_path / "out.json", {"a": "b"})
+    assert not orphan.exists() and in_flight.exists() and other.exists()  # only the file being written is looked at
+    with files.FolderLock(tmp_path):  # a run that takes the folder cleans all of it
+        assert not other.exists() and in_flight.exists()
+    mode = files.file_mode()  # the user's ordinary mode (0644 under umask 022), read without changing the umask
+    assert (tmp_path / "out.json").stat().st_mode & 0o777 == mode == files.file_mode()
+    # a file a library wrote 0600 (safetensors does) gets the same mode when it is moved into place
+    written = tmp_path / "lib.bin"
+    written.write_bytes(b"x")
+    written.chmod(0o600)
+    files.move_into_place(written, tmp_path / "final.bin")
+    assert (tmp_path / "final.bin").stat().st_mode & 0o777 == mode
