@@ -25,12 +25,11 @@ usage: bash run/caption.sh [--GREEDY=1] [--BATCH_SIZE=16] [--MODEL=llava-hf/llav
        accelerate launch -m preprocessing.caption [--NAME=value ...]
 """
 import re
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from core import dataset, devices, errors, files, images, knobs, seeds
+from core import batching, dataset, devices, errors, files, images, knobs, seeds
 from core.progress import progress
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR: the run/*.sh contract)
@@ -40,7 +39,7 @@ MODEL = "llava-hf/llava-1.5-7b-hf"  # hub id or local folder of an image-text-to
 PROMPT = ('Given image is advertising about following information: "{caption}{description}". '  # the seed's; fills
           'What is happening in the image ?')  # {caption} {description} {moreInfo}
 CHAT_FORMAT = "USER: <image>\n{question} ASSISTANT:"  # used only when the processor has no chat template
-BATCH_SIZE = 16  # images per generate call (halved automatically on out-of-memory)
+BATCH_SIZE = 16  # images per generate call (halved automatically on out-of-memory, core/batching.py)
 MAX_NEW_TOKENS = 77  # the seed's answer length
 TEMPERATURE = 0.2  # the seed's sampling temperature
 GREEDY = False  # greedy decoding instead of sampling
@@ -180,22 +179,15 @@ def generate(cfg, processor, model, batch, device):
     return [(text, bool(torch.isin(ids, eos).any())) for text, ids in zip(texts, new)]
 
 
-def generate_halving(cfg, processor, model, batch, device):
-    """generate(), splitting the batch in halves on out-of-memory (per-row seeds: the captions do not change)."""
-    import torch
+def generate_fitting(cfg, processor, model, batch, device, batches):
+    """generate() over a prepared batch in the largest parts that fit in memory (`batches`: core.batching's
+    FittingBatches; per-row seeds: the captions do not change)."""
+    def part(rows):
+        a, b = rows[0], rows[-1] + 1
+        return generate(cfg, processor, model, {"rows": batch["rows"][a:b], "questions": batch["questions"][a:b],
+                                                "inputs": {k: v[a:b] for k, v in batch["inputs"].items()}}, device)
 
-    try:
-        return generate(cfg, processor, model, batch, device)
-    except torch.OutOfMemoryError:
-        if str(device).startswith("cuda"):
-            torch.cuda.empty_cache()
-        n = len(batch["rows"])
-        if n == 1:
-            raise
-        print(f"out of memory at {n} images per batch: splitting it", file=sys.stderr)
-        halves = [{"rows": batch["rows"][a:b], "questions": batch["questions"][a:b],
-                   "inputs": {k: v[a:b] for k, v in batch["inputs"].items()}} for a, b in ((0, n // 2), (n // 2, n))]
-        return [r for half in halves for r in generate_halving(cfg, processor, model, half, device)]
+    return batches.run(part, list(range(len(batch["rows"]))))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -303,6 +295,7 @@ def caption_rows(cfg, rows, store, processor, model, device, log=print):
 
     batches = [rows[i:i + cfg.BATCH_SIZE] for i in range(0, len(rows), cfg.BATCH_SIZE)]
     skipped, empty, done, started = [], [], 0, time.perf_counter()
+    fitting = batching.FittingBatches(cfg.BATCH_SIZE, "images", log)
     bar = progress(total=len(rows), unit="img", desc="caption", disable=not cfg.PROGRESS)
     try:
         for batch in prefetched(lambda b: prepare_batch(cfg, processor, b), batches):
@@ -310,7 +303,7 @@ def caption_rows(cfg, rows, store, processor, model, device, log=print):
                 log(f"skipped row id={row['id']}: {reason}")
             skipped += batch["bad"]
             if batch["rows"]:
-                answers = generate_halving(cfg, processor, model, batch, device)
+                answers = generate_fitting(cfg, processor, model, batch, device, fitting)
                 for row, asked, (answer, finished) in zip(batch["rows"], batch["questions"], answers):
                     text = clean_caption(answer, asked, finished)
                     if text:

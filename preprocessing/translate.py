@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import dataset, devices, files, knobs
+from core import batching, dataset, devices, files, knobs
 from core.errors import error_list
 from core.progress import progress as progress_bar
 
@@ -41,7 +41,7 @@ SEQ2SEQ_MODEL = "vinai/vinai-translate-vi2en-v2"  # hub id or local folder (e.g.
 SRC_LANG = "vi_VN"  # source language code, set only on tokenizers that know it (mBART: vi_VN; NLLB: vie_Latn)
 TGT_LANG = "en_XX"  # target language token, used only if the tokenizer knows it (mBART: en_XX; NLLB: eng_Latn)
 TGT_LANG_AS = "decoder_start"  # decoder_start (vinai-translate, mBART-cc25) | forced_bos (mBART-50, NLLB)
-BATCH_SIZE = 32  # strings per generate call (halved automatically on out-of-memory)
+BATCH_SIZE = 32  # strings per generate call (halved automatically on out-of-memory, core/batching.py)
 MAX_INPUT_TOKENS = 0  # longer inputs are truncated (with a warning); 0 = the tokenizer's model_max_length
 MAX_NEW_TOKENS = 256  # upper bound on a translation's length in tokens
 NUM_BEAMS = 5  # beam search width (vinai's documented setting); 1 = greedy
@@ -159,6 +159,7 @@ class Seq2SeqTranslator:
         if cpu_threads and self.device == "cpu":
             torch.set_num_threads(cpu_threads)
         self.batch_size, self.max_new_tokens, self.num_beams = batch_size, max_new_tokens, num_beams
+        self.batches = batching.FittingBatches(batch_size, "strings", lambda m: print(m, file=sys.stderr, flush=True))
         self.tokenizer = devices.load_model(AutoTokenizer.from_pretrained, model, smoke_family,
                                            trust_remote_code=trust_remote_code)
         self.model = devices.load_model(AutoModelForSeq2SeqLM.from_pretrained, model, smoke_family,
@@ -217,17 +218,17 @@ class Seq2SeqTranslator:
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     def translate_batch(self, texts):
-        """One translation per text; an empty translation or an out-of-memory at batch size 1 comes back as an
-        Exception in that text's place. Out-of-memory on a larger batch splits it in halves and tries again."""
+        """One translation per text; an empty translation, or an out-of-memory on a text alone, comes back as an
+        Exception in that text's place. Out-of-memory on several texts: smaller batches from then on (core/batching)."""
+        return self.batches.run(self._translate_part, list(texts))
+
+    def _translate_part(self, texts):
         try:
             outputs = self._generate(texts)
         except self.torch.OutOfMemoryError as e:
-            if self.device.startswith("cuda"):
-                self.torch.cuda.empty_cache()
-            if len(texts) == 1:
-                return [e]
-            half = len(texts) // 2
-            return self.translate_batch(texts[:half]) + self.translate_batch(texts[half:])
+            if len(texts) > 1:
+                raise  # FittingBatches halves the batch
+            return [e]
         return [out if out else ValueError("empty translation") for out in outputs]
 
 

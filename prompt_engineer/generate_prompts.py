@@ -26,7 +26,7 @@ import collections
 import sys
 import time
 
-from core import dataset, devices, files, knobs, seeds
+from core import batching, dataset, devices, files, knobs, seeds
 from core.knobs import InputError
 from core.progress import progress as progress_bar
 from inference import prompts
@@ -58,7 +58,7 @@ TOP_K = 150  # top-k sampling (the seed's; 0 = off)
 REPETITION_PENALTY = 1.2  # over the prompt and the generated tokens (the seed's)
 MAX_NEW_TOKENS = 77  # generated tokens at most (the seed's)
 STOP_AT_FIRST_LINE = True  # a row stops at the end of its first non-blank line (only that line is kept)
-BATCH_SIZE = 32  # rows per generate call (halved automatically on out-of-memory)
+BATCH_SIZE = 32  # rows per generate call (halved automatically on out-of-memory, core/batching.py)
 SEED = 42  # run seed: row r's try t samples from row_seed(SEED, f"{id}#{t}")
 MAX_TRIES = 3  # generations per row at most, the first included; then the fitted copy
 CHECKS = ("empty", "garbled", "repeat", "copy", "english")  # what makes a generation bad (empty always does)
@@ -297,23 +297,20 @@ def generate_all(cfg, generator, todo, row_prompts, store, fallback_of, log, pro
     stats = dict(llm=0, fallback=0, generations=0, generate_calls=0, tokens=0, problems=collections.Counter())
     bar = progress_bar(total=len(todo), unit="row", desc="prompts", disable=not progress)
     started = time.perf_counter()
-    batch_size = cfg.BATCH_SIZE
+    fitting = batching.FittingBatches(cfg.BATCH_SIZE, "rows", log)  # out of memory: smaller batches, same results
+
+    def generate(part):
+        outputs = generator.generate([row_prompts[r["id"]][0] for r, _ in part],
+                                     [seeds.row_seed(cfg.SEED, f"{r['id']}#{t}") for r, t in part],
+                                     sample=[cfg.DO_SAMPLE or t > 0 for _, t in part])  # retries sample
+        stats["generate_calls"] += 1
+        return outputs
+
     while queue or retry:
         batch = []
-        while len(batch) < batch_size and (retry or queue):
+        while len(batch) < fitting.size and (retry or queue):
             batch.append(retry.popleft() if retry else (queue.popleft(), 0))
-        try:
-            outputs = generator.generate([row_prompts[r["id"]][0] for r, _ in batch],
-                                         [seeds.row_seed(cfg.SEED, f"{r['id']}#{t}") for r, t in batch],
-                                         sample=[cfg.DO_SAMPLE or t > 0 for _, t in batch])  # retries sample
-        except Exception as e:  # out of memory: smaller batches (same rows, same seeds, same results)
-            if not _is_oom(e) or batch_size == 1:
-                raise
-            batch_size = max(1, batch_size // 2)
-            log(f"out of memory: BATCH_SIZE now {batch_size}")
-            retry.extendleft(reversed([(r, t) for r, t in batch]))
-            continue
-        stats["generate_calls"] += 1
+        outputs = fitting.run(generate, batch)
         for (row, tries), (raw, n_tokens) in zip(batch, outputs):
             stats["generations"] += 1
             stats["tokens"] += n_tokens
@@ -340,12 +337,6 @@ def generate_all(cfg, generator, todo, row_prompts, store, fallback_of, log, pro
     bar.close()
     stats["seconds"] = time.perf_counter() - started
     return stats
-
-
-def _is_oom(error):
-    import torch
-
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
 
 
 def fallback_prompt(row, count, budget):

@@ -73,6 +73,25 @@ def test_sampling_is_per_row(data):
     assert json.loads((data / "seed1.json").read_text(encoding="utf-8")) != captions_of(data)
 
 
+def test_out_of_memory_halves_the_batch_and_changes_no_caption(data, monkeypatch):
+    """A GPU cannot exist here: batches of more than 2 images raise torch's out-of-memory error (CUDA's wording)."""
+    import torch
+
+    caption.main(["--DATA_DIR", str(data), "--BATCH_SIZE=4", "--OUTPUT", str(data / "roomy.json"), *FAST])
+    real, sizes = caption.generate, []
+
+    def tight(cfg, processor, model, batch, device):
+        sizes.append(len(batch["rows"]))
+        if len(batch["rows"]) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB (stand-in)")
+        return real(cfg, processor, model, batch, device)
+
+    monkeypatch.setattr(caption, "generate", tight)
+    caption.main(["--DATA_DIR", str(data), "--BATCH_SIZE=4", *FAST])
+    assert captions_of(data) == json.loads((data / "roomy.json").read_text(encoding="utf-8"))
+    assert sizes == [4, 2, 2, 2, 2, 2, 2]  # halved once, then kept for the run
+
+
 def test_killed_run_resumes_without_redoing_rows(data, monkeypatch):
     real_generate, seen, calls = caption.generate, [], []
     output = data / "train" / "llava_caption.json"

@@ -144,3 +144,28 @@ def test_atomic_writes_remove_what_a_killed_writer_left_and_share_one_file_mode(
     written.chmod(0o600)
     files.move_into_place(written, tmp_path / "final.bin")
     assert (tmp_path / "final.bin").stat().st_mode & 0o777 == mode
+
+
+def test_fitting_batches_halve_on_out_of_memory_and_say_so_when_one_does_not_fit():
+    """The one out-of-memory helper of the stages (core/batching.py, on accelerate's find_executable_batch_size). A GPU
+    cannot exist here: the error is torch's own, with CUDA's wording."""
+    import torch
+
+    from core import batching
+
+    limit, seen, said = [3], [], []
+
+    def square(chunk):
+        seen.append(len(chunk))
+        if len(chunk) > limit[0]:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 8.00 GiB")
+        return [x * x for x in chunk]
+
+    fitting = batching.FittingBatches(8, "rows", said.append)
+    assert fitting.run(square, list(range(10))) == [x * x for x in range(10)]
+    assert seen == [8, 4, 2, 2, 2, 2, 2] and fitting.size == 2 and len(said) == 2
+    limit[0] = 0
+    with pytest.raises(knobs.InputError, match="out of memory with a single one of the rows per batch"):
+        fitting.run(square, [1, 2])
+    with pytest.raises(ValueError):  # any other error is the caller's, untouched
+        batching.FittingBatches(4).run(lambda chunk: [int("x")], [1])

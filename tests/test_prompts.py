@@ -246,6 +246,29 @@ def test_prompts_or_captions_that_are_not_text_are_one_line_naming_rows_and_file
         stage.main(flags(data, causal_lm))
 
 
+class TightMemory(BlankModel):
+    """The smoke generator, except that a batch of more than 2 rows runs out of memory (a GPU cannot exist here: the
+    error is torch's, with CUDA's wording)."""
+
+    def generate(self, prompts, seeds, sample=True):
+        self.calls.append(len(prompts))
+        if len(prompts) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB (stand-in)")
+        return self.inner.generate(prompts, seeds, sample)
+
+
+def test_out_of_memory_halves_the_batch_and_changes_no_prompt(data, causal_lm, generator, monkeypatch):
+    # MAX_NEW_TOKENS as the `generator` fixture has it
+    common = flags(data, causal_lm, "--CHECKS=empty", "--MAX_NEW_TOKENS=24", "--K=0", "--BATCH_SIZE=4")
+    stage.main(common)
+    expected = output(data)
+    (data / "test" / "llava_prompt.json").unlink()
+    tight = TightMemory(generator)
+    monkeypatch.setattr(stage, "load_generator", lambda cfg: tight)
+    stats = stage.main(common + ["--OVERWRITE=1"])
+    assert output(data) == expected and tight.calls == [4, 2, 2, 1] and stats["generate_calls"] == 3
+
+
 def test_missing_captions_are_a_clear_error_or_zero_shot(data, causal_lm, monkeypatch):
     (data / "train" / "llava_caption.json").unlink()
     with pytest.raises(knobs.InputError, match="llava_caption.json: not found.*run/caption.sh"):

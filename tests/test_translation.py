@@ -61,7 +61,7 @@ def smoke_seq2seq():
 @pytest.fixture
 def translator(smoke_seq2seq):
     smoke_seq2seq.calls = smoke_seq2seq.truncated = 0
-    smoke_seq2seq.batch_size = 4
+    smoke_seq2seq.batch_size = smoke_seq2seq.batches.size = 4
     return smoke_seq2seq
 
 
@@ -227,17 +227,23 @@ def test_seq2seq_language_codes_and_blank_guard(translator):
 
 
 def test_seq2seq_out_of_memory_halves_the_batch(translator, monkeypatch):
-    """A GPU cannot exist here: the out-of-memory error is raised by a stand-in for batches larger than 2."""
-    real = translator._generate
+    """A GPU cannot exist here: the out-of-memory error (torch's, with CUDA's wording) is raised by a stand-in for
+    batches larger than 2, and for one string that is too long even alone."""
+    real, sizes = translator._generate, []
+    texts = [f"Giảm giá {i}%" for i in range(5)]
+    expected = [real([t])[0] for t in texts]
 
     def generate(texts):
-        if len(texts) > 2:
-            raise translator.torch.OutOfMemoryError("CUDA out of memory (stand-in)")
+        sizes.append(len(texts))
+        if len(texts) > 2 or "99" in texts[0]:
+            raise translator.torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (stand-in)")
         return real(texts)
 
     monkeypatch.setattr(translator, "_generate", generate)
-    out = translator.translate_batch([f"Giảm giá {i}%" for i in range(5)])
-    assert len(out) == 5 and all(isinstance(o, str) and o for o in out)
+    assert translator.translate_batch(texts) == expected  # same translations, whatever the batches
+    assert sizes == [4, 2, 2, 1] and translator.batches.size == 2  # 4 fails, then halves; the smaller size stays
+    out = translator.translate_batch(["Giảm giá 99%", "Mua ngay"])
+    assert isinstance(out[0], translator.torch.OutOfMemoryError) and out[1] == real(["Mua ngay"])[0]
 
 
 def test_backend_auto_rule():
