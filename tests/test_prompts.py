@@ -313,3 +313,22 @@ def test_cut_at_sentence_ends_and_answer_label_removed():
     assert stage.clean_output("\n Advertisement photo description: A red car.\nmore", label) == "A red car."
     assert few_shot.prompt_text("", "A: {copy}\\nB: {caption}", "A: {copy}\\nB:", [("x", "y")], "z") == \
         "A: x\nB: y\n\nA: z\nB:"
+
+
+def test_one_disclaimer_rule_for_the_prompts_and_the_text_layer():
+    """The prompt stage drops the disclaimer from a row's copy where the text layer finds it to set it on the banner
+    (core/disclaimer.py), in decomposed Unicode too; the English translation is dropped as well."""
+    import unicodedata
+
+    from inference import text_layer
+
+    fields = ["caption", "description", "moreInfo"]
+    vi = unicodedata.normalize("NFD", "Sản phẩm này không phải là thuốc và không có tác dụng thay thế thuốc chữa bệnh")
+    row = {"id": "1", "caption": "Trà xanh matcha", "description": "Giảm 10%", "moreInfo": vi}
+    assert text_layer.extract_copy(row, text_layer.default_config()).disclaimer
+    assert few_shot.row_copy(row, fields) == "Trà xanh matcha. Giảm 10%"
+    english = {**row, "caption": "Pure matcha green tea", "moreInfo": DISCLAIMER}
+    assert few_shot.row_copy(english, fields) == "Pure matcha green tea. Giảm 10%"
+    plain = {**row, "moreInfo": "Thực phẩm chức năng"}
+    assert not text_layer.extract_copy(plain, text_layer.default_config()).disclaimer
+    assert few_shot.row_copy(plain, fields).endswith("Thực phẩm chức năng")
