@@ -3,10 +3,11 @@ Image prompts for Method 2: an LLM writes an explicit English image description 
 
 reads   $DATA_DIR/test/info_trans.csv and $DATA_DIR/train/info_trans.csv (INFO_FILE: the English copy),
         $DATA_DIR/train/llava_caption.json ({train bannerImage: VLM caption}, run/caption.sh)
-writes  $DATA_DIR/test/llava_prompt.json ({test bannerImage: prompt}), replaced atomically after every batch;
-        $DATA_DIR/test/llava_prompt_report.json, what made each prompt: {"settings": {id: the settings that change a
-        prompt}, "items": {bannerImage: {settings: id, inputs: hash of the row's copy, source: llm|fallback, tries,
-        problems}}}
+writes  $DATA_DIR/test/llava_prompt.json ({test bannerImage: prompt}): the LLM's prompts, and only those; replaced
+        atomically after every batch;
+        $DATA_DIR/test/llava_prompt_report.json, what made each row's prompt and the one record of the rows that fell
+        back: {"settings": {id: the settings that change a prompt}, "items": {bannerImage: {settings: id, inputs: hash
+        of the row's copy, source: llm|fallback, tries, problems (, written: false for a fallback)}}}
         the retrieval indexes of the copy under $DATA_DIR/{train,test}/index/ (reused on a rerun)
 
 Each test row's prompt shows its K nearest training rows (sentence encoder over the English caption+description,
@@ -15,7 +16,8 @@ the test row (prompt_engineer/few_shot.py). The LLM's first line is kept. One le
 each row samples from its own seed (core.seeds.row_seed(SEED, id)), so its prompt does not depend on the batch size or
 on which rows share its batch (prompt_engineer/llm.py). A generation that is empty, garbled, repetitive, a copy of an
 example or not English (CHECKS, prompt_engineer/checks.py) is generated again with another seed, up to MAX_TRIES in all;
-a row still bad gets its fitted English copy (inference/prompts.fit_prompt, CLIP's 75 tokens), counted as a fallback.
+a row still bad FALLS BACK, counted: it gets no prompt in the JSON (its report record says why), and Method 2 prompts
+it with its own fitted English copy, as it does any row without an LLM prompt.
 A rerun skips rows made with the same settings and inputs (RETRY_FALLBACKS=1: also redo the fallbacks); a row made
 otherwise (another K, MODEL, SEED..., a changed copy, other training captions or copy for the examples) is refused in
 one line naming what differs, and OVERWRITE=1 redoes it: one output never mixes prompts of two settings.
@@ -62,7 +64,6 @@ BATCH_SIZE = 32  # rows per generate call (halved automatically on out-of-memory
 SEED = 42  # run seed: row r's try t samples from row_seed(SEED, f"{id}#{t}")
 MAX_TRIES = 3  # generations per row at most, the first included; then the fitted copy
 CHECKS = ("empty", "garbled", "repeat", "copy", "english")  # what makes a generation bad (empty always does)
-FALLBACK_TOKENS = 75  # the fallback copy is fitted to this many CLIP tokens (SD 2.1's window minus start/end)
 RETRY_FALLBACKS = False  # a rerun also regenerates the rows that fell back
 OVERWRITE = False  # redo prompts made with other settings or inputs (else the run refuses them, naming what differs)
 DEVICE = "auto"  # auto | cuda | cuda:1 | cpu
@@ -133,8 +134,7 @@ def check_knobs(cfg):
 
 _PROMPT_KNOBS = ("GGUF_FILE", "BACKEND", "INFO_FILE", "COPY_FIELDS", "INSTRUCTION", "QUERY_TEMPLATE", "CHAT",
                  "COPY_MAX_TOKENS", "MAX_PROMPT_TOKENS", "DO_SAMPLE", "TEMPERATURE", "TOP_P", "TOP_K",
-                 "REPETITION_PENALTY", "MAX_NEW_TOKENS", "STOP_AT_FIRST_LINE", "SEED", "MAX_TRIES", "CHECKS",
-                 "FALLBACK_TOKENS", "K")
+                 "REPETITION_PENALTY", "MAX_NEW_TOKENS", "STOP_AT_FIRST_LINE", "SEED", "MAX_TRIES", "CHECKS", "K")
 _FEW_SHOT_KNOBS = ("ENCODER", "EXAMPLE_TEMPLATE", "CAPTION_MAX_TOKENS")
 
 
@@ -159,9 +159,9 @@ def prompt_settings(cfg):
     return settings
 
 
-def row_inputs(row):
+def row_inputs(row, fields):
     """A hash of what a row's prompt is made from besides the settings: its id (its seeds) and its copy."""
-    return files.settings_key({"id": row["id"], "copy": [row[c] for c in dataset.TEXT_COLUMNS]})
+    return files.settings_key({"id": row["id"], "copy": [row[f] for f in fields]})
 
 
 def output_path(cfg):
@@ -217,14 +217,6 @@ def prompt_budget(cfg, generator):
     return budget
 
 
-def clip_token_counter():
-    """CLIP tokens of a text (SD 2.1's tokenizer: the same BPE vocab open_clip ships, so no download)."""
-    from open_clip.tokenizer import SimpleTokenizer
-
-    tokenizer = SimpleTokenizer()
-    return lambda text: len(tokenizer.encode(text))
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # the few-shot prompt of every row to do
 
@@ -263,7 +255,7 @@ def build_prompts(cfg, todo, train, captions, generator, chat, log):
                 cfg.INSTRUCTION, cfg.EXAMPLE_TEMPLATE, cfg.QUERY_TEMPLATE, kept, copy), chat)
 
         prompt, kept = few_shot.fit_examples(examples, make, count, budget)
-        # an echo of the row's own copy is no description either (and the fallback gives the copy, counted)
+        # an echo of the row's own copy is no description either (and a fallback gets the copy, counted)
         out[row["id"]] = (prompt, [text for pair in kept for text in pair] + [copy])
     return out
 
@@ -285,7 +277,7 @@ def clean_output(text, label):
     return line
 
 
-def generate_all(cfg, generator, todo, row_prompts, store, fallback_of, log, progress=True):
+def generate_all(cfg, generator, todo, row_prompts, store, log, progress=True):
     """Generate every row of `todo` (dicts of the test rows, each with its `made_from`), retrying bad generations;
     write into `store` (a RecordedStore: each prompt with its record) after every batch. Returns stats."""
 
@@ -327,8 +319,8 @@ def generate_all(cfg, generator, todo, row_prompts, store, fallback_of, log, pro
             if tries + 1 < cfg.MAX_TRIES:
                 retry.append((row, tries + 1))
                 continue
-            store.put(key, fallback_of(row), row["made_from"], source="fallback", tries=tries + 1,
-                      problems=problems[row["id"]])
+            # no prompt in the JSON (an older one of the row is removed): the record alone says it fell back
+            store.put(key, None, row["made_from"], source="fallback", tries=tries + 1, problems=problems[row["id"]])
             stats["fallback"] += 1
             bar.update(1)
         store.save()
@@ -337,12 +329,6 @@ def generate_all(cfg, generator, todo, row_prompts, store, fallback_of, log, pro
     bar.close()
     stats["seconds"] = time.perf_counter() - started
     return stats
-
-
-def fallback_prompt(row, count, budget):
-    """The row's English copy fitted to CLIP's window (caption first; disclaimer, emoji, URLs dropped)."""
-    prompt, _ = prompts.fit_prompt(row["caption"], row["description"], row["moreInfo"], count, budget)
-    return prompt or "advertising banner"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -371,7 +357,7 @@ def main(argv=None):
         store = files.RecordedStore(out_path, records, every=10 ** 9, what="{bannerImage: prompt}")
         rows = test.to_dict("records")[:cfg.LIMIT or None]
         for row in rows:
-            row["made_from"] = row_inputs(row)
+            row["made_from"] = row_inputs(row, fields_of(cfg))
         todo = set(files.plan_items({r["bannerImage"]: r["made_from"] for r in rows}, store, records,
                                     cfg.OVERWRITE, out_path, "prompts", "--OVERWRITE=1"))
         todo = [row for row in rows if row["bannerImage"] in todo or (
@@ -387,18 +373,12 @@ def main(argv=None):
         row_prompts = build_prompts(cfg, todo, train, captions, generator, chat, log)
         example = row_prompts[todo[0]["id"]][0]
         log(f"{'chat template' if chat else 'plain text'} prompts, e.g. row id={todo[0]['id']}:\n{example}")
-        counter = []  # the CLIP tokenizer loads at the first fallback only
-
-        def fallback(row):
-            counter or counter.append(clip_token_counter())
-            return fallback_prompt(row, counter[0], cfg.FALLBACK_TOKENS)
-
         with store:
-            stats.update(generate_all(cfg, generator, todo, row_prompts, store, fallback, log, cfg.PROGRESS),
+            stats.update(generate_all(cfg, generator, todo, row_prompts, store, log, cfg.PROGRESS),
                          loaded=True)
     seconds = max(stats["seconds"], 1e-9)
     problems = ", ".join(f"{k} {v}" for k, v in stats["problems"].most_common()) or "none"
-    log(f"wrote {out_path}: {stats['llm']} rows from the LLM, {stats['fallback']} FALLBACKS to the fitted copy "
+    log(f"wrote {out_path}: {stats['llm']} rows from the LLM, {stats['fallback']} FALLBACKS (no prompt: Method 2 uses their fitted copy) "
         f"(bad generations: {problems}); {stats['generations']} generations in {stats['generate_calls']} batches, "
         f"{stats['seconds']:.1f} s, {len(todo) / seconds:.2f} rows/s, {stats['tokens'] / seconds:.0f} tokens/s")
     return stats
