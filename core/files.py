@@ -21,9 +21,13 @@ _TMP_NAME = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)-[0-9a-f]+\.tmp$")  # what
 
 
 def file_mode():
-    """The mode a file made by the user gets (0o666 less the umask: 0644 usually). Read without changing it."""
-    mask = os.umask(0)
-    os.umask(mask)
+    """The mode a file made by the user gets (0o666 less the umask: 0644 usually)."""
+    try:  # Linux says the umask without changing it (setting it, even back, races with other threads' new files)
+        with open("/proc/self/status") as f:
+            mask = int(next(line.split()[1] for line in f if line.startswith("Umask:")), 8)
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)
+        os.umask(mask)
     return 0o666 & ~mask
 
 
