@@ -13,7 +13,7 @@ UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' default name: pipe.load_lora_weights(folder) finds it
 SETTINGS_FILE = "train_settings.json"  # beside it: knobs, input hashes, fingerprint, noise schedule
-MADE_BY = "the training stage (bash run/train_sd.sh)"
+MADE_BY = "the training stage: rerun bash run/train_sd.sh"  # what read_lora_file says makes a LoRA file
 # NOISE_SCHEDULE -> the scheduler config it sets; "model" keeps the base model's (SD 2.1: no rescale, leading steps)
 NOISE_SCHEDULES = {"zero_snr_trailing": {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"},
                    "model": {}}
@@ -93,7 +93,7 @@ def read_lora_file(path, made_by=MADE_BY):
         return load_file(path)
     except Exception as e:  # safetensors raises its own error for a truncated header, OSError for I/O
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
-        raise InputError(f"{path}: unreadable LoRA file ({reason}); it is made by {made_by}: rerun that") from None
+        raise InputError(f"{path}: unreadable LoRA file ({reason}); made by {made_by}") from None
 
 
 def load_lora(path, models, made_by=MADE_BY):

@@ -21,6 +21,7 @@ training/README.md). The noise schedule is the one Method 2 samples with (zero t
 
     bash run/train_sd.sh [--NAME=value ...]          (accelerate launch; several GPUs: accelerate config first)
 """
+import collections
 import contextlib
 import dataclasses
 import functools
@@ -106,11 +107,9 @@ def check_settings(cfg):
         raise knobs.InputError(f"MAX_STEPS must be 0 (= NUM_EPOCHS epochs) or more, got {cfg.MAX_STEPS}")
     from diffusers.optimization import SchedulerType
 
-    if cfg.LR_SCHEDULER not in [t.value for t in SchedulerType]:
-        raise knobs.InputError(f"LR_SCHEDULER must be one of {[t.value for t in SchedulerType]}, got "
-                               f"{cfg.LR_SCHEDULER!r}")
-    for name, allowed in (("PREDICTION_TYPE", ("", "epsilon", "v_prediction")), ("MIXED_PRECISION", ("fp16", "bf16",
-                          "no")), ("NOISE_SCHEDULE", tuple(lora.NOISE_SCHEDULES))):
+    for name, allowed in (("LR_SCHEDULER", [t.value for t in SchedulerType]), ("PREDICTION_TYPE", ("", "epsilon",
+                          "v_prediction")), ("MIXED_PRECISION", ("fp16", "bf16", "no")),
+                          ("NOISE_SCHEDULE", tuple(lora.NOISE_SCHEDULES))):
         if getattr(cfg, name) not in allowed:
             raise knobs.InputError(f"{name} must be one of {', '.join(map(repr, allowed))}, got "
                                    f"{getattr(cfg, name)!r}")
@@ -153,14 +152,8 @@ def is_up_to_date(out_dir, expected):
     return saved.get("fingerprint") == expected and (Path(out_dir) / lora.LORA_FILE).is_file()
 
 
-@dataclasses.dataclass(frozen=True)
-class Plan:
-    steps_per_epoch: int
-    max_steps: int
-    num_epochs: int
-    stop_at: int  # the last step of this run (STOP_AT_STEP, else max_steps)
-    cache_latents: bool  # the VAE runs once per banner and mirror (pixels fixed up to a flip)
-    cache_text: bool  # the text encoder runs once per caption (frozen)
+# stop_at: the last step of this run (STOP_AT_STEP, else max_steps); cache_*: the VAE / text encoder runs once
+Plan = collections.namedtuple("Plan", "steps_per_epoch max_steps num_epochs stop_at cache_latents cache_text")
 
 
 def plan_steps(cfg, n_items, world):
@@ -214,23 +207,16 @@ def save_lora_hook(models, main_process, _prepared, weights, folder):
 def load_lora_hook(models, prepared, folder):
     """load_state's hook: the LoRA file back into the live adapters, every trained weight checked."""
     prepared.clear()  # accelerate reads no model file
-    lora.load_lora(Path(folder) / lora.LORA_FILE, models, made_by=f"the training run that wrote {folder}")
+    lora.load_lora(Path(folder) / lora.LORA_FILE, models, made_by=f"a training checkpoint: delete {folder} to resume "
+                                                                  f"from the one before, or pass --RESUME=no")
 
 
 def list_checkpoints(out_dir):
-    """[(step, folder)] of the complete checkpoints in out_dir (progress.json written), oldest first."""
+    """[(step, folder)] of the complete checkpoints in out_dir, oldest first. One a killed save left without
+    progress.json is ignored, and replaced when the run reaches its step again."""
     found = [(int(p.name.split("_")[1]), p) for p in (Path(out_dir) / "checkpoints").glob("checkpoint_*")
              if p.name.split("_")[1].isdigit() and (p / PROGRESS_FILE).is_file()]
     return sorted(found)
-
-
-def drop_incomplete_checkpoints(out_dir):
-    """Remove the checkpoint folders a killed save left without progress.json: they must not look usable, nor count
-    in accelerate's rotation."""
-    complete = {folder for _, folder in list_checkpoints(out_dir)}
-    for folder in (Path(out_dir) / "checkpoints").glob("checkpoint_*"):
-        if folder not in complete:
-            shutil.rmtree(folder, ignore_errors=True)
 
 
 def resume_point(cfg, out_dir, settings, digest):
@@ -280,9 +266,10 @@ def save_checkpoint(run, step):
 
 
 def load_models(cfg, weight_dtype, device):
-    """tokenizer, text encoder, VAE, UNet (frozen, in weight_dtype) and the training noise scheduler (NOISE_SCHEDULE
-    applied; checked first, before the large models load)."""
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
+    """The frozen base (weight_dtype) as a pipeline that samples on the training schedule (the validation strips'),
+    and the training noise scheduler: NOISE_SCHEDULE applied, checked before the large models load."""
+    from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline,
+                           UNet2DConditionModel)
     from transformers import CLIPTextModel, CLIPTokenizer
 
     def load(cls, sub, **kw):
@@ -296,12 +283,15 @@ def load_models(cfg, weight_dtype, device):
         raise knobs.InputError(f"NOISE_SCHEDULE={cfg.NOISE_SCHEDULE} (zero terminal SNR) needs v-prediction, and "
                                f"{cfg.MODEL} predicts epsilon: pass --PREDICTION_TYPE=v_prediction or "
                                f"--NOISE_SCHEDULE=model")
-    tokenizer = load(CLIPTokenizer, "tokenizer")
-    text_encoder = load(CLIPTextModel, "text_encoder", dtype=weight_dtype)  # transformers 5 says dtype
-    vae = load(AutoencoderKL, "vae", torch_dtype=weight_dtype)
-    unet = load(UNet2DConditionModel, "unet", torch_dtype=weight_dtype)
-    text_encoder, vae, unet = (m.to(device).requires_grad_(False) for m in (text_encoder, vae, unet))
-    return tokenizer, text_encoder, vae, unet, scheduler
+    frozen = {"text_encoder": load(CLIPTextModel, "text_encoder", dtype=weight_dtype),  # transformers 5 says dtype
+              "vae": load(AutoencoderKL, "vae", torch_dtype=weight_dtype),
+              "unet": load(UNet2DConditionModel, "unet", torch_dtype=weight_dtype)}
+    pipe = StableDiffusionPipeline(**{k: m.to(device).requires_grad_(False) for k, m in frozen.items()},
+                                   tokenizer=load(CLIPTokenizer, "tokenizer"), safety_checker=None,
+                                   scheduler=DDIMScheduler.from_config(scheduler.config), feature_extractor=None,
+                                   requires_safety_checker=False)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, scheduler
 
 
 def make_optimizer(cfg, params):
@@ -316,27 +306,26 @@ def make_optimizer(cfg, params):
 
 @dataclasses.dataclass
 class Run:
-    """What the training steps share: settings, accelerate, the data, the models and the run's timings."""
+    """What the training steps share. pipe: the frozen base (its UNet and text encoder carry the LoRA); models: those
+    being trained ({"unet", "text_encoder"}), prepared: the same as accelerate prepared them (DDP-wrapped on several
+    processes); cache: latents and/or text embeddings encoded once; step_ends: perf_counter after each step."""
     cfg: object
     accelerator: object
     out_dir: Path
     items: list  # [(bannerImage, path, caption)]
     settings: dict
     digest: str
-    tokenizer: object = None
-    text_encoder: object = None  # unwrapped (the validation pipeline's)
-    vae: object = None
-    unet: object = None  # unwrapped
+    pipe: object = None
     noise_scheduler: object = None
-    models: dict = None  # {"unet": ..., "text_encoder": ...}: the models with a LoRA being trained, unwrapped
-    prepared: list = None  # the same as accelerate prepared them (DDP-wrapped on several processes)
+    models: dict = None
+    prepared: list = None
+    params: list = None
     optimizer: object = None
     lr_scheduler: object = None
     dataset: object = None
-    params: list = None  # the trained parameters
-    cache: dict = None  # latents and/or text embeddings encoded once
-    step_ends: list = dataclasses.field(default_factory=list)  # perf_counter after each optimizer step
-    strip_seconds: list = dataclasses.field(default_factory=list)  # each validation strip's time
+    cache: dict = None
+    step_ends: list = dataclasses.field(default_factory=list)
+    strip_seconds: list = dataclasses.field(default_factory=list)
 
 
 def build(run, plan):
@@ -349,13 +338,13 @@ def build(run, plan):
     cfg, accelerator = run.cfg, run.accelerator
     set_seed(cfg.SEED)  # the LoRA's initial weights: the same in every process and every fresh run
     weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision_of(accelerator), torch.float32)
-    run.tokenizer, run.text_encoder, run.vae, run.unet, run.noise_scheduler = load_models(cfg, weight_dtype,
-                                                                                          accelerator.device)
-    run.models = lora.add_lora(run.unet, run.text_encoder if cfg.TRAIN_TEXT_ENCODER else None, cfg.LORA_RANK)
+    run.pipe, run.noise_scheduler = load_models(cfg, weight_dtype, accelerator.device)
+    pipe = run.pipe
+    run.models = lora.add_lora(pipe.unet, pipe.text_encoder if cfg.TRAIN_TEXT_ENCODER else None, cfg.LORA_RANK)
     if cfg.GRADIENT_CHECKPOINTING:
         lora.checkpoint_activations(run.models)
     if cfg.COMPILE:
-        lora.compile_models(run.unet, None if plan.cache_latents else run.vae)
+        lora.compile_models(pipe.unet, None if plan.cache_latents else pipe.vae)
     run.params = list(lora.trainable(run.models).values())
     optimizer = make_optimizer(cfg, run.params)
     # prepared, accelerate steps the schedule once per process per optimizer step (skipping fp16-skipped steps):
@@ -368,14 +357,14 @@ def build(run, plan):
     accelerator.register_save_state_pre_hook(functools.partial(save_lora_hook, run.models,
                                                                accelerator.is_main_process))
     accelerator.register_load_state_pre_hook(functools.partial(load_lora_hook, run.models))
-    run.dataset = data.BannerDataset(run.items, run.tokenizer, data.make_transform(
+    run.dataset = data.BannerDataset(run.items, pipe.tokenizer, data.make_transform(
         cfg.RESOLUTION, cfg.CENTER_CROP, cfg.RANDAUGMENT), cfg.SEED, cfg.RANDOM_FLIP)
     run.cache = encode_once(run, plan.cache_latents, plan.cache_text)
 
 
 def embed(run, input_ids):
     """Text embeddings from the text encoder as trained (prepared when it has a LoRA)."""
-    text_encoder = run.prepared[1] if run.cfg.TRAIN_TEXT_ENCODER else run.text_encoder
+    text_encoder = run.prepared[1] if run.cfg.TRAIN_TEXT_ENCODER else run.pipe.text_encoder
     return text_encoder(input_ids.to(run.accelerator.device), return_dict=False)[0]
 
 
@@ -394,7 +383,7 @@ def encode_once(run, latents, text):
             if latents:
                 pixels = torch.stack([dataset.pixels(i, 0, flip=False) for i in index]).to(run.accelerator.device)
                 for k, view in enumerate((pixels, pixels.flip(-1))):
-                    mean, std = lora.posterior_moments(run.vae, view)
+                    mean, std = lora.posterior_moments(run.pipe.vae, view)
                     means[k].append(mean)
                     stds[k].append(std)
             if text:
@@ -428,7 +417,7 @@ def noised_inputs(run, names, epoch, moments):
     """Latents (drawn from the VAE posterior), noise and timesteps of a micro-batch, each sample from its own seed."""
     import torch
 
-    cfg, vae = run.cfg, run.vae
+    cfg, vae = run.cfg, run.pipe.vae
     width, height = cfg.RESOLUTION
     scale = 2 ** (len(vae.config.block_out_channels) - 1)
     latent_shape = (vae.config.latent_channels, height // scale, width // scale)
@@ -452,7 +441,8 @@ def micro_loss(run, batch, epoch):
         moments = run.cache["mean"][row], run.cache["std"][row]
     else:
         with torch.no_grad():
-            moments = lora.posterior_moments(run.vae, batch["pixels"].to(run.accelerator.device, non_blocking=True))
+            pixels = batch["pixels"].to(run.accelerator.device, non_blocking=True)
+            moments = lora.posterior_moments(run.pipe.vae, pixels)
     if "text" in run.cache:
         text_embeddings = run.cache["text"][index]
     else:
@@ -533,21 +523,16 @@ def validation_strip(run, prompts, path):
     import io
 
     import torch
-    from diffusers import DDIMScheduler, StableDiffusionPipeline
     from PIL import Image
 
     cfg, accelerator = run.cfg, run.accelerator
     width, height = cfg.RESOLUTION
-    pipe = StableDiffusionPipeline(vae=run.vae, text_encoder=run.text_encoder, tokenizer=run.tokenizer, unet=run.unet,
-                                   scheduler=DDIMScheduler.from_config(run.noise_scheduler.config),
-                                   safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.set_progress_bar_config(disable=True)
     images = []
     with torch.random.fork_rng(devices=[]), torch.no_grad(), accelerator.autocast():
         for i, prompt in enumerate(prompts):
             generator = torch.Generator(accelerator.device).manual_seed(row_seed(cfg.SEED, f"validation:{i}"))
-            images.append(pipe(prompt, height=height, width=width, num_inference_steps=cfg.VALIDATION_STEPS,
-                               generator=generator).images[0])
+            images.append(run.pipe(prompt, height=height, width=width, num_inference_steps=cfg.VALIDATION_STEPS,
+                                   generator=generator).images[0])
     strip = Image.new("RGB", (width * len(images), height))
     for i, image in enumerate(images):
         strip.paste(image, (i * width, 0))
@@ -557,18 +542,14 @@ def validation_strip(run, prompts, path):
 
 
 def announce(run, plan, report):
-    cfg, items, world = run.cfg, run.items, run.accelerator.num_processes
+    cfg, items, tokenizer = run.cfg, run.items, run.pipe.tokenizer
     print(data.describe_captions(report, len(items)))
     print(f"{len(items)} banners, {plan.steps_per_epoch} steps/epoch of {cfg.TRAIN_BATCH_SIZE} x {cfg.GRAD_ACCUM} x "
-          f"{world} process(es), {plan.max_steps} steps ({plan.num_epochs} epochs); latents "
+          f"{run.accelerator.num_processes} process(es), {plan.max_steps} steps ({plan.num_epochs} epochs); latents "
           f"{'encoded once' if plan.cache_latents else 'encoded every step'}, text embeddings "
           f"{'encoded once' if plan.cache_text else 'every step'}"
           f"{'; torch.compile (the first steps compile)' if cfg.COMPILE else ''}", flush=True)
-
-
-def report_long_captions(run):
-    """Said once here instead of a library warning per batch."""
-    tokenizer, items = run.tokenizer, run.items
+    # said once here instead of a library warning per batch
     long = sum(len(ids) > tokenizer.model_max_length for ids in tokenizer([c for _, _, c in items]).input_ids)
     if long:
         print(f"{long} of {len(items)} captions are longer than {tokenizer.model_max_length} CLIP tokens: the text "
@@ -590,17 +571,12 @@ def train(cfg):
         accelerator.print(f"{out_dir / lora.LORA_FILE} is already trained with these settings and inputs: nothing "
                           f"to do")
         return out_dir / lora.LORA_FILE
-    if main_process:
-        drop_incomplete_checkpoints(out_dir)
-    accelerator.wait_for_everyone()
     resume_from, step = resume_point(cfg, out_dir, settings, digest)
     plan = plan_steps(cfg, len(items), accelerator.num_processes)
     run = Run(cfg, accelerator, out_dir, items, settings, digest)
-    if main_process:
-        announce(run, plan, report)
     build(run, plan)
     if main_process:
-        report_long_captions(run)
+        announce(run, plan, report)
     if resume_from is not None:
         # optimizer, LR schedule, grad scaler, every process's RNG and accumulation count; the LoRA through the hook
         accelerator.load_state(str(resume_from))
