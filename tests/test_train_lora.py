@@ -562,3 +562,49 @@ def test_the_fp16_grad_scaler_skips_a_step_and_resumes_bit_identically(tmp_path,
     assert lrs[0] == 1e-2 and lrs[1] < lrs[0]  # step 1 skipped: the LR schedule did not move; step 2 moved it
     scale = torch.load(tmp_path / "straight" / "checkpoints" / "checkpoint_2" / "scaler.pt", weights_only=True)
     assert scale["scale"] == 2.0**10  # the backed-off scale is in the checkpoint (2**24 again would skip step 3)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# several processes for real (issue 22)
+
+
+@pytest.mark.slow
+def test_two_processes_train_a_lora_that_loads_and_resumes(tmp_path, sd21):
+    """`accelerate launch --multi_gpu --num_processes=2` on the CPU: two gloo ranks, each half of every step (accelerate
+    1.15's `--cpu --num_processes=2` starts one process). The LoRA equals one process's at the same images per step
+    up to float sums, so both halves counted; it loads into a pipeline; a stop and resume under two processes is
+    bit-identical."""
+    import subprocess
+    import sys
+
+    data_dir = make_data(tmp_path / "data", 4)
+    flags = [f"--DATA_DIR={data_dir}", f"--MODEL={sd21}", "--RESOLUTION=64,32", "--VALIDATION=0", "--PROGRESS=0",
+             "--DATALOADER_WORKERS=0", "--CPU_THREADS=1", "--MAX_STEPS=4", "--LEARNING_RATE=1e-2", "--RANDAUGMENT=0"]
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_DIR", "OUT_DIR", "SMOKE")}
+
+    def launch(out_dir, *more):
+        done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2",
+                               "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no",
+                               "--main_process_port=0", "-m", "training.train_lora", *flags, f"--OUT_DIR={out_dir}",
+                               "--TRAIN_BATCH_SIZE=1", *more], cwd=Path(__file__).resolve().parents[1], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    assert "2 steps/epoch of 1 x 1 x 2 process(es)" in launch(tmp_path / "two")
+    assert json.loads((tmp_path / "two" / lora.SETTINGS_FILE).read_text())["settings"]["world_size"] == 2
+    assert {p.name for p in (tmp_path / "two" / "checkpoints" / "checkpoint_4").glob("random_states_*")} == {
+        "random_states_0.pkl", "random_states_1.pkl"}  # each rank saved its own RNG
+    train_lora.main([*flags, f"--OUT_DIR={tmp_path / 'one'}", "--TRAIN_BATCH_SIZE=2"])
+    two, one = lora_weights(tmp_path / "two"), lora_weights(tmp_path / "one")
+    assert two.keys() == one.keys()
+    for key in two:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5)
+    pipe = pipeline(sd21)
+    pipe.load_lora_weights(tmp_path / "two")
+    assert {"unet", "text_encoder"} <= set(pipe.get_list_adapters())
+    assert "stopped at step 2 of 4" in launch(tmp_path / "resumed", "--STOP_AT_STEP=2")
+    assert re.search(r"^resumed from \S*checkpoint_2 \(step 2, epoch 1\)$", launch(tmp_path / "resumed"), re.M)
+    resumed = lora_weights(tmp_path / "resumed")
+    assert all(torch.equal(two[k], resumed[k]) for k in two)
+    assert losses(tmp_path / "two") == losses(tmp_path / "resumed")

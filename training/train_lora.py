@@ -644,11 +644,12 @@ def library_versions():
 
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
-    knobs.announce_smoke("LoRA training")
+    rank, _, _ = devices.process_info()
+    if rank == 0:
+        knobs.announce_smoke("LoRA training")
     out_dir = Path(cfg.OUT_DIR)
     new_folder = not out_dir.exists()
     files.check_writable(out_dir)  # a read-only folder: one line, before the lock and any model
-    rank, _, _ = devices.process_info()
     # one lock per output folder, taken by the launcher's first process (the others share its run)
     lock = files.FolderLock(out_dir) if rank == 0 else contextlib.nullcontext()
     try:
