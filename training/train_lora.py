@@ -1,23 +1,23 @@
 """
 LoRA fine-tuning of Stable Diffusion 2.1 on the captioned training banners (Method 2's model), the way diffusers'
-examples/text_to_image/train_text_to_image_lora.py trains: accelerate for devices, mixed precision, gradient
-accumulation, checkpoints and the loss log; peft for the LoRA; safetensors in diffusers' LoRA format.
+examples/text_to_image/train_text_to_image_lora.py trains: accelerate (devices, precision, accumulation, checkpoints,
+the loss log), peft (the LoRA), diffusers' LoRA file format.
 
 Reads $DATA_DIR/train/{info.csv, images/, llava_caption.json} (a banner without a VLM caption falls back to its
 translated copy in info_trans.csv, else info.csv; the run says how many) and writes into OUT_DIR:
     pytorch_lora_weights.safetensors  the LoRA in diffusers' format (pipe.load_lora_weights(OUT_DIR))
     train_settings.json               every knob, the input hashes, a fingerprint (is this LoRA up to date?) and the
-                                      noise schedule generation should sample with (lora.schedule_from_training)
-    losses.csv                        step, epoch, loss, lr (accelerate's tracker API)
+                                      noise schedule to sample with (lora.schedule_from_training)
+    losses.csv                        step, epoch, loss, lr
     validation/epoch_NNN.png          fixed prompts, one strip per epoch
-    checkpoints/checkpoint_<step>/    accelerate's save_state every CHECKPOINT_EVERY steps (the LoRA file, optimizer, LR
-                                      schedule, grad scaler, every process's RNG; progress.json written last), the newest
+    checkpoints/checkpoint_<step>/    accelerate's save_state (LoRA file, optimizer, LR schedule, grad scaler, each
+                                      process's RNG; progress.json last) every CHECKPOINT_EVERY steps, the newest
                                       KEEP_CHECKPOINTS kept; a rerun continues from the newest exactly (RESUME=latest)
 
 The defaults are the seed's recipe (rank 4 on the UNet attention projections and the text encoder, 512 px, center
 crop, flip, RandAugment, AdamW 1e-4 cosine, 50 epochs, fp16, seed 1337) with its effective batch of 8 done as batch 8 x
-accumulation 1 instead of 2 x 4: the same images per update, 4x the speed, 13 GiB (H200, UNet alone; see
-training/README.md). The noise schedule is the one Method 2 samples with (zero terminal SNR, trailing timesteps).
+accumulation 1 instead of 2 x 4 (the same images per update, 4x the speed; training/README.md), on the noise schedule
+Method 2 samples with (zero terminal SNR, trailing timesteps).
 
     bash run/train_sd.sh [--NAME=value ...]          (accelerate launch; several GPUs: accelerate config first)
 """
