@@ -25,6 +25,7 @@ import model_loading
 from core import dataset, devices, files, knobs, prompt_fit
 from core.progress import quiet_libraries
 from inference import pipelines, runner
+from training import lora
 
 DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
 MODEL = "stabilityai/stable-diffusion-2-1"  # SD 2.1 (v-prediction) base: hub id or local folder
@@ -49,7 +50,6 @@ SMOKE_OVERRIDES = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136), LORA="outputs
 
 _IMAGE_SETTINGS = ("MODEL", "LORA_SCALE", "FUSE_LORA", "SCHEDULER", "STEPS", "GUIDANCE", "GUIDANCE_RESCALE",
                    "NEGATIVE_PROMPT", "GEN_SIZE")  # + the runner's shared ones and the LoRA file's hash
-_LORA_FILE = "pytorch_lora_weights.safetensors"  # the name save_lora_weights gives it
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -61,7 +61,7 @@ def lora_file(cfg):
     if not cfg.LORA:
         return None
     path = Path(cfg.LORA)
-    path = path / _LORA_FILE if path.is_dir() else path
+    path = path / lora.LORA_FILE if path.is_dir() else path
     if not path.is_file():
         raise knobs.InputError(f"LoRA not found: {path} (train it with bash run/train_sd.sh, or --LORA= for the base "
                                f"model)")
@@ -69,27 +69,21 @@ def lora_file(cfg):
 
 
 def read_inputs(cfg):
-    """Test rows and each row's LLM prompt ("" when there is none, or when the prompt stage fell back to the copy: the
-    fitted copy stands in, counted)."""
+    """Test rows and each row's LLM prompt ("" when it has none: the prompt stage writes only the LLM's prompts, so a
+    row it fell back on is not there; its fitted copy stands in, counted). A prompt that is not text is refused in one
+    line naming the file and the rows."""
     rows = runner.read_test_rows(cfg)
-    test = dataset.split_dir("test", cfg.DATA_DIR)
-    prompt_path = test / cfg.PROMPT_FILE
-    llm = files.read_json(prompt_path, {})
-    if not isinstance(llm, dict):
-        raise knobs.InputError(f"{prompt_path}: expected a JSON object {{bannerImage: prompt}}")
-    if not prompt_path.is_file():
+    prompt_path = dataset.split_dir("test", cfg.DATA_DIR) / cfg.PROMPT_FILE
+    llm = files.read_string_map(prompt_path, "{bannerImage: prompt}")
+    if llm is None:
         print(f"warning: {prompt_path} not found (run bash run/prompts.sh): every row uses its copy", file=sys.stderr)
-    # the prompt stage writes its own fallbacks (the fitted copy) into the JSON as well; its report says which rows
-    report = files.read_json(prompt_path.with_name(prompt_path.stem + "_report.json"), {}) or {}
-    fell_back = {name for name, rec in report.items() if isinstance(rec, dict) and rec.get("source") == "fallback"}
-    return rows, {row.id: "" if row.bannerImage in fell_back else str(llm.get(row.bannerImage) or "").strip()
-                  for row in rows}
+    return rows, {row.id: (llm or {}).get(row.bannerImage, "").strip() for row in rows}
 
 
 def lora_hash(cfg):
     """The LoRA file's content hash ("" = the base model): in the resume key, so a retrained LoRA redoes the banners."""
-    lora = lora_file(cfg)
-    return files.file_hash(lora)[:16] if lora else ""
+    path = lora_file(cfg)
+    return files.file_hash(path)[:16] if path else ""
 
 
 def make_jobs(cfg, rows, llm, tokenizer):
@@ -127,11 +121,11 @@ def load_pipeline(cfg, device):
     dtype = devices.pick_dtype(device, cfg.DTYPE)
     pipe = model_loading.load_model(StableDiffusionPipeline.from_pretrained, cfg.MODEL, "sd21", cfg.SMOKE, dtype=dtype,
                                     safety_checker=None, requires_safety_checker=False)
-    lora = lora_file(cfg)
-    if lora is not None:
+    path = lora_file(cfg)
+    if path is not None:
         # quiet: a UNet-only LoRA (TRAIN_TEXT_ENCODER=0) makes diffusers warn that the text encoder has no keys
         with quiet_libraries():
-            pipe.load_lora_weights(str(lora.parent), weight_name=lora.name, adapter_name="banners")
+            pipe.load_lora_weights(lora.read_lora_file(path), adapter_name="banners")  # a bad file: one line
         if cfg.FUSE_LORA:
             pipe.fuse_lora(lora_scale=cfg.LORA_SCALE)
             pipe.unload_lora_weights()

@@ -28,7 +28,6 @@ The run machinery both generation methods share. A method's main() reads top to 
   between redoes the row); rank 0 merges them into manifest.csv in info order.
 """
 import contextlib
-import json
 import sys
 import time
 from dataclasses import dataclass, field
@@ -158,7 +157,7 @@ def differences(old, new):
     """What changed between the saved settings and these, compared as JSON holds them (a tuple equals its list)."""
     if not isinstance(old, dict):
         return "unknown earlier settings (banners made outside this tool, or by an older version)"
-    new = json.loads(json.dumps(new))
+    new = files.as_json(new)
     diff = [f"{k} {old.get(k, '-')!r} -> {new.get(k, '-')!r}" for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k)]
     if not diff:

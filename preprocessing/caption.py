@@ -227,7 +227,7 @@ def caption_settings(cfg, device):
     """The settings that change a caption: each caption's record, and the step's stamp in run/method2.sh."""
     settings = {name: getattr(cfg, name) for name in ("PROMPT", "CHAT_FORMAT", "MAX_NEW_TOKENS", "GREEDY",
                                                       "SUPPRESS_BLANK_START")}
-    settings["MODEL"] = devices.model_path(cfg.MODEL, "llava")  # SMOKE=1: the tiny model
+    settings["MODEL"] = model_loading.model_path(cfg.MODEL, "llava")  # SMOKE=1: the tiny model
     settings["DTYPE"] = str(devices.pick_dtype(device, cfg.DTYPE)).removeprefix("torch.")  # the CPU runs fp32
     if not cfg.GREEDY:  # only sampling draws from the seed and the temperature
         settings.update(TEMPERATURE=cfg.TEMPERATURE, SEED=cfg.SEED)
