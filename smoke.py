@@ -74,8 +74,8 @@ def smoke_dir():
 
 
 def _build_key():
-    # The marker stores a hash of this file, of the real models' facts it copies, and of the libraries that save the folders, so changing a recipe or
-    # upgrading transformers/diffusers invalidates old caches.
+    # The marker stores a hash of this file, of the real models' facts it copies (model_facts.py), and of the libraries
+    # that save the folders, so changing a recipe or upgrading transformers/diffusers invalidates old caches.
     from importlib.metadata import PackageNotFoundError, version
 
     h = hashlib.sha256(Path(__file__).read_bytes() + (ROOT / "model_facts.py").read_bytes())

@@ -209,23 +209,6 @@ def test_save_banner_refuses_paths(tmp_path):
     assert not (tmp_path / "escaped.jpg").exists()
 
 
-def test_model_path(tmp_path, monkeypatch):
-    monkeypatch.delenv("SMOKE", raising=False)
-    assert devices.model_path(str(tmp_path)) == str(tmp_path)
-    assert devices.model_path("SG161222/Realistic_Vision_V5.1_noVAE") == "SG161222/Realistic_Vision_V5.1_noVAE"
-    with pytest.raises(InputError, match="model folder not found"):
-        devices.model_path(str(tmp_path / "missing"))
-    with pytest.raises(InputError, match="model folder not found"):
-        devices.model_path("./models/missing")
-
-
-def test_load_model_offline_error_names_model():
-    from transformers import AutoConfig
-
-    with pytest.raises(InputError, match="cannot load model 'no-such-org/no-such-model'"):
-        devices.load_model(AutoConfig.from_pretrained, "no-such-org/no-such-model")
-
-
 SCRIPT = '''"""A test script."""
 import sys
 sys.path.insert(0, {root!r})

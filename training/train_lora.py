@@ -23,7 +23,8 @@ import os
 import time
 from pathlib import Path
 
-from core import devices, files, knobs
+import models
+from core import files, knobs
 from core.progress import progress as progress_bar
 from core.progress import quiet_libraries
 from core.seeds import row_seed
@@ -31,7 +32,7 @@ from training import checkpoint, data, lora
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR)
 OUT_DIR = "outputs/lora_sd21"  # where the LoRA, logs and checkpoints go (also from env OUT_DIR)
-MODEL = "stabilityai/stable-diffusion-2-1"  # base model: hub id or local folder; SMOKE=1: tiny random sd21
+MODEL = models.SD21  # base model: hub id[@revision] or local folder; SMOKE=1: tiny random sd21
 CAPTIONS = ""  # the VLM caption file {bannerImage: caption}; "" = $DATA_DIR/train/llava_caption.json
 CAPTION_FALLBACK = True  # a banner without a VLM caption trains on its ad copy (reported); False: stop instead
 RESOLUTION = (512, 512)  # training size (width, height), multiples of 8; banner-shaped: 768,400
@@ -151,7 +152,7 @@ def load_models(model, weight_dtype, device, prediction_type=""):
     from transformers import CLIPTextModel, CLIPTokenizer
 
     def load(cls, sub, **kw):
-        return devices.load_model(cls.from_pretrained, model, smoke_family="sd21", subfolder=sub, **kw)
+        return models.load(cls.from_pretrained, model, "sd21", subfolder=sub, **kw)
 
     tokenizer = load(CLIPTokenizer, "tokenizer")
     scheduler = load(DDPMScheduler, "scheduler")
