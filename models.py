@@ -324,8 +324,8 @@ def chosen(cfg):
     return [(k, getattr(cfg, MODELS[k].knob)) for k in keys]
 
 
-def _gb(n):
-    return f"{n / 1e9:.2f} GB" if n is not None else "size unknown"
+def _size(n):
+    return f"{n / 1e9:.2f} GB" if n >= 1e8 else f"{n / 1e6:.1f} MB"
 
 
 def list_models(entries, log=print):
@@ -371,7 +371,7 @@ def hub_info(repo, revision, timeout, knob_name="MODEL"):
 
 
 def plan_one(key, knob, timeout):
-    """(repo, commit, [(file, size)]) of a hub model, from the hub's metadata (model_index.json fetched first for a
+    """(repo, revision asked, commit, [(file, size)]) of a hub model, from the hub's metadata (model_index.json fetched first for a
     pipeline, whose components decide the folders)."""
     from huggingface_hub import hf_hub_download
 
@@ -388,15 +388,16 @@ def plan_one(key, knob, timeout):
         files = select_files(MODELS[key].layout, list(sizes), index, MODELS[key].skip)
     except InputError as e:
         raise InputError(f"model {key}: {repo}: {e}") from None
-    return repo, info.sha, [(f, sizes[f]) for f in files]
+    return repo, revision, info.sha, [(f, sizes[f]) for f in files]
 
 
 def fetch(key, knob, timeout):
     """(snapshot folder, files) of one hub model, fetched now (what is cached already is not fetched again)."""
     from huggingface_hub import snapshot_download
 
-    repo, sha, files = plan_one(key, knob, timeout)
-    return snapshot_download(repo, revision=sha, allow_patterns=[f for f, _ in files]), files
+    repo, revision, _, files = plan_one(key, knob, timeout)
+    # by the revision asked (the branch "main" when none): the cache then maps it to the commit, for offline loads
+    return snapshot_download(repo, revision=revision or None, allow_patterns=[f for f, _ in files]), files
 
 
 def check(entries, cfg, log=print):
@@ -428,6 +429,7 @@ def download(entries, cfg, log=print):
     """Fetch every model's files: first every repository's metadata (a bad one stops the run before any download),
     then the files, each model into the Hugging Face cache."""
     from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.utils import disable_progress_bars
 
     plans = []
     for key, knob in entries:
@@ -444,18 +446,21 @@ def download(entries, cfg, log=print):
                              f"the hub, or copy its folder here and pass it as the stage's knob)")
         plans.append((key, *plan_one(key, knob, cfg.TIMEOUT)))
     total = sum(s or 0 for *_, files in plans for _, s in files)
-    for key, repo, sha, files in plans:
+    for key, repo, _, sha, files in plans:
         big = max(files, key=lambda f: f[1] or 0)[0] if files else "-"
-        log(f"{key:<17} {repo}@{sha[:10]}: {len(files)} files, {_gb(sum(s or 0 for _, s in files))} (largest {big})")
-    log(f"in all {_gb(total)} (already cached files are not fetched again)")
+        log(f"{key:<17} {repo}@{sha[:10]}: {len(files)} files, {_size(sum(s or 0 for _, s in files))} (largest: {big})")
+    log(f"in all {_size(total)} (files already in the cache are not fetched again)")
     cache = Path(constants.HF_HUB_CACHE)
     cache.mkdir(parents=True, exist_ok=True)
     free = shutil.disk_usage(cache).free
     if free < total:
-        raise InputError(f"{cache}: {_gb(free)} free, the models need up to {_gb(total)} (set HF_HOME elsewhere)")
-    for key, repo, sha, files in plans:
+        raise InputError(f"{cache}: {_size(free)} free, the models need up to {_size(total)} (set HF_HOME elsewhere)")
+    if not sys.stderr.isatty():  # a log file gets no progress bars
+        disable_progress_bars()
+    for key, repo, revision, sha, files in plans:
         started = time.perf_counter()
-        where = snapshot_download(repo, revision=sha, allow_patterns=[f for f, _ in files])
+        # by the revision asked (the branch "main" when none): the cache then maps it to the commit, for offline loads
+        where = snapshot_download(repo, revision=revision or None, allow_patterns=[f for f, _ in files])
         log(f"fetched {key}: {repo}@{sha[:10]} -> {where} ({time.perf_counter() - started:.0f} s)")
 
 

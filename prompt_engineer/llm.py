@@ -122,7 +122,7 @@ def exact_generation_config(max_new_tokens, pad_token_id, eos_token_id, bos_toke
     which this config never does: transformers warns when they are set)."""
     from transformers import GenerationConfig
 
-    return GenerationConfig(max_new_tokens=max_new_tokens, min_new_tokens=0, min_length=0, do_sample=False, num_beams=1,
+    return GenerationConfig(max_new_tokens=max_new_tokens, min_new_tokens=0, do_sample=False, num_beams=1,
                         temperature=1.0, top_p=1.0, typical_p=1.0, epsilon_cutoff=0.0,
                         eta_cutoff=0.0, repetition_penalty=1.0, encoder_repetition_penalty=1.0, length_penalty=1.0,
                         no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, bad_words_ids=None,
