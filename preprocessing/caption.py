@@ -15,6 +15,8 @@ how many rows used which.
   (row_seed(SEED, id)), so a caption does not depend on batch size, order or process count. GREEDY=1 decodes greedily.
 - An unreadable banner stops the run with one line naming it; SKIP_BAD=1 goes on, lists the skipped banners at the end
   and exits non-zero (every caption made is kept).
+- Each banner is padded to a square of the processor's image mean first (PAD_TO_SQUARE, the original LLaVA code's
+  expand2square): the llava-hf processor resizes the short side and center-crops, so it would see only the middle half.
 - At the end: how many captions are longer than SD 2.1's 77-token text window (training truncates them).
 
 usage: bash run/caption.sh [--GREEDY=1] [--BATCH_SIZE=16] [--MODEL=llava-hf/llava-1.5-7b-hf] [--help]
