@@ -467,9 +467,10 @@ def download(entries, cfg, log=print):
 def method2_entries(argv):
     """The Method 2 models as run/method2.sh's flags set them (--train.MODEL=... and the like; its other flags belong
     to the stages), for the steps it runs; None when it will not run a step (--help, --DRY_RUN)."""
-    if any(a in ("-h", "--help") or a.startswith("--DRY_RUN") for a in argv):
-        return None
     flags = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
+    dry_run = "--DRY_RUN" in argv or flags.get("DRY_RUN", "0").strip().lower() in ("1", "true", "yes", "on")
+    if dry_run or any(a in ("-h", "--help") for a in argv):
+        return None
     steps = [s.strip() for s in flags.get("STEPS", "caption,train,prompts,generate").split(",")]
     entries = []
     for key, m in MODELS.items():

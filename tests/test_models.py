@@ -266,6 +266,7 @@ def test_method2_checks_its_four_models_before_the_first_step(sample_dir, tmp_pa
     assert entries == [("sd21", "/m/sd21"), ("sd21", models.SD21)]
     assert [k for k, _ in models.method2_entries([])] == ["llava", "sd21", "llm", "few_shot_encoder"]
     assert models.method2_entries(["--help"]) is None and models.method2_entries(["--DRY_RUN=1"]) is None
+    assert models.method2_entries(["--DRY_RUN"]) is None and models.method2_entries(["--DRY_RUN=0"])
     env = {k: v for k, v in os.environ.items() if k != "SMOKE"}
     result = subprocess.run(["bash", "run/method2.sh", f"--caption.MODEL={smoke.smoke_model('llava')}"],
                             cwd=REPO, env={**env, "DATA_DIR": str(sample_dir), "HF_HOME": str(tmp_path)},
