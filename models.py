@@ -198,10 +198,11 @@ def _offline():
 
 
 def needs_word_segmentation(knob, folder=None):
-    """The model expects pyvi word-segmented Vietnamese: a known model by its hub id, or a local folder whose
-    config_sentence_transformers.json says "word_segmentation": "pyvi" or whose README (model card) uses pyvi."""
-    name, _ = split_revision(knob)
-    if any(m.word_segmentation and split_revision(default(k))[0] == name for k, m in MODELS.items()):
+    """The model expects pyvi word-segmented Vietnamese: a known model by its name (hub id or folder name), or its
+    folder (a local one, or the cached snapshot of a hub id) has a config_sentence_transformers.json saying
+    "word_segmentation": "pyvi" or a model card (README.md) that uses pyvi."""
+    name = split_revision(knob)[0].rstrip("/").rpartition("/")[2]
+    if any(m.word_segmentation and default(k).rpartition("/")[2] == name for k, m in MODELS.items()):
         return True
     if folder and os.path.isdir(folder):
         config = Path(folder) / "config_sentence_transformers.json"

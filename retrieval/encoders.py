@@ -104,9 +104,10 @@ class TextEncoder:
         self.model = models.load(SentenceTransformer, name, model_key, device=self.device,
                                  trust_remote_code=trust_remote_code)
         self.model.eval()
-        # the stand-in of SMOKE=1 is judged by itself (it needs no segmentation), not by the name it stands in for
-        self.segment = _word_segmenter(path if source.kind == "smoke" else name, word_segment,
-                                       source.path if source.kind != "hub" else None)
+        # the stand-in of SMOKE=1 is judged by itself (it needs no segmentation), not by the name it stands in for;
+        # a hub id by its name and its cached model card
+        folder = source.path if source.kind != "hub" else models.cached_folder(source.path, source.revision)
+        self.segment = _word_segmenter(path if source.kind == "smoke" else name, word_segment, folder)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         self.spec = {"kind": self.kind, "model": str(name), "fingerprint": model_fingerprint(name, path),
