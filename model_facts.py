@@ -7,6 +7,10 @@ through the docs corpus on the repository's page or on an exact duplicate of it 
 
 Sizes (image 336 -> 32, vocabularies of 32 000 / 152 064 tokens -> a few hundred) are the only thing scaled; token ids
 are the tiny tokenizer's own, placed as the real ones are (the image token right after the vocabulary, then pad).
+
+Not mirrored, on purpose: what feeds Method 1, whose demo banners must stay byte-identical: Realistic Vision's
+scheduler (below), the translator (vinai-translate-vi2en-v2 is an mBART with a sentencepiece tokenizer and language
+codes; the stand-in is a byte-level BART) and the retrieval encoders.
 """
 
 # ---------------------------------------------------------------------------------------------------------------------
