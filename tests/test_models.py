@@ -87,7 +87,7 @@ def stage_loads():
         ("llava", lambda m: caption.load_model(cfg(caption, MODEL=m), "cpu")),
         ("realistic_vision", lambda m: method1.load_pipeline(cfg(method1, MODEL=m, VAE=""), "cpu")),
         ("sd21", lambda m: method2.load_pipeline(cfg(method2, MODEL=m, LORA=""), "cpu")),
-        ("sd21", lambda m: train_lora.load_models(m, torch.float32, "cpu")),
+        ("sd21", lambda m: train_lora.load_models(cfg(train_lora, MODEL=m), torch.float32, "cpu")),
     ]
 
 
