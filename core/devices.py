@@ -1,7 +1,6 @@
 """
-Devices and models: the device and dtype to run on, a model knob taken as a local folder or a hub id and loaded with a
-one-line error (the SMOKE stand-ins are model_loading.py's, above core), and the processes of `accelerate launch`
-(each takes every world-th row).
+Devices: the device and dtype to run on, and the processes of `accelerate launch` (each takes every world-th row).
+A model knob becomes a folder or hub id in models.py, above this layer.
 """
 import os
 
@@ -18,9 +17,12 @@ def pick_device(prefer="auto"):
 
 
 def pick_dtype(device, prefer="fp16"):
-    """fp16/bf16 on CUDA as asked (bf16 falls back to fp16 where unsupported); always fp32 on the CPU."""
+    """fp16/bf16 on CUDA as asked (bf16 falls back to fp16 where unsupported); fp32 on the CPU. A torch dtype is taken
+    as is on any device: the stages' loaders pass it through, so tests run the half-precision paths on the CPU."""
     import torch
 
+    if isinstance(prefer, torch.dtype):
+        return prefer
     if prefer not in ("fp16", "bf16", "fp32"):
         raise InputError(f"DTYPE must be fp16, bf16 or fp32, got {prefer!r}")
     if str(device).startswith("cpu"):
@@ -28,33 +30,6 @@ def pick_dtype(device, prefer="fp16"):
     if prefer == "bf16":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float16 if prefer == "fp16" else torch.float32
-
-
-def local_or_hub(name):
-    """A model knob as it is: a local folder, or a hub id ("org/name"); anything path-like that is not a folder is a
-    user error. Offline (HF_HUB_OFFLINE=1) a hub id that is not in the local cache fails later with the library's own
-    error, which `call_loader` turns into a line naming the knob's value."""
-    expanded = os.path.expanduser(str(name))
-    if os.path.isdir(expanded):
-        return expanded
-    if expanded.startswith((".", "/")) or expanded.count("/") > 1 or os.path.exists(expanded):
-        raise InputError(f"model folder not found: {name}")
-    return str(name)
-
-
-def call_loader(loader, path, name=None, quiet=False, **kwargs):
-    """`loader(path, **kwargs)` (e.g. SomeModel.from_pretrained), with one clear line naming the model knob `name`
-    when the model can't be had; `quiet`: no library progress bars or info logs (a tiny model's say nothing)."""
-    from core.progress import quiet_libraries
-
-    try:
-        with quiet_libraries(quiet):
-            return loader(path, **kwargs)
-    except (OSError, ValueError) as e:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = " (HF_HUB_OFFLINE=1: only local folders and cached hub models work)" if offline else ""
-        raise InputError(f"cannot load model {name or path!r}{hint}: "
-                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 def process_info():

@@ -9,7 +9,7 @@ own command line and nowhere else.
 - `--NAME=value`, `--NAME value`, `--name-with-dashes=value`; a bare `--FLAG` turns a boolean knob on.
 - Types are checked against the default written in the file; unknown names are refused with the known ones listed.
 - The environment is read only for the documented contract, here and once: `SMOKE=1` applies the script's
-  `SMOKE_OVERRIDES` and is `cfg.SMOKE` from then on (tiny models: see model_loading.py), and `DATA_DIR` / `OUT_DIR`
+  `SMOKE_OVERRIDES` and is `cfg.SMOKE` from then on (tiny models: see models.py), and `DATA_DIR` / `OUT_DIR`
   set the knobs of those names (flags still win). Nothing else in the environment changes a knob, so a shell with
   SEED=7 or MODEL=... exported for another tool changes nothing here.
 

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+import models
 from core import dataset, devices, files, images, knobs
 from core.dataset import read_info
 from core.errors import error_list
@@ -42,7 +43,7 @@ GALLERY = True  # write gallery.html
 BESIDE_DIRS = ()  # gallery: other prediction folders shown next to each prediction (--BESIDE_DIRS=a,b: another method, the run without TEXT_LAYER)
 THUMB_WIDTH = 384  # gallery image width in px as embedded (JPEG data URIs); the page scales them to the window
 CLIP_SCORE = False  # also compute the CLIP score prompt <-> prediction (needs CLIP_MODEL's weights; SMOKE=1: tiny model)
-CLIP_MODEL = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"  # open_clip model: hub repo id or local folder
+CLIP_MODEL = models.CLIP  # open_clip model: hub repo id[@revision] or local folder
 DEVICE = "auto"  # auto | cpu | cuda (Inception and CLIP)
 
 

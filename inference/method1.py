@@ -20,13 +20,13 @@ prompt and init banners; banners made otherwise are refused unless --OVERWRITE=1
 per part), so a row's image does not depend on batch size, order or the number of processes:
     accelerate launch -m inference.method1        # every GPU takes every world-th row; rank 0 merges the manifest
 """
-import model_loading
+import models
 from core import dataset, devices, images, knobs, prompt_fit
 from inference import pipelines, runner
 
 DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
-MODEL = "SG161222/Realistic_Vision_V5.1_noVAE"  # SD 1.5 checkpoint: hub id or local folder
-VAE = "stabilityai/sd-vae-ft-mse"  # VAE loaded separately and passed in ("" = the checkpoint's own; unused with SMOKE=1)
+MODEL = models.REALISTIC_VISION  # SD 1.5 checkpoint: hub id[@revision] or local folder
+VAE = models.VAE  # VAE loaded separately and passed in ("" = the checkpoint's own; unused with SMOKE=1)
 SCHEDULER = "dpmpp"  # dpmpp (DPM-Solver++ multistep) | ddim | pndm | euler_a | default (the checkpoint's own)
 STRENGTH = 0.6  # img2img strength: 0 returns the init banner, 1 ignores it (the seed's 0.6)
 STEPS = 30  # scheduler steps; img2img runs int(STEPS * strength) of them
@@ -79,15 +79,16 @@ def make_jobs(cfg, rows, inits, tokenizer):
 # the pipeline
 
 
-def load_pipeline(cfg, device):
+def load_pipeline(cfg, device, dtype=None):
+    """The img2img pipeline in cfg.DTYPE (fp32 on the CPU), or in `dtype` (a torch dtype: tests run bf16 on the CPU)."""
     from diffusers import AutoencoderKL, StableDiffusionImg2ImgPipeline
 
-    dtype = devices.pick_dtype(device, cfg.DTYPE)
+    dtype = dtype or devices.pick_dtype(device, cfg.DTYPE)
     extra = {}
     if cfg.VAE and not cfg.SMOKE:  # the tiny sd15 stand-in brings its own VAE
-        extra["vae"] = model_loading.load_model(AutoencoderKL.from_pretrained, cfg.VAE, dtype=dtype)
-    pipe = model_loading.load_model(StableDiffusionImg2ImgPipeline.from_pretrained, cfg.MODEL, "sd15", cfg.SMOKE,
-                                    dtype=dtype, safety_checker=None, requires_safety_checker=False, **extra)
+        extra["vae"] = models.load(AutoencoderKL.from_pretrained, cfg.VAE, "vae", cfg.SMOKE, dtype=dtype)
+    pipe = models.load(StableDiffusionImg2ImgPipeline.from_pretrained, cfg.MODEL, "realistic_vision", cfg.SMOKE,
+                       dtype=dtype, safety_checker=None, requires_safety_checker=False, **extra)
     return pipelines.prepare(pipelines.set_scheduler(pipe, cfg.SCHEDULER), device, cfg)
 
 

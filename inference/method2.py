@@ -21,14 +21,14 @@ Several GPUs: accelerate launch -m inference.method2 (each process takes every w
 import sys
 from pathlib import Path
 
-import model_loading
+import models
 from core import dataset, devices, files, knobs, prompt_fit
 from core.progress import quiet_libraries
 from inference import pipelines, runner
 from training import lora
 
 DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
-MODEL = "stabilityai/stable-diffusion-2-1"  # SD 2.1 (v-prediction) base: hub id or local folder
+MODEL = models.SD21  # SD 2.1 (v-prediction) base: hub id[@revision] or local folder
 LORA = "outputs/lora_sd21"  # the LoRA of run/train_sd.sh: its folder or the .safetensors file ("" = the base model)
 LORA_SCALE = 1.0  # how strongly the LoRA applies (0 = the base model's images)
 FUSE_LORA = False  # fuse the LoRA into the weights (a little faster per step; the scale is baked in)
@@ -115,12 +115,13 @@ def set_scheduler(pipe, cfg):
     return pipelines.set_scheduler(pipe, cfg.SCHEDULER)
 
 
-def load_pipeline(cfg, device):
+def load_pipeline(cfg, device, dtype=None):
+    """SD 2.1 with the LoRA in cfg.DTYPE (fp32 on the CPU), or in `dtype` (a torch dtype: tests run bf16 on the CPU)."""
     from diffusers import StableDiffusionPipeline
 
-    dtype = devices.pick_dtype(device, cfg.DTYPE)
-    pipe = model_loading.load_model(StableDiffusionPipeline.from_pretrained, cfg.MODEL, "sd21", cfg.SMOKE, dtype=dtype,
-                                    safety_checker=None, requires_safety_checker=False)
+    dtype = dtype or devices.pick_dtype(device, cfg.DTYPE)
+    pipe = models.load(StableDiffusionPipeline.from_pretrained, cfg.MODEL, "sd21", cfg.SMOKE, dtype=dtype,
+                       safety_checker=None, requires_safety_checker=False)
     path = lora_file(cfg)
     if path is not None:
         # quiet: a UNet-only LoRA (TRAIN_TEXT_ENCODER=0) makes diffusers warn that the text encoder has no keys

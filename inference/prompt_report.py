@@ -13,12 +13,13 @@ usage: python -m inference.prompt_report --DATA_DIR=../shared/zac2023 [--SPLIT=t
 """
 import statistics
 
-from core import dataset, devices, files, knobs
+import models
+from core import dataset, files, knobs
 from core import prompt_fit
 
 DATA_DIR = "data"  # dataset root (also from env DATA_DIR)
 SPLIT = "train"  # train | test
-TOKENIZER = "SG161222/Realistic_Vision_V5.1_noVAE"  # model whose tokenizer counts (falls back to the real CLIP vocab)
+TOKENIZER = models.REALISTIC_VISION  # model whose tokenizer counts (falls back to the real CLIP vocab)
 STYLE = ""  # the STYLE knob of Method 1, if you use one
 REPORT = ""  # optional JSON file for the figures
 VI_PER_EN_TOKENS = 3.4  # CLIP tokens of Vietnamese per token of its English translation (measured on the sample's rows)
@@ -29,8 +30,7 @@ def load_tokenizer(name):
     from transformers import CLIPTokenizer
 
     try:
-        tokenizer = devices.call_loader(CLIPTokenizer.from_pretrained, devices.local_or_hub(name), name,
-                                        subfolder="tokenizer")
+        tokenizer = models.load(CLIPTokenizer.from_pretrained, name, subfolder="tokenizer")
         return prompt_fit.check_tokenizer(tokenizer, name), name
     except knobs.InputError as e:
         import smoke

@@ -19,6 +19,8 @@ how many rows used which.
   (row_seed(SEED, id)), so a caption does not depend on batch size, order or process count. GREEDY=1 decodes greedily.
 - An unreadable banner stops the run with one line naming it; SKIP_BAD=1 goes on, lists the skipped banners at the end
   and exits non-zero (every caption made is kept).
+- Each banner is padded to a square of the processor's image mean first (PAD_TO_SQUARE, the original LLaVA code's
+  expand2square): the llava-hf processor resizes the short side and center-crops, so it would see only the middle half.
 - At the end: how many captions are longer than SD 2.1's 77-token text window (training truncates them).
 
 usage: bash run/caption.sh [--GREEDY=1] [--BATCH_SIZE=16] [--MODEL=llava-hf/llava-1.5-7b-hf] [--help]
@@ -29,14 +31,15 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import models
 from core import batching, dataset, devices, errors, files, images, knobs, seeds
 from core.progress import progress
-import model_loading
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR: the run/*.sh contract)
 SPLIT = "train"  # the split folder under DATA_DIR whose banners are captioned
 OUTPUT = ""  # the captions JSON; "" = $DATA_DIR/$SPLIT/llava_caption.json
-MODEL = "llava-hf/llava-1.5-7b-hf"  # hub id or local folder of an image-text-to-text model; SMOKE=1: tiny random LLaVA
+MODEL = models.LLAVA  # image-text-to-text model: hub id[@revision] or local folder; SMOKE=1: tiny random LLaVA
+PAD_TO_SQUARE = True  # pad each banner to a square of the processor's mean colour first, as LLaVA's own code does
 PROMPT = ('Given image is advertising about following information: "{caption}{description}". '  # the seed's; fills
           'What is happening in the image ?')  # {caption} {description} {moreInfo}
 CHAT_FORMAT = "USER: <image>\n{question} ASSISTANT:"  # used only when the processor has no chat template
@@ -53,7 +56,7 @@ DTYPE = "fp16"  # fp16 | bf16 | fp32 on CUDA; the CPU always runs fp32
 CPU_THREADS = 0  # torch threads on the CPU; 0 = torch's default
 SUPPRESS_BLANK_START = True  # forbid a first token that cleans to nothing (random/weak models otherwise answer "")
 TRUST_REMOTE_CODE = False  # allow model repos that ship their own Python code (off: a security risk)
-TOKENIZER = "stabilityai/stable-diffusion-2-1"  # for the report: the text tokenizer training uses (hub id or folder)
+TOKENIZER = models.SD21  # for the report: the text tokenizer training uses (hub id[@revision] or folder)
 TOKENIZER_SUBFOLDER = "tokenizer"  # its subfolder ("" for a bare tokenizer folder)
 TOKEN_LIMIT = 77  # SD 2.1's text window, start and end tokens included
 PROGRESS = True  # show the tqdm progress bar (images/s)
@@ -132,11 +135,10 @@ def load_model(cfg, device):
 
     from core.sampling import blank_token_ids
 
-    processor = model_loading.load_model(AutoProcessor.from_pretrained, cfg.MODEL, "llava",
-                                   trust_remote_code=cfg.TRUST_REMOTE_CODE)
+    processor = models.load(AutoProcessor.from_pretrained, cfg.MODEL, "llava", trust_remote_code=cfg.TRUST_REMOTE_CODE)
     processor.tokenizer.padding_side = "left"
-    model = model_loading.load_model(AutoModelForImageTextToText.from_pretrained, cfg.MODEL, "llava",
-                               dtype=devices.pick_dtype(device, cfg.DTYPE), trust_remote_code=cfg.TRUST_REMOTE_CODE)
+    model = models.load(AutoModelForImageTextToText.from_pretrained, cfg.MODEL, "llava",
+                        dtype=devices.pick_dtype(device, cfg.DTYPE), trust_remote_code=cfg.TRUST_REMOTE_CODE)
     # ids that are nothing once cleaned (pad, a lone space or newline, a control byte): never the first token
     model.blank_start_ids = (blank_token_ids(processor.tokenizer, lambda text: not clean_caption(text))
                              if cfg.SUPPRESS_BLANK_START else [])
@@ -195,13 +197,34 @@ def generate_fitting(cfg, processor, model, batch, device, batches):
 # the run
 
 
+def pad_to_square(image, colour):
+    """The banner centred on a square of `colour` (the original LLaVA's expand2square). The llava-hf processor resizes
+    the short side and center-crops a square: without this, a 1024x533 banner would lose its left and right quarters."""
+    from PIL import Image
+
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    square = Image.new(image.mode, (side, side), colour)
+    square.paste(image, ((side - width) // 2, (side - height) // 2))
+    return square
+
+
+def mean_colour(processor):
+    """The processor's image mean as an RGB colour (what LLaVA pads with: it normalises to zero)."""
+    mean = getattr(getattr(processor, "image_processor", None), "image_mean", None) or (0.5, 0.5, 0.5)
+    return tuple(int(x * 255) for x in mean)
+
+
 def prepare_batch(cfg, processor, rows):
     """Load the batch's banners and encode them with their questions (runs in a background thread while the model
     works on the previous batch). Returns {rows, questions, inputs, bad: [(row, reason)]}."""
     loaded, bad = [], []
     for row in rows:
         try:
-            loaded.append((row, images.load_rgb(row["image"])))
+            image = images.load_rgb(row["image"])
+            loaded.append((row, pad_to_square(image, mean_colour(processor)) if cfg.PAD_TO_SQUARE else image))
         except knobs.InputError as e:
             if not cfg.SKIP_BAD:
                 raise knobs.InputError(f"row id={row['id']}: {e} (--SKIP_BAD=1 skips such banners)") from None
@@ -227,7 +250,7 @@ def caption_settings(cfg, device):
     """The settings that change a caption: each caption's record, and the step's stamp in run/method2.sh."""
     settings = {name: getattr(cfg, name) for name in ("PROMPT", "CHAT_FORMAT", "MAX_NEW_TOKENS", "GREEDY",
                                                       "SUPPRESS_BLANK_START")}
-    settings["MODEL"] = model_loading.model_path(cfg.MODEL, "llava")  # SMOKE=1: the tiny model
+    settings["MODEL"] = models.path(cfg.MODEL, "llava")  # SMOKE=1: the tiny model
     settings["DTYPE"] = str(devices.pick_dtype(device, cfg.DTYPE)).removeprefix("torch.")  # the CPU runs fp32
     if not cfg.GREEDY:  # only sampling draws from the seed and the temperature
         settings.update(TEMPERATURE=cfg.TEMPERATURE, SEED=cfg.SEED)
@@ -333,7 +356,7 @@ def token_report(cfg, captions, log=print):
         return 0
     kwargs = {"subfolder": cfg.TOKENIZER_SUBFOLDER} if cfg.TOKENIZER_SUBFOLDER else {}
     try:
-        tokenizer = model_loading.load_model(AutoTokenizer.from_pretrained, cfg.TOKENIZER, "sd21", **kwargs)
+        tokenizer = models.load(AutoTokenizer.from_pretrained, cfg.TOKENIZER, "sd21", **kwargs)
     except knobs.InputError as e:
         log(f"token report skipped: {e}")
         return None

@@ -31,14 +31,14 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import models
 from core import batching, dataset, devices, files, knobs
 from core.errors import error_list
 from core.progress import progress as progress_bar
-import model_loading
 
 DATA_DIR = "data"  # the data folder with {train,test}/info.csv (also from env DATA_DIR)
 BACKEND = "auto"  # auto | seq2seq | google; auto = seq2seq when HF_HUB_OFFLINE=1 or SMOKE=1, else google
-SEQ2SEQ_MODEL = "vinai/vinai-translate-vi2en-v2"  # hub id or local folder (e.g. Helsinki-NLP/opus-mt-vi-en); SMOKE=1: tiny random model
+SEQ2SEQ_MODEL = models.TRANSLATOR  # hub id[@revision] or local folder (e.g. Helsinki-NLP/opus-mt-vi-en); SMOKE=1: tiny random model
 SRC_LANG = "vi_VN"  # source language code, set only on tokenizers that know it (mBART: vi_VN; NLLB: vie_Latn)
 TGT_LANG = "en_XX"  # target language token, used only if the tokenizer knows it (mBART: en_XX; NLLB: eng_Latn)
 TGT_LANG_AS = "decoder_start"  # decoder_start (vinai-translate, mBART-cc25) | forced_bos (mBART-50, NLLB)
@@ -149,7 +149,7 @@ class Seq2SeqTranslator:
 
     def __init__(self, model, device="auto", dtype="fp16", batch_size=32, max_input_tokens=0, max_new_tokens=256,
                  num_beams=5, src_lang="", tgt_lang="", tgt_lang_as="decoder_start", trust_remote_code=False,
-                 suppress_blank_start=True, smoke_family="seq2seq", cpu_threads=0):
+                 suppress_blank_start=True, model_key="translator", cpu_threads=0):
         import torch
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -161,11 +161,12 @@ class Seq2SeqTranslator:
             torch.set_num_threads(cpu_threads)
         self.batch_size, self.max_new_tokens, self.num_beams = batch_size, max_new_tokens, num_beams
         self.batches = batching.FittingBatches(batch_size, "strings", lambda m: print(m, file=sys.stderr, flush=True))
-        self.tokenizer = model_loading.load_model(AutoTokenizer.from_pretrained, model, smoke_family,
-                                           trust_remote_code=trust_remote_code)
-        self.model = model_loading.load_model(AutoModelForSeq2SeqLM.from_pretrained, model, smoke_family,
-                                       dtype=devices.pick_dtype(self.device, dtype),
-                                       trust_remote_code=trust_remote_code).to(self.device).eval()
+        self.tokenizer = models.load(AutoTokenizer.from_pretrained, model, model_key,
+                                     trust_remote_code=trust_remote_code)
+        # dtype: fp16/bf16 on CUDA, fp32 on the CPU; a torch dtype as is (tests run bf16 on the CPU)
+        self.model = models.load(AutoModelForSeq2SeqLM.from_pretrained, model, model_key,
+                                 dtype=devices.pick_dtype(self.device, dtype),
+                                 trust_remote_code=trust_remote_code).to(self.device).eval()
         self.max_input_tokens = max_input_tokens or self._model_max_length()
         self.generate_kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
                                     min_new_tokens=1)
@@ -503,7 +504,7 @@ def main(argv=None):
     failures_path = cache_path.with_name("translation_failures.json")
     if backend == "seq2seq":
         knobs.announce_smoke("translation")
-        model = model_loading.model_path(cfg.SEQ2SEQ_MODEL, smoke_family="seq2seq")
+        model = models.path(cfg.SEQ2SEQ_MODEL, "translator")
         dtype = str(devices.pick_dtype(devices.pick_device(cfg.DEVICE), cfg.DTYPE)).removeprefix("torch.")
         tag = seq2seq_tag(cfg, model, dtype)
 

@@ -28,18 +28,18 @@ import collections
 import sys
 import time
 
+import models
 from core import batching, dataset, devices, files, knobs, seeds
 from core.knobs import InputError
 from core.progress import progress as progress_bar
 from core import prompt_fit as prompts
-import model_loading
 from prompt_engineer import checks, few_shot
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR: the run/*.sh contract)
-MODEL = "Qwen/Qwen2.5-7B-Instruct"  # causal LM: hub id or local folder (Vietnamese copy: SeaLLMs/SeaLLMs-v3-7B-Chat)
+MODEL = models.LLM  # causal LM: hub id[@revision] or local folder (Vietnamese copy: SeaLLMs/SeaLLMs-v3-7B-Chat)
 GGUF_FILE = ""  # a .gguf file inside MODEL's folder to load through transformers (needs the gguf package)
 BACKEND = "transformers"  # transformers | vllm (only when vllm is installed)
-ENCODER = "sentence-transformers/all-MiniLM-L6-v2"  # sentence-transformers model ranking the examples (the seed's)
+ENCODER = models.FEW_SHOT_ENCODER  # sentence-transformers model ranking the examples (the seed's)
 K = 2  # few-shot examples per test row (0 = zero-shot)
 INFO_FILE = "info_trans.csv"  # copy of both splits (info.csv: the Vietnamese original; then drop "english" from CHECKS)
 COPY_FIELDS = "caption,description"  # columns joined into a row's copy (shown and searched)
@@ -148,12 +148,12 @@ def prompt_settings(cfg):
     """The settings that change a prompt. With examples: the encoder that picks them and the training rows they come
     from (their copy and captions, by content), since any of them may be shown to any row."""
     settings = {name: getattr(cfg, name) for name in _PROMPT_KNOBS}
-    settings["MODEL"] = model_loading.model_path(cfg.MODEL, "causal_lm")  # SMOKE=1: the tiny model
+    settings["MODEL"] = models.path(cfg.MODEL, "llm")  # SMOKE=1: the tiny model
     settings["DTYPE"] = cfg.DTYPE if cfg.BACKEND == "vllm" else \
         str(devices.pick_dtype(devices.pick_device(cfg.DEVICE), cfg.DTYPE)).removeprefix("torch.")
     if few_shot_used(cfg):
         settings.update({name: getattr(cfg, name) for name in _FEW_SHOT_KNOBS})
-        settings["ENCODER"] = model_loading.model_path(cfg.ENCODER, "sentence")
+        settings["ENCODER"] = models.path(cfg.ENCODER, "few_shot_encoder")
         train = dataset.split_dir("train", cfg.DATA_DIR)
         for name, path in (("train copy", train / cfg.INFO_FILE), ("train captions", caption_path(cfg))):
             settings[name] = files.file_hash(path)[:16] if path.is_file() else ""
@@ -237,7 +237,7 @@ def build_prompts(cfg, todo, train, captions, generator, chat, log):
         train_copies = [few_shot.row_copy(row, fields) for row in train.to_dict("records")]
         captioned = [bool(captions.get(b, "").strip()) for b in train.bannerImage]
         log(f"few-shot: {sum(captioned)} of {len(train)} training rows have a caption; ranked by {cfg.ENCODER}")
-        encoder = TextEncoder(cfg.ENCODER, device=cfg.DEVICE)
+        encoder = TextEncoder(cfg.ENCODER, device=cfg.DEVICE, model_key="few_shot_encoder")
         name = f"{cfg.INFO_FILE.rsplit('.', 1)[0]}-{'+'.join(fields)}"
         all_copies = [t or "-" for t in train_copies]  # an index needs a text per row; "-" never wins a search
         nearest = few_shot.nearest_captioned(encoder, [t or "-" for t in test_copies], [r["id"] for r in todo],
@@ -368,7 +368,7 @@ def main(argv=None):
             f"{len(todo)} to do")
         if not todo:
             return stats
-        log(f"loading {model_loading.model_path(cfg.MODEL, 'causal_lm')} ({cfg.BACKEND}) ...")
+        log(f"loading {models.path(cfg.MODEL, 'llm')} ({cfg.BACKEND}) ...")
         generator = load_generator(cfg)
         chat = use_chat(cfg, generator.tokenizer)
         row_prompts = build_prompts(cfg, todo, train, captions, generator, chat, log)

@@ -209,24 +209,8 @@ def test_save_banner_refuses_paths(tmp_path):
     assert not (tmp_path / "escaped.jpg").exists()
 
 
-def test_model_knob_is_a_folder_or_a_hub_id(tmp_path):
-    assert devices.local_or_hub(str(tmp_path)) == str(tmp_path)
-    assert devices.local_or_hub("SG161222/Realistic_Vision_V5.1_noVAE") == "SG161222/Realistic_Vision_V5.1_noVAE"
-    with pytest.raises(InputError, match="model folder not found"):
-        devices.local_or_hub(str(tmp_path / "missing"))
-    with pytest.raises(InputError, match="model folder not found"):
-        devices.local_or_hub("./models/missing")
-
-
-def test_load_model_offline_error_names_model():
-    from transformers import AutoConfig
-
-    with pytest.raises(InputError, match="cannot load model 'no-such-org/no-such-model'"):
-        devices.call_loader(AutoConfig.from_pretrained, "no-such-org/no-such-model")
-
-
-def test_smoke_is_read_once_into_the_config_and_the_loading_hook_follows_it(tmp_path, monkeypatch):
-    import model_loading
+def test_smoke_is_read_once_into_the_config_and_the_models_follow_it(tmp_path, monkeypatch):
+    import models
     import smoke
 
     cfg = knobs.configure({"A": 1, "SMOKE_OVERRIDES": {"A": 2}}, [], env={"SMOKE": "1"})
@@ -235,19 +219,19 @@ def test_smoke_is_read_once_into_the_config_and_the_loading_hook_follows_it(tmp_
     with pytest.raises(InputError, match="unknown knob"):  # the environment's contract, not a knob
         knobs.configure({"A": 1}, ["--SMOKE=1"], env={})
     assert not knobs.configure({"A": 1}, [], env={}).SMOKE
-    # the hook: the tiny stand-in when told so, whatever the environment says; the knob itself otherwise
+    # models.py: the tiny stand-in when told so (cfg.SMOKE), whatever the environment says; the knob itself otherwise
     monkeypatch.setenv("SMOKE_CACHE", str(tmp_path))
-    assert model_loading.model_path("org/model", "sd15", smoke=True) == smoke.smoke_model("sd15")
+    assert models.path("org/model", "realistic_vision", smoke=True) == smoke.smoke_model("sd15")
     monkeypatch.setenv("SMOKE", "1")
-    assert model_loading.model_path("org/model", "sd15", smoke=False) == "org/model"
-    assert model_loading.model_path("org/model", None, smoke=True) == "org/model"  # no stand-in for that model
+    assert models.path("org/model", "realistic_vision", smoke=False) == "org/model"
+    assert models.path("org/model", None, smoke=True) == "org/model"  # no model key, no stand-in
 
 
 def test_core_never_imports_what_sits_above_it():
     """core/ is the bottom layer: no import of the test-model factory, the loading hook or any stage."""
     import ast
 
-    above = ("smoke", "model_loading", "inference", "training", "preprocessing", "retrieval", "evaluation",
+    above = ("smoke", "models", "inference", "training", "preprocessing", "retrieval", "evaluation",
              "prompt_engineer", "data")
     for path in sorted((REPO_ROOT / "core").glob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):

@@ -88,7 +88,7 @@ def test_smoke_causal_lm_has_a_chat_template_and_a_pad_token(generator):
     tok = generator.tokenizer
     assert tok.chat_template and tok.pad_token is not None and tok.pad_token != tok.eos_token
     assert tok.padding_side == "left"
-    assert llm.render(tok, "hello", chat=True).endswith("<|assistant|>\n")
+    assert llm.render(tok, "hello", chat=True).endswith("<|im_start|>assistant\n")  # Qwen2.5's template
 
 
 def test_greedy_and_sampled_batches_equal_one_row_at_a_time(generator):
@@ -188,7 +188,7 @@ def test_few_shot_examples_are_the_retrievals_nearest_captioned_rows(data, causa
         assert where[1] < where[0], "the nearest example stands last, just above the test row"
         others = [i for i in train.id if i not in expected and i != UNCAPTIONED]
         assert not any(caption_of(i) in prompt for i in others)
-        assert caption_of(expected[0]) in shown and prompt.rstrip().endswith("<|assistant|>")
+        assert caption_of(expected[0]) in shown and prompt.rstrip().endswith("<|im_start|>assistant")
     # the real model ranks by meaning: the sunscreen query's nearest row has no caption and is skipped for the next
     sunscreen = model.encode([few_shot.row_copy(todo[1], fields)], normalize_embeddings=True)[0]
     assert train.id[int(np.argmax(train_vectors @ sunscreen))] == UNCAPTIONED

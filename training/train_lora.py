@@ -31,16 +31,16 @@ import shutil
 import time
 from pathlib import Path
 
+import models
 from core import devices, files, knobs
 from core.progress import progress as progress_bar
 from core.progress import quiet_libraries
 from core.seeds import row_seed
-import model_loading
 from training import data, lora
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR)
 OUT_DIR = "outputs/lora_sd21"  # where the LoRA, logs and checkpoints go (also from env OUT_DIR)
-MODEL = "stabilityai/stable-diffusion-2-1"  # base model: hub id or local folder; SMOKE=1: tiny random sd21
+MODEL = models.SD21  # base model: hub id[@revision] or local folder; SMOKE=1: tiny random sd21
 CAPTIONS = ""  # the VLM caption file {bannerImage: caption}; "" = $DATA_DIR/train/llava_caption.json
 CAPTION_FALLBACK = True  # a banner without a VLM caption trains on its ad copy (reported); False: stop instead
 RESOLUTION = (512, 512)  # training size (width, height), multiples of 8; banner-shaped: 768,400
@@ -285,7 +285,7 @@ def load_models(cfg, weight_dtype, device):
     from transformers import CLIPTextModel, CLIPTokenizer
 
     def load(cls, sub, **kw):
-        return model_loading.load_model(cls.from_pretrained, cfg.MODEL, smoke_family="sd21", subfolder=sub, **kw)
+        return models.load(cls.from_pretrained, cfg.MODEL, "sd21", subfolder=sub, **kw)
 
     scheduler = load(DDPMScheduler, "scheduler", **lora.NOISE_SCHEDULES[cfg.NOISE_SCHEDULE])
     if cfg.PREDICTION_TYPE:
