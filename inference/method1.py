@@ -21,12 +21,15 @@ per part), so a row's image does not depend on batch size, order or the number o
     accelerate launch -m inference.method1        # every GPU takes every world-th row; rank 0 merges the manifest
 """
 from core import dataset, devices, images, knobs
-from inference import pipelines, prompts, runner
+from inference import accel, pipelines, prompts, runner
 
 DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
 MODEL = "SG161222/Realistic_Vision_V5.1_noVAE"  # SD 1.5 checkpoint: hub id or local folder
 VAE = "stabilityai/sd-vae-ft-mse"  # VAE loaded separately and passed in ("" = the checkpoint's own; unused with SMOKE=1)
-SCHEDULER = "dpmpp"  # dpmpp (DPM-Solver++ multistep) | ddim | pndm | euler_a | default (the checkpoint's own)
+SCHEDULER = "dpmpp"  # dpmpp (DPM-Solver++ multistep) | ddim | pndm | euler_a | lcm | tcd | default (the checkpoint's own)
+ADAPTER = ""  # acceleration LoRA stacked on MODEL (e.g. latent-consistency/lcm-lora-sdv1-5 with SCHEDULER=lcm); "" = off
+ADAPTER_WEIGHT = 1.0  # how strongly the acceleration LoRA applies
+DECODER = "full"  # full (the VAE above) | TAESD, hub id or folder (madebyollin/taesd): encodes and decodes the latents
 STRENGTH = 0.6  # img2img strength: 0 returns the init banner, 1 ignores it (the seed's 0.6)
 STEPS = 30  # scheduler steps; img2img runs int(STEPS * strength) of them
 GUIDANCE = 7.5  # classifier-free guidance scale (> 1 doubles the UNet batch)
@@ -42,8 +45,8 @@ SHARED_KNOBS = (runner,)  # the run machinery's knobs (guard, POSTPROCESS + PP_*
 SMOKE_OVERRIDES = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136))
 
 # the knobs that decide what a banner looks like: a banner made with other values is not this run's
-_IMAGE_SETTINGS = ("MODEL", "VAE", "SCHEDULER", "STRENGTH", "STEPS", "GUIDANCE", "NEGATIVE_PROMPT", "GEN_SIZE",
-                   "DUP_STRENGTH_STEP")  # + runner.SHARED_IMAGE_SETTINGS
+_IMAGE_SETTINGS = ("MODEL", "VAE", "SCHEDULER", "ADAPTER", "ADAPTER_WEIGHT", "DECODER", "STRENGTH", "STEPS", "GUIDANCE",
+                   "NEGATIVE_PROMPT", "GEN_SIZE", "DUP_STRENGTH_STEP")  # + runner.SHARED_IMAGE_SETTINGS
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -77,6 +80,11 @@ def load_pipeline(cfg, device):
         extra["vae"] = devices.load_model(AutoencoderKL.from_pretrained, cfg.VAE, dtype=dtype)
     pipe = devices.load_model(StableDiffusionImg2ImgPipeline.from_pretrained, cfg.MODEL, smoke_family="sd15",
                               dtype=dtype, safety_checker=None, requires_safety_checker=False, **extra)
+    accel.add_adapter(pipe, cfg.ADAPTER, cfg.ADAPTER_WEIGHT, smoke_family="lcm_lora_sd15")
+    if cfg.ADAPTER:  # the only LoRA here: fused, it costs nothing per step
+        pipe.fuse_lora(lora_scale=cfg.ADAPTER_WEIGHT)
+        pipe.unload_lora_weights()
+    accel.set_decoder(pipe, cfg.DECODER, dtype)
     return pipelines.prepare(pipe, device, cfg.SCHEDULER, cfg.MODEL, cfg.VAE_SLICING, cfg.COMPILE, cfg.CHANNELS_LAST)
 
 

@@ -9,6 +9,8 @@ from inference import prompts
 SCHEDULERS = {"dpmpp": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
               "ddim": ("DDIMScheduler", {}), "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
               "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+              # few-step, with the acceleration LoRA they were distilled for (inference/accel.py)
+              "lcm": ("LCMScheduler", {}), "tcd": ("TCDScheduler", {}),
               # SD 2.1 v-prediction as the seed ran it: zero terminal SNR, trailing timesteps (Lin et al. 2023)
               "ddim_zero_snr": ("DDIMScheduler", {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"})}
 

@@ -1,0 +1,46 @@
+"""
+Few-step generation: an acceleration LoRA (LCM-LoRA, TCD, Hyper-SD, or the banner model's own distilled consistency
+LoRA from run/distill.sh) stacked on a loaded pipeline, and the decoder knob (the checkpoint's full VAE or TAESD).
+
+- The adapter is loaded under its own adapter name beside any LoRA already there (Method 2's banner LoRA), and every
+  loaded adapter stays active with its own weight. Its scheduler (LCM, TCD) is the method's SCHEDULER knob, set by
+  inference/pipelines.py like any other.
+- TAESD (diffusers' AutoencoderTiny) encodes and decodes SD 1.x/2.x latents (4 channels, 1/8 size) for a fraction
+  of the full VAE's cost; img2img encodes the init banner with it too. Its scaling factor is 1.0 and the pipelines
+  read it from its config, so nothing else changes.
+"""
+from core import devices
+from core.knobs import InputError
+
+FULL_DECODER = ("", "full")  # DECODER values that keep the checkpoint's own VAE
+
+
+def add_adapter(pipe, adapter, weight=1.0, name="accel", smoke_family=None):
+    """Load the LoRA `adapter` (hub id or folder; "" = nothing) as `name`, all loaded adapters active."""
+    if not adapter:
+        return pipe
+    from core.progress import quiet_libraries
+
+    try:
+        path = devices.model_path(adapter, smoke_family)
+        # quiet: a UNet-only LoRA makes diffusers warn that the text encoder has no keys
+        with quiet_libraries():
+            pipe.load_lora_weights(path, adapter_name=name)
+    except (InputError, OSError, ValueError) as e:
+        raise InputError(f"cannot load the acceleration LoRA {adapter!r}: "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    weights = dict(getattr(pipe, "adapter_weights", {}), **{name: weight})
+    pipe.set_adapters(list(weights), adapter_weights=list(weights.values()))
+    pipe.adapter_weights = weights  # what set_adapters was told: the next adapter keeps these
+    return pipe
+
+
+def set_decoder(pipe, decoder, dtype, smoke_family="taesd"):
+    """Swap the pipeline's VAE for TAESD (`decoder`: hub id or folder; "" or "full" keeps the full VAE)."""
+    if decoder in FULL_DECODER:
+        return pipe
+    from diffusers import AutoencoderTiny
+
+    pipe.vae = devices.load_model(AutoencoderTiny.from_pretrained, decoder, smoke_family=smoke_family,
+                                  torch_dtype=dtype)
+    return pipe
