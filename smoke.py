@@ -244,6 +244,7 @@ def random_lora(unet, folder, rank=4, scale=0.02):
                 param.copy_(torch.randn_like(param) * scale)
     layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
     StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True)
+    unet.delete_adapters(["default"])  # the caller's UNet as it was
 
 
 def _build_lcm_lora_sd15(folder):

@@ -15,8 +15,9 @@ from core.knobs import InputError
 FULL_DECODER = ("", "full")  # DECODER values that keep the checkpoint's own VAE
 
 
-def add_adapter(pipe, adapter, weight=1.0, name="accel", smoke_family=None):
-    """Load the LoRA `adapter` (hub id or folder; "" = nothing) as `name`, all loaded adapters active."""
+def add_adapter(pipe, adapter, weight=1.0, name="accel", smoke_family=None, weight_name=None):
+    """Load the LoRA `adapter` (hub id, folder or file's folder with `weight_name`; "" = nothing) as `name`; every
+    adapter loaded this way stays active with its own weight (pipe.adapter_weights)."""
     if not adapter:
         return pipe
     from core.progress import quiet_libraries
@@ -25,13 +26,22 @@ def add_adapter(pipe, adapter, weight=1.0, name="accel", smoke_family=None):
         path = devices.model_path(adapter, smoke_family)
         # quiet: a UNet-only LoRA makes diffusers warn that the text encoder has no keys
         with quiet_libraries():
-            pipe.load_lora_weights(path, adapter_name=name)
+            pipe.load_lora_weights(path, adapter_name=name, **({"weight_name": weight_name} if weight_name else {}))
     except (InputError, OSError, ValueError) as e:
-        raise InputError(f"cannot load the acceleration LoRA {adapter!r}: "
+        raise InputError(f"cannot load the LoRA {adapter!r} ({name}): "
                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     weights = dict(getattr(pipe, "adapter_weights", {}), **{name: weight})
     pipe.set_adapters(list(weights), adapter_weights=list(weights.values()))
     pipe.adapter_weights = weights  # what set_adapters was told: the next adapter keeps these
+    return pipe
+
+
+def fuse_adapters(pipe):
+    """Fuse every loaded adapter into the weights at its own weight and drop the LoRA layers: no cost per step."""
+    if getattr(pipe, "adapter_weights", None):
+        pipe.fuse_lora()
+        pipe.unload_lora_weights()
+        pipe.adapter_weights = {}
     return pipe
 
 

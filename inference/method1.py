@@ -80,12 +80,15 @@ def load_pipeline(cfg, device):
         extra["vae"] = devices.load_model(AutoencoderKL.from_pretrained, cfg.VAE, dtype=dtype)
     pipe = devices.load_model(StableDiffusionImg2ImgPipeline.from_pretrained, cfg.MODEL, smoke_family="sd15",
                               dtype=dtype, safety_checker=None, requires_safety_checker=False, **extra)
-    accel.add_adapter(pipe, cfg.ADAPTER, cfg.ADAPTER_WEIGHT, smoke_family="lcm_lora_sd15")
-    if cfg.ADAPTER:  # the only LoRA here: fused, it costs nothing per step
-        pipe.fuse_lora(lora_scale=cfg.ADAPTER_WEIGHT)
-        pipe.unload_lora_weights()
-    accel.set_decoder(pipe, cfg.DECODER, dtype)
+    add_fast_parts(pipe, cfg, dtype)
     return pipelines.prepare(pipe, device, cfg.SCHEDULER, cfg.MODEL, cfg.VAE_SLICING, cfg.COMPILE, cfg.CHANNELS_LAST)
+
+
+def add_fast_parts(pipe, cfg, dtype):
+    """The few-step preset's acceleration LoRA and decoder (config/method1_fast.py; off by default)."""
+    accel.add_adapter(pipe, cfg.ADAPTER, cfg.ADAPTER_WEIGHT, smoke_family="lcm_lora_sd15")
+    accel.fuse_adapters(pipe)  # the only LoRA here: fused into the weights, it costs nothing per step
+    return accel.set_decoder(pipe, cfg.DECODER, dtype)
 
 
 def generate(pipe, cfg, calls, strength):

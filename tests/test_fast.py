@@ -102,5 +102,5 @@ def test_two_adapters_are_active_at_once_each_with_its_own_weight(tmp_path):
 def test_a_missing_adapter_fails_in_one_line_naming_it():
     from inference import accel
 
-    with pytest.raises(knobs.InputError, match="acceleration LoRA './no/such/lora'"):
+    with pytest.raises(knobs.InputError, match=r"cannot load the LoRA './no/such/lora' \(accel\)"):
         accel.add_adapter(object(), "./no/such/lora")
