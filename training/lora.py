@@ -50,16 +50,18 @@ def compile_models(unet, vae=None):
         vae.encoder.compile()
 
 
-def save_lora(out_dir, models):
-    """The final LoRA in diffusers' format, written atomically: pipe.load_lora_weights(out_dir) reads it."""
+def save_lora(out_dir, models, attention_only=True):
+    """The final LoRA in diffusers' format, written atomically: pipe.load_lora_weights(out_dir) reads it. A LoRA on
+    more than the attention projections (the consistency LoRA) keeps peft's key names: diffusers' conversion renames
+    only the attention keys, and a file of mixed names loads without its attention layers."""
     import tempfile
 
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    layers = {f"{name}_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
-              for name, model in models.items()}
+    convert = convert_state_dict_to_diffusers if attention_only else dict
+    layers = {f"{name}_lora_layers": convert(get_peft_model_state_dict(model)) for name, model in models.items()}
     with tempfile.TemporaryDirectory(dir=out_dir, prefix=".lora.") as tmp:
         StableDiffusionPipeline.save_lora_weights(tmp, **layers, weight_name=LORA_FILE)
         os.replace(Path(tmp) / LORA_FILE, Path(out_dir) / LORA_FILE)
