@@ -5,13 +5,4 @@
 # Knobs pass through: bash run/distill.sh --MAX_STEPS=4000 --TRAIN_BATCH_SIZE=8 ... (see --help). A rerun continues from
 # the newest checkpoint. Launched with accelerate like run/train_sd.sh (several GPUs: accelerate config first).
 source "$(dirname "$0")/_env.sh"
-for arg in "$@"; do
-  if [ "$arg" = "--help" ] || [ "$arg" = "-h" ]; then exec "$PYTHON" -m training.distill "$@"; fi
-done
-launch=()
-has_config='import os, sys; from accelerate.commands.config.config_args import default_config_file as f
-sys.exit(not os.path.isfile(f))'
-if ! "$PYTHON" -c "$has_config" 2>/dev/null; then
-  launch=(--num_processes=1 --num_machines=1 --mixed_precision=no --dynamo_backend=no)
-fi
-exec "$PYTHON" -m accelerate.commands.launch --quiet "${launch[@]}" -m training.distill "$@"
+launch_accelerate training.distill "$@"
