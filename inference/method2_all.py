@@ -111,6 +111,17 @@ def set_aside(path):
         number += 1
     path.replace(stale)
     print(f"   {path} set aside as {stale}", flush=True)
+    return stale
+
+
+def set_aside_locked(folder):
+    """set_aside for the training folder, under the lock its run holds: a live run there is refused (naming its pid),
+    never moved. The lock taken moves with the folder and is removed there."""
+    if not folder.exists():
+        return
+    with files.FolderLock(folder) as lock:
+        stale = set_aside(folder)
+    (stale / lock.path.name).unlink(missing_ok=True)
 
 
 def run_step(step, module, flags, cfg, stale, redo):
@@ -121,7 +132,7 @@ def run_step(step, module, flags, cfg, stale, redo):
     if stale and step in ("caption", "prompts"):
         set_aside(out)
     elif stale and step == "train":
-        set_aside(out.parent)  # the old LoRA, its checkpoints and logs: another run's, not to resume
+        set_aside_locked(out.parent)  # the old LoRA, its checkpoints and logs: another run's, not to resume
     if redo and step == "generate":  # rows not yet redone still hold banners of the old settings
         extra = ["--OVERWRITE=1"]
     cmd = [sys.executable, "-m", module, *flags, *extra]

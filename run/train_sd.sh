@@ -5,6 +5,7 @@
 # Knobs pass through: bash run/train_sd.sh --TRAIN_BATCH_SIZE=8 --RESOLUTION=768,400 ... (see --help).
 # A rerun continues from the newest checkpoint. Launched with accelerate (pinned): one process unless
 # `accelerate config` was run (several GPUs: "$PYTHON" -m accelerate.commands.launch --multi_gpu --num_processes=N \
-#   -m training.train_lora ...).
+#   -m training.train_lora ...). The launcher's OMP_NUM_THREADS=1 does not reach the LoRA: the trainer sets its CPU
+#   thread count itself (CPU_THREADS), so this and the Method 2 chain (python -m) train byte-identical LoRAs.
 source "$(dirname "$0")/_env.sh"
 launch_accelerate training.train_lora "$@"

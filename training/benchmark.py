@@ -67,13 +67,13 @@ def measure(cfg, layout, device):
     """(steps/s, images/s, peak GiB, seconds of the warm-up: the compiling when COMPILE=1) of one layout."""
     import torch
 
-    from training import checkpoint, lora
+    from training import lora
 
     batch, accum, (width, height), gc = layout
     cuda = device == "cuda"
     dtype = torch.float16 if cuda else torch.float32
     models, text, vae, scheduler = build(cfg, device, dtype, gc)
-    params = list(checkpoint.trainable(models).values())
+    params = list(lora.trainable(models).values())
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2)
     scaler = torch.amp.GradScaler(enabled=cuda)
     latent = (4, height // 8, width // 8)

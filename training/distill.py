@@ -23,7 +23,7 @@ reads   $DATA_DIR/train/{info.csv, images/, llava_caption.json} (the training st
 writes  OUT_DIR/pytorch_lora_weights.safetensors  the consistency LoRA, diffusers format: it loads beside the banner
                                                   LoRA (inference/accel.py; config/method2_fast.py)
         OUT_DIR/distill_settings.json             knobs, inputs and a fingerprint (up to date? run/method2.sh asks)
-        OUT_DIR/losses.csv                        step, loss, lr
+        OUT_DIR/losses.csv                        step, epoch, loss, lr
         OUT_DIR/validation/step_NNNNNN.png        VALIDATION_N captions sampled in VALIDATION_STEPS LCM steps
         OUT_DIR/checkpoints/checkpoint_N/         accelerate's save_state (LoRA via the save hook, optimizer, LR
                                                   scheduler, RNG) every CHECKPOINT_EVERY steps; a rerun resumes exactly
@@ -39,7 +39,7 @@ from core import devices, files, knobs
 from core.progress import progress as progress_bar
 from core.progress import quiet_libraries
 from core.seeds import row_seed
-from training import data, lora
+from training import checkpoints, data, lora
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR)
 OUT_DIR = "outputs/lcm_lora_sd21"  # where the consistency LoRA, logs and checkpoints go (also from env OUT_DIR)
@@ -75,6 +75,7 @@ SMOKE_OVERRIDES = dict(OUT_DIR="outputs/smoke/lcm_lora_sd21", TEACHER_LORA="outp
                        VALIDATION_EVERY=0, VALIDATION_N=2, LR_WARMUP_STEPS=0)
 
 SETTINGS_FILE = "distill_settings.json"
+LOSSES_FILE = "losses.csv"
 # knobs that do not change the weights: left out of the fingerprint
 _NOT_FINGERPRINTED = ("DATA_DIR", "OUT_DIR", "CAPTIONS", "CHECKPOINT_EVERY", "KEEP_CHECKPOINTS", "STOP_AT_STEP",
                       "VALIDATION_EVERY", "VALIDATION_N", "VALIDATION_STEPS", "PROGRESS", "GRADIENT_CHECKPOINTING")
@@ -228,7 +229,7 @@ def encode_inputs(cfg, pipe, items, device):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# accelerate: state saving with the LoRA, the standard way
+# accelerate: checkpoints (training/checkpoints.py, the trainer's) and the loss log
 
 
 def make_accelerator(cfg, out_dir):
@@ -236,70 +237,25 @@ def make_accelerator(cfg, out_dir):
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
-    cpu = not torch.cuda.is_available()
+    from training import loss_log
+
     project = ProjectConfiguration(project_dir=str(out_dir), automatic_checkpoint_naming=True,
-                                   total_limit=cfg.KEEP_CHECKPOINTS)
-    return Accelerator(mixed_precision="no" if cpu else cfg.MIXED_PRECISION, cpu=cpu, project_config=project)
+                                   total_limit=cfg.KEEP_CHECKPOINTS or None)
+    return Accelerator(mixed_precision=cfg.MIXED_PRECISION, cpu=not torch.cuda.is_available(), project_config=project,
+                       log_with=[loss_log.LossCsv(Path(out_dir) / LOSSES_FILE)])
 
 
-def register_lora_hooks(accelerator, unet):
-    """save_state writes the consistency LoRA (not the frozen UNet) and load_state reads it back."""
-    from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_unet_state_dict_to_peft
-    from peft.utils import set_peft_model_state_dict
-
-    def save(models, weights, folder):
-        if accelerator.is_main_process:
-            lora.save_lora(folder, {"unet": unet}, attention_only=False)
-        weights.clear()  # nothing else of the UNet is saved: it is the frozen base
-
-    def load(models, folder):
-        models.clear()  # the LoRA is read here, not by accelerate
-        state = StableDiffusionPipeline.lora_state_dict(folder, weight_name=lora.LORA_FILE)[0]
-        state = convert_unet_state_dict_to_peft({k.removeprefix("unet."): v for k, v in state.items()})
-        unexpected = set_peft_model_state_dict(unet, state).unexpected_keys
-        if unexpected:
-            raise knobs.InputError(f"{folder}: the checkpoint's LoRA does not fit this UNet ({len(unexpected)} "
-                                   f"unexpected keys)")
-
-    accelerator.register_save_state_pre_hook(save)
-    accelerator.register_load_state_pre_hook(load)
-
-
-def latest_checkpoint(out_dir, digest):
-    """The newest checkpoint of a run with this fingerprint, or None; one line if OUT_DIR holds another run's."""
-    folders = sorted((Path(out_dir) / "checkpoints").glob("checkpoint_*"), key=lambda p: int(p.name.split("_")[1]))
-    if not folders:
+def resume_point(out_dir, digest):
+    """(newest checkpoint of a run with this fingerprint, its step), or (None, 0); one line if OUT_DIR holds another
+    run's checkpoints."""
+    found = checkpoints.list_checkpoints(out_dir)
+    if not found:
         return None, 0
-    state = files.read_json(folders[-1] / "distill_state.json", {})
-    if state.get("fingerprint") != digest:
+    progress = files.read_json(found[-1][1] / checkpoints.PROGRESS_FILE, {})
+    if progress.get("fingerprint") != digest:
         raise knobs.InputError(f"{out_dir} holds checkpoints of a distillation with other settings or inputs: pass "
                                f"another --OUT_DIR or delete {Path(out_dir) / 'checkpoints'}")
-    return folders[-1], state["step"]
-
-
-def save_checkpoint(accelerator, out_dir, step, digest, losses):
-    folder = Path(accelerator.save_state())
-    if accelerator.is_main_process:
-        files.write_json(folder / "distill_state.json", {"step": step, "fingerprint": digest})
-        write_losses(out_dir, losses)
-    return folder
-
-
-def write_losses(out_dir, losses):
-    files.atomic_write(Path(out_dir) / "losses.csv",
-                     "step,loss,lr\n" + "".join(f"{s},{l:.6f},{r:.3e}\n" for s, l, r in losses))
-
-
-def read_losses(out_dir, upto):
-    path = Path(out_dir) / "losses.csv"
-    rows = []
-    if path.is_file():
-        for line in path.read_text(encoding="utf-8").splitlines()[1:]:
-            step, loss, lr = line.split(",")
-            if int(step) <= upto:
-                rows.append((int(step), float(loss), float(lr)))
-    return rows
+    return found[-1][1], found[-1][0]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -339,7 +295,8 @@ def setup(cfg, accelerator, out_dir):
     items, _ = data.load_train_set(cfg.DATA_DIR, cfg.CAPTIONS, True)
     teacher_file, teacher = teacher_inputs(cfg)
     settings, digest = fingerprint(cfg, {**data.inputs_fingerprint(items), **teacher})
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(accelerator.mixed_precision, torch.float32)
+    precision = accelerator.mixed_precision if accelerator.native_amp else "no"  # a CPU autocasts bf16 only
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
     pipe = load_teacher(cfg, teacher_file, weight_dtype, accelerator.device)
     latents, text, uncond = encode_inputs(cfg, pipe, items, accelerator.device)
     torch.manual_seed(cfg.SEED)  # the LoRA's initial weights: the same in every process and every fresh run
@@ -352,9 +309,11 @@ def setup(cfg, accelerator, out_dir):
     if cfg.GRADIENT_CHECKPOINTING:
         unet.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(params, lr=cfg.LEARNING_RATE, weight_decay=cfg.ADAM_WEIGHT_DECAY)
-    lr_scheduler = get_scheduler("constant_with_warmup", optimizer, num_warmup_steps=cfg.LR_WARMUP_STEPS)
+    # prepared, the schedule is stepped once per process per step: its warm-up counts processes too
+    lr_scheduler = get_scheduler("constant_with_warmup", optimizer,
+                                 num_warmup_steps=cfg.LR_WARMUP_STEPS * accelerator.num_processes)
     student, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-    register_lora_hooks(accelerator, unet)
+    checkpoints.register_lora_hooks(accelerator, {"unet": unet}, f"delete {out_dir}", attention_only=False)
     schedule = Schedule(pipe.scheduler.config, cfg.ZERO_TERMINAL_SNR, cfg.NUM_DDIM_TIMESTEPS, accelerator.device)
     return dict(pipe=pipe, unet=unet, student=student, optimizer=optimizer, lr_scheduler=lr_scheduler, params=params,
                 schedule=schedule, latents=latents, text=text, uncond=uncond, settings=settings, digest=digest,
@@ -388,12 +347,15 @@ def distill(cfg):
     if saved.get("fingerprint") == run["digest"] and (out_dir / lora.LORA_FILE).is_file():
         print(f"{out_dir / lora.LORA_FILE} is already distilled with these settings and inputs: nothing to do")
         return out_dir / lora.LORA_FILE
-    resume_from, step = latest_checkpoint(out_dir, run["digest"])
+    from training import loss_log  # here: importing accelerate's tracker base takes seconds (--help need not)
+
+    resume_from, step = resume_point(out_dir, run["digest"])
     if resume_from is not None:
-        accelerator.project_configuration.iteration = int(resume_from.name.split("_")[1]) + 1
         accelerator.load_state(str(resume_from))
         print(f"resumed from {resume_from} (step {step})", flush=True)
-    losses = read_losses(out_dir, step) if accelerator.is_main_process else []
+    if accelerator.is_main_process:
+        loss_log.restart(out_dir / LOSSES_FILE, step)
+    accelerator.init_trackers("distill")
     stop_at = min(cfg.STOP_AT_STEP or cfg.MAX_STEPS, cfg.MAX_STEPS)
     bar = progress_bar(total=cfg.MAX_STEPS, initial=step, unit="step", desc="distill",
                        disable=not (cfg.PROGRESS and accelerator.is_main_process))
@@ -402,14 +364,16 @@ def distill(cfg):
     while step < stop_at:
         loss = train_step(cfg, accelerator, run, step)
         step += 1
-        losses.append((step, loss, run["lr_scheduler"].get_last_lr()[0]))
+        epoch = step * cfg.TRAIN_BATCH_SIZE * accelerator.num_processes // run["n_items"]
+        accelerator.log({"epoch": epoch, "loss": loss, "lr": run["lr_scheduler"].get_last_lr()[0]}, step=step)
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
         if step % cfg.CHECKPOINT_EVERY == 0 or step == stop_at:
-            save_checkpoint(accelerator, out_dir, step, run["digest"], losses)
+            checkpoints.save_checkpoint(accelerator, out_dir, step, {"fingerprint": run["digest"]})
         if accelerator.is_main_process and ((cfg.VALIDATION_EVERY and step % cfg.VALIDATION_EVERY == 0)
                                             or step == cfg.MAX_STEPS):
             validation_strip(cfg, run["pipe"], run["prompts"], out_dir / "validation" / f"step_{step:06d}.png")
+    accelerator.end_training()
     bar.close()
     accelerator.wait_for_everyone()
     if step < cfg.MAX_STEPS:
