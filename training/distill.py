@@ -4,7 +4,7 @@ UNet evaluations without classifier-free guidance (Method 2's fast preset, confi
 published LCM-LoRA one (Luo et al. 2023, "LCM-LoRA: A Universal Stable-Diffusion Acceleration Module"):
 
 - teacher: SD 2.1 with the banner LoRA fused in (v-prediction), on the noise schedule that LoRA was trained with
-  (zero terminal SNR, the Method 2 sampler's, unless ZERO_TERMINAL_SNR says otherwise);
+  (its train_settings.json's NOISE_SCHEDULE: zero terminal SNR by default, what Method 2 samples with);
 - skipping-step ODE solver: one DDIM step of the teacher from timestep t_n to t_n - k over NUM_DDIM_TIMESTEPS
   timesteps (k = 1000 / 50 = 20), so the consistency target is k steps away;
 - guidance folded into the target: the teacher's step uses classifier-free guidance with a scale drawn per sample
@@ -46,7 +46,7 @@ OUT_DIR = "outputs/lcm_lora_sd21"  # where the consistency LoRA, logs and checkp
 MODEL = "stabilityai/stable-diffusion-2-1"  # the banner LoRA's base model: hub id or local folder
 TEACHER_LORA = "outputs/lora_sd21"  # the banner LoRA (run/train_sd.sh's folder); "" = distil the base model alone
 TEACHER_LORA_SCALE = 1.0  # the banner LoRA's weight in the teacher (Method 2's LORA_SCALE)
-ZERO_TERMINAL_SNR = True  # the noise schedule: zero terminal SNR (what Method 2 samples with); False = the base's
+NOISE_SCHEDULE = "teacher"  # teacher: the banner LoRA's own (train_settings.json) | zero_snr_trailing | model
 CAPTIONS = ""  # the VLM caption file; "" = $DATA_DIR/train/llava_caption.json (the training stage's rule)
 RESOLUTION = (512, 512)  # training size (width, height), multiples of 8: the banner LoRA's
 LORA_RANK = 64  # the consistency LoRA's rank (LCM-LoRA: 64)
@@ -182,6 +182,15 @@ def fingerprint(cfg, inputs):
     return settings, hashlib.sha256(blob.encode()).hexdigest()
 
 
+def noise_schedule(cfg):
+    """Scheduler config values of the teacher's noise schedule: what the banner LoRA was trained with (its
+    train_settings.json), else the training stage's default."""
+    if cfg.NOISE_SCHEDULE != "teacher":
+        return lora.NOISE_SCHEDULES[cfg.NOISE_SCHEDULE]
+    trained = lora.schedule_from_training(cfg.TEACHER_LORA) if cfg.TEACHER_LORA else None
+    return lora.NOISE_SCHEDULES["zero_snr_trailing"] if trained is None else trained
+
+
 def teacher_inputs(cfg):
     """The banner LoRA file and its hash (part of the fingerprint: a retrained banner LoRA needs a new distillation)."""
     if not cfg.TEACHER_LORA:
@@ -269,7 +278,7 @@ def validation_strip(cfg, pipe, prompts, path):
     from PIL import Image
 
     sampler = StableDiffusionPipeline(**{**pipe.components, "scheduler": LCMScheduler.from_config(
-        pipe.scheduler.config, rescale_betas_zero_snr=cfg.ZERO_TERMINAL_SNR)})
+        pipe.scheduler.config, **noise_schedule(cfg))})
     sampler.set_progress_bar_config(disable=True)
     width, height = cfg.RESOLUTION
     with torch.no_grad():
@@ -314,7 +323,8 @@ def setup(cfg, accelerator, out_dir):
                                  num_warmup_steps=cfg.LR_WARMUP_STEPS * accelerator.num_processes)
     student, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
     checkpoints.register_lora_hooks(accelerator, {"unet": unet}, f"delete {out_dir}", attention_only=False)
-    schedule = Schedule(pipe.scheduler.config, cfg.ZERO_TERMINAL_SNR, cfg.NUM_DDIM_TIMESTEPS, accelerator.device)
+    schedule = Schedule(pipe.scheduler.config, noise_schedule(cfg).get("rescale_betas_zero_snr", False),
+                        cfg.NUM_DDIM_TIMESTEPS, accelerator.device)
     return dict(pipe=pipe, unet=unet, student=student, optimizer=optimizer, lr_scheduler=lr_scheduler, params=params,
                 schedule=schedule, latents=latents, text=text, uncond=uncond, settings=settings, digest=digest,
                 prompts=[caption for _, _, caption in items[:cfg.VALIDATION_N]], n_items=len(items))
@@ -388,6 +398,7 @@ def finish(cfg, accelerator, run, out_dir, seconds):
         lora.save_lora(out_dir, {"unet": run["unet"]}, attention_only=False)
         files.write_json(out_dir / SETTINGS_FILE, {"fingerprint": run["digest"], "settings": run["settings"],
                                                    "knobs": cfg.as_dict(), "lora_sha256": files.file_hash(path),
+                                                   "noise_schedule": noise_schedule(cfg),
                                                    "seconds_this_run": round(seconds, 1)})
         print(f"consistency LoRA -> {path} ({cfg.MAX_STEPS} steps): bash run/inference_sd.sh config/method2_fast.py "
               f"--ADAPTER={out_dir}", flush=True)
@@ -399,6 +410,8 @@ def check_settings(cfg):
     width, height = cfg.RESOLUTION if len(cfg.RESOLUTION) == 2 else (0, 0)
     if width <= 0 or height <= 0 or width % 8 or height % 8:
         raise knobs.InputError(f"RESOLUTION must be (width, height), multiples of 8, got {cfg.RESOLUTION}")
+    if cfg.NOISE_SCHEDULE not in ("teacher", *lora.NOISE_SCHEDULES):
+        raise knobs.InputError(f"NOISE_SCHEDULE={cfg.NOISE_SCHEDULE!r}: choose teacher, {', '.join(lora.NOISE_SCHEDULES)}")
     if not 0 <= cfg.W_MIN <= cfg.W_MAX:
         raise knobs.InputError(f"W_MIN, W_MAX must satisfy 0 <= W_MIN <= W_MAX, got {cfg.W_MIN}, {cfg.W_MAX}")
 
