@@ -14,8 +14,11 @@ Backends (BACKEND):
            and server errors are retried.
   auto     seq2seq when HF_HUB_OFFLINE=1 or SMOKE=1 (offline), else google.
 
-Every translation goes into a JSON cache on disk (CACHE) keyed by backend + model settings + text, saved atomically
-after each batch: a rerun or a resumed run translates only what is missing, and loads no model when nothing is.
+Every translation goes into a JSON cache on disk (CACHE) keyed by the translator's settings + text (seq2seq: the
+model, language codes, beams, token limits, blank-start guard and the dtype it runs in; google: the language pair),
+saved atomically after each batch: a rerun or a resumed run translates only what is missing, and loads no model when
+nothing is. A translation made with other settings is never reused: the run says how many such entries the cache
+holds and translates anew.
 If a string still fails (after the retries), the run names the first few (split, row id, field), writes the full list
 to translation_failures.json beside the cache, and exits 1 without writing that split's info_trans.csv.
 
@@ -28,7 +31,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import dataset, devices, files, knobs
+from core import batching, dataset, devices, files, knobs
 from core.errors import error_list
 from core.progress import progress as progress_bar
 
@@ -38,7 +41,7 @@ SEQ2SEQ_MODEL = "vinai/vinai-translate-vi2en-v2"  # hub id or local folder (e.g.
 SRC_LANG = "vi_VN"  # source language code, set only on tokenizers that know it (mBART: vi_VN; NLLB: vie_Latn)
 TGT_LANG = "en_XX"  # target language token, used only if the tokenizer knows it (mBART: en_XX; NLLB: eng_Latn)
 TGT_LANG_AS = "decoder_start"  # decoder_start (vinai-translate, mBART-cc25) | forced_bos (mBART-50, NLLB)
-BATCH_SIZE = 32  # strings per generate call (halved automatically on out-of-memory)
+BATCH_SIZE = 32  # strings per generate call (halved automatically on out-of-memory, core/batching.py)
 MAX_INPUT_TOKENS = 0  # longer inputs are truncated (with a warning); 0 = the tokenizer's model_max_length
 MAX_NEW_TOKENS = 256  # upper bound on a translation's length in tokens
 NUM_BEAMS = 5  # beam search width (vinai's documented setting); 1 = greedy
@@ -102,10 +105,12 @@ def resolve_backend(backend, env=None):
     return backend
 
 
-def seq2seq_tag(model, src_lang, tgt_lang, tgt_lang_as, num_beams, max_new_tokens, max_input_tokens):
-    """Cache namespace of a seq2seq setup: everything that changes the text it produces (not batch size or device)."""
-    return (f"seq2seq|{model}|{src_lang}>{tgt_lang}:{tgt_lang_as}|beams={num_beams}|max_new={max_new_tokens}"
-            f"|max_in={max_input_tokens}")
+def seq2seq_tag(cfg, model, dtype):
+    """Cache namespace of a seq2seq setup: every setting that changes the text it produces (not batch size, device or
+    threads). `model`: the resolved model (SMOKE=1: the tiny one); `dtype`: what it runs in (the CPU: float32)."""
+    return (f"seq2seq|{model}|{cfg.SRC_LANG}>{cfg.TGT_LANG}:{cfg.TGT_LANG_AS}|beams={cfg.NUM_BEAMS}"
+            f"|max_new={cfg.MAX_NEW_TOKENS}|max_in={cfg.MAX_INPUT_TOKENS}"
+            f"|blank_start={'suppressed' if cfg.SUPPRESS_BLANK_START else 'allowed'}|dtype={dtype}")
 
 
 def google_tag(source, target):
@@ -114,6 +119,16 @@ def google_tag(source, target):
 
 def cache_key(tag, text):
     return f"{tag}\t{text}"
+
+
+def other_settings(store, tag):
+    """{tag: entries} of the cache's translations made with other settings than `tag` (not reused by this run)."""
+    counts = {}
+    for key in store.data:
+        other = key.split("\t", 1)[0]
+        if other != tag:
+            counts[other] = counts.get(other, 0) + 1
+    return counts
 
 
 def prepare(text, lowercase=False):
@@ -144,6 +159,7 @@ class Seq2SeqTranslator:
         if cpu_threads and self.device == "cpu":
             torch.set_num_threads(cpu_threads)
         self.batch_size, self.max_new_tokens, self.num_beams = batch_size, max_new_tokens, num_beams
+        self.batches = batching.FittingBatches(batch_size, "strings", lambda m: print(m, file=sys.stderr, flush=True))
         self.tokenizer = devices.load_model(AutoTokenizer.from_pretrained, model, smoke_family,
                                            trust_remote_code=trust_remote_code)
         self.model = devices.load_model(AutoModelForSeq2SeqLM.from_pretrained, model, smoke_family,
@@ -202,17 +218,17 @@ class Seq2SeqTranslator:
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     def translate_batch(self, texts):
-        """One translation per text; an empty translation or an out-of-memory at batch size 1 comes back as an
-        Exception in that text's place. Out-of-memory on a larger batch splits it in halves and tries again."""
+        """One translation per text; an empty translation, or an out-of-memory on a text alone, comes back as an
+        Exception in that text's place. Out-of-memory on several texts: smaller batches from then on (core/batching)."""
+        return self.batches.run(self._translate_part, list(texts))
+
+    def _translate_part(self, texts):
         try:
             outputs = self._generate(texts)
         except self.torch.OutOfMemoryError as e:
-            if self.device.startswith("cuda"):
-                self.torch.cuda.empty_cache()
-            if len(texts) == 1:
-                return [e]
-            half = len(texts) // 2
-            return self.translate_batch(texts[:half]) + self.translate_batch(texts[half:])
+            if len(texts) > 1:
+                raise  # FittingBatches halves the batch
+            return [e]
         return [out if out else ValueError("empty translation") for out in outputs]
 
 
@@ -439,6 +455,10 @@ def run(root, splits, make_translator, tag, cache_path, lowercase=False, progres
     cached = sum(cache_key(tag, t) in store for t in distinct)
     log(f"all splits: {len(all_texts)} non-empty fields, {len(distinct)} distinct strings, {cached} already in the "
         f"cache {cache_path}, {len(distinct) - cached} to translate")
+    others = other_settings(store, tag)
+    if others:
+        log(f"note: the cache also holds {sum(others.values())} translations made with other settings, not reused "
+            f"here (this run: {tag}; " + "; ".join(f"{n} with {t}" for t, n in list(others.items())[:3]) + ")")
     translator, done, failed = translate_missing(distinct, make_translator, store, tag, progress)
     seconds = getattr(translator, "seconds", 0.0)
     stats = dict(fields=len(all_texts), distinct=len(distinct), cached=cached, translated=done,
@@ -483,8 +503,8 @@ def main(argv=None):
     if backend == "seq2seq":
         knobs.announce_smoke("translation")
         model = devices.model_path(cfg.SEQ2SEQ_MODEL, smoke_family="seq2seq")
-        tag = seq2seq_tag(model, cfg.SRC_LANG, cfg.TGT_LANG, cfg.TGT_LANG_AS, cfg.NUM_BEAMS, cfg.MAX_NEW_TOKENS,
-                          cfg.MAX_INPUT_TOKENS)
+        dtype = str(devices.pick_dtype(devices.pick_device(cfg.DEVICE), cfg.DTYPE)).removeprefix("torch.")
+        tag = seq2seq_tag(cfg, model, dtype)
 
         def make_translator():
             print(f"loading {model} ...", file=sys.stderr, flush=True)

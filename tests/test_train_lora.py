@@ -444,16 +444,17 @@ def test_the_chain_sets_aside_a_training_folder_only_under_its_lock(tmp_path):
     folder = tmp_path / "lora"
     folder.mkdir()
     (folder / "losses.csv").write_text("step,epoch,loss,lr\n")
+    declared = train_lora.stage_files(knobs.configure(train_lora, [f"--OUT_DIR={folder}"], env={}))
     holder = subprocess.Popen(["sleep", "60"])
     try:
         (folder / files.FolderLock(folder).path.name).write_text(str(holder.pid))
-        with pytest.raises(InputError, match=rf"in use by another run \(pid {holder.pid},"):
-            method2_all.set_aside_locked(folder)
+        with pytest.raises(InputError, match=rf"in use by another run: .* held by pid {holder.pid};"):
+            method2_all.set_aside(declared)
         assert (folder / "losses.csv").is_file() and not (tmp_path / "lora.stale").exists()
     finally:
         holder.kill()
         holder.wait()
-    method2_all.set_aside_locked(folder)
+    method2_all.set_aside(declared)
     assert not folder.exists() and sorted(p.name for p in (tmp_path / "lora.stale").iterdir()) == ["losses.csv"]
 
 

@@ -149,6 +149,17 @@ def is_up_to_date(out_dir, expected):
     return saved.get("fingerprint") == expected and (Path(out_dir) / lora.LORA_FILE).is_file()
 
 
+def stage_files(cfg):
+    """For run/method2.sh: what training reads and writes, the lock main() holds on OUT_DIR, the knobs that shape
+    the weights."""
+    train = Path(cfg.DATA_DIR) / "train"
+    settings = {k: v for k, v in cfg.as_dict().items() if k not in _NOT_FINGERPRINTED}
+    return files.StageFiles(inputs=[train / "info.csv", train / "info_trans.csv", train / "images",
+                                    data.caption_path(cfg.DATA_DIR, cfg.CAPTIONS)],
+                            done=Path(cfg.OUT_DIR) / lora.LORA_FILE, settings=settings, set_aside=[Path(cfg.OUT_DIR)],
+                            lock=files.FolderLock(cfg.OUT_DIR))
+
+
 # stop_at: the last step of this run (STOP_AT_STEP, else max_steps); cache_*: the VAE / text encoder runs once
 Plan = collections.namedtuple("Plan", "steps_per_epoch max_steps num_epochs stop_at cache_latents cache_text")
 
