@@ -191,6 +191,17 @@ def noise_schedule(cfg):
     return lora.NOISE_SCHEDULES["zero_snr_trailing"] if trained is None else trained
 
 
+def stage_files(cfg):
+    """For run/method2.sh: what distillation reads and writes, the lock main() holds, the knobs that shape the LoRA."""
+    train = Path(cfg.DATA_DIR) / "train"
+    settings = {k: v for k, v in cfg.as_dict().items() if k not in _NOT_FINGERPRINTED}
+    teacher = [Path(cfg.TEACHER_LORA)] if cfg.TEACHER_LORA else []
+    return files.StageFiles(inputs=[train / "info.csv", train / "info_trans.csv", train / "images",
+                                    data.caption_path(cfg.DATA_DIR, cfg.CAPTIONS), *teacher],
+                            done=Path(cfg.OUT_DIR) / lora.LORA_FILE, settings=settings, set_aside=[Path(cfg.OUT_DIR)],
+                            lock=files.FolderLock(cfg.OUT_DIR))
+
+
 def teacher_inputs(cfg):
     """The banner LoRA file and its hash (part of the fingerprint: a retrained banner LoRA needs a new distillation)."""
     if not cfg.TEACHER_LORA:
