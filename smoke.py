@@ -25,7 +25,7 @@ from pathlib import Path
 
 import model_facts
 
-FAMILIES = ("sd15", "sd21", "sentence", "open_clip", "llava", "causal_lm", "seq2seq")
+FAMILIES = ("sd15", "sd21", "sentence", "open_clip", "llava", "causal_lm", "seq2seq", "lcm_lora_sd15", "taesd")
 ROOT = Path(__file__).resolve().parent
 MARKER = ".complete"  # written last: a folder without it is a half build
 SEED = 0
@@ -170,11 +170,9 @@ def _fast(tok, model_max_length=256, **kw):
 
 # ---------------------------------------------------------------------------- families
 
-def _sd(folder, v_prediction):
-    from diffusers import (AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionPipeline,
-                           UNet2DConditionModel)
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-    unet = UNet2DConditionModel(
+def _sd_unet(v_prediction):
+    from diffusers import UNet2DConditionModel
+    return UNet2DConditionModel(
         sample_size=64, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64), cross_attention_dim=32,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -183,6 +181,12 @@ def _sd(folder, v_prediction):
         attention_head_dim=(2, 4) if v_prediction else 8,
         use_linear_projection=v_prediction, upcast_attention=v_prediction,
     )
+
+
+def _sd(folder, v_prediction):
+    from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    unet = _sd_unet(v_prediction)
     # 4 blocks -> 3 downsamples -> latents are 1/8 of the image, as in the real VAE
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
@@ -223,6 +227,37 @@ def _build_sd15(folder):
 
 def _build_sd21(folder):
     _sd(folder, v_prediction=True)
+
+
+def random_lora(unet, folder, rank=4, scale=0.02):
+    """A LoRA of random weights for `unet` (attention projections), saved in diffusers format: what
+    `pipe.load_lora_weights(folder)` reads. Both factors are random (peft would start B at zero: a LoRA that does
+    nothing), so loading it changes the pipeline's output. Used for the smoke acceleration adapter and by the
+    benchmarks (an adapter of the real one's shape)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    with torch.no_grad():
+        for name, param in unet.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn_like(param) * scale)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True)
+    unet.delete_adapters(["default"])  # the caller's UNet as it was
+
+
+def _build_lcm_lora_sd15(folder):
+    # stand-in for latent-consistency/lcm-lora-sdv1-5: a LoRA of the smoke SD 1.5 UNet's shape (weights random)
+    random_lora(_sd_unet(v_prediction=False), folder)
+
+
+def _build_taesd(folder):
+    # stand-in for madebyollin/taesd: AutoencoderTiny with TAESD's layout (4 latent channels, 1/8 size), narrower
+    from diffusers import AutoencoderTiny
+    AutoencoderTiny(encoder_block_out_channels=(16,) * 4, decoder_block_out_channels=(16,) * 4,
+                    num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1)).save_pretrained(folder)
 
 
 def _build_sentence(folder):

@@ -22,12 +22,15 @@ per part), so a row's image does not depend on batch size, order or the number o
 """
 import models
 from core import dataset, devices, images, knobs, prompt_fit
-from inference import pipelines, runner
+from inference import accel, pipelines, runner
 
 DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
 MODEL = models.REALISTIC_VISION  # SD 1.5 checkpoint: hub id[@revision] or local folder
 VAE = models.VAE  # VAE loaded separately and passed in ("" = the checkpoint's own; unused with SMOKE=1)
-SCHEDULER = "dpmpp"  # dpmpp (DPM-Solver++ multistep) | ddim | pndm | euler_a | default (the checkpoint's own)
+SCHEDULER = "dpmpp"  # dpmpp (DPM-Solver++ multistep) | ddim | pndm | euler_a | lcm | tcd | default (the checkpoint's own)
+ADAPTER = ""  # acceleration LoRA stacked on MODEL (models.LCM_LORA_SD15 with SCHEDULER=lcm: config/method1_fast.py); "" = off
+ADAPTER_WEIGHT = 1.0  # how strongly the acceleration LoRA applies
+DECODER = "full"  # full (the VAE above) | TAESD, hub id or folder (models.TAESD): encodes and decodes the latents
 STRENGTH = 0.6  # img2img strength: 0 returns the init banner, 1 ignores it (the seed's 0.6)
 STEPS = 30  # scheduler steps; img2img runs int(STEPS * strength) of them
 GUIDANCE = 7.5  # classifier-free guidance scale (> 1 doubles the UNet batch)
@@ -45,8 +48,8 @@ SHARED_KNOBS = (runner, runner.TEXT_LAYER_KNOBS)
 SMOKE_OVERRIDES = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136))
 
 # the knobs that decide what a banner looks like: a banner made with other values is not this run's
-_IMAGE_SETTINGS = ("MODEL", "VAE", "SCHEDULER", "STRENGTH", "STEPS", "GUIDANCE", "NEGATIVE_PROMPT", "GEN_SIZE",
-                   "DUP_STRENGTH_STEP")  # + the runner's shared ones (runner.image_settings)
+_IMAGE_SETTINGS = ("MODEL", "VAE", "SCHEDULER", "ADAPTER", "ADAPTER_WEIGHT", "DECODER", "STRENGTH", "STEPS", "GUIDANCE",
+                   "NEGATIVE_PROMPT", "GEN_SIZE", "DUP_STRENGTH_STEP")  # + the runner's shared ones (runner.image_settings)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -89,7 +92,15 @@ def load_pipeline(cfg, device, dtype=None):
         extra["vae"] = models.load(AutoencoderKL.from_pretrained, cfg.VAE, "vae", cfg.SMOKE, dtype=dtype)
     pipe = models.load(StableDiffusionImg2ImgPipeline.from_pretrained, cfg.MODEL, "realistic_vision", cfg.SMOKE,
                        dtype=dtype, safety_checker=None, requires_safety_checker=False, **extra)
+    add_fast_parts(pipe, cfg, dtype)
     return pipelines.prepare(pipelines.set_scheduler(pipe, cfg.SCHEDULER), device, cfg)
+
+
+def add_fast_parts(pipe, cfg, dtype):
+    """The few-step preset's acceleration LoRA and decoder (config/method1_fast.py; off by default)."""
+    accel.add_adapter(pipe, cfg.ADAPTER, cfg.ADAPTER_WEIGHT, key="lcm_lora_sd15", smoke=cfg.SMOKE)
+    accel.fuse_adapters(pipe)  # the only LoRA here: fused into the weights, it costs nothing per step
+    return accel.set_decoder(pipe, cfg.DECODER, dtype, cfg.SMOKE)
 
 
 def generate(pipe, cfg, calls, strength):

@@ -24,7 +24,7 @@ from pathlib import Path
 import models
 from core import dataset, devices, files, knobs, prompt_fit
 from core.progress import quiet_libraries
-from inference import pipelines, runner
+from inference import accel, pipelines, runner
 from training import lora
 
 DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
@@ -32,7 +32,10 @@ MODEL = models.SD21  # SD 2.1 (v-prediction) base: hub id[@revision] or local fo
 LORA = "outputs/lora_sd21"  # the LoRA of run/train_sd.sh: its folder or the .safetensors file ("" = the base model)
 LORA_SCALE = 1.0  # how strongly the LoRA applies (0 = the base model's images)
 FUSE_LORA = False  # fuse the LoRA into the weights (a little faster per step; the scale is baked in)
-SCHEDULER = "ddim_zero_snr"  # ddim_zero_snr (DDIM, zero terminal SNR, trailing timesteps) | ddim | dpmpp | default
+SCHEDULER = "ddim_zero_snr"  # ddim_zero_snr (DDIM, zero terminal SNR, trailing timesteps) | ddim | dpmpp | lcm | default
+ADAPTER = ""  # few-step LoRA loaded beside LORA (run/distill.sh's consistency LoRA, with SCHEDULER=lcm); "" = off
+ADAPTER_WEIGHT = 1.0  # how strongly the few-step LoRA applies
+DECODER = "full"  # full (the checkpoint's VAE) | TAESD, hub id or folder (madebyollin/taesd): decodes the latents
 STEPS = 30  # scheduler steps
 GUIDANCE = 7.5  # classifier-free guidance scale (> 1 doubles the UNet batch)
 GUIDANCE_RESCALE = 0.7  # rescale of the guided prediction (Lin et al. 2023, with zero-terminal-SNR; 0 = off)
@@ -48,8 +51,8 @@ SHARED_KNOBS = (runner, runner.TEXT_LAYER_KNOBS)
 # tiny random model: few steps, small batches, small canvas (outputs still 1024x533); the smoke LoRA of run/train_sd.sh
 SMOKE_OVERRIDES = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136), LORA="outputs/smoke/lora_sd21")
 
-_IMAGE_SETTINGS = ("MODEL", "LORA_SCALE", "FUSE_LORA", "SCHEDULER", "STEPS", "GUIDANCE", "GUIDANCE_RESCALE",
-                   "NEGATIVE_PROMPT", "GEN_SIZE")  # + the runner's shared ones and the LoRA file's hash
+_IMAGE_SETTINGS = ("MODEL", "LORA_SCALE", "FUSE_LORA", "SCHEDULER", "ADAPTER", "ADAPTER_WEIGHT", "DECODER", "STEPS",
+                   "GUIDANCE", "GUIDANCE_RESCALE", "NEGATIVE_PROMPT", "GEN_SIZE")  # + the runner's shared ones and the LoRA file's hash
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -127,12 +130,23 @@ def load_pipeline(cfg, device, dtype=None):
         # quiet: a UNet-only LoRA (TRAIN_TEXT_ENCODER=0) makes diffusers warn that the text encoder has no keys
         with quiet_libraries():
             pipe.load_lora_weights(lora.read_lora_file(path), adapter_name="banners")  # a bad file: one line
-        if cfg.FUSE_LORA:
+        if cfg.FUSE_LORA and not cfg.ADAPTER:
             pipe.fuse_lora(lora_scale=cfg.LORA_SCALE)
             pipe.unload_lora_weights()
         else:
             pipe.set_adapters(["banners"], adapter_weights=[cfg.LORA_SCALE])
+            pipe.adapter_weights = {"banners": cfg.LORA_SCALE}  # kept active beside the few-step LoRA
+    add_fast_parts(pipe, cfg, dtype)
     return pipelines.prepare(set_scheduler(pipe, cfg), device, cfg)
+
+
+def add_fast_parts(pipe, cfg, dtype):
+    """The few-step preset (config/method2_fast.py): the banner model's consistency LoRA beside the banner LoRA, each
+    at its own weight (both fused with FUSE_LORA=1), and the decoder."""
+    accel.add_adapter(pipe, cfg.ADAPTER, cfg.ADAPTER_WEIGHT, smoke=cfg.SMOKE)
+    if cfg.FUSE_LORA and cfg.ADAPTER:
+        accel.fuse_adapters(pipe)
+    return accel.set_decoder(pipe, cfg.DECODER, dtype, cfg.SMOKE)
 
 
 def generate(pipe, cfg, calls):

@@ -1,5 +1,6 @@
 """
-The whole of Method 2 in one command (run/method2.sh): captions -> training -> prompts -> generation.
+The whole of Method 2 in one command (run/method2.sh): captions -> training -> [distillation] -> prompts -> generation.
+The distillation step (run/distill.sh: the consistency LoRA of the fast preset) is off by default: add it to STEPS.
 
 Each step is the stage's own script with its own knobs; pass a step's flags with its name in front:
 
@@ -29,11 +30,12 @@ from pathlib import Path
 from core import files, knobs
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR: the run/*.sh contract)
-STEPS = ("caption", "train", "prompts", "generate")  # the steps to consider, in order (a subset: --STEPS=prompts,generate)
+STEPS = ("caption", "train", "prompts", "generate")  # the steps to consider, in order (a subset: --STEPS=prompts,generate;
+# the fast preset adds distill: --STEPS=caption,train,distill,prompts,generate)
 FORCE = ()  # steps to redo even when up to date (e.g. --FORCE=generate)
 DRY_RUN = False  # only say which steps are up to date and which would run
 
-STAGES = {"caption": "preprocessing.caption", "train": "training.train_lora",
+STAGES = {"caption": "preprocessing.caption", "train": "training.train_lora", "distill": "training.distill",
           "prompts": "prompt_engineer.generate_prompts", "generate": "inference.method2"}  # step -> its module
 # generation's knobs that cannot change a banner (until inference/method2.py declares its own stage_files)
 _GENERATE_SPEED_KNOBS = ("DEVICE", "BATCH_SIZE", "OVERWRITE", "CACHE_DIR", "VAE_SLICING", "COMPILE", "CHANNELS_LAST")
@@ -59,12 +61,14 @@ def generate_files(cfg):
     data = Path(cfg.DATA_DIR)
     lora = Path(cfg.LORA)
     lora = lora / LORA_FILE if cfg.LORA and lora.is_dir() else lora
+    adapter = Path(cfg.ADAPTER)  # the few-step LoRA (run/distill.sh's folder): its file, hashed
+    adapter = adapter / LORA_FILE if cfg.ADAPTER and adapter.is_dir() else adapter
     done = Path(cfg.SUBMISSION_DIR) / "submission1_manifest.csv" if cfg.SUBMISSION else \
         Path(cfg.OUT_DIR) / "manifest.csv"
     settings = {k: v for k, v in cfg.as_dict().items() if k not in _GENERATE_SPEED_KNOBS}
     return files.StageFiles(inputs=[data / "test" / "info.csv", data / "test" / cfg.INFO_FILE,
                                     data / "test" / cfg.PROMPT_FILE, data / "train" / "images",
-                                    *([lora] if cfg.LORA else [])],
+                                    *([lora] if cfg.LORA else []), *([adapter] if cfg.ADAPTER else [])],
                             done=done, settings=settings, redo_flags=("--OVERWRITE=1",))
 
 
@@ -155,9 +159,8 @@ def main(argv=None):
     if unknown:
         raise knobs.InputError(f"unknown step(s) {unknown}; steps: {', '.join(STAGES)}")
     stamps = Path(cfg.DATA_DIR) / ".method2"
-    for number, step in enumerate(STAGES, start=1):
-        if step not in cfg.STEPS:
-            continue
+    chosen = [step for step in STAGES if step in cfg.STEPS]  # in the chain's order, whatever order STEPS lists
+    for number, step in enumerate(chosen, start=1):
         module = importlib.import_module(STAGES[step])
         flags = [f"--DATA_DIR={cfg.DATA_DIR}", *per_step.get(step, [])]
         step_cfg = knobs.configure(module, flags, env=step_env())
@@ -167,7 +170,7 @@ def main(argv=None):
         # a run of these settings that started but did not finish (killed): resume it, do not set it aside again
         pending = bool(saved and saved.pop("pending", False))
         was_redo = bool(saved and saved.pop("redo", False))  # ... and whether that run was replacing older work
-        print(f"== method 2, step {number}/4: {step} -> {declared.done}", flush=True)
+        print(f"== method 2, step {number}/{len(chosen)}: {step} -> {declared.done}", flush=True)
         why = why_run(step, cfg, stamp, saved, pending, declared.done)
         if why is None:
             print("   up to date (same inputs and settings): skipped", flush=True)

@@ -9,6 +9,10 @@ from core import prompt_fit
 SCHEDULERS = {"dpmpp": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
               "ddim": ("DDIMScheduler", {}), "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
               "euler_a": ("EulerAncestralDiscreteScheduler", {}),
+              # few-step, with the acceleration LoRA they were distilled for (inference/accel.py)
+              "lcm": ("LCMScheduler", {}), "tcd": ("TCDScheduler", {}),
+              # the banner model's consistency LoRA (run/distill.sh) was distilled on the zero-terminal-SNR schedule
+              "lcm_zero_snr": ("LCMScheduler", {"rescale_betas_zero_snr": True}),
               # SD 2.1 v-prediction as the seed ran it: zero terminal SNR, trailing timesteps (Lin et al. 2023)
               "ddim_zero_snr": ("DDIMScheduler", {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"})}
 

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 import smoke
 from core import knobs
 from core.knobs import InputError
-from training import data, lora, train_lora
+from training import checkpoints, data, lora, train_lora
 
 COLORS = ["red", "blue", "green", "yellow"]
 
@@ -145,7 +145,7 @@ def test_resume_is_bit_identical(tmp_path, sd21, capsys):
     train(data_dir, tmp_path / "straight", sd21, *flags)
     assert train(data_dir, tmp_path / "resumed", sd21, *flags, "--STOP_AT_STEP=10") is None
     assert not (tmp_path / "resumed" / lora.LORA_FILE).exists()
-    assert [s for s, _ in train_lora.list_checkpoints(tmp_path / "resumed")] == [10]
+    assert [s for s, _ in checkpoints.list_checkpoints(tmp_path / "resumed")] == [10]
     capsys.readouterr()
     train(data_dir, tmp_path / "resumed", sd21, *flags, "--RESUME=latest")
     # it really continued from the step-10 checkpoint (3 banners at batch 1: step 10 is in epoch 3)

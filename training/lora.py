@@ -63,17 +63,19 @@ def compile_models(unet, vae=None):
 # the LoRA file
 
 
-def save_lora(folder, models):
+def save_lora(folder, models, attention_only=True):
     """The LoRA in diffusers' format (StableDiffusionPipeline.save_lora_weights), written atomically with the mode of
-    every other output (safetensors alone writes 0600): pipe.load_lora_weights(folder) reads it."""
+    every other output (safetensors alone writes 0600): pipe.load_lora_weights(folder) reads it. A LoRA on more than
+    the attention projections (the consistency LoRA, attention_only=False) keeps peft's key names: diffusers'
+    conversion renames only the attention keys, and a file of mixed names loads without its attention layers."""
     import tempfile
 
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    layers = {f"{name}_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
-              for name, model in models.items()}
+    convert = convert_state_dict_to_diffusers if attention_only else dict
+    layers = {f"{name}_lora_layers": convert(get_peft_model_state_dict(model)) for name, model in models.items()}
     Path(folder).mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder, prefix=".lora.") as tmp:
         StableDiffusionPipeline.save_lora_weights(tmp, **layers, weight_name=LORA_FILE)

@@ -24,10 +24,8 @@ Method 2 samples with (zero terminal SNR, trailing timesteps).
 import collections
 import contextlib
 import dataclasses
-import functools
 import math
 import os
-import shutil
 import time
 from pathlib import Path
 
@@ -36,7 +34,7 @@ from core import devices, files, knobs
 from core.progress import progress as progress_bar
 from core.progress import quiet_libraries
 from core.seeds import row_seed
-from training import data, lora
+from training import checkpoints, data, lora
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR)
 OUT_DIR = "outputs/lora_sd21"  # where the LoRA, logs and checkpoints go (also from env OUT_DIR)
@@ -89,7 +87,6 @@ _NOT_FINGERPRINTED = ("DATA_DIR", "OUT_DIR", "CAPTIONS", "CHECKPOINT_EVERY", "KE
                      "VALIDATION_STEPS", "DATALOADER_WORKERS", "CPU_THREADS", "PROGRESS", "GRADIENT_CHECKPOINTING",
                      "CACHE_LATENTS", "COMPILE")
 LOSSES_FILE = "losses.csv"
-PROGRESS_FILE = "progress.json"  # written last into a checkpoint: {step, fingerprint, settings}; without it, incomplete
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -209,32 +206,10 @@ def precision_of(accelerator):
     return accelerator.mixed_precision if accelerator.native_amp else "no"
 
 
-def save_lora_hook(models, main_process, _prepared, weights, folder):
-    """save_state's hook: the LoRA as one file in diffusers' format instead of whole-model weights."""
-    if main_process:
-        lora.save_lora(folder, models)
-    weights.clear()  # accelerate writes no model file: the frozen base comes from MODEL
-
-
-def load_lora_hook(models, prepared, folder):
-    """load_state's hook: the LoRA file back into the live adapters, every trained weight checked."""
-    prepared.clear()  # accelerate reads no model file
-    lora.load_lora(Path(folder) / lora.LORA_FILE, models, made_by=f"a training checkpoint: delete {folder} to resume "
-                                                                  f"from the one before, or pass --RESUME=no")
-
-
-def list_checkpoints(out_dir):
-    """[(step, folder)] of the complete checkpoints in out_dir, oldest first. One a killed save left without
-    progress.json is ignored, and replaced when the run reaches its step again."""
-    found = [(int(p.name.split("_")[1]), p) for p in (Path(out_dir) / "checkpoints").glob("checkpoint_*")
-             if p.name.split("_")[1].isdigit() and (p / PROGRESS_FILE).is_file()]
-    return sorted(found)
-
-
 def resume_point(cfg, out_dir, settings, digest):
     """(checkpoint folder, its step) to continue from, or (None, 0), after checking that it, and a finished LoRA
     already in out_dir, were made with these settings."""
-    found = list_checkpoints(out_dir)
+    found = checkpoints.list_checkpoints(out_dir)
     saved = files.read_json(out_dir / lora.SETTINGS_FILE, {})
     if saved and cfg.RESUME != "no" and not found:
         raise knobs.InputError(f"{out_dir} holds a LoRA trained with other settings or inputs (differ: "
@@ -248,29 +223,14 @@ def resume_point(cfg, out_dir, settings, digest):
     if cfg.RESUME == "latest" and not found:
         return None, 0
     folder = found[-1][1] if cfg.RESUME == "latest" else Path(cfg.RESUME)
-    progress = files.read_json(folder / PROGRESS_FILE)
+    progress = files.read_json(folder / checkpoints.PROGRESS_FILE)
     if not isinstance(progress, dict) or not isinstance(progress.get("step"), int):
-        raise knobs.InputError(f"RESUME={folder}: not a complete checkpoint (no {PROGRESS_FILE})")
+        raise knobs.InputError(f"RESUME={folder}: not a complete checkpoint (no {checkpoints.PROGRESS_FILE})")
     if progress.get("fingerprint") != digest:
         raise knobs.InputError(f"{folder} was made with other settings or inputs (differ: "
                                f"{', '.join(settings_diff(progress.get('settings', {}), settings))}): pass another "
                                f"--OUT_DIR, or the same settings")
     return folder, progress["step"]
-
-
-def save_checkpoint(run, step):
-    """accelerate's save_state into checkpoints/checkpoint_<step> (it drops the oldest beyond KEEP_CHECKPOINTS; the
-    LoRA goes through the hook), then progress.json, which marks it complete."""
-    accelerator = run.accelerator
-    folder = run.out_dir / "checkpoints" / f"checkpoint_{step}"
-    if accelerator.is_main_process:
-        shutil.rmtree(folder, ignore_errors=True)  # a checkpoint of this step from an earlier, stopped try
-    accelerator.wait_for_everyone()
-    accelerator.project_configuration.iteration = step  # the number accelerate names the folder after
-    accelerator.save_state()
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        files.write_json(folder / PROGRESS_FILE, {"step": step, "fingerprint": run.digest, "settings": run.settings})
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -366,9 +326,7 @@ def build(run, plan):
                                  num_training_steps=plan.max_steps * world)
     *run.prepared, run.optimizer, run.lr_scheduler = accelerator.prepare(*run.models.values(), optimizer,
                                                                          lr_scheduler)
-    accelerator.register_save_state_pre_hook(functools.partial(save_lora_hook, run.models,
-                                                               accelerator.is_main_process))
-    accelerator.register_load_state_pre_hook(functools.partial(load_lora_hook, run.models))
+    checkpoints.register_lora_hooks(accelerator, run.models, "pass --RESUME=no")
     run.dataset = data.BannerDataset(run.items, pipe.tokenizer, data.make_transform(
         cfg.RESOLUTION, cfg.CENTER_CROP, cfg.RANDAUGMENT), cfg.SEED, cfg.RANDOM_FLIP)
     run.cache = encode_once(run, plan.cache_latents, plan.cache_text)
@@ -504,7 +462,8 @@ def run_epoch(run, plan, epoch, step, bar):
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", epoch=epoch)
         if step % cfg.CHECKPOINT_EVERY == 0 or step == plan.stop_at:
-            save_checkpoint(run, step)
+            checkpoints.save_checkpoint(run.accelerator, run.out_dir, step,
+                                        {"fingerprint": run.digest, "settings": run.settings})
     return step
 
 
