@@ -53,7 +53,7 @@ TIMEOUT = 15.0  # seconds per hub metadata request (a hub that does not answer s
 class Model:
     knob: str  # the constant above holding its default id
     purpose: str
-    loaded_by: tuple  # "module KNOB" of each stage knob that loads it
+    loaded_by: tuple  # "module KNOB" of each stage knob that loads it ("config/<preset>.py KNOB": a preset sets it)
     smoke: str  # smoke.py family standing in for it with SMOKE=1 ("" = not loaded under SMOKE=1)
     layout: str  # diffusers | diffusers_model | transformers | sentence_transformers | open_clip
     methods: tuple  # the methods whose default run loads it; () = only on a non-default setting
@@ -84,9 +84,9 @@ MODELS = {
                               ("prompt_engineer.generate_prompts ENCODER",), "sentence", "sentence_transformers", (2,),
                               ("prompts.ENCODER",)),
     "lcm_lora_sd15": Model("LCM_LORA_SD15", "Method 1 fast preset: LCM-LoRA, 4 steps at guidance 1",
-                           ("inference.method1 ADAPTER",), "lcm_lora_sd15", "lora", ()),
-    "taesd": Model("TAESD", "fast presets: TAESD, the tiny decoder", ("inference.method1 DECODER",
-                                                                      "inference.method2 DECODER"), "taesd",
+                           ("config/method1_fast.py ADAPTER",), "lcm_lora_sd15", "lora", ()),
+    "taesd": Model("TAESD", "fast presets: TAESD, the tiny decoder", ("config/method1_fast.py DECODER",
+                                                                      "config/method2_fast.py DECODER"), "taesd",
                    "diffusers_model", ()),
     "clip": Model("CLIP", "optional: retrieval MODE=clip_text_image, evaluation CLIP_SCORE=1",
                   ("retrieval.retrieve CLIP_MODEL", "evaluation.evaluate CLIP_MODEL"), "open_clip", "open_clip", ()),
