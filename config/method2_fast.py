@@ -5,7 +5,7 @@
 # With SMOKE=1 the distilled adapter is run/distill.sh's smoke output: add --ADAPTER=outputs/smoke/lcm_lora_sd21.
 # Read as literals by core/knobs.py (never executed); flags after it still win.
 ADAPTER = "outputs/lcm_lora_sd21"
-SCHEDULER = "lcm_zero_snr"  # the schedule run/distill.sh distilled on (ZERO_TERMINAL_SNR=1)
+SCHEDULER = "lcm"  # on the noise schedule the banner LoRA was trained with (and distilled on)
 STEPS = 4
 GUIDANCE = 1.0
 GUIDANCE_RESCALE = 0.0

@@ -67,7 +67,7 @@ def build(cfg, method_cfg, device, dtype):
                            StableDiffusionPipeline, UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from inference import pipelines
+    from inference import method2, pipelines
 
     torch.manual_seed(0)
     v2 = cfg.MODE == "method2"
@@ -86,7 +86,7 @@ def build(cfg, method_cfg, device, dtype):
     if method_cfg.ADAPTER or method_cfg.DECODER not in ("", "full"):
         add_fast_parts(pipe, method_cfg, dtype)
     # the method's own scheduler and VAE slicing: the benchmark measures what the method runs
-    pipe = pipelines.set_scheduler(pipe, method_cfg.SCHEDULER)
+    pipe = method2.set_scheduler(pipe, method_cfg) if v2 else pipelines.set_scheduler(pipe, method_cfg.SCHEDULER)
     return pipelines.prepare(pipe, device, method_cfg.replace(MODEL=cfg.MODE, COMPILE=cfg.COMPILE,
                                                               CHANNELS_LAST=cfg.CHANNELS_LAST))
 

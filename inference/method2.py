@@ -32,7 +32,9 @@ MODEL = models.SD21  # SD 2.1 (v-prediction) base: hub id[@revision] or local fo
 LORA = "outputs/lora_sd21"  # the LoRA of run/train_sd.sh: its folder or the .safetensors file ("" = the base model)
 LORA_SCALE = 1.0  # how strongly the LoRA applies (0 = the base model's images)
 FUSE_LORA = False  # fuse the LoRA into the weights (a little faster per step; the scale is baked in)
-SCHEDULER = "ddim_zero_snr"  # ddim_zero_snr (DDIM, zero terminal SNR, trailing timesteps) | ddim | dpmpp | lcm | default
+SCHEDULER = "ddim"  # the sampler: ddim (the seed's) | dpmpp | lcm (with the few-step ADAPTER) | default (the checkpoint's)
+NOISE_SCHEDULE = "trained"  # trained: the one the LoRA was trained with (its train_settings.json; none recorded: the
+# seed's zero_snr_trailing) | zero_snr_trailing (zero terminal SNR, trailing timesteps) | model (the checkpoint's own)
 ADAPTER = ""  # few-step LoRA loaded beside LORA (run/distill.sh's consistency LoRA, with SCHEDULER=lcm); "" = off
 ADAPTER_WEIGHT = 1.0  # how strongly the few-step LoRA applies
 DECODER = "full"  # full (the checkpoint's VAE) | TAESD, hub id or folder (madebyollin/taesd): decodes the latents
@@ -51,7 +53,7 @@ SHARED_KNOBS = (runner, runner.TEXT_LAYER_KNOBS)
 # tiny random model: few steps, small batches, small canvas (outputs still 1024x533); the smoke LoRA of run/train_sd.sh
 SMOKE_OVERRIDES = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136), LORA="outputs/smoke/lora_sd21")
 
-_IMAGE_SETTINGS = ("MODEL", "LORA_SCALE", "FUSE_LORA", "SCHEDULER", "ADAPTER", "ADAPTER_WEIGHT", "DECODER", "STEPS",
+_IMAGE_SETTINGS = ("MODEL", "LORA_SCALE", "FUSE_LORA", "SCHEDULER", "NOISE_SCHEDULE", "ADAPTER", "ADAPTER_WEIGHT", "DECODER", "STEPS",
                    "GUIDANCE", "GUIDANCE_RESCALE", "NEGATIVE_PROMPT", "GEN_SIZE")  # + the runner's shared ones and the LoRA file's hash
 
 
@@ -112,10 +114,26 @@ def make_jobs(cfg, rows, llm, tokenizer):
 # the pipeline
 
 
+def noise_schedule(cfg):
+    """(scheduler config values, why) of the noise schedule to sample on: training and generation share one decision."""
+    if cfg.NOISE_SCHEDULE != "trained":
+        if cfg.NOISE_SCHEDULE not in lora.NOISE_SCHEDULES:
+            raise knobs.InputError(f"NOISE_SCHEDULE={cfg.NOISE_SCHEDULE!r}: choose trained, "
+                                   f"{', '.join(lora.NOISE_SCHEDULES)}")
+        return lora.NOISE_SCHEDULES[cfg.NOISE_SCHEDULE], f"NOISE_SCHEDULE={cfg.NOISE_SCHEDULE}"
+    path = lora_file(cfg)
+    trained = lora.schedule_from_training(path) if path is not None else None
+    if trained is None:
+        return lora.NOISE_SCHEDULES["zero_snr_trailing"], "no training record: the seed's zero_snr_trailing"
+    return trained, f"what {path.parent / lora.SETTINGS_FILE} says the LoRA was trained with"
+
+
 def set_scheduler(pipe, cfg):
-    """The sampler and its noise schedule: SCHEDULER (ddim_zero_snr: DDIM with zero-terminal-SNR rescale and trailing
-    timesteps, as the seed ran SD 2.1)."""
-    return pipelines.set_scheduler(pipe, cfg.SCHEDULER)
+    """The sampler (SCHEDULER) on the noise schedule of noise_schedule(cfg); the run says which and why."""
+    schedule, why = noise_schedule(cfg)
+    print(f"sampler {cfg.SCHEDULER} on the noise schedule {schedule or '(the checkpoint’s own)'}: {why}",
+          file=sys.stderr, flush=True)
+    return pipelines.set_scheduler(pipe, cfg.SCHEDULER, schedule)
 
 
 def load_pipeline(cfg, device, dtype=None):

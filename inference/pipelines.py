@@ -10,24 +10,21 @@ SCHEDULERS = {"dpmpp": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmso
               "ddim": ("DDIMScheduler", {}), "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
               "euler_a": ("EulerAncestralDiscreteScheduler", {}),
               # few-step, with the acceleration LoRA they were distilled for (inference/accel.py)
-              "lcm": ("LCMScheduler", {}), "tcd": ("TCDScheduler", {}),
-              # the banner model's consistency LoRA (run/distill.sh) was distilled on the zero-terminal-SNR schedule
-              "lcm_zero_snr": ("LCMScheduler", {"rescale_betas_zero_snr": True}),
-              # SD 2.1 v-prediction as the seed ran it: zero terminal SNR, trailing timesteps (Lin et al. 2023)
-              "ddim_zero_snr": ("DDIMScheduler", {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"})}
+              "lcm": ("LCMScheduler", {}), "tcd": ("TCDScheduler", {})}
 
 
-def set_scheduler(pipe, name):
-    """The pipeline's sampler replaced by the one of SCHEDULERS called `name`, on the checkpoint's noise schedule
-    ("default": the checkpoint's own sampler)."""
+def set_scheduler(pipe, name, schedule=None):
+    """The pipeline's sampler replaced by the one of SCHEDULERS called `name` ("default": the checkpoint's own), on the
+    checkpoint's noise schedule or, given `schedule` (scheduler config values: zero-terminal-SNR rescale, timestep
+    spacing), on that one: Method 2 samples on the schedule its LoRA was trained with."""
     import diffusers
 
-    if name == "default":
-        return pipe
-    if name not in SCHEDULERS:
+    if name != "default" and name not in SCHEDULERS:
         raise InputError(f"SCHEDULER={name!r}: choose from {', '.join(SCHEDULERS)} or default")
-    cls, kwargs = SCHEDULERS[name]
-    pipe.scheduler = getattr(diffusers, cls).from_config(pipe.scheduler.config, **kwargs)
+    if name == "default" and not schedule:
+        return pipe
+    cls, kwargs = SCHEDULERS[name] if name != "default" else (type(pipe.scheduler).__name__, {})
+    pipe.scheduler = getattr(diffusers, cls).from_config(pipe.scheduler.config, **{**kwargs, **(schedule or {})})
     return pipe
 
 

@@ -78,7 +78,7 @@ def test_the_adapter_loads_beside_the_banner_lora_and_changes_method_2s_banners(
     base = ["--DEVICE=cpu", f"--LORA={teacher}", "--GEN_SIZE=64,64", "--BATCH_SIZE=1"]
     calls = [("a red sale banner", None, 5)]
     outs = {}
-    for name, flags in {"full": [], "fast": [f"--ADAPTER={tmp_path / 'lcm'}", "--SCHEDULER=lcm_zero_snr", "--STEPS=4",
+    for name, flags in {"full": [], "fast": [f"--ADAPTER={tmp_path / 'lcm'}", "--SCHEDULER=lcm", "--STEPS=4",
                                              "--GUIDANCE=1.0"]}.items():
         cfg = knobs.configure(method2, base + flags, env={"SMOKE": "1"})
         pipe = method2.load_pipeline(cfg, "cpu")

@@ -104,3 +104,36 @@ def test_a_missing_adapter_fails_in_one_line_naming_it():
 
     with pytest.raises(knobs.InputError, match=r"cannot load the LoRA './no/such/lora' \(accel\)"):
         accel.add_adapter(object(), "./no/such/lora")
+
+
+def test_method_2_samples_on_the_noise_schedule_its_lora_was_trained_with(tmp_path, monkeypatch):
+    """Training and generation share one decision (issue 19): the LoRA's train_settings.json, unless overridden."""
+    import json
+
+    from diffusers import StableDiffusionPipeline
+
+    import smoke
+    from inference import method2
+
+    monkeypatch.setenv("SMOKE", "1")
+    lora_dir = tmp_path / "lora"
+    lora_dir.mkdir()
+    (lora_dir / "pytorch_lora_weights.safetensors").write_bytes(b"")  # not read here: only its folder's record
+    def pipe():
+        return StableDiffusionPipeline.from_pretrained(smoke.smoke_model("sd21"))
+
+    assert not pipe().scheduler.config.rescale_betas_zero_snr  # the stand-in keeps SD 2.1's standard schedule
+
+    def sampler(record, *flags):
+        (lora_dir / "train_settings.json").write_text(json.dumps(record))
+        cfg = knobs.configure(method2, [f"--LORA={lora_dir}", *flags], env={"SMOKE": "1"})
+        return method2.set_scheduler(pipe(), cfg).scheduler.config
+
+    trained = {"noise_schedule": {"rescale_betas_zero_snr": False, "timestep_spacing": "leading"}}
+    assert (sampler(trained).rescale_betas_zero_snr, sampler(trained).timestep_spacing) == (False, "leading")
+    zero = {"noise_schedule": {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"}}
+    assert (sampler(zero).rescale_betas_zero_snr, sampler(zero).timestep_spacing) == (True, "trailing")
+    assert sampler({}).rescale_betas_zero_snr  # no record: the seed's zero-terminal-SNR
+    assert not sampler(zero, "--NOISE_SCHEDULE=model").rescale_betas_zero_snr  # told otherwise
+    assert type(method2.set_scheduler(pipe(), knobs.configure(method2, [f"--LORA={lora_dir}", "--SCHEDULER=lcm"],
+                                                           env={"SMOKE": "1"})).scheduler).__name__ == "LCMScheduler"
