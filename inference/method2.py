@@ -53,8 +53,11 @@ SHARED_KNOBS = (runner, runner.TEXT_LAYER_KNOBS)
 # tiny random model: few steps, small batches, small canvas (outputs still 1024x533); the smoke LoRA of run/train_sd.sh
 SMOKE_OVERRIDES = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136), LORA="outputs/smoke/lora_sd21")
 
-_IMAGE_SETTINGS = ("MODEL", "LORA_SCALE", "FUSE_LORA", "SCHEDULER", "NOISE_SCHEDULE", "ADAPTER", "ADAPTER_WEIGHT", "DECODER", "STEPS",
-                   "GUIDANCE", "GUIDANCE_RESCALE", "NEGATIVE_PROMPT", "GEN_SIZE")  # + the runner's shared ones and the LoRA file's hash
+_IMAGE_SETTINGS = ("MODEL", "LORA_SCALE", "FUSE_LORA", "SCHEDULER", "NOISE_SCHEDULE", "ADAPTER", "ADAPTER_WEIGHT",
+                   "DECODER", "STEPS", "GUIDANCE", "GUIDANCE_RESCALE", "NEGATIVE_PROMPT",
+                   "GEN_SIZE")  # + the runner's shared ones and the LoRA file's hash
+# knobs that cannot change a banner: a change of one does not make run/method2.sh regenerate
+_SPEED_KNOBS = ("DEVICE", "BATCH_SIZE", "OVERWRITE", "CACHE_DIR", "VAE_SLICING", "COMPILE", "CHANNELS_LAST")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -71,6 +74,21 @@ def lora_file(cfg):
         raise knobs.InputError(f"LoRA not found: {path} (train it with bash run/train_sd.sh, or --LORA= for the base "
                                f"model)")
     return path
+
+
+def stage_files(cfg):
+    """For run/method2.sh: what generation reads (the LoRA and the few-step adapter by their files' hashes), the file
+    that means done, the settings that can change a banner, and the flag that redoes its banners."""
+    data = Path(cfg.DATA_DIR)
+    adapter = Path(cfg.ADAPTER)  # the few-step LoRA (run/distill.sh's folder): its file
+    adapter = adapter / lora.LORA_FILE if cfg.ADAPTER and adapter.is_dir() else adapter
+    done = Path(cfg.SUBMISSION_DIR) / "submission1_manifest.csv" if cfg.SUBMISSION else \
+        Path(cfg.OUT_DIR) / "manifest.csv"
+    settings = {k: v for k, v in cfg.as_dict().items() if k not in _SPEED_KNOBS}
+    return files.StageFiles(inputs=[data / "test" / "info.csv", data / "test" / cfg.INFO_FILE,
+                                    data / "test" / cfg.PROMPT_FILE, data / "train" / "images",
+                                    *([lora_file(cfg)] if cfg.LORA else []), *([adapter] if cfg.ADAPTER else [])],
+                            done=done, settings=settings, redo_flags=("--OVERWRITE=1",))
 
 
 def read_inputs(cfg):

@@ -37,8 +37,6 @@ DRY_RUN = False  # only say which steps are up to date and which would run
 
 STAGES = {"caption": "preprocessing.caption", "train": "training.train_lora", "distill": "training.distill",
           "prompts": "prompt_engineer.generate_prompts", "generate": "inference.method2"}  # step -> its module
-# generation's knobs that cannot change a banner (until inference/method2.py declares its own stage_files)
-_GENERATE_SPEED_KNOBS = ("DEVICE", "BATCH_SIZE", "OVERWRITE", "CACHE_DIR", "VAE_SLICING", "COMPILE", "CHANNELS_LAST")
 
 
 def split_flags(argv, steps):
@@ -52,28 +50,6 @@ def split_flags(argv, steps):
         else:
             own.append(arg)
     return per_step, own
-
-
-def generate_files(cfg):
-    """Generation's declaration (inference/method2.py is being rewritten; it moves there as its stage_files)."""
-    from training.lora import LORA_FILE
-
-    data = Path(cfg.DATA_DIR)
-    lora = Path(cfg.LORA)
-    lora = lora / LORA_FILE if cfg.LORA and lora.is_dir() else lora
-    adapter = Path(cfg.ADAPTER)  # the few-step LoRA (run/distill.sh's folder): its file, hashed
-    adapter = adapter / LORA_FILE if cfg.ADAPTER and adapter.is_dir() else adapter
-    done = Path(cfg.SUBMISSION_DIR) / "submission1_manifest.csv" if cfg.SUBMISSION else \
-        Path(cfg.OUT_DIR) / "manifest.csv"
-    settings = {k: v for k, v in cfg.as_dict().items() if k not in _GENERATE_SPEED_KNOBS}
-    return files.StageFiles(inputs=[data / "test" / "info.csv", data / "test" / cfg.INFO_FILE,
-                                    data / "test" / cfg.PROMPT_FILE, data / "train" / "images",
-                                    *([lora] if cfg.LORA else []), *([adapter] if cfg.ADAPTER else [])],
-                            done=done, settings=settings, redo_flags=("--OVERWRITE=1",))
-
-
-def stage_files(step, module, cfg):
-    return generate_files(cfg) if step == "generate" else module.stage_files(cfg)
 
 
 def fingerprint(path):
@@ -164,7 +140,7 @@ def main(argv=None):
         module = importlib.import_module(STAGES[step])
         flags = [f"--DATA_DIR={cfg.DATA_DIR}", *per_step.get(step, [])]
         step_cfg = knobs.configure(module, flags, env=step_env())
-        declared = stage_files(step, module, step_cfg)
+        declared = module.stage_files(step_cfg)
         stamp = stamp_of(declared)
         saved = files.read_json(stamps / f"{step}.json")
         # a run of these settings that started but did not finish (killed): resume it, do not set it aside again
@@ -185,7 +161,7 @@ def main(argv=None):
         files.write_json(stamps / f"{step}.json", {**stamp, "pending": True, "redo": redo})
         run_step(step, STAGES[step], flags + list(declared.redo_flags if redo else ()))
         # outputs now exist: re-hash
-        files.write_json(stamps / f"{step}.json", stamp_of(stage_files(step, module, step_cfg)))
+        files.write_json(stamps / f"{step}.json", stamp_of(module.stage_files(step_cfg)))
 
 
 if __name__ == "__main__":
