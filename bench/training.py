@@ -8,8 +8,8 @@ checkpointing) it prints optimizer steps/s, images/s, peak memory and the projec
 (50 epochs x 1362 banners = 68,100 images). On the CPU it runs the CPU_* settings instead (a check that it works, and a
 figure for the CPU).
 
-    python -m training.benchmark [--CONFIGS=8x1,2x4,2x4:gc,2x1@768x400] [--TEXT_ENCODER=0 --VAE=0 for the UNet alone]
-    python -m training.benchmark --CONFIGS=8x1 --COMPILE=1     (the trainer's COMPILE=1; prints the compile time too)
+    python -m bench.training [--CONFIGS=8x1,2x4,2x4:gc,2x1@768x400] [--TEXT_ENCODER=0 --VAE=0 for the UNet alone]
+    python -m bench.training --CONFIGS=8x1 --COMPILE=1     (the trainer's COMPILE=1; prints the compile time too)
 """
 import re
 import time

@@ -16,8 +16,8 @@ Prints banners/s, UNet evaluations per banner (counted at the UNet), the time pe
 COMPILE_CHECK, compiled (torch.compile, channels_last both ways), peak memory (CUDA allocator on a GPU, process RSS on
 the CPU), and the projected time for the 738 test rows. Optionally the duplication guard's Inception features.
 
-GPU (defaults):  python -m inference.benchmark [--MODE=method2] [--COMPILE_CHECK]
-CPU (reduced):   python -m inference.benchmark --N_BANNERS=1 --BATCH_SIZE=1 --STEPS=4 --WARMUP=0 --GUARD=0
+GPU (defaults):  python -m bench.generation [--MODE=method2] [--COMPILE_CHECK]
+CPU (reduced):   python -m bench.generation --N_BANNERS=1 --BATCH_SIZE=1 --STEPS=4 --WARMUP=0 --GUARD=0
 """
 import resource
 import time

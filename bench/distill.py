@@ -9,7 +9,7 @@ distillation encodes them once, before the first step).
 Prints optimizer steps/s, peak memory and the projected time of MAX_STEPS (distill.py's default) per layout. On the CPU
 it runs the CPU_* settings (a check that it works).
 
-    python -m training.benchmark_distill [--CONFIGS=8,4:gc] [--STEPS=10]
+    python -m bench.distill [--CONFIGS=8,4:gc] [--STEPS=10]
 """
 import time
 

@@ -11,7 +11,7 @@ Retrieval benchmark: embedding throughput and search time / memory. Prints a tab
    in a fresh process above what it was before (the index's own pages are file-backed, counted apart as "index pages
    touched": the page cache can drop them at any time).
 
-usage: python -m retrieval.benchmark [--BENCH_DATA=/work/shared/zac2023/train] [--POOL_SIZES="(10000,100000,1000000)"]
+usage: python -m bench.retrieval [--BENCH_DATA=/work/shared/zac2023/train] [--POOL_SIZES="(10000,100000,1000000)"]
 """
 import os
 import tempfile
@@ -127,7 +127,7 @@ def memory_in_fresh_process(folder):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "retrieval.benchmark", f"--MEMORY_PROBE={folder}"], check=True,
+    out = subprocess.run([sys.executable, "-m", "bench.retrieval", f"--MEMORY_PROBE={folder}"], check=True,
                          capture_output=True, text=True, cwd=REPO_ROOT).stdout
     anon_mb, file_mb = out.strip().splitlines()[-1].split()
     return float(anon_mb), float(file_mb)
