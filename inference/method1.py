@@ -141,7 +141,7 @@ def main(argv=None):
         pipe = load_pipeline(cfg, runs.device)
         jobs = make_jobs(cfg, rows, inits, pipe.tokenizer)
         for run in runs:  # OUT_DIR with SEED; SUBMISSION=1: submission{k}/ with each seed of SEEDS
-            for batch in run.todo_batches(jobs, settings):  # rows not made with these settings yet; near-copies again
+            for batch in run.todo_batches(jobs, settings, pipe):  # rows not made with these settings yet; near-copies again
                 strength = retry_strength(cfg, batch.attempt)
                 generated = generate(pipe, cfg, batch.calls, strength)
                 run.finish_and_write(batch, generated, strength)  # guard, post-processing, text layer, JPEG, record

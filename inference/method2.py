@@ -219,7 +219,7 @@ def main(argv=None):
         jobs = make_jobs(cfg, rows, llm, pipe.tokenizer)
         for run in runs:  # OUT_DIR with SEED; SUBMISSION=1: submission{k}/ with each seed of SEEDS
             # a near-copy comes back in a batch of its own: the retry policy of text-to-image is the new seed alone
-            for batch in run.todo_batches(jobs, settings):
+            for batch in run.todo_batches(jobs, settings, pipe):
                 generated = generate(pipe, cfg, batch.calls)
                 run.finish_and_write(batch, generated)  # guard, post-processing, text layer, JPEG, record
             run.close(pipe, unet_formula(cfg))  # compute summary; manifest.csv (+ time CSV) once all processes are done

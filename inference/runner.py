@@ -76,7 +76,7 @@ TEXT_LAYER_KNOBS = knobs.Shared(text_layer, without=("IN_DIR", "INFO", "OUT_DIR"
 _SHARED_IMAGE_SETTINGS = ("DTYPE", "DUP_GUARD", "DUP_MAX", "DUP_MAX_TRIES", "POSTPROCESS", "PP_PAIR", "PP_TILE_SIZE",
                           "PP_GAP", "PP_BLEND_WEIGHT", "PP_PAD", "TEXT_LAYER")
 MANIFEST_COLUMNS = ["id", "bannerImage", "init_bannerImage", "strength", "seed", "tries", "dup_similarity", "seconds",
-                    "dup_nearest", "prompt"]
+                    "unet_evals", "dup_nearest", "prompt"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -286,6 +286,7 @@ class Batch:
     attempt: int
     calls: list
     started: float = field(default_factory=time.perf_counter)
+    unet_start: int = 0  # the pipeline's UNet counter when the batch was handed out
     retry: list = field(default_factory=list)
     written: bool = False
 
@@ -295,13 +296,15 @@ class Run:
 
     def __init__(self, runs, place):
         self.runs, self.place, self.cfg = runs, place, runs.cfg
-        self.keys, self.best, self.seconds, self.figures = {}, {}, {}, {}
+        self.keys, self.best, self.seconds, self.unet_evals, self.figures = {}, {}, {}, {}, {}
 
-    def todo_batches(self, jobs, settings):
+    def todo_batches(self, jobs, settings, pipe):
         """This process's share of `jobs` (every world-th row), less the rows already made with `settings` (a banner
         made otherwise is refused, unless OVERWRITE), in batches of at most BATCH_SIZE generations (a row of two
-        parts takes two). finish_and_write must follow each batch; its near-copies come back as a batch of their own."""
+        parts takes two). finish_and_write must follow each batch; its near-copies come back as a batch of their own.
+        `pipe`: the method's pipeline, whose UNet counter gives each row its UNet evaluations (the manifest's)."""
         runs, place = self.runs, self.place
+        self.pipe = pipe
         mine = devices.shard(jobs, runs.rank, runs.world)
         self.keys = {job.row.id: row_key(settings, place.seed, job.prompt, job.init_names) for job in mine}
         settings = {**settings, "SEED": place.seed}  # recorded, so a refusal can name a changed seed
@@ -321,7 +324,8 @@ class Run:
             pending, attempt = todo[start:start + per_batch], 1
             while pending:
                 batch = Batch(pending, attempt, [(job.prompt, given, try_seed(place.seed, job.row.id, attempt, part))
-                                                 for job in pending for part, given in enumerate(job.inputs)])
+                                                 for job in pending for part, given in enumerate(job.inputs)],
+                              unet_start=pipe.unet_calls[0])
                 self.figures["generations"] += len(batch.calls)
                 yield batch
                 if not batch.written:
@@ -365,9 +369,11 @@ class Run:
         else:
             sims, nearest = [float("nan")] * len(finals), [""] * len(finals)
         wall = time.perf_counter() - batch.started
+        unet = (self.pipe.unet_calls[0] - batch.unet_start) / len(batch.jobs)  # counted at the UNet, tries add up
         for job, jpeg, sim, near in zip(batch.jobs, finals, sims, nearest):
             row_id = job.row.id
             self.seconds[row_id] = self.seconds.get(row_id, 0.0) + wall / len(batch.jobs)
+            self.unet_evals[row_id] = self.unet_evals.get(row_id, 0.0) + unet
             if row_id not in self.best or sim < self.best[row_id]["dup_similarity"]:
                 self.best[row_id] = {"jpeg": jpeg, "seed": try_seed(self.place.seed, row_id, batch.attempt),
                                      "dup_similarity": float(sim), "dup_nearest": near, "strength": strength}
@@ -385,7 +391,8 @@ class Run:
         jpeg = rec.pop("jpeg")
         (self.place.out_dir / name).unlink(missing_ok=True)
         self.store.put(name, {"id": job.row.id, "bannerImage": name, "init_bannerImage": ";".join(job.init_names),
-                              **rec, "tries": tries, "seconds": self.seconds.pop(job.row.id), "prompt": job.prompt,
+                              **rec, "tries": tries, "seconds": self.seconds.pop(job.row.id),
+                              "unet_evals": round(self.unet_evals.pop(job.row.id), 2), "prompt": job.prompt,
                               "key": self.keys[job.row.id], "finished": time.time()})
         images.save_banner(jpeg, self.place.out_dir, name)
         self.bar.update(1)

@@ -137,3 +137,20 @@ def test_method_2_samples_on_the_noise_schedule_its_lora_was_trained_with(tmp_pa
     assert not sampler(zero, "--NOISE_SCHEDULE=model").rescale_betas_zero_snr  # told otherwise
     assert type(method2.set_scheduler(pipe(), knobs.configure(method2, [f"--LORA={lora_dir}", "--SCHEDULER=lcm"],
                                                            env={"SMOKE": "1"})).scheduler).__name__ == "LCMScheduler"
+
+
+def test_the_fast_preset_run_records_4_unet_evaluations_per_banner_in_its_manifest(m1, sample_dir, tmp_path):
+    import pandas as pd
+
+    from tests.test_method1 import write_fixtures
+
+    write_fixtures(sample_dir)
+    out = tmp_path / "fast"
+    m1.main([FAST, f"--DATA_DIR={sample_dir}", f"--OUT_DIR={out}", "--DUP_GUARD=0", "--DEVICE=cpu",
+             "--GEN_SIZE=128,64", f"--CACHE_DIR={tmp_path / 'cache'}"])
+    manifest = pd.read_csv(out / "manifest.csv")
+    assert len(manifest) == 6 and (manifest["unet_evals"] == 4).all()
+    # fast and full banners never mix in one folder: the seed's settings are refused there
+    with pytest.raises(knobs.InputError, match="ADAPTER"):
+        m1.main([f"--DATA_DIR={sample_dir}", f"--OUT_DIR={out}", "--DUP_GUARD=0", "--DEVICE=cpu", "--GEN_SIZE=128,64",
+                 f"--CACHE_DIR={tmp_path / 'cache'}"])

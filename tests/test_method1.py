@@ -491,12 +491,14 @@ def test_the_guard_keeps_the_least_similar_try(tmp_path):
     place = runner.Place(tmp_path / "out", 42)
     runs = runner.Runs(cfg, [], [place], "cpu", 0, 1, SimpleNamespace(measure=measure), runner.Finishing())
     run = next(iter(runs))
-    tries = []
-    for batch in run.todo_batches([runner.Job(SimpleNamespace(id="7", bannerImage="7.jpg"), "a prompt", [None])], {}):
+    tries, pipe = [], SimpleNamespace(unet_calls=[0])  # a pipeline's UNet counter: 2 images per try (guidance)
+    for batch in run.todo_batches([runner.Job(SimpleNamespace(id="7", bannerImage="7.jpg"), "a prompt", [None])], {},
+                                  pipe):
         tries.append(batch.attempt)
+        pipe.unet_calls[0] += 2
         run.finish_and_write(batch, [Image.new("RGB", (64, 32), colours[batch.attempt]) for _ in batch.calls])
     assert tries == [1, 2, 3]  # every try was over the guard level
     record = place.load_records()["7.jpg"]
-    assert record["tries"] == 3 and record["dup_similarity"] == 0.80
+    assert record["tries"] == 3 and record["dup_similarity"] == 0.80 and record["unet_evals"] == 6  # every try's
     assert record["seed"] == runner.try_seed(42, "7", 2)
     assert np.abs(pixels(tmp_path / "out" / "7.jpg")[10, 10] - np.array([0, 255, 0])).max() < 8  # try 2's green
