@@ -5,21 +5,29 @@ medicine" disclaimer, set in a real font on the final 1024x533 canvas. No weight
 Order of a banner's life: generate -> post-process (optional) -> text layer -> JPEG. The layer goes last so the
 post-processing's blend and padding never wash out the text, and its contrast is measured on the pixels it lies on.
 
-- Content (`extract_copy`): headline = caption shortened at a phrase boundary (never inside a word); second line =
+- Content (`extract_copy`): every field read through the project's one copy rule (`core.copy_text.normalize_copy`:
+  control and format characters such as U+0008, tab, U+200B removed or made spaces, whitespace runs and NBSP
+  collapsed, NFC). Headline = caption shortened at a phrase boundary (never inside a word); second line =
   description (skipped when it is the disclaimer); badge = the first price or offer found by regex (`giảm 50%`,
   `chỉ 199.000đ`, `399k`, `0 đồng`, `2 triệu`); disclaimer = the field that says `... không phải là thuốc ...`.
 - Font: DejaVu Sans (Bold for the headline and badge) from the pinned `matplotlib` wheel, found through its package
-  folder, never from the system. Every character (after NFC) is checked against the font's cmap with fontTools: a
+  folder, never from the system. Every visible character is checked against the font's cmap with fontTools: a
   missing one is an InputError naming the row id and the character, never a tofu box.
-- Layout (`plan_layout`): the calmest of a few candidate boxes (left, right, top, bottom), measured by edge density
-  plus luminance spread; when none is calm enough the text sits on a panel. The font size is the largest that fits,
-  lines break by measured width. Text is white or near-black, whichever contrasts more with the pixels around the
-  glyphs; a scrim (a rounded panel, as transparent as the measurement allows) is added until the WCAG contrast ratio,
-  measured on the composite pixels, is >= CONTRAST_MIN x CONTRAST_MARGIN (the margin absorbs the JPEG).
+- Layout (`plan_layout`): with a layout banner (`render(..., layout_from=path)`: Method 1's init banner, Method 2's
+  nearest training banner) the headline block goes where that banner's largest text block was (inference/
+  text_regions.py, found once per banner content and cached), its panel covering the block (a repaint leaves
+  pseudo-letters there); with none, or no usable block, the calmest of a few candidate boxes (left, right, top,
+  bottom; edge density plus luminance spread). The font size is the largest that fits, lines break by measured width.
+- Legibility (`_choose_treatment`): the background under the text is judged by its busiest tiles (TILE_PX), not its
+  mean. A busy one is frosted (blurred under the panel, fading out around it); then the lightest panel is chosen,
+  dark text on a light panel first, under which no tile under the text stays busier than TEXTURE_MAX and the WCAG
+  contrast ratio against the worst tile of the glyphs' surroundings, measured on the composite pixels, is
+  >= CONTRAST_MIN x CONTRAST_MARGIN (the margin absorbs the JPEG).
 
-Use from code:  `image = text_layer.apply(image, row, text_layer.default_config(DISCLAIMER=False))`.
+Use from code:  `image = text_layer.apply(image, row, text_layer.default_config(DISCLAIMER=False), layout_from=path)`.
 As a pass over a folder of banners (resumable, atomic, exactly 1024x533 JPEGs):
-    python -m inference.text_layer --IN_DIR=inference/method_1 --INFO=data/test/info.csv --OUT_DIR=outputs/m1_text
+    python -m inference.text_layer --IN_DIR=inference/method_1 --INFO=data/test/info.csv --OUT_DIR=outputs/m1_text \
+        [--LAYOUT_CSV=inference/method_1/manifest.csv]   # each row's init banner places its headline
 """
 import functools
 import importlib.util
@@ -32,9 +40,11 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter, ImageFont
 
 from core import dataset, files, images, knobs
+from core.copy_text import normalize_copy
 from core.errors import error_list
 from core.progress import progress
 from core import disclaimer as disclaimer_rule
+from inference import text_regions
 
 IN_DIR = ""  # script mode: folder of banners named by bannerImage
 INFO = ""  # script mode: the info.csv whose rows give the copy (required: never guessed from IN_DIR)
@@ -53,12 +63,29 @@ BADGE_SCALE = 0.7  # badge text size / headline size
 BADGE_FILL = (192, 32, 32)  # badge colour (white text on it: contrast 6.05; must reach CONTRAST_MIN x MARGIN)
 DISCLAIMER = True  # the "not a medicine" line in small type at the bottom, when the copy has one
 DISCLAIMER_PX = 16  # its size, px
-MARGIN = 28  # px between the text and the canvas edge
-CALM_MAX = 0.16  # a box busier than this (edge density + luminance spread) gets a panel under its text
-PANEL_MIN_ALPHA = 0.6  # the panel's least opacity on a busy box
-CONTRAST_MIN = 4.5  # WCAG AA for normal text
+MARGIN = 48  # px between the text and the canvas edge (the panel's padding comes out of it)
+CONTRAST_MIN = 4.5  # WCAG AA for normal text, against the worst part of the background (see TILE_PX)
 CONTRAST_MARGIN = 1.25  # plan for this much more, measured before the JPEG (the JPEG's ringing eats some)
+TILE_PX = 24  # the background around the text is judged tile by tile: its worst tile counts, not its mean
+TEXTURE_MAX = 0.03  # the most luminance spread (std, 0..1) any tile under the text may keep: a busier background gets
+                    # a frosted panel (blurred, then dimmed) until it is this calm (readers and OCR see clean strokes)
+PANEL_PAD = 0.6  # the panel reaches this far beyond the text, x the headline size (a reader, and an OCR's page
+                  # analysis, must see the text block apart from the picture around it)
+FROST_PX = 12  # blur radius of the frosted panel over a busy background, px
+HALO_PX = 32  # the frost fades out over this many px beyond the panel: busy detail stays away from the text block
 JPEG_CHECK = True  # script mode: re-measure each written JPEG and fail the row if it fell below CONTRAST_MIN
+LAYOUT = True  # given a layout banner (Method 1: the init banner; Method 2: the nearest training banner), the headline
+               # goes where that banner's largest text block was, covering it; else (or with none) the calmest box
+TEXT_DETECTOR = "edges"  # finds the layout banner's text: edges (numpy/scipy, nothing to install) or tesseract
+                         # (bash run/ocr_setup.sh); inference/text_regions.py
+TESSERACT = "tesseract"  # the binary, for TEXT_DETECTOR=tesseract
+REGION_CACHE = ".cache/features/text_regions.json"  # text blocks by banner content and detector, found once
+REGION_MIN_AREA = 0.012  # a text block covering less of the canvas than this is not used (calm box instead)
+REGION_MAX_GROW = 0.62  # the box grown around a text block to fit the copy stays within this share of each side
+LAYOUT_CSV = ""  # script mode: per-row layout banners: a CSV with id and init_bannerImage (Method 1's manifest.csv)
+                 # or train_bannerImage (retrieval.csv, rank 1 used); "" = the calm box for every row
+LAYOUT_IMAGES = ""  # script mode: the folder of those banners ("" = $DATA_DIR/train/images)
+DATA_DIR = "data"  # script mode: only to find LAYOUT_IMAGES' default
 
 SCRIM_ALPHAS = (0.0, 0.35, 0.5, 0.65, 0.8, 0.9, 1.0)  # scrim opacities tried in order until the contrast holds
 
@@ -109,7 +136,7 @@ def shorten(text, max_chars):
     """`text` cut to at most `max_chars` at the last phrase boundary (`,` `.` ` - `...); with none, at the last space
     (then ending in "…", which may make it one character longer); a single word longer than the limit is kept whole.
     Trailing , . ; : - are dropped."""
-    text = dataset.normalize_text(text)
+    text = normalize_copy(text)
     if max_chars and len(text) > max_chars:
         ends = [m.start() + (1 if text[m.start()] in ",.;:!?…" else 0) for m in PHRASE_END_RE.finditer(text)]
         ends = [e for e in ends if max_chars // 4 <= e <= max_chars]
@@ -126,7 +153,7 @@ def find_offer(*texts):
     unit (`650.000 đ`, `399k`); first letter capitalised; "" if none. A bare `100%` is a claim, not an offer."""
     for regex in (OFFER_RE, PRICE_RE):
         for text in texts:
-            m = regex.search(dataset.normalize_text(text))
+            m = regex.search(normalize_copy(text))
             if m:
                 offer = m.group(0)
                 return offer[0].upper() + offer[1:]
@@ -136,7 +163,7 @@ def find_offer(*texts):
 def extract_copy(row, cfg):
     """The row's Vietnamese copy (caption, description, moreInfo) -> what goes on the banner."""
     # NFC first: the data has decomposed letters too, and the regexes are written in precomposed ones
-    caption, description, more = (dataset.normalize_text(_field(row, name))
+    caption, description, more = (normalize_copy(_field(row, name))
                                   for name in ("caption", "description", "moreInfo"))
     disclaimer = next((t for t in (more, description, caption) if DISCLAIMER_RE.search(t)), "")
     headline = shorten(caption, cfg.HEADLINE_MAX_CHARS)
@@ -189,7 +216,7 @@ def load_font(path, size):
 def check_glyphs(text, path, row_id):
     """Raise InputError naming the row and the first character (after NFC) that the font has no glyph for."""
     cmap = font_cmap(path)
-    for ch in dataset.normalize_text(text):
+    for ch in normalize_copy(text):
         if ord(ch) not in cmap and not ch.isspace():
             raise knobs.InputError(f"row id={row_id}: the font {Path(path).name} has no glyph for {ch!r} "
                                    f"(U+{ord(ch):04X}); remove it from the copy or set FONT_BOLD/FONT_REGULAR")
@@ -236,6 +263,19 @@ def busyness(image, box):
     return float(4 * edges + g.std())
 
 
+def texture(image, box, tile):
+    """How busy the busiest part of `image` inside `box` is: the luminance std (0..1) of each `tile` x `tile` square,
+    its 90th percentile over the squares (0 = flat; uniform noise ~0.29). A mean over the box would hide one busy
+    corner, and that corner is where the text breaks up."""
+    x0, y0, x1, y1 = (int(v) for v in box)
+    g = np.asarray(image.crop((x0, y0, x1, y1)).convert("L"), dtype=np.float64) / 255.0
+    th, tw = g.shape[0] // tile, g.shape[1] // tile
+    if th == 0 or tw == 0:
+        return float(g.std()) if g.size else 0.0
+    tiles = g[:th * tile, :tw * tile].reshape(th, tile, tw, tile)
+    return float(np.percentile(tiles.std(axis=(1, 3)), 90))
+
+
 def _dilate(mask, px):
     return mask.filter(ImageFilter.MaxFilter(2 * px + 1)) if px > 0 else mask
 
@@ -251,21 +291,31 @@ def contrast_masks(mask, ring=(2, 6)):
     return core, around
 
 
-def contrast_at(image, core, around):
-    """WCAG contrast ratio on `image`'s pixels: the median text luminance against the worst background, the 98th
-    (light text) or 2nd (dark text) percentile of the ring."""
+def contrast_at(image, core, around, tile=TILE_PX):
+    """WCAG contrast ratio of the text against the WORST part of its background, on `image`'s pixels: the median
+    text luminance against each `tile` x `tile` square of the ring around the glyphs, the square's background taken
+    at its 90th (light text) or 10th (dark text) luminance percentile; the lowest ratio over the squares."""
     if not core.any() or not around.any():
         return float("inf")
     px = np.asarray(image.convert("RGB"))
     text = float(np.median(luminance(px[core])))
-    bg = luminance(px[around])
-    worst = np.percentile(bg, 98) if text > np.median(bg) else np.percentile(bg, 2)
+    ys, xs = np.nonzero(around)
+    bg = luminance(px[ys, xs])
+    light = text > np.median(bg)
+    squares = (ys // tile) * (px.shape[1] // tile + 1) + xs // tile
+    order = np.lexsort((bg, squares))  # by square, then by luminance within it
+    ids, starts, counts = np.unique(squares[order], return_index=True, return_counts=True)
+    keep = counts >= 16 if (counts >= 16).any() else counts > 0  # a corner of a few pixels says little
+    q = 0.9 if light else 0.1
+    per_square = bg[order][starts[keep] + np.floor(q * (counts[keep] - 1)).astype(int)]
+    worst = per_square.max() if light else per_square.min()
     return float(contrast_ratio(text, worst))
 
 
-def measure_contrast(image, mask):
-    """WCAG contrast ratio of the text whose glyphs are `mask` (an L image, same size), measured on `image`."""
-    return contrast_at(image, *contrast_masks(mask))
+def measure_contrast(image, mask, tile=TILE_PX):
+    """WCAG contrast ratio of the text whose glyphs are `mask` (an L image, same size), measured on `image` against
+    the worst `tile` square of its background."""
+    return contrast_at(image, *contrast_masks(mask), tile)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -283,21 +333,26 @@ class Line:
 
 @dataclass
 class Group:
-    """Lines drawn in one colour over one optional scrim (the headline block, or the disclaimer)."""
+    """Lines drawn in one colour over one optional panel (the headline block, or the disclaimer)."""
     lines: list
-    box: tuple = (0, 0, 0, 0)  # the scrim's rectangle
+    box: tuple = (0, 0, 0, 0)  # the panel's rectangle
     color: tuple = _WHITE
     scrim: tuple = (0, 0, 0)
-    alpha: float = 0.0
-    contrast: float = 0.0  # measured on the composite before the JPEG
+    alpha: float = 0.0  # the panel's opacity (0 = none)
+    frost: int = 0  # blur radius of the background under the panel (0 = none): a frosted panel over busy pixels
+    halo: int = 0  # px beyond the panel over which the frost fades out
+    contrast: float = 0.0  # measured on the composite before the JPEG, against the worst tile
+    texture: float = 0.0  # the busiest tile under the panel, measured on the composite without the text
 
 
 @dataclass
 class Layout:
-    region: str
+    region: str  # "text block" (from the layout banner), or the calm box's name (left, right, top, bottom, full)
     busyness: float
     groups: list = field(default_factory=list)
     badge: Group = None  # solid fill: `box`, `scrim` = fill colour, alpha 1
+    block: tuple = None  # the layout banner's text block the headline covers (1024x533 px), when region is "text block"
+    tile: int = TILE_PX  # the tile the contrast is measured per
 
 
 def _wrap(text, font, width, max_lines):
@@ -379,14 +434,38 @@ def _balance(lines, width):
 
 
 def _candidates(image, cfg, bottom):
-    """[(busyness, name, pixel box, align)], calmest first (ties: _REGIONS order)."""
+    """[(busyness, name, inner box, align)] of the calm-box rule, calmest first (ties: _REGIONS order), then the
+    whole canvas as the last resort. Inner boxes keep MARGIN from the canvas edges."""
     W, H = image.size
     out = []
     for i, (name, (fx0, fy0, fx1, fy1), align) in enumerate(_REGIONS):
         box = (round(fx0 * W), round(fy0 * H), round(fx1 * W), min(round(fy1 * H), bottom))
         out.append((round(busyness(image, box), 6), i, name, box, align))
     out.sort()
-    return [(b, name, box, align) for b, _, name, box, align in out]
+    out.append((1.0, len(out), "full", (0, 0, W, bottom), "center"))
+    m = cfg.MARGIN
+    return [(b, name, (x0 + m, y0 + m, x1 - m, y1 - m), align) for b, _, name, (x0, y0, x1, y1), align in out]
+
+
+def _block_boxes(block, size, bottom, cfg, steps=12):
+    """Boxes for the copy at a text block of the layout banner, [(inner box, align)]: the block itself (inside
+    MARGIN), then grown a step at a time on every side that has room, up to REGION_MAX_GROW of the canvas per side.
+    The text aligns with the block: left in the left third, right in the right third, else centred."""
+    W, m = size[0], cfg.MARGIN
+    lo_x, lo_y, hi_x, hi_y = m, m, W - m, bottom - m // 2
+    cx = (block[0] + block[2]) / 2
+    align = "left" if cx < W / 3 else "right" if cx > 2 * W / 3 else "center"
+    max_w, max_h = cfg.REGION_MAX_GROW * W, cfg.REGION_MAX_GROW * size[1]
+    out = []
+    for k in range(steps + 1):
+        gx, gy = k * 0.03 * W, k * 0.05 * size[1]
+        x0, x1 = max(lo_x, block[0] - gx), min(hi_x, block[2] + gx)
+        y0, y1 = max(lo_y, block[1] - gy), min(hi_y, block[3] + gy)
+        if x1 - x0 > max(max_w, block[2] - block[0]) or y1 - y0 > max(max_h, block[3] - block[1]):
+            break
+        if x1 > x0 and y1 > y0:
+            out.append(((round(x0), round(y0), round(x1), round(y1)), align))
+    return out
 
 
 def _glyph_mask(size, lines):
@@ -397,94 +476,163 @@ def _glyph_mask(size, lines):
     return mask
 
 
-def _composite(image, group):
-    """`image` with the group's scrim and text drawn on it."""
+def _panel_mask(size, group, grow=0):
+    """The group's rounded panel as an L mask, grown by `grow` px on every side."""
+    overlay = Image.new("L", size, 0)
+    radius = max(4, (group.box[3] - group.box[1]) // 12) + grow
+    x0, y0, x1, y1 = group.box
+    ImageDraw.Draw(overlay).rounded_rectangle((x0 - grow, y0 - grow, x1 + grow, y1 + grow), radius=radius, fill=255)
+    return overlay
+
+
+def _frosted(image, group):
+    """`image` with the pixels under the group's panel blurred by `group.frost` px, the blur fading out over
+    `group.halo` px around the panel (a soft edge: the picture's detail does not run into the text block)."""
+    if not group.frost:
+        return image
+    halo = group.halo
+    x0, y0, x1, y1 = group.box
+    pad = 3 * group.frost + 2 * halo
+    area = (max(0, x0 - pad), max(0, y0 - pad), min(image.width, x1 + pad), min(image.height, y1 + pad))
+    blurred = image.copy()
+    blurred.paste(image.crop(area).filter(ImageFilter.GaussianBlur(group.frost)), area[:2])
+    mask = _panel_mask(image.size, group, halo // 2)
+    if halo:  # full blur under the panel, fading to none `halo` px out
+        mask = mask.filter(ImageFilter.GaussianBlur(halo / 4))
+        mask.paste(255, mask=_panel_mask(image.size, group))
     out = image.copy()
-    if group.alpha > 0:
-        overlay = Image.new("L", image.size, 0)
-        radius = max(4, (group.box[3] - group.box[1]) // 12)
-        ImageDraw.Draw(overlay).rounded_rectangle(group.box, radius=radius, fill=round(255 * group.alpha))
-        out.paste(Image.new("RGB", image.size, group.scrim), mask=overlay)
-    out.paste(Image.new("RGB", image.size, group.color), mask=_glyph_mask(image.size, group.lines))
+    out.paste(blurred, mask=mask)
     return out
 
 
-def _choose_colors(image, group, cfg, min_alpha=0.0):
-    """Set the group's text colour, scrim and least scrim opacity for which the measured contrast holds."""
+def _composite(image, group, text=True):
+    """`image` with the group's panel (frost, then scrim) and, if `text`, its lines drawn on it."""
+    out = _frosted(image, group) if group.frost else image.copy()  # never draw on the caller's image
+    if group.alpha > 0:
+        overlay = _panel_mask(image.size, group).point(lambda v: round(v * group.alpha))
+        out.paste(Image.new("RGB", image.size, group.scrim), mask=overlay)
+    if text:
+        out.paste(Image.new("RGB", image.size, group.color), mask=_glyph_mask(image.size, group.lines))
+    return out
+
+
+def _choose_treatment(image, group, cfg):
+    """Set the group's panel (frost, opacity, colour) and text colour: the lightest treatment under which the worst
+    tile of the background still gives the target contrast AND no tile under the text stays busier than
+    TEXTURE_MAX. A busy background is frosted first (so a light panel is enough and the picture still shows)."""
     masks = contrast_masks(_glyph_mask(image.size, group.lines))
     target = cfg.CONTRAST_MIN * cfg.CONTRAST_MARGIN
+    group.frost = cfg.FROST_PX if texture(image, group.box, cfg.TILE_PX) > cfg.TEXTURE_MAX else 0
+    group.halo = cfg.HALO_PX if group.frost else 0
+    base, group.frost = _frosted(image, group), 0  # blurred once; the trials below only add scrim and text
     best = None
-    for alpha in (a for a in cfg.SCRIM_ALPHAS if a >= min_alpha - 1e-9):
-        for color, scrim in ((_WHITE, (0, 0, 0)), (_INK, (255, 255, 255))):
+    for alpha in cfg.SCRIM_ALPHAS:
+        # dark text on a light panel first: at equal opacity it is what readers and OCR read best
+        for color, scrim in ((_INK, (255, 255, 255)), (_WHITE, (0, 0, 0))):
             group.color, group.scrim, group.alpha = color, scrim, alpha
-            ratio = contrast_at(_composite(image, group), *masks)
-            if best is None or ratio > best[0]:
-                best = (ratio, color, scrim, alpha)
-        if best[0] >= target:
+            ratio = contrast_at(_composite(base, group), *masks, cfg.TILE_PX)
+            busy = texture(_composite(base, group, text=False), group.box, cfg.TILE_PX) if alpha < 1 else 0.0
+            ok = ratio >= target and busy <= cfg.TEXTURE_MAX
+            if best is None or (ok and not best[0]) or (not best[0] and ratio > best[1]):
+                best = (ok, ratio, busy, color, scrim, alpha)
+        if best[0]:
             break
-    group.contrast, group.color, group.scrim, group.alpha = best
+    _, group.contrast, group.texture, group.color, group.scrim, group.alpha = best
+    group.frost = cfg.FROST_PX if base is not image else 0
 
 
-def plan_layout(image, copy, cfg, row_id=""):
-    """Where and how the copy goes on `image` (a 1024x533 RGB canvas). Raises InputError if it cannot fit."""
-    W, H = image.size
-    fonts = _check_fonts(copy, cfg, row_id)
-    bottom, groups = H, []
-    if copy.disclaimer:  # one line across the bottom, shrunk until it fits the width
-        size = cfg.DISCLAIMER_PX
-        while size > 8 and load_font(fonts[1], size).getlength(copy.disclaimer) > W - 2 * cfg.MARGIN:
-            size -= 1
-        up, down = _metrics(size)
-        y = H - cfg.MARGIN // 2 - down
-        x = (W - round(load_font(fonts[1], size).getlength(copy.disclaimer))) // 2
-        pad = max(4, size // 3)
-        line = Line(copy.disclaimer, fonts[1], size, x, y)
-        groups.append(Group([line], box=(0, y - up - pad, W, H)))
-        bottom = y - up - pad
-    fitted = None
-    candidates = _candidates(image, cfg, bottom)
-    for calm, name, box, align in candidates + [(1.0, "full", (0, 0, W, bottom), "center")]:
-        inner = (box[0] + cfg.MARGIN, box[1] + cfg.MARGIN, box[2] - cfg.MARGIN, box[3] - cfg.MARGIN)
-        fitted = _fit(copy, cfg, fonts, inner)
-        if fitted:
-            break
-    if not fitted:
-        raise knobs.InputError(f"row id={row_id}: the copy does not fit the banner even at {cfg.HEADLINE_PX[1]} px "
-                               f"(lower HEADLINE_MAX_CHARS or HEADLINE_PX)")
-    lines, badge, block_w, block_h = fitted
-    layout = Layout(region=name, busyness=calm)
-    left = inner[0] if align == "left" else inner[0] + (inner[2] - inner[0] - round(block_w)) // 2
-    top = inner[1] + (inner[3] - inner[1] - block_h) // 2
-    y, placed = top, []
+def _disclaimer_group(copy, cfg, fonts, size):
+    """(the disclaimer's group: one line across the bottom, shrunk until it fits the width; the y its band starts)"""
+    W, H = size
+    px = cfg.DISCLAIMER_PX
+    while px > 8 and load_font(fonts[1], px).getlength(copy.disclaimer) > W - 2 * cfg.MARGIN:
+        px -= 1
+    up, down = _metrics(px)
+    y = H - cfg.MARGIN // 2 - down
+    x = (W - round(load_font(fonts[1], px).getlength(copy.disclaimer))) // 2
+    top = y - up - max(4, px // 3)
+    return Group([Line(copy.disclaimer, fonts[1], px, x, y)], box=(0, top, W, H)), top
+
+
+def _place_lines(lines, inner, align, block_w, block_h):
+    """[Line] of the fitted block centred vertically in `inner`, aligned left / right / centre; (lines, bottom y)."""
+    x0, y0, x1, y1 = inner
+    left = {"left": x0, "right": x1 - round(block_w)}.get(align, x0 + (x1 - x0 - round(block_w)) // 2)
+    y, placed = y0 + (y1 - y0 - block_h) // 2, []
     for text, font, size in lines:
         if placed and size != placed[-1].size:  # a little air between the headline and the second line
             y += round(_SUBLINE_GAP * placed[-1].size)
         up, down = _metrics(size)
-        width = load_font(font, size).getlength(text)
-        x = left if align == "left" else inner[0] + (inner[2] - inner[0] - round(width)) // 2
+        width = round(load_font(font, size).getlength(text))
+        x = {"left": left, "right": left + round(block_w) - width}.get(align, x0 + (x1 - x0 - width) // 2)
         placed.append(Line(text, font, size, x, y + up))
         y += up + down
-    pad = max(10, lines[0][2] // 3)
-    text_right = max(ln.x + round(load_font(ln.font, ln.size).getlength(ln.text)) for ln in placed)
-    text_left = min(ln.x for ln in placed)
-    head = Group(placed, box=(max(0, text_left - pad), max(0, top - pad // 2),
-                              min(W, text_right + pad), min(bottom, y + pad // 2)))
-    _choose_colors(image, head, cfg, cfg.PANEL_MIN_ALPHA if calm > cfg.CALM_MAX else 0.0)
+    return placed, y
+
+
+def _badge_group(badge, fonts, cfg, inner, align, y):
+    """The offer badge under the text block: solid BADGE_FILL, white or dark text (whichever contrasts more)."""
+    text, size = badge
+    width, height, pen_x, base_y = _badge_box(fonts[0], text, size)
+    y += round(0.5 * size)
+    bx = {"left": inner[0], "right": inner[2] - width}.get(align, inner[0] + (inner[2] - inner[0] - width) // 2)
+    group = Group([Line(text, fonts[0], size, bx + pen_x, y + base_y)], box=(bx, y, bx + width, y + height),
+                  scrim=tuple(cfg.BADGE_FILL), alpha=1.0)
+    fill = luminance(cfg.BADGE_FILL)
+    group.color = max((_WHITE, _INK), key=lambda c: contrast_ratio(luminance(c), fill))
+    group.contrast = float(contrast_ratio(luminance(group.color), fill))
+    if group.contrast < cfg.CONTRAST_MIN * cfg.CONTRAST_MARGIN:
+        raise knobs.InputError(f"BADGE_FILL {tuple(cfg.BADGE_FILL)}: white or dark text on it reaches only "
+                               f"{group.contrast:.2f}; pick a darker or lighter colour")
+    return group
+
+
+def _fitted_place(image, copy, cfg, fonts, bottom, block):
+    """(region name, busyness, inner box, align, fitted) of the place the copy goes: around the layout banner's text
+    block when there is one (the box grown from it that gives the largest headline, the least grown of equals: the
+    copy is set as large as a text block there allows, not squeezed into a small one), else (or when it cannot fit
+    there) the first of the calm-box rule's boxes it fits in."""
+    best = None
+    for inner, align in _block_boxes(block, image.size, bottom, cfg) if block is not None else ():
+        fitted = _fit(copy, cfg, fonts, inner)
+        if fitted and (best is None or fitted[0][0][2] > best[4][0][0][2]):
+            best = ("text block", busyness(image, inner), inner, align, fitted)
+    if best:
+        return best
+    for calm, name, inner, align in _candidates(image, cfg, bottom):
+        fitted = _fit(copy, cfg, fonts, inner)
+        if fitted:
+            return name, calm, inner, align, fitted
+    return None
+
+
+def plan_layout(image, copy, cfg, row_id="", block=None):
+    """Where and how the copy goes on `image` (a 1024x533 RGB canvas); `block`: the layout banner's text block that
+    the headline should cover (None: the calm box). Raises InputError if the copy cannot fit."""
+    W, H = image.size
+    fonts = _check_fonts(copy, cfg, row_id)
+    bottom, groups = H, []
+    if copy.disclaimer:
+        group, bottom = _disclaimer_group(copy, cfg, fonts, image.size)
+        groups.append(group)
+    place = _fitted_place(image, copy, cfg, fonts, bottom, block)
+    if place is None:
+        raise knobs.InputError(f"row id={row_id}: the copy does not fit the banner even at {cfg.HEADLINE_PX[1]} px "
+                               f"(lower HEADLINE_MAX_CHARS or HEADLINE_PX)")
+    name, calm, inner, align, (lines, badge, block_w, block_h) = place
+    layout = Layout(region=name, busyness=calm, block=block if name == "text block" else None, tile=cfg.TILE_PX)
+    placed, y = _place_lines(lines, inner, align, block_w, block_h)
+    pad = max(10, round(cfg.PANEL_PAD * lines[0][2]))
+    ink = (min(ln.x for ln in placed) - pad, placed[0].y - _metrics(placed[0].size)[0] - pad // 2,
+           max(ln.x + round(load_font(ln.font, ln.size).getlength(ln.text)) for ln in placed) + pad, y + pad // 2)
+    if layout.block:  # the panel covers what was written there too
+        ink = (min(ink[0], block[0]), min(ink[1], block[1]), max(ink[2], block[2]), max(ink[3], block[3]))
+    head = Group(placed, box=(max(0, ink[0]), max(0, ink[1]), min(W, ink[2]), min(bottom, ink[3])))
+    _choose_treatment(image, head, cfg)
     if badge:
-        text, size = badge
-        width, height, pen_x, base_y = _badge_box(fonts[0], text, size)
-        y += round(0.5 * size)
-        bx = left if align == "left" else inner[0] + (inner[2] - inner[0] - width) // 2
-        line = Line(text, fonts[0], size, bx + pen_x, y + base_y)
-        layout.badge = Group([line], box=(bx, y, bx + width, y + height), scrim=tuple(cfg.BADGE_FILL), alpha=1.0)
-        fill = luminance(cfg.BADGE_FILL)
-        layout.badge.color = max((_WHITE, _INK), key=lambda c: contrast_ratio(luminance(c), fill))
-        layout.badge.contrast = float(contrast_ratio(luminance(layout.badge.color), fill))
-        if layout.badge.contrast < cfg.CONTRAST_MIN * cfg.CONTRAST_MARGIN:
-            raise knobs.InputError(f"BADGE_FILL {tuple(cfg.BADGE_FILL)}: white or dark text on it reaches only "
-                                   f"{layout.badge.contrast:.2f}; pick a darker or lighter colour")
+        layout.badge = _badge_group(badge, fonts, cfg, inner, align, y)
     for group in groups:  # the disclaimer
-        _choose_colors(image, group, cfg)
+        _choose_treatment(image, group, cfg)
     layout.groups = [head] + groups
     return layout
 
@@ -497,36 +645,79 @@ def draw_layout(image, layout):
 
 
 def measured_contrasts(image, layout):
-    """[(first line's text, WCAG ratio measured on `image`)] for each group of the layout (headline block,
-    disclaimer, badge): run it on the decoded JPEG to measure what a viewer gets."""
+    """[(first line's text, WCAG ratio measured on `image` against the worst tile)] for each group of the layout
+    (headline block, disclaimer, badge): run it on the decoded JPEG to measure what a viewer gets."""
     groups = layout.groups + ([layout.badge] if layout.badge else [])
-    return [(g.lines[0].text, measure_contrast(image, _glyph_mask(image.size, g.lines))) for g in groups]
+    return [(g.lines[0].text, measure_contrast(image, _glyph_mask(image.size, g.lines), layout.tile)) for g in groups]
 
 
-def render_copy(image, copy, cfg, row_id=""):
-    """(image with the copy drawn on it, its Layout). `image` is resized to exactly 1024x533 first."""
+def layout_blocks(paths, cfg, desc=None):
+    """The largest usable text block of each layout banner in `paths` (1024x533 px, or None: the calm box), found
+    once per banner content with TEXT_DETECTOR and cached in REGION_CACHE. Call it for all rows before the expensive
+    work (a method: before its model loads) so that a missing detector fails at once; `desc` labels a progress bar."""
+    found = text_regions.cached_blocks(paths, cfg.TEXT_DETECTOR, cfg.REGION_CACHE, cfg.TESSERACT, desc)
+    least = cfg.REGION_MIN_AREA * images.BANNER_SIZE[0] * images.BANNER_SIZE[1]
+    return [next((b for b in blocks if text_regions.area(b) >= least), None) for blocks in found]
+
+
+def render(image, copy, cfg, row_id="", layout_from=None):
+    """(image with the copy drawn on it, its Layout). `image` is resized to exactly 1024x533 first. `layout_from`:
+    the banner file whose largest text block places the headline (Method 1: the init banner it repaints; Method 2:
+    the nearest training banner); None, LAYOUT=0 or no usable text block there: the calmest box."""
     canvas = images.to_banner(image)
-    layout = plan_layout(canvas, copy, cfg, row_id)
+    block = layout_blocks([layout_from], cfg)[0] if layout_from and cfg.LAYOUT else None
+    layout = plan_layout(canvas, copy, cfg, row_id, block)
     return draw_layout(canvas, layout), layout
 
 
-def apply(image, row, cfg=None):
+def apply(image, row, cfg=None, layout_from=None):
     """The hook for the generation methods and baselines: `row` (id, caption, description, moreInfo; a dict or a
-    pandas row) -> the 1024x533 image with its copy. `cfg`: this module's Config (`default_config(...)`)."""
+    pandas row) -> the 1024x533 image with its copy. `cfg`: this module's Config (`default_config(...)`);
+    `layout_from`: as in `render`."""
     cfg = default_config() if cfg is None else cfg
-    return render_copy(image, extract_copy(row, cfg), cfg, _field(row, "id"))[0]
+    return render(image, extract_copy(row, cfg), cfg, _field(row, "id"), layout_from)[0]
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # script: a folder of banners + its info.csv -> the same banners with their copy
 
 
+# knobs that say where things are or how to check them, not how a banner looks
+_NOT_RECIPE = ("IN_DIR", "INFO", "OUT_DIR", "JPEG_CHECK", "REGION_CACHE", "TESSERACT", "LAYOUT_CSV", "LAYOUT_IMAGES",
+               "DATA_DIR")
+
+
 def recipe(cfg):
-    """What every output depends on: knobs and the font files' content (a new recipe redoes every banner)."""
-    keys = [k for k in cfg.as_dict() if k not in ("IN_DIR", "INFO", "OUT_DIR", "JPEG_CHECK")]
+    """What every output depends on: knobs and the font files' content (a new recipe redoes every banner). The text
+    blocks depend on the detector (TEXT_DETECTOR, in the recipe) and on the layout banner's bytes, which a caller
+    puts in each banner's own key."""
+    keys = [k for k in cfg.as_dict() if k not in _NOT_RECIPE]
     fonts = [font_file(cfg.FONT_BOLD, True), font_file(cfg.FONT_REGULAR, False)]
     return {"knobs": {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(cfg, k)) for k in keys)},
             "fonts": {Path(f).name: files.file_hash(f) for f in fonts}}
+
+
+def layout_sources(cfg, info):
+    """{row id: layout banner path} from LAYOUT_CSV: Method 1's manifest.csv (init_bannerImage) or a retrieval.csv
+    (train_bannerImage of rank 1); {} without one. Every row must have one there, and its file must exist."""
+    if not cfg.LAYOUT_CSV or not cfg.LAYOUT:
+        return {}
+    import pandas as pd
+
+    table = pd.read_csv(cfg.LAYOUT_CSV, dtype=str, keep_default_na=False)
+    column = next((c for c in ("init_bannerImage", "train_bannerImage") if c in table.columns), None)
+    if column is None or "id" not in table.columns:
+        raise knobs.InputError(f"{cfg.LAYOUT_CSV}: needs columns id and init_bannerImage (a manifest.csv) or "
+                               f"train_bannerImage (a retrieval.csv)")
+    if "rank" in table.columns:
+        table = table[table["rank"].astype(int) == 1]
+    folder = Path(cfg.LAYOUT_IMAGES) if cfg.LAYOUT_IMAGES else dataset.split_dir("train", cfg.DATA_DIR) / "images"
+    names = dict(zip(table["id"], table[column]))
+    missing = [r.id for r in info.itertuples() if r.id not in names or not (folder / names[r.id]).is_file()]
+    if missing:
+        raise knobs.InputError(f"{cfg.LAYOUT_CSV}: no layout banner in {folder} for {len(missing)} row(s), id "
+                               f"{error_list(missing)}")
+    return {r.id: folder / names[r.id] for r in info.itertuples()}
 
 
 def main(argv=None):
@@ -541,29 +732,38 @@ def main(argv=None):
     for row in info.itertuples():  # every row checked before any write
         images.check_banner_name(row.bannerImage, f"row id={row.id}")
     copies = {row.id: checked_copy(row, cfg) for row in info.itertuples()}
+    sources = layout_sources(cfg, info)
+    layout_blocks(sorted(set(sources.values())), cfg, desc="text regions of the layout banners (cached)")
     files.check_writable(cfg.OUT_DIR)
     # resume per banner: done only when its record says it was made with this recipe, this copy and these input
-    # bytes (a changed knob, caption or input banner redoes that banner; a kill loses at most the one being written)
+    # and layout banner bytes (a changed knob, caption or banner redoes that banner; a kill loses at most one)
     wanted = recipe(cfg)
     with files.FolderLock(cfg.OUT_DIR, ".text_layer.lock"):  # a second run would write back its own records
         records = files.JsonStore(Path(cfg.OUT_DIR) / ".text_layer.json", every=1)
         done = 0
         for row in progress(list(info.itertuples()), desc="text layer", unit="img"):
             out, src = Path(cfg.OUT_DIR) / row.bannerImage, Path(cfg.IN_DIR) / row.bannerImage
-            key = files.settings_key({"recipe": wanted, "copy": asdict(copies[row.id]), "input": files.file_hash(src)})
+            source = sources.get(row.id)
+            key = files.settings_key({"recipe": wanted, "copy": asdict(copies[row.id]), "input": files.file_hash(src),
+                                      "layout": files.file_hash(source) if source else None})
             if records.get(row.bannerImage) == key and images.is_banner_jpeg(out):
                 continue
-            image, layout = render_copy(images.load_rgb(src), copies[row.id], cfg, row.id)
-            data = images.banner_jpeg(image)
-            for text, ratio in measured_contrasts(images.decode_image(data), layout) if cfg.JPEG_CHECK else ():
-                if ratio < cfg.CONTRAST_MIN:
-                    raise knobs.InputError(f"row id={row.id}: contrast {ratio:.2f} < {cfg.CONTRAST_MIN} after the JPEG "
-                                           f"for {text!r} (raise CONTRAST_MARGIN)")
-            images.save_banner(data, cfg.OUT_DIR, row.bannerImage)
+            write_banner(images.load_rgb(src), copies[row.id], cfg, row, source)
             records.put(row.bannerImage, key)
             done += 1
         records.save()
     print(f"{done} banners written, {len(info) - done} already done, in {cfg.OUT_DIR}")
+
+
+def write_banner(image, copy, cfg, row, layout_from):
+    """Render, JPEG-encode, re-measure the contrast on the decoded JPEG (JPEG_CHECK), write atomically."""
+    image, layout = render(image, copy, cfg, row.id, layout_from)
+    data = images.banner_jpeg(image)
+    for text, ratio in measured_contrasts(images.decode_image(data), layout) if cfg.JPEG_CHECK else ():
+        if ratio < cfg.CONTRAST_MIN:
+            raise knobs.InputError(f"row id={row.id}: contrast {ratio:.2f} < {cfg.CONTRAST_MIN} after the JPEG "
+                                   f"for {text!r} (raise CONTRAST_MARGIN)")
+    images.save_banner(data, cfg.OUT_DIR, row.bannerImage)
 
 
 if __name__ == "__main__":

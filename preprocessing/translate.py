@@ -33,6 +33,7 @@ from pathlib import Path
 
 import models
 from core import batching, dataset, devices, files, knobs
+from core.copy_text import normalize_copy
 from core.errors import error_list
 from core.progress import progress as progress_bar
 
@@ -134,7 +135,7 @@ def other_settings(store, tag):
 
 def prepare(text, lowercase=False):
     """The string that is translated and cached: NFC + collapsed whitespace, optionally lower-cased."""
-    text = dataset.normalize_text(text)
+    text = normalize_copy(text)  # the one copy rule: invisible characters out, spaces collapsed, NFC
     return text.lower() if lowercase else text
 
 

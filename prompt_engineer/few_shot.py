@@ -22,6 +22,7 @@ too long); when the whole prompt is still too long, the farthest examples are dr
 import re
 from pathlib import Path
 
+from core.copy_text import normalize_copy
 from core.knobs import InputError
 from core.prompt_fit import clean, strip_disclaimer
 from retrieval.retrieve import index_name
@@ -34,7 +35,8 @@ def row_copy(row, fields):
     phone) and joined with '. '."""
     parts = []
     for field in fields:
-        text = clean(row[field] if field == "caption" else strip_disclaimer(row[field]))
+        # the disclaimer split first: it cuts at newlines, which the copy rule turns into spaces
+        text = clean(normalize_copy(row[field] if field == "caption" else strip_disclaimer(row[field])))
         if text:
             parts.append(text)
     return ". ".join(parts)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Tesseract and its Vietnamese model for the text layer's OCR report (python -m inference.text_layer_ocr); Debian
-# packages, root needed. Not part of requirements.txt: only the legibility report uses them.
+# Tesseract and its Vietnamese model (Debian packages, root needed), for the text layer's OCR report
+# (python -m inference.text_layer_ocr) and its optional text detector (--TEXT_DETECTOR=tesseract). Not part of
+# requirements.txt: the text layer's default detector (edges) needs nothing beyond it.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then SUDO=sudo; else SUDO=; fi
 $SUDO apt-get update -q

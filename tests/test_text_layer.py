@@ -1,16 +1,19 @@
 """The text layer: every Vietnamese letter renders inside the banner, a missing glyph names the row and the character,
 the measured contrast holds on white, black and noise, and the pass writes the same 1024x533 JPEG every time."""
 import math
+import shutil
 import unicodedata
 
 import numpy as np
 import pandas as pd
 import pytest
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from tests.helpers import killed_on_call
 from core import images, knobs
+from core.copy_text import normalize_copy
 from inference import text_layer as tl
+from inference import text_regions
 
 # written for this test (not from the real set), as long as the longest real caption (90 characters)
 LONG_CAPTION = "Ưu đãi lớn cuối tuần: bộ nồi inox 5 đáy siêu bền, nấu nhanh, giữ nhiệt lâu, hợp mọi bếp ga"
@@ -52,7 +55,7 @@ def test_every_vietnamese_letter_and_the_longest_caption_render_inside_the_canva
     row = dict(ROW, description=unicodedata.normalize("NFD", letters))  # decomposed input: NFC'd before the cmap
     copy = tl.extract_copy(row, cfg)
     assert copy.headline == LONG_CAPTION and copy.subline == letters
-    image, layout = tl.render_copy(Image.new("RGB", (1024, 533), "white"), copy, cfg, row["id"])
+    image, layout = tl.render(Image.new("RGB", (1024, 533), "white"), copy, cfg, row["id"])
     assert image.size == (1024, 533)
     drawn = [line.text for g in layout.groups for line in g.lines]
     assert " ".join(drawn[:-1]) == f"{LONG_CAPTION} {letters}" and drawn[-1] == copy.disclaimer
@@ -103,7 +106,7 @@ def test_missing_glyph_names_the_row_and_the_character(tmp_path):
 @pytest.mark.parametrize("name", ["white", "black", "noise"])
 def test_contrast_measured_on_the_jpeg_is_at_least_4_5(name):
     cfg = tl.default_config()
-    image, layout = tl.render_copy(backgrounds()[name], tl.extract_copy(ROW, cfg), cfg, "42")
+    image, layout = tl.render(backgrounds()[name], tl.extract_copy(ROW, cfg), cfg, "42")
     written = images.decode_image(images.banner_jpeg(image))  # the pixels a viewer gets
     measured = tl.measured_contrasts(written, layout)  # the headline block, the disclaimer, the badge
     assert [text for text, _ in measured] == ["Ưu đãi lớn cuối tuần:", ROW["moreInfo"], "Giảm 50%"]
@@ -113,8 +116,8 @@ def test_contrast_measured_on_the_jpeg_is_at_least_4_5(name):
     # the measure itself is WCAG's: #767676 on white is the well-known 4.54:1, white on black 21:1
     assert tl.contrast_ratio(tl.luminance([255] * 3), tl.luminance([0x76] * 3)) == pytest.approx(4.54, abs=0.01)
     assert tl.contrast_ratio(tl.luminance([255] * 3), tl.luminance([0] * 3)) == pytest.approx(21)
-    if name == "noise":  # a busy canvas: the text needs a scrim, and sits on one
-        assert layout.groups[0].alpha > 0
+    if name == "noise":  # a busy canvas: the text needs a panel, and sits on a frosted one
+        assert layout.groups[0].frost > 0
 
 
 def test_the_pass_writes_the_same_1024x533_jpeg_every_time_and_resumes(tmp_path):
@@ -153,3 +156,146 @@ def test_a_killed_pass_keeps_what_it_finished(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     tl.main(args)
     assert "2 banners written, 1 already done" in capsys.readouterr().out
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# invisible characters, busy backgrounds, layout from a banner's text
+
+
+def test_invisible_characters_are_not_missing_glyphs():
+    # the real copy's invisible characters: a backspace (a public test caption), a tab (the training copy), a
+    # zero-width space and non-breaking spaces (pasted from web pages)
+    row = dict(ROW, caption="Trà\x08 xanh\tThái\u200b Nguyên\u00a0\u00a0nguyên chất", description="Giảm\u00a050%\r\n")
+    assert normalize_copy(row["caption"]) == "Trà xanh Thái Nguyên nguyên chất"
+    assert normalize_copy("a\u0301\u200b b\ufeff") == "á b"  # NFC after the removal, BOM gone
+    cfg = tl.default_config()
+    copy = tl.checked_copy(row, cfg)
+    assert copy.headline == "Trà xanh Thái Nguyên nguyên chất" and copy.badge == "Giảm 50%"
+    image, layout = tl.render(Image.new("RGB", (1024, 533), "white"), copy, cfg, "42")
+    assert image.size == (1024, 533) and layout.groups[0].lines[0].text.startswith("Trà xanh")
+    # a visible character the font lacks still stops the row, named, among invisible ones
+    with pytest.raises(knobs.InputError, match=r"row id=9: .*'中'"):
+        tl.checked_copy(dict(row, id="9", caption="Trà\x08 xanh 中\u200b"), cfg)
+
+
+def busy_background():
+    """Uniform noise with a bright, busy top-left quarter: the busiest part of the banner is not its average."""
+    rng = np.random.default_rng(1)
+    px = rng.integers(0, 256, (533, 1024, 3), dtype=np.uint8)
+    px[:266, :512] = rng.integers(160, 256, (266, 512, 3), dtype=np.uint8)
+    return Image.fromarray(px)
+
+
+def test_busy_background_is_frosted_until_its_worst_part_reads_at_4_5():
+    cfg = tl.default_config()
+    background = busy_background()
+    image, layout = tl.render(background, tl.extract_copy(ROW, cfg), cfg, "42")
+    head = layout.groups[0]
+    assert tl.texture(background, head.box, cfg.TILE_PX) > 0.15  # busy under the text...
+    assert head.frost > 0 and head.texture <= cfg.TEXTURE_MAX  # ...calm after the panel, tile by tile
+    written = images.decode_image(images.banner_jpeg(image))
+    for text, ratio in tl.measured_contrasts(written, layout):  # the worst tile, on the JPEG a viewer gets
+        assert ratio >= 4.5, (text, ratio)
+
+
+def test_contrast_is_measured_against_the_worst_tile_not_the_average():
+    # white text on black, one bright square beside it: 1 tile in ~40 (an average would still say ~20:1)
+    lines = [tl.Line("Giảm giá cuối tuần", tl.font_file("", True), 48, 100, 200)]
+    mask = tl._glyph_mask((1024, 533), lines)
+    image = Image.new("RGB", (1024, 533), "black")
+    image.paste((255, 255, 255), mask=mask)
+    assert tl.measure_contrast(image, mask) == pytest.approx(21, rel=0.01)
+    image.paste((230, 230, 230), (110, 205, 110 + 24, 205 + 24))  # under the baseline, in the glyphs' ring
+    image.paste((255, 255, 255), mask=mask)
+    assert tl.measure_contrast(image, mask) < 1.5
+
+
+def text_banner(path, where):
+    """A drawn banner (soft gradient) whose only text is a dark block of three lines at `where` (x, y), saved as a
+    JPEG at `path`: (path, the text's ink box)."""
+    t = np.linspace(0, 1, 1024)[None, :, None]
+    px = (235 - 40 * t) * np.ones((533, 1, 3))
+    image = Image.fromarray(px.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    font = tl.load_font(tl.font_file("", True), 34)
+    boxes = []
+    for k, text in enumerate(("SIÊU KHUYẾN MÃI", "Giảm đến 50% mọi sản phẩm", "Chỉ trong tuần này")):
+        draw.text((where[0], where[1] + 46 * k), text, fill=(30, 30, 60), font=font)
+        boxes.append(draw.textbbox((where[0], where[1] + 46 * k), text, font=font))
+    image.save(path, quality=92)
+    return path, tuple(f(b[i] for b in boxes) for i, f in enumerate((min, min, max, max)))
+
+
+def ink_box(layout):
+    boxes = [b for b in ink_boxes(layout)][:len(layout.groups[0].lines)]
+    return min(b[0] for b in boxes), min(b[1] for b in boxes), max(b[2] for b in boxes), max(b[3] for b in boxes)
+
+
+def test_headline_goes_where_the_layout_banners_text_block_was(tmp_path):
+    cfg = tl.default_config(REGION_CACHE=str(tmp_path / "regions.json"))
+    banner, ink = text_banner(tmp_path / "init.jpg", (40, 40))  # text block top-left
+    copy = tl.extract_copy(ROW, cfg)
+    canvas = Image.open(banner).convert("RGB")  # Method 1's output keeps its init banner's layout
+    _, layout = tl.render(canvas, copy, cfg, "42", layout_from=banner)
+    assert layout.region == "text block"
+    bx0, by0, bx1, by1 = layout.block
+    assert layout.block == pytest.approx(ink, abs=12)  # found where it was drawn
+    x0, y0, x1, y1 = ink_box(layout)
+    assert (x0 + x1) / 2 < 512 and (y0 + y1) / 2 < 266 and x0 == pytest.approx(bx0, abs=cfg.MARGIN)  # top-left
+    panel = layout.groups[0].box  # the panel covers the old text (the pseudo-letters of a repaint)
+    assert text_regions.covered_share([layout.block], [panel]) == 1.0
+    _, calm = tl.render(canvas, copy, cfg, "42")  # the calm-box rule avoids the (busy) text instead
+    assert calm.region != "text block" and text_regions.covered_share([layout.block], [calm.groups[0].box]) < 0.5
+
+
+def test_a_banner_without_text_falls_back_to_the_calm_box(tmp_path):
+    cfg = tl.default_config(REGION_CACHE=str(tmp_path / "regions.json"))
+    plain = tmp_path / "plain.jpg"
+    backgrounds()["noise"].resize((64, 34)).resize((1024, 533), Image.Resampling.BICUBIC).save(plain)  # no text
+    canvas = Image.open(plain).convert("RGB")
+    copy = tl.extract_copy(ROW, cfg)
+    _, with_source = tl.render(canvas, copy, cfg, "42", layout_from=plain)
+    _, without = tl.render(canvas, copy, cfg, "42")
+    assert tl.layout_blocks([plain], cfg) == [None]
+    assert with_source.block is None and with_source.region == without.region != "text block"
+    assert [ln.text for ln in with_source.groups[0].lines] == [ln.text for ln in without.groups[0].lines]
+
+
+def test_text_regions_are_found_once_per_content(tmp_path, monkeypatch):
+    cfg = tl.default_config(REGION_CACHE=str(tmp_path / "regions.json"))
+    banner, _ = text_banner(tmp_path / "a.jpg", (600, 300))
+    first = tl.layout_blocks([banner], cfg)
+    copy = tmp_path / "b.jpg"  # the same bytes under another name: no new detection
+    copy.write_bytes(banner.read_bytes())
+    monkeypatch.setattr(text_regions, "detect_edges", lambda image: pytest.fail("detected twice"))
+    assert tl.layout_blocks([copy, banner], cfg) == first * 2 and first[0] is not None
+    text_regions._store.cache_clear()  # a new process reads the file
+    assert tl.layout_blocks([copy], cfg) == first
+
+
+@pytest.mark.skipif(shutil.which("tesseract") is None, reason="TEXT_DETECTOR=tesseract needs the tesseract binary "
+                    "(bash run/ocr_setup.sh); the default detector is tested without it")
+def test_tesseract_detector_finds_the_same_block(tmp_path):
+    banner, _ = text_banner(tmp_path / "init.jpg", (40, 40))
+    edges = text_regions.find_blocks(Image.open(banner), "edges")[0]
+    tess = text_regions.find_blocks(Image.open(banner), "tesseract")[0]
+    assert text_regions.covered_share([tess], [edges]) > 0.7 and text_regions.covered_share([edges], [tess]) > 0.7
+
+
+def test_the_pass_takes_each_rows_layout_banner_from_a_manifest(tmp_path):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "train").mkdir()
+    text_banner(tmp_path / "train" / "t1.jpg", (40, 40))
+    Image.open(tmp_path / "train" / "t1.jpg").save(tmp_path / "in" / "42.jpg")
+    pd.DataFrame([ROW]).to_csv(tmp_path / "info.csv", index=False)
+    pd.DataFrame([{"id": "42", "bannerImage": "42.jpg", "init_bannerImage": "t1.jpg"}]).to_csv(
+        tmp_path / "manifest.csv", index=False)
+    args = [f"--IN_DIR={tmp_path / 'in'}", f"--INFO={tmp_path / 'info.csv'}", f"--OUT_DIR={tmp_path / 'out'}",
+            f"--REGION_CACHE={tmp_path / 'regions.json'}", f"--LAYOUT_IMAGES={tmp_path / 'train'}"]
+    tl.main(args)
+    calm = (tmp_path / "out" / "42.jpg").read_bytes()
+    tl.main(args + [f"--LAYOUT_CSV={tmp_path / 'manifest.csv'}"])  # another layout: the banner is redone
+    assert (tmp_path / "out" / "42.jpg").read_bytes() != calm
+    pd.DataFrame([{"id": "7", "init_bannerImage": "t1.jpg"}]).to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(knobs.InputError, match=r"other.csv: no layout banner .* id 42"):
+        tl.main(args + [f"--LAYOUT_CSV={tmp_path / 'other.csv'}"])
