@@ -74,8 +74,9 @@ def make_jobs(cfg, rows, inits, tokenizer):
     count, budget = prompt_fit.token_counter(tokenizer), prompt_fit.window(tokenizer)
     images_dir = dataset.split_dir("train", cfg.DATA_DIR) / "images"
     fit = [prompt_fit.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, cfg.STYLE)[0] for row in rows]
-    return [runner.Job(row, prompt, [images_dir / name for name in inits[row.id]], inits[row.id])
-            for row, prompt in zip(rows, fit)]
+    # the text layer sets the copy where the repainted banner had its text (its pseudo-letters are covered)
+    return [runner.Job(row, prompt, [images_dir / name for name in inits[row.id]], inits[row.id],
+                       layout=images_dir / inits[row.id][0]) for row, prompt in zip(rows, fit)]
 
 
 # ---------------------------------------------------------------------------------------------------------------------

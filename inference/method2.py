@@ -45,6 +45,8 @@ NEGATIVE_PROMPT = prompt_fit.NEGATIVE_PROMPT  # what to steer away from ("" = no
 STYLE = ""  # words appended to every prompt when they fit
 PROMPT_FILE = "llava_prompt.json"  # in $DATA_DIR/test: {bannerImage: prompt} from run/prompts.sh
 INFO_FILE = "info_trans.csv"  # in $DATA_DIR/test: the copy a row without an LLM prompt falls back to
+LAYOUT_FILE = "retrieval.csv"  # in $DATA_DIR/test: TEXT_LAYER sets each row's copy where its nearest training banner
+# (rank 1 of the retrieval stage) had its text; "" or no such file: the calmest box
 OUT_DIR = "inference/method_2"  # output folder (also from env OUT_DIR; SUBMISSION=1 writes SUBMISSION_DIR/submission{k})
 GEN_SIZE = (1024, 536)  # generation size WxH, multiples of 8; outputs are resized to exactly 1024x533
 # the run machinery's knobs (guard, POSTPROCESS + PP_*, SUBMISSION, SEED, ...) and the text layer's (TEXT_LAYER=1: fonts,
@@ -109,11 +111,20 @@ def lora_hash(cfg):
     return files.file_hash(path)[:16] if path else ""
 
 
+def layout_banners(cfg, rows):
+    """{row id: the training banner whose text blocks place the row's copy} (TEXT_LAYER with its LAYOUT), else {}."""
+    path = dataset.split_dir("test", cfg.DATA_DIR) / cfg.LAYOUT_FILE if cfg.LAYOUT_FILE else None
+    if not (cfg.TEXT_LAYER and cfg.LAYOUT and path is not None and path.is_file()):
+        return {}
+    images_dir = dataset.split_dir("train", cfg.DATA_DIR) / "images"
+    return {row_id: images_dir / names[0] for row_id, names in dataset.read_retrieval(path, [r.id for r in rows]).items()}
+
+
 def make_jobs(cfg, rows, llm, tokenizer):
     """One job per row: its LLM prompt, or its English copy where it has none, fitted to the text encoder's window.
     Rank 0 says how many rows fell back to their copy and how many LLM prompts were cut."""
     count, budget = prompt_fit.token_counter(tokenizer), prompt_fit.window(tokenizer)
-    jobs, fallback, cut = [], 0, 0
+    jobs, fallback, cut, layouts = [], 0, 0, layout_banners(cfg, rows)
     for row in rows:
         if llm[row.id]:
             prompt, notes = prompt_fit.fit_prompt(llm[row.id], "", "", count, budget, cfg.STYLE)
@@ -121,7 +132,8 @@ def make_jobs(cfg, rows, llm, tokenizer):
         else:
             prompt, _ = prompt_fit.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, cfg.STYLE)
             fallback += 1
-        jobs.append(runner.Job(row, prompt, [None] * runner.parts(cfg)))  # text-to-image: no input banner
+        jobs.append(runner.Job(row, prompt, [None] * runner.parts(cfg),  # text-to-image: no input banner
+                               layout=layouts.get(row.id)))
     if devices.process_info()[0] == 0:
         print(f"prompts: {len(rows) - fallback} from the LLM ({cut} cut to the {budget}-token window), {fallback} rows "
               f"without one use their fitted copy", file=sys.stderr)

@@ -212,10 +212,10 @@ class Finishing:
     layer_cfg: knobs.Config = None
     copies: dict = None
 
-    def apply(self, row_id, generated):
+    def apply(self, row_id, generated, layout_from=None):
         image = postprocess.compose(generated, self.mean_rgb, self.recipe) if self.recipe else generated[0]
         if self.layer_cfg is not None:
-            image = text_layer.apply(images.to_banner(image), self.copies[row_id], self.layer_cfg)
+            image = text_layer.apply(images.to_banner(image), self.copies[row_id], self.layer_cfg, layout_from)
         return image
 
 
@@ -276,6 +276,7 @@ class Job:
     prompt: str
     inputs: list
     init_names: list = field(default_factory=list)
+    layout: object = None  # TEXT_LAYER: the banner whose text blocks place the copy (None: the calmest box)
 
 
 @dataclass
@@ -362,7 +363,8 @@ class Run:
         others go to batch.retry. `strength`: what this try used (the manifest's column; text-to-image: 1.0)."""
         finals, k = [], 0
         for job in batch.jobs:
-            finals.append(images.banner_jpeg(self.runs.finishing.apply(job.row.id, generated[k:k + len(job.inputs)])))
+            finals.append(images.banner_jpeg(self.runs.finishing.apply(job.row.id, generated[k:k + len(job.inputs)],
+                                                                       job.layout)))
             k += len(job.inputs)
         if self.runs.guard is not None:
             sims, nearest = self.runs.guard.measure([images.decode_image(jpeg) for jpeg in finals])
