@@ -305,7 +305,8 @@ def test_text_layer_sets_the_vietnamese_copy_after_postprocessing(m1, flags, sam
     assert np.abs(plain - text).mean() > 3  # the copy is on the banner
     # the layer draws the row's own Vietnamese copy (test/info.csv), on the post-processed canvas
     row = dataset.read_info(sample_dir / "test" / "info.csv").iloc[0]
-    expected = text_layer.apply(Image.open(tmp_path / "plain" / "1.jpg").convert("RGB"), row)
+    init = sample_dir / "train" / "images" / RANKED["1"][0]  # its rank-1 banner's text blocks place the copy
+    expected = text_layer.apply(Image.open(tmp_path / "plain" / "1.jpg").convert("RGB"), row, layout_from=init)
     assert np.abs(np.asarray(expected, dtype=np.int16) - text).mean() < 3
     # the resume key holds the layer's whole recipe (its settings and font bytes), not just TEXT_LAYER=True
     settings = files.read_json(tmp_path / "text" / ".settings.json")
@@ -317,7 +318,7 @@ def test_text_layer_sets_the_vietnamese_copy_after_postprocessing(m1, flags, sam
     assert np.abs(pixels(tmp_path / "margin" / "1.jpg") - text).mean() > 1
     assert files.read_json(tmp_path / "margin" / ".settings.json")["TEXT_LAYER"] == text_layer.recipe(
         text_layer.default_config(MARGIN=90))
-    with pytest.raises(knobs.InputError, match=r"other settings: TEXT_LAYER .*'MARGIN': 90.*'MARGIN': 28"):
+    with pytest.raises(knobs.InputError, match=r"other settings: TEXT_LAYER .*'MARGIN': 90.*'MARGIN': 48"):
         m1.main([*base, f"--OUT_DIR={tmp_path / 'margin'}", "--TEXT_LAYER"])
     # a character the font lacks stops the run before any model loads, naming the row and the character
     info = pd.read_csv(sample_dir / "test" / "info.csv", dtype=str, keep_default_na=False)
