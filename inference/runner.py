@@ -70,7 +70,8 @@ CACHE_DIR = ".cache/features"  # training statistics (Inception features, mean c
 
 # the text layer's own knobs (fonts, sizes, disclaimer, placement) are knobs of both methods too (their SHARED_KNOBS),
 # all but those of its script mode (its own folders and its re-measuring of written files)
-TEXT_LAYER_KNOBS = knobs.Shared(text_layer, without=("IN_DIR", "INFO", "OUT_DIR", "JPEG_CHECK"))
+TEXT_LAYER_KNOBS = knobs.Shared(text_layer, without=("IN_DIR", "INFO", "OUT_DIR", "JPEG_CHECK", "LAYOUT_CSV",
+                                                    "LAYOUT_IMAGES", "DATA_DIR"))  # its script-mode knobs
 # the shared knobs that decide what a banner looks like (each method adds its own): a banner made with other values is
 # not this run's
 _SHARED_IMAGE_SETTINGS = ("DTYPE", "DUP_GUARD", "DUP_MAX", "DUP_MAX_TRIES", "POSTPROCESS", "PP_PAIR", "PP_TILE_SIZE",
