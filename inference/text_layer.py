@@ -69,10 +69,10 @@ CONTRAST_MARGIN = 1.25  # plan for this much more, measured before the JPEG (the
 TILE_PX = 24  # the background around the text is judged tile by tile: its worst tile counts, not its mean
 TEXTURE_MAX = 0.03  # the most luminance spread (std, 0..1) any tile under the text may keep: a busier background gets
                     # a frosted panel (blurred, then dimmed) until it is this calm (readers and OCR see clean strokes)
-PANEL_PAD = 0.6  # the panel reaches this far beyond the text, x the headline size (a reader, and an OCR's page
+PANEL_PAD = 0.8  # the panel reaches this far beyond the text, x the headline size (a reader, and an OCR's page
                   # analysis, must see the text block apart from the picture around it)
 FROST_PX = 12  # blur radius of the frosted panel over a busy background, px
-HALO_PX = 32  # the frost fades out over this many px beyond the panel: busy detail stays away from the text block
+HALO_PX = 64  # the frost fades out over this many px beyond the panel: busy detail stays away from the text block
 JPEG_CHECK = True  # script mode: re-measure each written JPEG and fail the row if it fell below CONTRAST_MIN
 LAYOUT = True  # given a layout banner (Method 1: the init banner; Method 2: the nearest training banner), the headline
                # goes where that banner's largest text block was, covering it; else (or with none) the calmest box
@@ -485,31 +485,35 @@ def _panel_mask(size, group, grow=0):
     return overlay
 
 
+def _soft_mask(size, group):
+    """Where the group's panel acts: 255 inside the rounded panel, fading to 0 over `group.halo` px around it (a
+    soft edge: the picture's busy detail does not run up to the text block, for a reader or an OCR's page analysis)."""
+    mask = _panel_mask(size, group, group.halo // 2)
+    if group.halo:
+        mask = mask.filter(ImageFilter.GaussianBlur(group.halo / 4))
+        mask.paste(255, mask=_panel_mask(size, group))
+    return mask
+
+
 def _frosted(image, group):
-    """`image` with the pixels under the group's panel blurred by `group.frost` px, the blur fading out over
-    `group.halo` px around the panel (a soft edge: the picture's detail does not run into the text block)."""
+    """`image` blurred by `group.frost` px where the group's soft panel mask says."""
     if not group.frost:
         return image
-    halo = group.halo
     x0, y0, x1, y1 = group.box
-    pad = 3 * group.frost + 2 * halo
+    pad = 3 * group.frost + 2 * group.halo
     area = (max(0, x0 - pad), max(0, y0 - pad), min(image.width, x1 + pad), min(image.height, y1 + pad))
     blurred = image.copy()
     blurred.paste(image.crop(area).filter(ImageFilter.GaussianBlur(group.frost)), area[:2])
-    mask = _panel_mask(image.size, group, halo // 2)
-    if halo:  # full blur under the panel, fading to none `halo` px out
-        mask = mask.filter(ImageFilter.GaussianBlur(halo / 4))
-        mask.paste(255, mask=_panel_mask(image.size, group))
     out = image.copy()
-    out.paste(blurred, mask=mask)
+    out.paste(blurred, mask=_soft_mask(image.size, group))
     return out
 
 
 def _composite(image, group, text=True):
-    """`image` with the group's panel (frost, then scrim) and, if `text`, its lines drawn on it."""
+    """`image` with the group's panel (frost, then scrim, both fading out over its halo) and, if `text`, its lines."""
     out = _frosted(image, group) if group.frost else image.copy()  # never draw on the caller's image
     if group.alpha > 0:
-        overlay = _panel_mask(image.size, group).point(lambda v: round(v * group.alpha))
+        overlay = _soft_mask(image.size, group).point(lambda v: round(v * group.alpha))
         out.paste(Image.new("RGB", image.size, group.scrim), mask=overlay)
     if text:
         out.paste(Image.new("RGB", image.size, group.color), mask=_glyph_mask(image.size, group.lines))
