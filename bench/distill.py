@@ -62,7 +62,7 @@ def measure(cfg, layout, resolution, device):
 
     def step():
         with torch.autocast(device, dtype=torch.float16, enabled=cuda):
-            loss = distill.consistency_loss(unet, unet, schedule, latents, text, uncond, draws, 0.001)
+            loss = distill.consistency_loss(unet, unet, schedule, (latents, text, uncond), draws, 0.001)
         scaler.scale(loss).backward()
         scaler.step(optimizer)
         scaler.update()

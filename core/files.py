@@ -119,15 +119,13 @@ def settings_key(settings):
 def check_strings(data, path, what="{name: text}"):
     """`data` (a JSON file's content) is an object whose every value is a string; else one line naming the file and
     the first few rows whose value is not (a number, null, a list...)."""
-    from core.errors import error_list
-
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a JSON object {what}, got a {type(data).__name__}")
     bad = [f"{name} ({json.dumps(value, ensure_ascii=False)[:40]})" for name, value in data.items()
            if not isinstance(value, str)]
     if bad:
         raise InputError(f"{path}: expected a JSON object {what}; {len(bad)} row(s) hold no text: "
-                         f"{error_list(bad, write=False)}")
+                         f"{', '.join(bad[:5])}{f', ... ({len(bad)} in all)' if len(bad) > 5 else ''}")
     return data
 
 

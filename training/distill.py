@@ -142,11 +142,13 @@ def step_draws(cfg, step, n_items, latent_shape, n_timesteps, world):
             "w": cfg.W_MIN + (cfg.W_MAX - cfg.W_MIN) * torch.rand(batch, generator=g)}
 
 
-def consistency_loss(unet, student, schedule, latents, text, uncond, draws, huber_c):
+def consistency_loss(unet, student, schedule, inputs, draws, huber_c):
     """The LCM-LoRA loss of one micro-batch; `unet` is the bare model (teacher = its adapters off), `student` the
-    model the gradients flow through (accelerate's wrapper under several processes)."""
+    model the gradients flow through (accelerate's wrapper under several processes); `inputs`: (latents, caption
+    embeddings, the empty prompt's embedding)."""
     import torch
 
+    latents, text, uncond = inputs
     device = latents.device
     start = schedule.timesteps[draws["ddim_index"].to(device)]
     end = (start - schedule.step).clamp(min=0)
@@ -349,8 +351,8 @@ def train_step(cfg, accelerator, run, step):
     mine = {k: v[accelerator.process_index::accelerator.num_processes] for k, v in draws.items()}
     index = mine["index"].to(run["latents"].device)
     with accelerator.accumulate(run["student"]), accelerator.autocast():
-        loss = consistency_loss(run["unet"], run["student"], run["schedule"], run["latents"][index],
-                                run["text"][index], run["uncond"], mine, cfg.HUBER_C)
+        loss = consistency_loss(run["unet"], run["student"], run["schedule"],
+                                (run["latents"][index], run["text"][index], run["uncond"]), mine, cfg.HUBER_C)
         accelerator.backward(loss)
         if accelerator.sync_gradients and cfg.MAX_GRAD_NORM > 0:
             accelerator.clip_grad_norm_(run["params"], cfg.MAX_GRAD_NORM)
