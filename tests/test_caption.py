@@ -220,3 +220,38 @@ def test_bad_input_files_are_one_line(data, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert exit_info.value.code == 2 and err[-1].startswith(f"error: {output}: ") and "3 row(s) hold no text" in err[-1]
     assert "3.jpg (5)" in err[-1] and "11.jpg (null)" in err[-1] and '25.jpg (["a"])' in err[-1]
+
+
+@pytest.mark.slow
+def test_two_processes_under_accelerate_caption_as_one(data, tmp_path):
+    """`accelerate launch` with two real CPU processes (gloo; `--multi_gpu` with no GPU visible: accelerate 1.15 starts
+    one process for `--cpu --num_processes=2`): each captions every other row into its rank file, rank 0 merges them,
+    and the JSON equals one process's, sampled captions included (each row samples from its own seed). One CPU thread
+    in both, as the launcher gives each process."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "SMOKE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(repo)}
+    flags = [f"--DATA_DIR={data}", "--BATCH_SIZE=1", *FAST]
+    one = subprocess.run([sys.executable, "-m", "preprocessing.caption", *flags, f"--OUTPUT={tmp_path / 'one.json'}"],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert one.returncode == 0, one.stderr[-3000:]
+    with socket.socket() as s:  # a free port for the processes' rendezvous
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2",
+              "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no", f"--main_process_port={port}"]
+    two = subprocess.run([*launch, "-m", "preprocessing.caption", *flags, f"--OUTPUT={tmp_path / 'two.json'}"],
+                         cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    said = two.stdout + two.stderr
+    assert "rank 0/2: 12 rows" in said and "rank 1/2: 12 rows" in said  # two processes, each its share
+    merged = json.loads((tmp_path / "two.json").read_text(encoding="utf-8"))
+    assert merged == json.loads((tmp_path / "one.json").read_text(encoding="utf-8"))
+    assert sorted(merged) == sorted(train_banners(data)) and len(set(merged.values())) > 1
+    assert not list(tmp_path.glob("two.rank*"))  # the rank files were merged away
