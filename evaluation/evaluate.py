@@ -204,7 +204,7 @@ def main(argv=None):
     cfg = knobs.configure(globals(), argv)
     if not cfg.PRED_DIR or not cfg.GT_DIR:
         raise InputError("pass --PRED_DIR (predictions) and --GT_DIR (folder with info.csv and images/); see --help")
-    knobs.announce_smoke("evaluate")
+    knobs.announce_smoke("evaluate", cfg.SMOKE)
     train_dir = cfg.TRAIN_DIR or dataset.split_dir("train", cfg.DATA_DIR)
     report = evaluate(cfg.PRED_DIR, cfg.GT_DIR, train_dir, cfg.CACHE_DIR, cfg.GALLERY, cfg.THUMB_WIDTH,
                       cfg.CLIP_MODEL if cfg.CLIP_SCORE else None, cfg.DEVICE, report_dir=cfg.REPORT_DIR or None,

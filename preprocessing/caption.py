@@ -443,7 +443,7 @@ def run(cfg, rank=0, world=1, device="cpu", log=print):
 
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
-    knobs.announce_smoke("caption")
+    knobs.announce_smoke("caption", cfg.SMOKE)
     if cfg.BATCH_SIZE < 1 or cfg.SAVE_EVERY < 1 or cfg.MAX_NEW_TOKENS < 1:
         raise knobs.InputError("BATCH_SIZE, SAVE_EVERY and MAX_NEW_TOKENS must be at least 1")
     if not cfg.GREEDY and cfg.TEMPERATURE <= 0:

@@ -504,7 +504,7 @@ def main(argv=None):
     cache_path = Path(cfg.CACHE) if cfg.CACHE else root / "translation_cache.json"
     failures_path = cache_path.with_name("translation_failures.json")
     if backend == "seq2seq":
-        knobs.announce_smoke("translation")
+        knobs.announce_smoke("translation", cfg.SMOKE)
         model = models.path(cfg.SEQ2SEQ_MODEL, "translator")
         dtype = str(devices.pick_dtype(devices.pick_device(cfg.DEVICE), cfg.DTYPE)).removeprefix("torch.")
         tag = seq2seq_tag(cfg, model, dtype)
@@ -517,7 +517,7 @@ def main(argv=None):
             print(f"seq2seq on {t.device}, batch {cfg.BATCH_SIZE}, beams {cfg.NUM_BEAMS}, max input "
                   f"{t.max_input_tokens} tokens" + (f", {', '.join(t.notes)}" if t.notes else ""),
                   file=sys.stderr, flush=True)
-            if t.unknown_codes and not knobs.smoke_enabled():  # the tiny smoke model has none, by design
+            if t.unknown_codes and not cfg.SMOKE:  # the tiny smoke model has none, by design
                 print(f"note: {cfg.SEQ2SEQ_MODEL} has no token {' / '.join(t.unknown_codes)}, so no language code is "
                       f"set: right for a one-pair model (e.g. Helsinki-NLP/opus-mt-vi-en); an mBART/NLLB model "
                       f"needs its own codes in --SRC_LANG/--TGT_LANG (NLLB: vie_Latn/eng_Latn)",

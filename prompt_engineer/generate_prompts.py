@@ -337,7 +337,7 @@ def generate_all(cfg, generator, todo, row_prompts, store, log, progress=True):
 
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
-    knobs.announce_smoke("LLM image prompts")
+    knobs.announce_smoke("LLM image prompts", cfg.SMOKE)
     check_knobs(cfg)
     if cfg.CPU_THREADS:
         import torch

@@ -92,7 +92,7 @@ def main(argv=None):
     cfg = knobs.configure(globals(), argv)
     if cfg.TOP_K < 1:  # before any model loads or any index is built
         raise InputError(f"TOP_K must be >= 1, got {cfg.TOP_K}")
-    knobs.announce_smoke("retrieval")
+    knobs.announce_smoke("retrieval", cfg.SMOKE)
     rank, world_size, device = devices.process_info()
     device = device if cfg.DEVICE == "auto" else cfg.DEVICE
     train_csv, test_csv = dataset.split_dir("train", cfg.DATA_DIR) / "info.csv", dataset.split_dir("test", cfg.DATA_DIR) / "info.csv"

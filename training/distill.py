@@ -432,7 +432,7 @@ def check_settings(cfg):
 
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
-    knobs.announce_smoke("consistency distillation")
+    knobs.announce_smoke("consistency distillation", cfg.SMOKE)
     with files.FolderLock(cfg.OUT_DIR) if os.environ.get("RANK", "0") == "0" else _nothing(), quiet_libraries():
         return distill(cfg)
 

@@ -124,7 +124,7 @@ def fingerprint(cfg, inputs, world_size, precision):
     import json
 
     settings = {k: v for k, v in cfg.as_dict().items() if k not in _NOT_FINGERPRINTED}
-    settings.update(inputs, world_size=world_size, precision=precision, smoke=knobs.smoke_enabled())
+    settings.update(inputs, world_size=world_size, precision=precision, smoke=cfg.SMOKE)
     text = json.dumps(settings, sort_keys=True, default=list)
     return json.loads(text), hashlib.sha256(text.encode()).hexdigest()
 
@@ -617,7 +617,7 @@ def main(argv=None):
     cfg = knobs.configure(globals(), argv)
     rank, _, _ = devices.process_info()
     if rank == 0:
-        knobs.announce_smoke("LoRA training")
+        knobs.announce_smoke("LoRA training", cfg.SMOKE)
     out_dir = Path(cfg.OUT_DIR)
     new_folder = not out_dir.exists()
     files.check_writable(out_dir)  # a read-only folder: one line, before the lock and any model
