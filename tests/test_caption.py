@@ -8,7 +8,7 @@ import pytest
 
 from core import dataset, files, knobs
 from preprocessing import caption
-from tests.helpers import killed_on_call
+from tests.helpers import killed_on_call, two_cpu_processes
 
 FAST = ["--MAX_NEW_TOKENS=24", "--PROGRESS=0"]
 
@@ -229,7 +229,6 @@ def test_two_processes_under_accelerate_caption_as_one(data, tmp_path):
     and the JSON equals one process's, sampled captions included (each row samples from its own seed). One CPU thread
     in both, as the launcher gives each process."""
     import os
-    import socket
     import subprocess
     import sys
     from pathlib import Path
@@ -238,18 +237,11 @@ def test_two_processes_under_accelerate_caption_as_one(data, tmp_path):
     env = {**os.environ, "SMOKE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
            "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(repo)}
     flags = [f"--DATA_DIR={data}", "--BATCH_SIZE=1", *FAST]
-    one = subprocess.run([sys.executable, "-m", "preprocessing.caption", *flags, f"--OUTPUT={tmp_path / 'one.json'}"],
-                         cwd=repo, env=env, capture_output=True, text=True, timeout=900)
-    assert one.returncode == 0, one.stderr[-3000:]
-    with socket.socket() as s:  # a free port for the processes' rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2",
-              "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no", f"--main_process_port={port}"]
-    two = subprocess.run([*launch, "-m", "preprocessing.caption", *flags, f"--OUTPUT={tmp_path / 'two.json'}"],
-                         cwd=repo, env=env, capture_output=True, text=True, timeout=900)
-    assert two.returncode == 0, two.stderr[-3000:]
-    said = two.stdout + two.stderr
+    for launcher, name in (([sys.executable], "one"), (two_cpu_processes(), "two")):  # one process, then two
+        done = subprocess.run([*launcher, "-m", "preprocessing.caption", *flags, f"--OUTPUT={tmp_path / name}.json"],
+                              cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+    said = done.stdout + done.stderr
     assert "rank 0/2: 12 rows" in said and "rank 1/2: 12 rows" in said  # two processes, each its share
     merged = json.loads((tmp_path / "two.json").read_text(encoding="utf-8"))
     assert merged == json.loads((tmp_path / "one.json").read_text(encoding="utf-8"))

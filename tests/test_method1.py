@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.helpers import killed_on_call
+from tests.helpers import killed_on_call, two_cpu_processes
 from core import dataset, files, images, knobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -381,8 +381,6 @@ def test_two_processes_under_accelerate_make_the_banners_of_one(sample_dir, cach
     call, so no batch differs; one CPU thread in both, as the launcher gives each process: with another thread count
     the float sums run in another order, which moves a few pixels by a few levels). accelerate 1.15 starts a single
     process for `--cpu --num_processes=2`; `--multi_gpu` with no GPU visible starts two on the CPU."""
-    import socket
-
     write_fixtures(sample_dir)
     env = {**os.environ, "SMOKE": "1", "DATA_DIR": str(sample_dir), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
@@ -390,12 +388,7 @@ def test_two_processes_under_accelerate_make_the_banners_of_one(sample_dir, cach
     one = subprocess.run([sys.executable, "-m", "inference.method1", *flags, f"--OUT_DIR={tmp_path / 'one'}"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert one.returncode == 0, one.stderr[-3000:]
-    with socket.socket() as s:  # a free port for the processes' rendezvous
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2",
-              "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no", f"--main_process_port={port}"]
-    two = subprocess.run([*launch, "-m", "inference.method1", *flags, f"--OUT_DIR={tmp_path / 'two'}"],
+    two = subprocess.run([*two_cpu_processes(), "-m", "inference.method1", *flags, f"--OUT_DIR={tmp_path / 'two'}"],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert two.returncode == 0, two.stderr[-3000:]
     assert "[rank 0/2] 3 rows" in two.stderr and "[rank 1/2] 3 rows" in two.stderr  # each process its share
