@@ -23,7 +23,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-FAMILIES = ("sd15", "sd21", "sentence", "open_clip", "llava", "causal_lm", "seq2seq")
+import model_facts
+
+FAMILIES = ("sd15", "sd21", "sentence", "open_clip", "llava", "causal_lm", "seq2seq", "lcm_lora_sd15", "taesd")
 ROOT = Path(__file__).resolve().parent
 MARKER = ".complete"  # written last: a folder without it is a half build
 SEED = 0
@@ -72,11 +74,11 @@ def smoke_dir():
 
 
 def _build_key():
-    # The marker stores a hash of this file and of the libraries that save the folders, so changing a recipe or
-    # upgrading transformers/diffusers invalidates old caches.
+    # The marker stores a hash of this file, of the real models' facts it copies (model_facts.py), and of the libraries
+    # that save the folders, so changing a recipe or upgrading transformers/diffusers invalidates old caches.
     from importlib.metadata import PackageNotFoundError, version
 
-    h = hashlib.sha256(Path(__file__).read_bytes())
+    h = hashlib.sha256(Path(__file__).read_bytes() + (ROOT / "model_facts.py").read_bytes())
     for package in ("torch", "transformers", "diffusers", "tokenizers", "open_clip_torch", "sentence-transformers"):
         try:
             h.update(f"{package}={version(package)}".encode())
@@ -168,11 +170,9 @@ def _fast(tok, model_max_length=256, **kw):
 
 # ---------------------------------------------------------------------------- families
 
-def _sd(folder, v_prediction):
-    from diffusers import (AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionPipeline,
-                           UNet2DConditionModel)
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
-    unet = UNet2DConditionModel(
+def _sd_unet(v_prediction):
+    from diffusers import UNet2DConditionModel
+    return UNet2DConditionModel(
         sample_size=64, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=(32, 64), cross_attention_dim=32,
         down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
@@ -181,6 +181,12 @@ def _sd(folder, v_prediction):
         attention_head_dim=(2, 4) if v_prediction else 8,
         use_linear_projection=v_prediction, upcast_attention=v_prediction,
     )
+
+
+def _sd(folder, v_prediction):
+    from diffusers import AutoencoderKL, DDIMScheduler, PNDMScheduler, StableDiffusionPipeline
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+    unet = _sd_unet(v_prediction)
     # 4 blocks -> 3 downsamples -> latents are 1/8 of the image, as in the real VAE
     vae = AutoencoderKL(
         in_channels=3, out_channels=3, latent_channels=4, layers_per_block=1,
@@ -195,10 +201,9 @@ def _sd(folder, v_prediction):
     ))
     betas = dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
                  beta_schedule="scaled_linear", set_alpha_to_one=False, steps_offset=1)
-    if v_prediction:
-        scheduler = DDIMScheduler(**betas, clip_sample=False, prediction_type="v_prediction",
-                                  rescale_betas_zero_snr=True, timestep_spacing="trailing")
-    else:
+    if v_prediction:  # SD 2.1's own: the standard schedule, leading timesteps (zero-SNR is a sampling choice)
+        scheduler = DDIMScheduler.from_config(model_facts.SD21_SCHEDULER)
+    else:  # the SD 1.5 reference's PNDM (not Realistic Vision's DEIS: see model_facts.REALISTIC_VISION_SCHEDULER)
         scheduler = PNDMScheduler(**betas, skip_prk_steps=True, prediction_type="epsilon")
     vocab, merges = _clip_vocab()
     # transformers 5: vocab/merges (not vocab_file/merges_file, which are silently ignored);
@@ -222,6 +227,37 @@ def _build_sd15(folder):
 
 def _build_sd21(folder):
     _sd(folder, v_prediction=True)
+
+
+def random_lora(unet, folder, rank=4, scale=0.02):
+    """A LoRA of random weights for `unet` (attention projections), saved in diffusers format: what
+    `pipe.load_lora_weights(folder)` reads. Both factors are random (peft would start B at zero: a LoRA that does
+    nothing), so loading it changes the pipeline's output. Used for the smoke acceleration adapter and by the
+    benchmarks (an adapter of the real one's shape)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import convert_state_dict_to_diffusers
+    from peft import LoraConfig, get_peft_model_state_dict
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    with torch.no_grad():
+        for name, param in unet.named_parameters():
+            if "lora_" in name:
+                param.copy_(torch.randn_like(param) * scale)
+    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True)
+    unet.delete_adapters(["default"])  # the caller's UNet as it was
+
+
+def _build_lcm_lora_sd15(folder):
+    # stand-in for latent-consistency/lcm-lora-sdv1-5: a LoRA of the smoke SD 1.5 UNet's shape (weights random)
+    random_lora(_sd_unet(v_prediction=False), folder)
+
+
+def _build_taesd(folder):
+    # stand-in for madebyollin/taesd: AutoencoderTiny with TAESD's layout (4 latent channels, 1/8 size), narrower
+    from diffusers import AutoencoderTiny
+    AutoencoderTiny(encoder_block_out_channels=(16,) * 4, decoder_block_out_channels=(16,) * 4,
+                    num_encoder_blocks=(1, 1, 1, 1), num_decoder_blocks=(1, 1, 1, 1)).save_pretrained(folder)
 
 
 def _build_sentence(folder):
@@ -282,69 +318,107 @@ def _build_open_clip(folder):
         json.dump({"model_cfg": model_cfg, "preprocess_cfg": preprocess_cfg}, f, indent=2)
 
 
-# Works for plain-string content and for processor-style content lists with {"type": "image"}.
-_CHAT_TEMPLATE = (
-    "{% for m in messages %}<|{{ m['role'] }}|>\n"
-    "{% if m['content'] is string %}{{ m['content'] }}"
-    "{% else %}{% for c in m['content'] %}"
-    "{% if c['type'] == 'image' %}<image>\n{% elif c['type'] == 'text' %}{{ c['text'] }}{% endif %}"
-    "{% endfor %}{% endif %}</s>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|assistant|>\n{% endif %}"
-)
+def _trained(tok):
+    """(vocab, merges) of a trained tokenizers BPE, to build a transformers tokenizer class from."""
+    model = json.loads(tok.to_str())["model"]
+    return model["vocab"], [tuple(m) if isinstance(m, list) else tuple(m.split(" ")) for m in model["merges"]]
 
 
-def _llama_config(tok, **kw):
-    from transformers import LlamaConfig
-    return LlamaConfig(
-        vocab_size=tok.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        bos_token_id=tok.token_to_id("<s>"), eos_token_id=tok.token_to_id("</s>"),
-        pad_token_id=tok.token_to_id("<pad>"),
-        tie_word_embeddings=False,  # tied + random answers every prompt with the same blank token
-        **kw)
+def _ids(tokenizer, facts):
+    """A generation config's token fields, written in the facts as token strings, as this tokenizer's ids."""
+    def one(v):
+        return [one(x) for x in v] if isinstance(v, list) else tokenizer.convert_tokens_to_ids(v)
+    return {k: one(v) if k.endswith("token_id") else v for k, v in facts.items()}
 
 
-def _chat_tokenizer(extra=()):
-    tok = _bpe(["<unk>", "<s>", "</s>", "<pad>", "<|system|>", "<|user|>", "<|assistant|>", *extra])
-    hf_tok = _fast(tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-                   padding_side="left")  # decoder-only batched generation pads on the left
-    hf_tok.chat_template = _CHAT_TEMPLATE
-    return tok, hf_tok
+def _qwen_tokenizer():
+    """Qwen2.5's tokenizer class, special tokens and chat template over a tiny byte-level BPE trained on _CORPUS with
+    Qwen's own pre-tokenizer; the special tokens come after the vocabulary, as in the real one."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
+
+    facts = model_facts.QWEN_TOKENIZER
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated"),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.train_from_iterator(_CORPUS, trainers.BpeTrainer(vocab_size=600, show_progress=False,
+                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    vocab, merges = _trained(tok)
+    for token in facts["special"]:
+        vocab[token] = len(vocab)
+    hf_tok = Qwen2Tokenizer(vocab=vocab, merges=merges, unk_token=None, bos_token=facts["bos_token"],
+                            eos_token=facts["eos_token"], pad_token=facts["pad_token"], errors=facts["errors"],
+                            model_max_length=131072, extra_special_tokens=facts["special"][1:])
+    hf_tok.chat_template = model_facts.QWEN_CHAT_TEMPLATE
+    return hf_tok
+
+
+def _llava_tokenizer():
+    """LLaVA-1.5's Llama tokenizer type (Metaspace BPE with byte fallback, <s> added to every text) trained on
+    _CORPUS: <unk> <s> </s> and the 256 byte tokens first, then the BPE, then <image> and <pad>, as in the real one."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import LlamaTokenizer
+
+    facts = model_facts.LLAVA_TOKENIZER
+    tok = Tokenizer(models.BPE(byte_fallback=True, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=True)
+    special = facts["special"] + [f"<0x{i:02X}>" for i in range(256)]
+    tok.train_from_iterator(_CORPUS, trainers.BpeTrainer(vocab_size=600, special_tokens=special, show_progress=False))
+    vocab, merges = _trained(tok)
+    hf_tok = LlamaTokenizer(vocab=vocab, merges=merges, add_bos_token=facts["add_bos_token"],
+                            add_eos_token=facts["add_eos_token"], legacy=facts["legacy"],
+                            padding_side=facts["padding_side"])
+    image, pad = facts["added"]
+    hf_tok.add_tokens([AddedToken(image, special=True, normalized=False)], special_tokens=True)
+    hf_tok.add_special_tokens({"pad_token": pad})
+    return hf_tok
 
 
 def _build_causal_lm(folder):
-    from transformers import GenerationConfig, LlamaForCausalLM
-    tok, hf_tok = _chat_tokenizer()
-    cfg = _llama_config(tok)
-    model = LlamaForCausalLM(cfg)
-    model.generation_config = GenerationConfig(bos_token_id=cfg.bos_token_id, eos_token_id=cfg.eos_token_id,
-                                               pad_token_id=cfg.pad_token_id, max_new_tokens=16)
+    """Qwen2.5-7B-Instruct in miniature: a Qwen2 model with its tokenizer, chat template and generation config."""
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    tok = _qwen_tokenizer()
+    cfg = Qwen2Config(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tok.convert_tokens_to_ids("<|endoftext|>"),
+        eos_token_id=tok.eos_token_id, tie_word_embeddings=model_facts.QWEN_CONFIG["tie_word_embeddings"])
+    model = Qwen2ForCausalLM(cfg)
+    model.generation_config = GenerationConfig(**_ids(tok, model_facts.QWEN_GENERATION))
     model.save_pretrained(folder)
-    hf_tok.save_pretrained(folder)
+    tok.save_pretrained(folder)
 
 
 def _build_llava(folder):
-    from transformers import (CLIPImageProcessor, CLIPVisionConfig, GenerationConfig, LlavaConfig,
+    """LLaVA-1.5 in miniature: its tokenizer type, chat template, generation config and image processor (resize
+    the short side, center crop, the CLIP mean and std) with 32 px where the real one has 336."""
+    from transformers import (CLIPImageProcessor, CLIPVisionConfig, GenerationConfig, LlamaConfig, LlavaConfig,
                               LlavaForConditionalGeneration, LlavaProcessor)
-    tok, hf_tok = _chat_tokenizer(extra=["<image>"])
+
+    tok = _llava_tokenizer()
     image_size, patch = 32, 8
-    text_cfg = _llama_config(tok)
+    # initializer_range 0.3, not 0.02: at that scale a random 2-layer model answers every question alike (the
+    # caption tests need each row's own answer)
+    text_cfg = LlamaConfig(
+        vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, max_position_embeddings=512, bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id, tie_word_embeddings=False, initializer_range=0.3)
     cfg = LlavaConfig(
         vision_config=CLIPVisionConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                                        num_attention_heads=4, image_size=image_size, patch_size=patch,
                                        projection_dim=32),
-        text_config=text_cfg, image_token_id=tok.token_to_id("<image>"),
-        vision_feature_select_strategy="default", vision_feature_layer=-2,
-        tie_word_embeddings=False)
+        text_config=text_cfg, image_token_id=tok.convert_tokens_to_ids(model_facts.LLAVA_PROCESSOR["image_token"]),
+        **model_facts.LLAVA_CONFIG)
     model = LlavaForConditionalGeneration(cfg)
-    model.generation_config = GenerationConfig(bos_token_id=text_cfg.bos_token_id, eos_token_id=text_cfg.eos_token_id,
-                                               pad_token_id=text_cfg.pad_token_id, max_new_tokens=16)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
-                                         crop_size={"height": image_size, "width": image_size})
+    model.generation_config = GenerationConfig(**_ids(tok, model_facts.LLAVA_GENERATION))
+    real = {k: v for k, v in model_facts.LLAVA_IMAGE_PROCESSOR.items() if k != "image_processor_type"}
+    image_processor = CLIPImageProcessor(**{**real, "size": {"shortest_edge": image_size},
+                                            "crop_size": {"height": image_size, "width": image_size}})
     # "default" drops the CLS token: (32/8)^2 = 16 image tokens; +1 tells the processor about CLS
-    processor = LlavaProcessor(image_processor=image_processor, tokenizer=hf_tok, patch_size=patch,
-                               vision_feature_select_strategy="default", num_additional_image_tokens=1,
-                               chat_template=_CHAT_TEMPLATE)
+    processor = LlavaProcessor(image_processor=image_processor, tokenizer=tok, patch_size=patch,
+                               chat_template=model_facts.LLAVA_CHAT_TEMPLATE, **model_facts.LLAVA_PROCESSOR)
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
 

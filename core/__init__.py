@@ -4,10 +4,12 @@
 - files:    atomic writes, JSON/CSV files, resumable JSON stores, folder checks and locks
 - dataset:  info.csv and retrieval.csv, read and validated
 - images:   image loading, the one banner-validity check, banner JPEGs, mean colour
-- devices:  devices, dtypes, model loading (hub id or folder; SMOKE=1 tiny models), several processes
+- devices:  devices, dtypes, a model knob as a folder or hub id and its load, several processes (the SMOKE
+            stand-ins are swapped in above core, by models.py)
 - seeds:    per-row seeds
 - progress: the one progress bar (hidden when the output is not a terminal); quiet library logs for tiny models
 - errors:   long lists of failures shown short (the first few, the count, the file with all of them)
+- prompt_fit: ad copy cleaned and fitted to a text encoder's token window (both methods, the prompt stage)
 """
 from pathlib import Path
 

@@ -46,7 +46,8 @@ def read_info(path, images_dir=None, check_images=False):
     """Read and validate an info.csv; returns a pandas DataFrame of str columns in file order.
 
     Accepts UTF-8 with or without BOM, CRLF, quoted commas; empty/NaN text becomes "". Errors name the row/column/file:
-    missing column, missing id or bannerImage, duplicate id or bannerImage, and (check_images=True) a referenced image
+    missing column, no row at all (a header alone: every stage would have nothing to do, and some would fail later on
+    an empty list), missing id or bannerImage, duplicate id or bannerImage, and (check_images=True) a referenced image
     that is missing or unreadable in `images_dir` (default: `images/` beside the CSV).
     """
     path = Path(path)
@@ -57,6 +58,8 @@ def read_info(path, images_dir=None, check_images=False):
     missing = [c for c in INFO_COLUMNS if c not in df.columns]
     if missing:
         raise InputError(f"{path}: missing column(s) {missing}; expected {INFO_COLUMNS}")
+    if df.empty:
+        raise InputError(f"{path}: no rows under the header (nothing to work on)")
     for col in df.columns:
         df[col] = df[col].fillna("").astype(str)
     for col in ("id", "bannerImage"):

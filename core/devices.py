@@ -1,10 +1,10 @@
 """
-Devices and models: the device and dtype to run on, a model knob resolved to a local folder or a hub id (SMOKE=1: the
-tiny random model of that family), and the processes of `accelerate launch` (each takes every world-th row).
+Devices: the device and dtype to run on, and the processes of `accelerate launch` (each takes every world-th row).
+A model knob becomes a folder or hub id in models.py, above this layer.
 """
 import os
 
-from core.knobs import InputError, smoke_enabled
+from core.knobs import InputError
 
 
 def pick_device(prefer="auto"):
@@ -17,9 +17,12 @@ def pick_device(prefer="auto"):
 
 
 def pick_dtype(device, prefer="fp16"):
-    """fp16/bf16 on CUDA as asked (bf16 falls back to fp16 where unsupported); always fp32 on the CPU."""
+    """fp16/bf16 on CUDA as asked (bf16 falls back to fp16 where unsupported); fp32 on the CPU. A torch dtype is taken
+    as is on any device: the stages' loaders pass it through, so tests run the half-precision paths on the CPU."""
     import torch
 
+    if isinstance(prefer, torch.dtype):
+        return prefer
     if prefer not in ("fp16", "bf16", "fp32"):
         raise InputError(f"DTYPE must be fp16, bf16 or fp32, got {prefer!r}")
     if str(device).startswith("cpu"):
@@ -27,39 +30,6 @@ def pick_dtype(device, prefer="fp16"):
     if prefer == "bf16":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
     return torch.float16 if prefer == "fp16" else torch.float32
-
-
-def model_path(name, smoke_family=None):
-    """Resolve a model constant: a local folder as is, otherwise a hub id; with SMOKE=1 the tiny model of that family.
-
-    Offline (HF_HUB_OFFLINE=1) a hub id that is not in the local cache fails later with the library's own error;
-    `load_model` wraps that into a message naming the constant's value.
-    """
-    if smoke_enabled() and smoke_family:
-        import smoke
-
-        return smoke.smoke_model(smoke_family)
-    expanded = os.path.expanduser(str(name))
-    if os.path.isdir(expanded):
-        return expanded
-    # a hub id is "org/name" (or a bare name); anything path-like that is not a folder is a user error
-    if expanded.startswith((".", "/")) or expanded.count("/") > 1 or os.path.exists(expanded):
-        raise InputError(f"model folder not found: {name}")
-    return str(name)
-
-
-def load_model(loader, name, smoke_family=None, **kwargs):
-    """Call `loader(path, **kwargs)` (e.g. SomeModel.from_pretrained) with a clear error when the model can't be had."""
-    from core.progress import quiet_libraries
-
-    path = model_path(name, smoke_family)
-    try:
-        with quiet_libraries(smoke_enabled() and bool(smoke_family)):  # a tiny model's "Loading weights" bar says nothing
-            return loader(path, **kwargs)
-    except (OSError, ValueError) as e:
-        offline = os.environ.get("HF_HUB_OFFLINE") == "1"
-        hint = " (HF_HUB_OFFLINE=1: only local folders and cached hub models work)" if offline else ""
-        raise InputError(f"cannot load model {name!r}{hint}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
 def process_info():

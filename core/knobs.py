@@ -8,9 +8,10 @@ own command line and nowhere else.
   executed. Later files and then flags win.
 - `--NAME=value`, `--NAME value`, `--name-with-dashes=value`; a bare `--FLAG` turns a boolean knob on.
 - Types are checked against the default written in the file; unknown names are refused with the known ones listed.
-- The environment is read only for the documented contract: `SMOKE=1` applies the script's `SMOKE_OVERRIDES`, and
-  `DATA_DIR` / `OUT_DIR` set the knobs of those names (flags still win). Nothing else in the environment changes a
-  knob, so a shell with SEED=7 or MODEL=... exported for another tool changes nothing here.
+- The environment is read only for the documented contract, here and once: `SMOKE=1` applies the script's
+  `SMOKE_OVERRIDES` and is `cfg.SMOKE` from then on (tiny models: see models.py), and `DATA_DIR` / `OUT_DIR`
+  set the knobs of those names (flags still win). Nothing else in the environment changes a knob, so a shell with
+  SEED=7 or MODEL=... exported for another tool changes nothing here.
 
 `configure` never touches the module: it returns a `Config` that the script passes to its functions, so importing a
 stage has no side effects and tests build configs with `configure(module, argv, env={})` or `cfg.replace(...)`.
@@ -19,6 +20,7 @@ import ast
 import os
 import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
@@ -31,12 +33,14 @@ class InputError(Exception):
 
 
 class Config:
-    """A script's knob values, read-only: `cfg.STEPS`. `replace(NAME=value)` gives a changed copy (types checked)."""
+    """A script's knob values, read-only: `cfg.STEPS`. `replace(NAME=value)` gives a changed copy (types checked).
+    `cfg.SMOKE`: whether SMOKE=1 was set when it was configured (not a knob: no flag sets it)."""
 
-    def __init__(self, values, doc="", source=""):
+    def __init__(self, values, doc="", source="", smoke=False):
         object.__setattr__(self, "_values", dict(values))
         object.__setattr__(self, "_doc", doc)
         object.__setattr__(self, "_source", source)
+        object.__setattr__(self, "SMOKE", bool(smoke))
 
     def __getattr__(self, name):
         try:
@@ -53,7 +57,7 @@ class Config:
             if name not in values:
                 raise InputError(f"unknown knob {name}; known: {', '.join(values)}")
             values[name] = _check_type(value, values[name], name)
-        return Config(values, self._doc, self._source)
+        return Config(values, self._doc, self._source, self.SMOKE)
 
     def as_dict(self):
         return dict(self._values)
@@ -73,20 +77,39 @@ def _own(scope):
             and not (isinstance(v, tuple) and not all(isinstance(x, (bool, int, float, str)) for x in v))}
 
 
+@dataclass(frozen=True)
+class Shared:
+    """Another module's knobs that a script offers as its own (an entry of its SHARED_KNOBS), but those named in
+    `without`. A plain module in SHARED_KNOBS shares all of its knobs."""
+    module: ModuleType
+    without: tuple = ()
+
+    def knobs(self):
+        return {k: v for k, v in _own(vars(self.module)).items() if k not in self.without}
+
+    def names(self):
+        return tuple(self.knobs())
+
+
+def _shared(scope):
+    return [s if isinstance(s, Shared) else Shared(s) for s in scope.get("SHARED_KNOBS") or ()]
+
+
 def defaults(module):
     """{NAME: default} of every knob of a script (a module or its globals dict), in file order, then the knobs of the
     modules it names in SHARED_KNOBS (e.g. the run machinery's, common to both generation methods), where the script
     does not set them itself."""
     scope = _scope(module)
     values = _own(scope)
-    for shared in scope.get("SHARED_KNOBS") or ():
-        for name, value in _own(vars(shared)).items():
+    for shared in _shared(scope):
+        for name, value in shared.knobs().items():
             values.setdefault(name, value)
     return values
 
 
 def smoke_enabled(env=None):
-    """SMOKE=1 in the environment: tiny random models, few steps (the run/*.sh contract)."""
+    """SMOKE=1 in the environment: tiny random models, few steps (the run/*.sh contract). `configure` reads it once into
+    cfg.SMOKE; stages take it from there (a few still call this, until they pass cfg.SMOKE on)."""
     return (os.environ if env is None else env).get("SMOKE", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -97,7 +120,8 @@ def configure(module, argv=None, env=None):
     argv = sys.argv[1:] if argv is None else list(argv)
     env = os.environ if env is None else env
     values = defaults(scope)
-    if smoke_enabled(env):
+    smoke = smoke_enabled(env)
+    if smoke:
         for name, value in (scope.get("SMOKE_OVERRIDES") or {}).items():
             values[name] = _check_type(value, values[name], name)
     for name in ENV_KNOBS:
@@ -135,7 +159,7 @@ def configure(module, argv=None, env=None):
         i += 1
     for name, raw in flags:
         values[name] = _parse(raw, values[name], name)
-    return Config(values, scope.get("__doc__") or "", scope.get("__file__", ""))
+    return Config(values, scope.get("__doc__") or "", scope.get("__file__", ""), smoke)
 
 
 def read_config_file(path, known):
@@ -248,10 +272,10 @@ def help_text(module):
 
     own = _own(scope)
     lines += [knob_line(name, value, comments) for name, value in own.items()]
-    for shared in scope.get("SHARED_KNOBS") or ():
-        theirs = {k: v for k, v in _own(vars(shared)).items() if k not in own}
+    for shared in _shared(scope):
+        theirs = {k: v for k, v in shared.knobs().items() if k not in own}
         if theirs:
-            path = Path(shared.__file__)
+            path = Path(shared.module.__file__)
             lines += ["", f"shared knobs, edited at the top of {path.parent.name}/{path.name}:"]
             lines += [knob_line(name, value, _comments(path)) for name, value in theirs.items()]
     smoke = scope.get("SMOKE_OVERRIDES") or {}
@@ -277,8 +301,9 @@ def run_main(main, argv=None):
         sys.exit(130)
 
 
-def announce_smoke(stage, env=None):
-    if smoke_enabled(env):
+def announce_smoke(stage, smoke=None):
+    """The loud SMOKE banner on stderr when `smoke` (cfg.SMOKE; None: the environment, for stages not passing it yet)."""
+    if smoke_enabled() if smoke is None else smoke:
         bar = "!" * 88
         print(f"{bar}\n!! SMOKE=1 ({stage}): tiny RANDOM models, few steps. Outputs are noise, not banners.\n{bar}",
               file=sys.stderr, flush=True)

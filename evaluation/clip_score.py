@@ -8,7 +8,7 @@ CLIP reads English only and 77 tokens: give it the translated caption where ther
 import numpy as np
 import torch
 
-from core.devices import load_model
+import models
 from core.images import load_rgb
 
 
@@ -24,7 +24,8 @@ def _load_open_clip(path):
 
 class ClipScorer:
     def __init__(self, model_name, device="cpu"):
-        self.model, self.preprocess, self.tokenizer = load_model(_load_open_clip, model_name, smoke_family="open_clip")
+        folder = models.local_folder(model_name, "clip")  # open_clip takes no revision: a hub id@revision as a folder
+        self.model, self.preprocess, self.tokenizer = models.load(_load_open_clip, folder, "clip")
         self.model.to(device)
         self.device = device
 

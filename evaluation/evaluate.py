@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+import models
 from core import dataset, devices, files, images, knobs
 from core.dataset import read_info
 from core.errors import error_list
@@ -42,7 +43,7 @@ GALLERY = True  # write gallery.html
 BESIDE_DIRS = ()  # gallery: other prediction folders shown next to each prediction (--BESIDE_DIRS=a,b: another method, the run without TEXT_LAYER)
 THUMB_WIDTH = 384  # gallery image width in px as embedded (JPEG data URIs); the page scales them to the window
 CLIP_SCORE = False  # also compute the CLIP score prompt <-> prediction (needs CLIP_MODEL's weights; SMOKE=1: tiny model)
-CLIP_MODEL = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"  # open_clip model: hub repo id or local folder
+CLIP_MODEL = models.CLIP  # open_clip model: hub repo id[@revision] or local folder
 DEVICE = "auto"  # auto | cpu | cuda (Inception and CLIP)
 
 
@@ -203,7 +204,7 @@ def main(argv=None):
     cfg = knobs.configure(globals(), argv)
     if not cfg.PRED_DIR or not cfg.GT_DIR:
         raise InputError("pass --PRED_DIR (predictions) and --GT_DIR (folder with info.csv and images/); see --help")
-    knobs.announce_smoke("evaluate")
+    knobs.announce_smoke("evaluate", cfg.SMOKE)
     train_dir = cfg.TRAIN_DIR or dataset.split_dir("train", cfg.DATA_DIR)
     report = evaluate(cfg.PRED_DIR, cfg.GT_DIR, train_dir, cfg.CACHE_DIR, cfg.GALLERY, cfg.THUMB_WIDTH,
                       cfg.CLIP_MODEL if cfg.CLIP_SCORE else None, cfg.DEVICE, report_dir=cfg.REPORT_DIR or None,

@@ -89,6 +89,9 @@ def make_split(source_dir, split_dir, seed, fraction, link="symlink"):
     if isinstance(captions, dict):  # VLM captions are paid work: the split's train rows keep theirs (Method 2)
         kept = {b: captions[b] for b in parts["train"]["bannerImage"] if b in captions}
         write_json(split_dir / "train" / "llava_caption.json", kept)
+        # with the record of what made them (same rows, copy and banners): the caption stage counts them as done
+        files.ItemRecords(source_dir / "llava_caption_report.json").save(split_dir / "train" /
+                                                                         "llava_caption_report.json", kept)
     write_json(split_dir / "split.json", recipe)
     return parts["train"], parts["test"]
 

@@ -2,7 +2,7 @@
 Method 2: text-to-image with Stable Diffusion 2.1 (v-prediction) and the LoRA that run/train_sd.sh fine-tuned on the
 captioned training banners. Each test row is prompted with the image description an LLM wrote for it
 (run/prompts.sh); a row without one falls back to its English copy, and the run counts those rows. Every prompt is
-fitted to the text encoder's 77-token window with the project's prompt fitter (inference/prompts.py). DDIM with
+fitted to the text encoder's 77-token window with the project's prompt fitter (core/prompt_fit.py). DDIM with
 zero-terminal-SNR rescale and trailing timesteps, as the seed ran SD 2.1.
 
 The run machinery is Method 1's (inference/runner.py): resume keyed by settings, the folder check and lock, per-row
@@ -21,32 +21,45 @@ Several GPUs: accelerate launch -m inference.method2 (each process takes every w
 import sys
 from pathlib import Path
 
-from core import dataset, devices, files, knobs
+import models
+from core import dataset, devices, files, knobs, prompt_fit
 from core.progress import quiet_libraries
-from inference import pipelines, prompts, runner
+from inference import accel, pipelines, runner
+from training import lora
 
 DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
-MODEL = "stabilityai/stable-diffusion-2-1"  # SD 2.1 (v-prediction) base: hub id or local folder
+MODEL = models.SD21  # SD 2.1 (v-prediction) base: hub id[@revision] or local folder
 LORA = "outputs/lora_sd21"  # the LoRA of run/train_sd.sh: its folder or the .safetensors file ("" = the base model)
 LORA_SCALE = 1.0  # how strongly the LoRA applies (0 = the base model's images)
 FUSE_LORA = False  # fuse the LoRA into the weights (a little faster per step; the scale is baked in)
-SCHEDULER = "ddim_zero_snr"  # ddim_zero_snr (DDIM, zero terminal SNR, trailing timesteps) | ddim | dpmpp | default
+SCHEDULER = "ddim"  # the sampler: ddim (the seed's) | dpmpp | lcm (with the few-step ADAPTER) | default (the checkpoint's)
+NOISE_SCHEDULE = "trained"  # trained: the one the LoRA was trained with (its train_settings.json; none recorded: the
+# seed's zero_snr_trailing) | zero_snr_trailing (zero terminal SNR, trailing timesteps) | model (the checkpoint's own)
+ADAPTER = ""  # few-step LoRA loaded beside LORA (run/distill.sh's consistency LoRA, with SCHEDULER=lcm); "" = off
+ADAPTER_WEIGHT = 1.0  # how strongly the few-step LoRA applies
+DECODER = "full"  # full (the checkpoint's VAE) | TAESD, hub id or folder (madebyollin/taesd): decodes the latents
 STEPS = 30  # scheduler steps
 GUIDANCE = 7.5  # classifier-free guidance scale (> 1 doubles the UNet batch)
 GUIDANCE_RESCALE = 0.7  # rescale of the guided prediction (Lin et al. 2023, with zero-terminal-SNR; 0 = off)
-NEGATIVE_PROMPT = prompts.NEGATIVE_PROMPT  # what to steer away from ("" = none)
+NEGATIVE_PROMPT = prompt_fit.NEGATIVE_PROMPT  # what to steer away from ("" = none)
 STYLE = ""  # words appended to every prompt when they fit
 PROMPT_FILE = "llava_prompt.json"  # in $DATA_DIR/test: {bannerImage: prompt} from run/prompts.sh
 INFO_FILE = "info_trans.csv"  # in $DATA_DIR/test: the copy a row without an LLM prompt falls back to
+LAYOUT_FILE = "retrieval.csv"  # in $DATA_DIR/test: TEXT_LAYER sets each row's copy where its nearest training banner
+# (rank 1 of the retrieval stage) had its text; "" or no such file: the calmest box
 OUT_DIR = "inference/method_2"  # output folder (also from env OUT_DIR; SUBMISSION=1 writes SUBMISSION_DIR/submission{k})
 GEN_SIZE = (1024, 536)  # generation size WxH, multiples of 8; outputs are resized to exactly 1024x533
-SHARED_KNOBS = (runner,)  # the run machinery's knobs (guard, POSTPROCESS + PP_*, TEXT_LAYER, SUBMISSION, SEED, ...)
+# the run machinery's knobs (guard, POSTPROCESS + PP_*, SUBMISSION, SEED, ...) and the text layer's (TEXT_LAYER=1: fonts,
+# sizes, DISCLAIMER, ...), listed by --help
+SHARED_KNOBS = (runner, runner.TEXT_LAYER_KNOBS)
 # tiny random model: few steps, small batches, small canvas (outputs still 1024x533); the smoke LoRA of run/train_sd.sh
 SMOKE_OVERRIDES = dict(STEPS=3, BATCH_SIZE=2, GEN_SIZE=(256, 136), LORA="outputs/smoke/lora_sd21")
 
-_IMAGE_SETTINGS = ("MODEL", "LORA_SCALE", "FUSE_LORA", "SCHEDULER", "STEPS", "GUIDANCE", "GUIDANCE_RESCALE",
-                   "NEGATIVE_PROMPT", "GEN_SIZE")  # + runner.SHARED_IMAGE_SETTINGS
-_LORA_FILE = "pytorch_lora_weights.safetensors"  # the name save_lora_weights gives it
+_IMAGE_SETTINGS = ("MODEL", "LORA_SCALE", "FUSE_LORA", "SCHEDULER", "NOISE_SCHEDULE", "ADAPTER", "ADAPTER_WEIGHT",
+                   "DECODER", "STEPS", "GUIDANCE", "GUIDANCE_RESCALE", "NEGATIVE_PROMPT",
+                   "GEN_SIZE")  # + the runner's shared ones and the LoRA file's hash
+# knobs that cannot change a banner: a change of one does not make run/method2.sh regenerate
+_SPEED_KNOBS = ("DEVICE", "BATCH_SIZE", "OVERWRITE", "CACHE_DIR", "VAE_SLICING", "COMPILE", "CHANNELS_LAST")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -58,67 +71,130 @@ def lora_file(cfg):
     if not cfg.LORA:
         return None
     path = Path(cfg.LORA)
-    path = path / _LORA_FILE if path.is_dir() else path
+    path = path / lora.LORA_FILE if path.is_dir() else path
     if not path.is_file():
         raise knobs.InputError(f"LoRA not found: {path} (train it with bash run/train_sd.sh, or --LORA= for the base "
                                f"model)")
     return path
 
 
+def stage_files(cfg):
+    """For run/method2.sh: what generation reads (the LoRA and the few-step adapter by their files' hashes), the file
+    that means done, the settings that can change a banner, and the flag that redoes its banners."""
+    data = Path(cfg.DATA_DIR)
+    adapter = Path(cfg.ADAPTER)  # the few-step LoRA (run/distill.sh's folder): its file
+    adapter = adapter / lora.LORA_FILE if cfg.ADAPTER and adapter.is_dir() else adapter
+    done = Path(cfg.SUBMISSION_DIR) / "submission1_manifest.csv" if cfg.SUBMISSION else \
+        Path(cfg.OUT_DIR) / "manifest.csv"
+    settings = {k: v for k, v in cfg.as_dict().items() if k not in _SPEED_KNOBS}
+    return files.StageFiles(inputs=[data / "test" / "info.csv", data / "test" / cfg.INFO_FILE,
+                                    data / "test" / cfg.PROMPT_FILE, data / "train" / "images",
+                                    *([lora_file(cfg)] if cfg.LORA else []), *([adapter] if cfg.ADAPTER else [])],
+                            done=done, settings=settings, redo_flags=("--OVERWRITE=1",))
+
+
 def read_inputs(cfg):
-    """Test rows and each row's LLM prompt ("" when there is none, or when the prompt stage fell back to the copy: the
-    fitted copy stands in, counted)."""
+    """Test rows and each row's LLM prompt ("" when it has none: the prompt stage writes only the LLM's prompts, so a
+    row it fell back on is not there; its fitted copy stands in, counted). A prompt that is not text is refused in one
+    line naming the file and the rows."""
     rows = runner.read_test_rows(cfg)
-    test = dataset.split_dir("test", cfg.DATA_DIR)
-    prompt_path = test / cfg.PROMPT_FILE
-    llm = files.read_json(prompt_path, {})
-    if not isinstance(llm, dict):
-        raise knobs.InputError(f"{prompt_path}: expected a JSON object {{bannerImage: prompt}}")
-    if not prompt_path.is_file():
+    prompt_path = dataset.split_dir("test", cfg.DATA_DIR) / cfg.PROMPT_FILE
+    llm = files.read_string_map(prompt_path, "{bannerImage: prompt}")
+    if llm is None:
         print(f"warning: {prompt_path} not found (run bash run/prompts.sh): every row uses its copy", file=sys.stderr)
-    # the prompt stage writes its own fallbacks (the fitted copy) into the JSON as well; its report says which rows
-    report = files.read_json(prompt_path.with_name(prompt_path.stem + "_report.json"), {}) or {}
-    fell_back = {name for name, rec in report.items() if isinstance(rec, dict) and rec.get("source") == "fallback"}
-    return rows, {row.id: "" if row.bannerImage in fell_back else str(llm.get(row.bannerImage) or "").strip()
-                  for row in rows}
+    return rows, {row.id: (llm or {}).get(row.bannerImage, "").strip() for row in rows}
 
 
-def fitted_prompts(rows, llm, tokenizer, style=""):
-    """{id: prompt within the window}, and how many rows fell back to their copy and how many LLM prompts were cut."""
-    count, budget = prompts.token_counter(tokenizer), prompts.window(tokenizer)
-    out, fallback, cut = {}, 0, 0
+def lora_hash(cfg):
+    """The LoRA file's content hash ("" = the base model): in the resume key, so a retrained LoRA redoes the banners."""
+    path = lora_file(cfg)
+    return files.file_hash(path)[:16] if path else ""
+
+
+def layout_banners(cfg, rows):
+    """{row id: the training banner whose text blocks place the row's copy} (TEXT_LAYER with its LAYOUT), else {}."""
+    path = dataset.split_dir("test", cfg.DATA_DIR) / cfg.LAYOUT_FILE if cfg.LAYOUT_FILE else None
+    if not (cfg.TEXT_LAYER and cfg.LAYOUT and path is not None and path.is_file()):
+        return {}
+    images_dir = dataset.split_dir("train", cfg.DATA_DIR) / "images"
+    return {row_id: images_dir / names[0] for row_id, names in dataset.read_retrieval(path, [r.id for r in rows]).items()}
+
+
+def make_jobs(cfg, rows, llm, tokenizer):
+    """One job per row: its LLM prompt, or its English copy where it has none, fitted to the text encoder's window.
+    Rank 0 says how many rows fell back to their copy and how many LLM prompts were cut."""
+    count, budget = prompt_fit.token_counter(tokenizer), prompt_fit.window(tokenizer)
+    jobs, fallback, cut, layouts = [], 0, 0, layout_banners(cfg, rows)
     for row in rows:
         if llm[row.id]:
-            prompt, notes = prompts.fit_prompt(llm[row.id], "", "", count, budget, style)
+            prompt, notes = prompt_fit.fit_prompt(llm[row.id], "", "", count, budget, cfg.STYLE)
             cut += notes.get("caption") == "cut"
         else:
-            prompt, _ = prompts.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, style)
+            prompt, _ = prompt_fit.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, cfg.STYLE)
             fallback += 1
-        out[row.id] = prompt
-    return out, fallback, cut
+        jobs.append(runner.Job(row, prompt, [None] * runner.parts(cfg),  # text-to-image: no input banner
+                               layout=layouts.get(row.id)))
+    if devices.process_info()[0] == 0:
+        print(f"prompts: {len(rows) - fallback} from the LLM ({cut} cut to the {budget}-token window), {fallback} rows "
+              f"without one use their fitted copy", file=sys.stderr)
+    return jobs
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # the pipeline
 
 
-def load_pipeline(cfg, device):
+def noise_schedule(cfg):
+    """(scheduler config values, why) of the noise schedule to sample on: training and generation share one decision."""
+    if cfg.NOISE_SCHEDULE != "trained":
+        if cfg.NOISE_SCHEDULE not in lora.NOISE_SCHEDULES:
+            raise knobs.InputError(f"NOISE_SCHEDULE={cfg.NOISE_SCHEDULE!r}: choose trained, "
+                                   f"{', '.join(lora.NOISE_SCHEDULES)}")
+        return lora.NOISE_SCHEDULES[cfg.NOISE_SCHEDULE], f"NOISE_SCHEDULE={cfg.NOISE_SCHEDULE}"
+    path = lora_file(cfg)
+    trained = lora.schedule_from_training(path) if path is not None else None
+    if trained is None:
+        return lora.NOISE_SCHEDULES["zero_snr_trailing"], "no training record: the seed's zero_snr_trailing"
+    return trained, f"what {path.parent / lora.SETTINGS_FILE} says the LoRA was trained with"
+
+
+def set_scheduler(pipe, cfg):
+    """The sampler (SCHEDULER) on the noise schedule of noise_schedule(cfg); the run says which and why."""
+    schedule, why = noise_schedule(cfg)
+    print(f"sampler {cfg.SCHEDULER} on the noise schedule {schedule or '(the checkpoint’s own)'}: {why}",
+          file=sys.stderr, flush=True)
+    return pipelines.set_scheduler(pipe, cfg.SCHEDULER, schedule)
+
+
+def load_pipeline(cfg, device, dtype=None):
+    """SD 2.1 with the LoRA in cfg.DTYPE (fp32 on the CPU), or in `dtype` (a torch dtype: tests run bf16 on the CPU)."""
     from diffusers import StableDiffusionPipeline
 
-    dtype = devices.pick_dtype(device, cfg.DTYPE)
-    pipe = devices.load_model(StableDiffusionPipeline.from_pretrained, cfg.MODEL, smoke_family="sd21", dtype=dtype,
-                              safety_checker=None, requires_safety_checker=False)
-    lora = lora_file(cfg)
-    if lora is not None:
+    dtype = dtype or devices.pick_dtype(device, cfg.DTYPE)
+    pipe = models.load(StableDiffusionPipeline.from_pretrained, cfg.MODEL, "sd21", cfg.SMOKE, dtype=dtype,
+                       safety_checker=None, requires_safety_checker=False)
+    path = lora_file(cfg)
+    if path is not None:
         # quiet: a UNet-only LoRA (TRAIN_TEXT_ENCODER=0) makes diffusers warn that the text encoder has no keys
         with quiet_libraries():
-            pipe.load_lora_weights(str(lora.parent), weight_name=lora.name, adapter_name="banners")
-        if cfg.FUSE_LORA:
+            pipe.load_lora_weights(lora.read_lora_file(path), adapter_name="banners")  # a bad file: one line
+        if cfg.FUSE_LORA and not cfg.ADAPTER:
             pipe.fuse_lora(lora_scale=cfg.LORA_SCALE)
             pipe.unload_lora_weights()
         else:
             pipe.set_adapters(["banners"], adapter_weights=[cfg.LORA_SCALE])
-    return pipelines.prepare(pipe, device, cfg.SCHEDULER, cfg.MODEL, cfg.VAE_SLICING, cfg.COMPILE, cfg.CHANNELS_LAST)
+            pipe.adapter_weights = {"banners": cfg.LORA_SCALE}  # kept active beside the few-step LoRA
+    add_fast_parts(pipe, cfg, dtype)
+    return pipelines.prepare(set_scheduler(pipe, cfg), device, cfg)
+
+
+def add_fast_parts(pipe, cfg, dtype):
+    """The few-step preset (config/method2_fast.py): the banner model's consistency LoRA beside the banner LoRA, each
+    at its own weight (both fused with FUSE_LORA=1), and the decoder."""
+    accel.add_adapter(pipe, cfg.ADAPTER, cfg.ADAPTER_WEIGHT, smoke=cfg.SMOKE)
+    if cfg.FUSE_LORA and cfg.ADAPTER:
+        accel.fuse_adapters(pipe)
+    return accel.set_decoder(pipe, cfg.DECODER, dtype, cfg.SMOKE)
 
 
 def generate(pipe, cfg, calls):
@@ -134,40 +210,31 @@ def generate(pipe, cfg, calls):
     return out
 
 
+def unet_formula(cfg):
+    """(how the UNet evaluations per banner are counted, their number on a first try), for the compute summary."""
+    guidance, n_parts = 2 if cfg.GUIDANCE > 1 else 1, runner.parts(cfg)
+    return (f"{cfg.STEPS} steps x {guidance} (guidance)" + (" x 2 parts" if n_parts == 2 else ""),
+            cfg.STEPS * guidance * n_parts)
+
+
 # ---------------------------------------------------------------------------------------------------------------------
-# one run
-
-
-def run_once(cfg, target, rows, prompt, lora_hash, pipe, guard, finish, rank=0, world=1):
-    """This process's share of the rows into `target`; returns its compute figures."""
-    settings = {**runner.image_settings(cfg, _IMAGE_SETTINGS), "LORA": lora_hash}
-    keys = {row.id: runner.row_key(settings, target.seed, prompt[row.id], []) for row in rows}
-    guidance = 2 if cfg.GUIDANCE > 1 else 1
-    formula = (f"{cfg.STEPS} steps x {guidance} (guidance)" + (" x 2 parts" if runner.parts(cfg) == 2 else ""),
-               cfg.STEPS * guidance * runner.parts(cfg))
-    # text-to-image has no init banner: a retry of a near-copy changes only the seed (the runner's per-try seed)
-    return runner.run_share(
-        cfg, target, rows, keys, settings, pipe,
-        lambda todo: [runner.Job(r, prompt[r.id], [None] * runner.parts(cfg)) for r in todo],
-        lambda calls, _params: generate(pipe, cfg, calls), finish, lambda attempt: {"strength": 1.0}, guard,
-        "method 2", rank, world, formula)
+# the run
 
 
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
-    knobs.announce_smoke("inference / method 2")
+    knobs.announce_smoke("inference / method 2", cfg.SMOKE)
     rows, llm = read_inputs(cfg)
-    lora = lora_file(cfg)
-    lora_hash = files.file_hash(lora)[:16] if lora else ""
-    targets, device, guard, finish, locks = runner.prepare_run(cfg, rows)  # before any model loads
-    with locks:
-        pipe = load_pipeline(cfg, device)
-        prompt, fallback, cut = fitted_prompts(rows, llm, pipe.tokenizer, cfg.STYLE)
-        if devices.process_info()[0] == 0:
-            print(f"prompts: {len(rows) - fallback} from the LLM ({cut} cut to the {prompts.window(pipe.tokenizer)}"
-                  f"-token window), {fallback} rows without one use their fitted copy", file=sys.stderr)
-        return runner.run_all(targets, rows, lambda target, r, w, _d: run_once(cfg, target, rows, prompt, lora_hash,
-                                                                              pipe, guard, finish, r, w), cfg.DUP_MAX)
+    settings = {**runner.image_settings(cfg, _IMAGE_SETTINGS), "LORA": lora_hash(cfg)}
+    with runner.open_runs(cfg, rows) as runs:  # folders checked and locked, copy checked, guard ready: no model yet
+        pipe = load_pipeline(cfg, runs.device)
+        jobs = make_jobs(cfg, rows, llm, pipe.tokenizer)
+        for run in runs:  # OUT_DIR with SEED; SUBMISSION=1: submission{k}/ with each seed of SEEDS
+            # a near-copy comes back in a batch of its own: the retry policy of text-to-image is the new seed alone
+            for batch in run.todo_batches(jobs, settings, pipe):
+                generated = generate(pipe, cfg, batch.calls)
+                run.finish_and_write(batch, generated)  # guard, post-processing, text layer, JPEG, record
+            run.close(pipe, unet_formula(cfg))  # compute summary; manifest.csv (+ time CSV) once all processes are done
 
 
 if __name__ == "__main__":

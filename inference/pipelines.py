@@ -1,49 +1,59 @@
 """
-What both generation methods do to a loaded diffusers pipeline: the scheduler knob, a tokenizer check, quiet progress,
+What both generation methods do to a loaded diffusers pipeline: a scheduler by name, a tokenizer check, quiet progress,
 VAE slicing, the speed knobs (torch.compile of the UNet; channels_last), and a UNet call counter (the compute
 accounting's ground truth: images the UNet processed, a guidance pair counting 2).
 """
 from core.knobs import InputError
-from inference import prompts
+from core import prompt_fit
 
 SCHEDULERS = {"dpmpp": ("DPMSolverMultistepScheduler", {"algorithm_type": "dpmsolver++"}),
               "ddim": ("DDIMScheduler", {}), "pndm": ("PNDMScheduler", {"skip_prk_steps": True}),
               "euler_a": ("EulerAncestralDiscreteScheduler", {}),
-              # SD 2.1 v-prediction as the seed ran it: zero terminal SNR, trailing timesteps (Lin et al. 2023)
-              "ddim_zero_snr": ("DDIMScheduler", {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"})}
+              # few-step, with the acceleration LoRA they were distilled for (inference/accel.py)
+              "lcm": ("LCMScheduler", {}), "tcd": ("TCDScheduler", {})}
 
 
-def set_scheduler(pipe, name):
+def set_scheduler(pipe, name, schedule=None):
+    """The pipeline's sampler replaced by the one of SCHEDULERS called `name` ("default": the checkpoint's own), on the
+    checkpoint's noise schedule or, given `schedule` (scheduler config values: zero-terminal-SNR rescale, timestep
+    spacing), on that one: Method 2 samples on the schedule its LoRA was trained with."""
     import diffusers
 
-    if name == "default":
-        return pipe
-    if name not in SCHEDULERS:
+    if name != "default" and name not in SCHEDULERS:
         raise InputError(f"SCHEDULER={name!r}: choose from {', '.join(SCHEDULERS)} or default")
-    cls, kwargs = SCHEDULERS[name]
-    pipe.scheduler = getattr(diffusers, cls).from_config(pipe.scheduler.config, **kwargs)
+    if name == "default" and not schedule:
+        return pipe
+    cls, kwargs = SCHEDULERS[name] if name != "default" else (type(pipe.scheduler).__name__, {})
+    pipe.scheduler = getattr(diffusers, cls).from_config(pipe.scheduler.config, **{**kwargs, **(schedule or {})})
     return pipe
 
 
-def prepare(pipe, device, scheduler="default", model_name="model", vae_slicing=True, compile_unet=False,
-            channels_last=False):
-    """The pipeline on `device`, ready for the methods' generate functions, with `pipe.unet_calls[0]` counting."""
+def prepare(pipe, device, cfg):
+    """The pipeline on `device`, ready for the methods' generate functions: its tokenizer checked, progress bars off,
+    the speed knobs applied (VAE_SLICING, CHANNELS_LAST, COMPILE) and its UNet's calls counted (the compute accounting's
+    ground truth: images the UNet processed, a guidance pair counting 2; `unet_images_since_last`)."""
     import torch
 
-    set_scheduler(pipe, scheduler)
-    prompts.check_tokenizer(pipe.tokenizer, f"{model_name} tokenizer")
+    prompt_fit.check_tokenizer(pipe.tokenizer, f"{cfg.MODEL} tokenizer")
     pipe = pipe.to(device)
     pipe.set_progress_bar_config(disable=True)
-    if vae_slicing:
+    if cfg.VAE_SLICING:
         pipe.vae.enable_slicing()
-    if channels_last:
+    if cfg.CHANNELS_LAST:
         pipe.unet.to(memory_format=torch.channels_last)
     pipe.unet_calls = [0]
-    pipe.unet.register_forward_pre_hook(lambda _m, args: pipe.unet_calls.__setitem__(0, pipe.unet_calls[0] + len(args[0])))
-    if compile_unet:
+    pipe.unet.register_forward_pre_hook(
+        lambda _m, args: pipe.unet_calls.__setitem__(0, pipe.unet_calls[0] + len(args[0])))
+    if cfg.COMPILE:
         # the hook above stays on the module; compile wraps its forward (first batches are slow while it compiles)
         pipe.unet.compile(fullgraph=False, mode="max-autotune-no-cudagraphs")
     return pipe
+
+
+def unet_images_since_last(pipe):
+    """Images the UNet processed since the last call (or since `prepare`): one run's compute figure."""
+    count, pipe.unet_calls[0] = pipe.unet_calls[0], 0
+    return count
 
 
 def generators(seeds):

@@ -13,12 +13,13 @@ usage: python -m inference.prompt_report --DATA_DIR=../shared/zac2023 [--SPLIT=t
 """
 import statistics
 
-from core import dataset, devices, files, knobs
-from inference import prompts
+import models
+from core import dataset, files, knobs
+from core import prompt_fit
 
 DATA_DIR = "data"  # dataset root (also from env DATA_DIR)
 SPLIT = "train"  # train | test
-TOKENIZER = "SG161222/Realistic_Vision_V5.1_noVAE"  # model whose tokenizer counts (falls back to the real CLIP vocab)
+TOKENIZER = models.REALISTIC_VISION  # model whose tokenizer counts (falls back to the real CLIP vocab)
 STYLE = ""  # the STYLE knob of Method 1, if you use one
 REPORT = ""  # optional JSON file for the figures
 VI_PER_EN_TOKENS = 3.4  # CLIP tokens of Vietnamese per token of its English translation (measured on the sample's rows)
@@ -29,27 +30,27 @@ def load_tokenizer(name):
     from transformers import CLIPTokenizer
 
     try:
-        tokenizer = devices.load_model(CLIPTokenizer.from_pretrained, name, subfolder="tokenizer")
-        return prompts.check_tokenizer(tokenizer, name), name
+        tokenizer = models.load(CLIPTokenizer.from_pretrained, name, subfolder="tokenizer")
+        return prompt_fit.check_tokenizer(tokenizer, name), name
     except knobs.InputError as e:
         import smoke
 
         note = (f"{name} unavailable ({str(e)[:80]}...); using the real CLIP vocab/merges rebuilt from "
                 f"open_clip's bpe_simple_vocab_16e6.txt.gz (the smoke sd15 tokenizer): same ids as SD 1.5's tokenizer")
         tokenizer = CLIPTokenizer.from_pretrained(smoke.smoke_model("sd15"), subfolder="tokenizer")
-        return prompts.check_tokenizer(tokenizer, "smoke sd15 tokenizer"), note
+        return prompt_fit.check_tokenizer(tokenizer, "smoke sd15 tokenizer"), note
 
 
 def report(info, tokenizer, style="", vi_per_en_tokens=VI_PER_EN_TOKENS):
-    count, budget = prompts.token_counter(tokenizer), prompts.window(tokenizer)
+    count, budget = prompt_fit.token_counter(tokenizer), prompt_fit.window(tokenizer)
     limit = budget + 2
-    template_tokens = count(prompts.seed_prompt("", "", ""))
+    template_tokens = count(prompt_fit.seed_prompt("", "", ""))
     seed_tokens, ours_tokens, status, english_estimate = [], [], {}, []
     for row in info.itertuples():
-        seed_tokens.append(count(prompts.seed_prompt(row.caption, row.description, row.moreInfo)) + 2)
+        seed_tokens.append(count(prompt_fit.seed_prompt(row.caption, row.description, row.moreInfo)) + 2)
         fields = sum(count(text) for text in (row.caption, row.description, row.moreInfo))
         english_estimate.append(template_tokens + 2 + fields / vi_per_en_tokens)
-        prompt, notes = prompts.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, style)
+        prompt, notes = prompt_fit.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, style)
         ours_tokens.append(count(prompt) + 2)
         for part, what in notes.items():
             status.setdefault(part, {}).setdefault(what, 0)
@@ -87,7 +88,7 @@ def main(argv=None):
               "!! splits Vietnamese diacritics into byte tokens (~3x the tokens of English): the seed-style overflow\n"
               "!! below is an UPPER BOUND, not the figure for the English prompts Method 1 really uses.")
     print(f"tokenizer: {source}")
-    print(f"seed template {prompts.SEED_TEMPLATE!r}:\n"
+    print(f"seed template {prompt_fit.SEED_TEMPLATE!r}:\n"
           f"  {figures['seed_overflow']} / {figures['rows']} prompts overflow {figures['window']} tokens "
           f"({figures['seed_overflow_pct']} %), losing {figures['seed_tokens_lost_mean']} tokens each on average "
           f"(median length {figures['seed_tokens_median']}, max {figures['seed_tokens_max']})")

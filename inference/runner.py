@@ -1,6 +1,14 @@
 """
-The run machinery every generation method shares; a method brings only its inputs, its pipeline and its generate
-function (inference/method1.py: img2img from the retrieved banner; inference/method2.py: text-to-image with a LoRA).
+The run machinery both generation methods share. A method's main() reads top to bottom:
+
+    with runner.open_runs(cfg, rows) as runs:         # folders checked and locked, copy checked, guard ready
+        pipe = load_pipeline(cfg, runs.device)        # the method's own pipeline
+        jobs = make_jobs(cfg, rows, ...)              # one Job per row: its prompt and its input banners
+        for run in runs:                              # OUT_DIR, or one submission{k}/ per seed of SEEDS
+            for batch in run.todo_batches(jobs, settings):      # rows not yet made with these settings
+                images = generate(pipe, cfg, batch.calls)       # the method's own call
+                run.finish_and_write(batch, images)             # guard, post-processing, text layer, JPEG, record
+            run.close(pipe, formula)                  # compute summary; manifest.csv (+ time CSV)
 
 - Output folders: one OUT_DIR, or the submission layout: one run per seed into submission{k}/ (banners only: the grader
   reads every file there) with the bookkeeping beside it and time_submission{k}.csv (fname,time).
@@ -9,26 +17,28 @@ function (inference/method1.py: img2img from the retrieved banner; inference/met
   (a hash over the method's settings, the row's prompt, its input banners and the seed). A banner made otherwise is
   refused with one line that names the settings that differ and how to overwrite (`--OVERWRITE=1`), never silently kept
   and never silently replaced (it may be paid work).
-- The output folder is checked for writing before any model loads, and locked: a second run into a folder in use is
+- The output folders are checked for writing and locked before any model loads: a second run into a folder in use is
   refused with one line.
 - Seeds: per row, per try and per part (`try_seed`), so a banner never depends on batch size, order or process count.
-- The guarded loop: generate, finish (post-processing, text layer), encode as the JPEG that will be written, measure it
-  against every training banner (duplication guard), and regenerate rows above the guard level with the method's retry
-  policy (img2img raises strength; text-to-image changes only the seed), keeping the least similar try.
+- The guard: each banner is finished (post-processing, text layer), encoded as the JPEG that will be written and
+  measured against every training banner. A row above the guard level comes back from `todo_batches` in a batch of its
+  own, one try further, until DUP_MAX_TRIES; the method's retry policy says what a try changes (img2img raises
+  strength; text-to-image changes only the seed, which the runner does), and the least similar try is kept.
 - Manifest: each process appends records to its own JSON file as rows finish (record first, then the banner: a kill in
   between redoes the row); rank 0 merges them into manifest.csv in info order.
 """
+import contextlib
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from core import devices, files, images, seeds
+from core import dataset, devices, files, images, knobs, seeds
 from core.knobs import InputError
 from core.progress import progress
 from evaluation import duplication
-from inference import postprocess
+from inference import pipelines, postprocess, text_layer
+from inference.train_pool import training_stats
 
 # ---------------------------------------------------------------------------------------------------------------------
 # the knobs of the run machinery, shared by both generation methods (each lists them in SHARED_KNOBS; --help shows
@@ -38,7 +48,7 @@ OVERWRITE = False  # regenerate banners in OUT_DIR that were made with other set
 BATCH_SIZE = 4  # images per pipeline call
 VAE_SLICING = True  # decode a batch's latents one image at a time (less peak memory at 1024x536, same images)
 COMPILE = False  # torch.compile the UNet (CUDA; the first batches compile, then each UNet call is faster)
-CHANNELS_LAST = False  # UNet in channels_last memory format (measure with inference.benchmark before turning on)
+CHANNELS_LAST = False  # UNet in channels_last memory format (measure with bench.generation before turning on)
 SEED = 42  # run seed; each row's generator is seeded from (SEED, id)
 DEVICE = "auto"  # auto | cuda | cpu (accelerate launch picks each process's GPU)
 DTYPE = "fp16"  # fp16 | bf16 | fp32 on CUDA (always fp32 on the CPU)
@@ -51,57 +61,32 @@ PP_TILE_SIZE = postprocess.PP_TILE_SIZE  # POSTPROCESS: each image of the pair, 
 PP_GAP = postprocess.PP_GAP  # POSTPROCESS: px between the two images
 PP_BLEND_WEIGHT = postprocess.PP_BLEND_WEIGHT  # POSTPROCESS: 0..1 toward the training mean colour
 PP_PAD = postprocess.PP_PAD  # POSTPROCESS: pad to the 1024:533 aspect with the mean colour
-TEXT_LAYER = False  # set the row's Vietnamese copy on the final banner (inference/text_layer.py), after POSTPROCESS
+TEXT_LAYER = False  # set the row's Vietnamese copy on the final banner, after POSTPROCESS (its knobs: text_layer.py's)
 SUBMISSION = False  # competition layout: one run per seed of SEEDS, with time_submission{k}.csv
 SEEDS = (42, 2023)  # SUBMISSION=1: the seeds of submission1 and submission2
 SUBMISSION_DIR = "inference"  # SUBMISSION=1: parent of submission1/, submission2/ and the time CSVs
 LIMIT = 0  # only the first LIMIT test rows (0 = all): quick looks
 CACHE_DIR = ".cache/features"  # training statistics (Inception features, mean colour) by content; shared with evaluation
 
+# the text layer's own knobs (fonts, sizes, disclaimer, placement) are knobs of both methods too (their SHARED_KNOBS),
+# all but those of its script mode (its own folders and its re-measuring of written files)
+TEXT_LAYER_KNOBS = knobs.Shared(text_layer, without=("IN_DIR", "INFO", "OUT_DIR", "JPEG_CHECK", "LAYOUT_CSV",
+                                                    "LAYOUT_IMAGES", "DATA_DIR"))  # its script-mode knobs
+# the shared knobs that decide what a banner looks like (each method adds its own): a banner made with other values is
+# not this run's
+_SHARED_IMAGE_SETTINGS = ("DTYPE", "DUP_GUARD", "DUP_MAX", "DUP_MAX_TRIES", "POSTPROCESS", "PP_PAIR", "PP_TILE_SIZE",
+                          "PP_GAP", "PP_BLEND_WEIGHT", "PP_PAD", "TEXT_LAYER")
 MANIFEST_COLUMNS = ["id", "bannerImage", "init_bannerImage", "strength", "seed", "tries", "dup_similarity", "seconds",
-                    "dup_nearest", "prompt"]
+                    "unet_evals", "dup_nearest", "prompt"]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# folders
-
-
-@dataclass(frozen=True)
-class RunTarget:
-    """One run: its banner folder, its seed, and whether it is a submission folder (bookkeeping kept beside it)."""
-    out_dir: Path
-    seed: int
-    submission: bool = False
-
-    def meta(self, name):
-        return self.out_dir.parent / f"{self.out_dir.name}_{name}" if self.submission else self.out_dir / name
-
-    def times_csv(self):
-        return self.out_dir.parent / f"time_{self.out_dir.name}.csv"
-
-
-def run_targets(out_dir, seed, submission=False, submission_seeds=(), submission_dir="inference"):
-    """The runs to make: [OUT_DIR with SEED], or one submission{k}/ per seed of `submission_seeds`."""
-    if submission:
-        if len(submission_seeds) < 1:
-            raise InputError("SUBMISSION=1 needs at least one seed in SEEDS")
-        return [RunTarget(Path(submission_dir) / f"submission{k}", int(s), True)
-                for k, s in enumerate(submission_seeds, start=1)]
-    return [RunTarget(Path(out_dir), int(seed))]
-
-
-def prepare_targets(targets):
-    """Before any model loads: every folder the runs will write is writable (one line if not)."""
-    for target in targets:
-        files.check_writable(target.out_dir)
-        files.check_writable(target.meta("x").parent)
+# inputs and settings
 
 
 def read_test_rows(cfg):
     """The test rows a method generates, from $DATA_DIR/test/INFO_FILE (the English copy by default), checked against
     info.csv's ids, cut to LIMIT, every output name a plain .jpg/.jpeg; errors name the file and the row."""
-    from core import dataset
-
     test = dataset.split_dir("test", cfg.DATA_DIR)
     info_path = test / cfg.INFO_FILE
     if not info_path.is_file():
@@ -109,14 +94,12 @@ def read_test_rows(cfg):
                          f"--INFO_FILE=info.csv to prompt with the Vietnamese text)")
     info = dataset.read_info(info_path)
     if cfg.INFO_FILE != "info.csv" and (test / "info.csv").is_file():
-        ids = set(dataset.read_info(test / "info.csv")["id"])
-        stale = sorted(ids.symmetric_difference(info["id"]))
+        stale = sorted(set(dataset.read_info(test / "info.csv")["id"]).symmetric_difference(info["id"]))
         if stale:
             raise InputError(f"{info_path}: ids differ from info.csv (e.g. id={stale[0]}): rerun translation")
-    if cfg.LIMIT:
-        info = info.head(cfg.LIMIT)
-    rows = list(info.itertuples())
-    check_names(rows)
+    rows = list((info.head(cfg.LIMIT) if cfg.LIMIT else info).itertuples())
+    for row in rows:  # banners are JPEG bytes: checked up front
+        images.check_banner_name(row.bannerImage, f"test row id={row.id}")
     return rows
 
 
@@ -126,28 +109,33 @@ def parts(cfg):
     return 2 if cfg.POSTPROCESS and cfg.PP_PAIR else 1
 
 
-# the shared knobs that decide what a banner looks like (each method adds its own): a banner made with other values is
-# not this run's
-SHARED_IMAGE_SETTINGS = ("DTYPE", "DUP_GUARD", "DUP_MAX", "DUP_MAX_TRIES", "POSTPROCESS", "PP_PAIR", "PP_TILE_SIZE",
-                         "PP_GAP", "PP_BLEND_WEIGHT", "PP_PAD", "TEXT_LAYER")
+def text_layer_config(cfg):
+    """The text layer's Config as the method's knobs set it (e.g. --DISCLAIMER=0, --HEADLINE_PX=56,22)."""
+    return text_layer.default_config(**{name: getattr(cfg, name) for name in TEXT_LAYER_KNOBS.names()})
 
 
 def image_settings(cfg, own):
     """The settings in each banner's resume key: the method's `own` knobs and the shared ones. With TEXT_LAYER on, the
     text layer's whole recipe (its settings and the fonts' bytes) stands for it, so a new font or layer setting redoes
     the banners instead of keeping ones set the old way."""
-    from inference import text_layer
-
-    settings = {name: getattr(cfg, name) for name in (*own, *SHARED_IMAGE_SETTINGS)}
+    settings = {name: getattr(cfg, name) for name in (*own, *_SHARED_IMAGE_SETTINGS)}
     if cfg.TEXT_LAYER:
-        settings["TEXT_LAYER"] = text_layer.recipe(text_layer.default_config())
+        settings["TEXT_LAYER"] = text_layer.recipe(text_layer_config(cfg))
     return settings
 
 
-def check_names(rows):
-    """Every output name is a plain .jpg/.jpeg file name (banners are JPEG bytes), checked up front."""
+def copy_rows(cfg, rows, layer_cfg):
+    """TEXT_LAYER: each row's Vietnamese copy from test/info.csv (never the translation), every character checked
+    against the font now, before any model loads. {} when the layer is off."""
+    if layer_cfg is None:
+        return {}
+    info = dataset.read_info(dataset.split_dir("test", cfg.DATA_DIR) / "info.csv")
+    by_id = {row.id: row for row in info.itertuples()}
     for row in rows:
-        images.check_banner_name(row.bannerImage, f"test row id={row.id}")
+        if row.id not in by_id:
+            raise InputError(f"test row id={row.id} is not in test/info.csv (the copy TEXT_LAYER sets)")
+        text_layer.checked_copy(by_id[row.id], layer_cfg)
+    return {row.id: by_id[row.id] for row in rows}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -166,282 +154,296 @@ def row_key(settings, seed, prompt, inputs):
                                "inputs": list(inputs)})
 
 
-def load_records(target):
-    """Manifest records of every process of every earlier run into `target` ({bannerImage: record}; newest wins)."""
-    records = {}
-    pattern = target.meta(".manifest.rank*.json")
-    for path in sorted(pattern.parent.glob(pattern.name)):
-        for name, rec in (files.read_json(path, {}) or {}).items():
-            if name not in records or rec.get("finished", 0) > records[name].get("finished", 0):
-                records[name] = rec
-    return records
-
-
-def _differences(old, new):
+def differences(old, new):
+    """What changed between the saved settings and these, compared as JSON holds them (a tuple equals its list)."""
     if not isinstance(old, dict):
         return "unknown earlier settings (banners made outside this tool, or by an older version)"
-    keys = sorted(set(old) | set(new))
-    diff = [f"{k} {old.get(k, '-')!r} -> {new.get(k, '-')!r}" for k in keys if old.get(k) != new.get(k)]
-    return ", ".join(diff[:6]) + (f" (+{len(diff) - 6} more)" if len(diff) > 6 else "") if diff else \
-        "the same settings but other prompts or input banners"
+    new = files.as_json(new)
+    diff = [f"{k} {old.get(k, '-')!r} -> {new.get(k, '-')!r}" for k in sorted(set(old) | set(new))
+            if old.get(k) != new.get(k)]
+    if not diff:
+        return "the same settings but other prompts or input banners"
+    return ", ".join(diff[:6]) + (f" (+{len(diff) - 6} more)" if len(diff) > 6 else "")
 
 
-def plan(target, rows, keys, settings, overwrite):
-    """The rows still to generate. A valid banner whose record matches `keys[row.id]` is done; a banner made with
-    other settings is refused (one line naming what differs) unless `overwrite`."""
-    records = load_records(target)
-    todo, foreign = [], []
-    for row in rows:
-        path = target.out_dir / row.bannerImage
-        if not path.exists():
-            todo.append(row)
-            continue
-        rec = records.get(row.bannerImage) or {}
-        if images.is_banner_jpeg(path) and rec.get("key") == keys[row.id]:
-            continue
-        todo.append(row)
-        if path.exists() and rec.get("key") != keys[row.id]:
-            foreign.append(row)
-    if foreign and not overwrite:
-        earlier = files.read_json(target.meta(".settings.json"))
-        raise InputError(f"{target.out_dir}: {len(foreign)} banner(s) (e.g. {foreign[0].bannerImage}) were made with "
-                         f"other settings: {_differences(earlier, settings)}; pass --OVERWRITE=1 to regenerate them, "
-                         f"or another --OUT_DIR")
-    return todo
+@dataclass(frozen=True)
+class Place:
+    """Where one run writes: its banner folder, its seed, and whether it is a submission folder (whose bookkeeping is
+    kept beside it, since the grader reads every file inside)."""
+    out_dir: Path
+    seed: int
+    submission: bool = False
+
+    def meta(self, name):
+        return self.out_dir.parent / f"{self.out_dir.name}_{name}" if self.submission else self.out_dir / name
+
+    def times_csv(self):
+        return self.out_dir.parent / f"time_{self.out_dir.name}.csv"
+
+    def load_records(self):
+        """Manifest records of every process of every earlier run here ({bannerImage: record}; newest wins)."""
+        records = {}
+        pattern = self.meta(".manifest.rank*.json")
+        for path in sorted(pattern.parent.glob(pattern.name)):
+            for name, rec in (files.read_json(path, {}) or {}).items():
+                if name not in records or rec.get("finished", 0) > records[name].get("finished", 0):
+                    records[name] = rec
+        return records
+
+
+def places(cfg):
+    """The runs to make: [OUT_DIR with SEED], or one submission{k}/ per seed of SEEDS."""
+    if not cfg.SUBMISSION:
+        return [Place(Path(cfg.OUT_DIR), int(cfg.SEED))]
+    if len(cfg.SEEDS) < 1:
+        raise InputError("SUBMISSION=1 needs at least one seed in SEEDS")
+    return [Place(Path(cfg.SUBMISSION_DIR) / f"submission{k}", int(s), True) for k, s in enumerate(cfg.SEEDS, start=1)]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
-# the guarded generate loop
+# before the model loads
+
+
+@dataclass(frozen=True)
+class Finishing:
+    """What follows generation, in the documented order: post-processing (a Recipe, None = off) -> the row's copy set
+    on the final canvas (the text layer's Config, None = off) -> JPEG (by the runner)."""
+    recipe: postprocess.Recipe = None
+    mean_rgb: tuple = None
+    layer_cfg: knobs.Config = None
+    copies: dict = None
+
+    def apply(self, row_id, generated, layout_from=None):
+        image = postprocess.compose(generated, self.mean_rgb, self.recipe) if self.recipe else generated[0]
+        if self.layer_cfg is not None:
+            image = text_layer.apply(images.to_banner(image), self.copies[row_id], self.layer_cfg, layout_from)
+        return image
+
+
+@dataclass
+class Runs:
+    """What the runs of one invocation share, and the runs themselves (`for run in runs`: one per output folder)."""
+    cfg: knobs.Config
+    rows: list
+    places: list
+    device: str
+    rank: int
+    world: int
+    guard: object  # the duplication guard: measure(PIL images) -> (similarities, nearest names); None = off
+    finishing: Finishing
+
+    def __iter__(self):
+        return (Run(self, place) for place in self.places)
+
+
+@contextlib.contextmanager
+def open_runs(cfg, rows):
+    """Everything a method does before its model loads, so that a bad folder, a run in progress or a missing glyph is
+    refused in seconds: the guard knobs checked, every output folder checked for writing and locked by this process,
+    the copy's glyphs checked (TEXT_LAYER), the training statistics (guard features, mean colour) computed once by
+    rank 0 and read by the others. Yields the Runs; the locks hold until the block ends."""
+    if cfg.DUP_GUARD and cfg.DUP_MAX_TRIES < 1:
+        raise InputError(f"DUP_MAX_TRIES={cfg.DUP_MAX_TRIES}: must be >= 1 (the first generation counts)")
+    where = places(cfg)
+    for place in where:
+        files.check_writable(place.out_dir)
+        files.check_writable(place.meta("x").parent)
+    rank, world, device = devices.process_info()
+    with contextlib.ExitStack() as locks:
+        for place in where:  # each process locks its share of each folder
+            locks.enter_context(files.FolderLock(place.meta("x").parent, f".lock.{place.out_dir.name}.rank{rank}"))
+        layer_cfg = text_layer_config(cfg) if cfg.TEXT_LAYER else None
+        copies = copy_rows(cfg, rows, layer_cfg)
+        device = devices.pick_device(cfg.DEVICE) if world == 1 else device
+        if rank == 0:  # one process fills the training-statistics cache; the others then read it
+            guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
+        devices.wait_for_everyone()
+        if rank != 0:
+            guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
+        recipe = postprocess.Recipe.from_config(cfg) if cfg.POSTPROCESS else None
+        yield Runs(cfg, rows, where, device, rank, world, guard, Finishing(recipe, mean_rgb, layer_cfg, copies))
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# one run: the resume plan, the guarded batches, the records, the merge
 
 
 @dataclass
 class Job:
-    """One row to generate: its prompt, its per-part inputs (init banner paths for img2img; [None] for text-to-image),
-    handed to the method's generate function as they are, and
-    what its manifest record says of them (init_bannerImage)."""
+    """One row to generate: its prompt, its per-part inputs (init banner paths for img2img; None for text-to-image),
+    handed to the method's generate function as they are, and their names (the manifest's init_bannerImage and the
+    resume key)."""
     row: object
     prompt: str
     inputs: list
     init_names: list = field(default_factory=list)
+    layout: object = None  # TEXT_LAYER: the banner whose text blocks place the copy (None: the calmest box)
 
 
 @dataclass
-class Guard:
-    """Duplication guard settings: `measure(PIL images) -> (similarities, nearest names)`, or None for off."""
-    measure: Callable = None
-    dup_max: float = 0.85
-    max_tries: int = 3
+class Batch:
+    """Rows generated together at the same try. `calls`: [(prompt, input, seed)], one per part of each row, for the
+    method's generate function. finish_and_write puts the rows to try again in `retry`."""
+    jobs: list
+    attempt: int
+    calls: list
+    started: float = field(default_factory=time.perf_counter)
+    unet_start: int = 0  # the pipeline's UNet counter when the batch was handed out
+    retry: list = field(default_factory=list)
+    written: bool = False
 
 
-def generate_rows(target, jobs, keys, generate, finish, retry, guard, batch_size, desc, rank=0):
-    """Generate `jobs` into `target`: `generate([(prompt, input, seed)], params) -> [PIL]` in batches,
-    `finish(job, [PIL per part]) -> PIL` (post-processing, text layer), `retry(attempt) -> params` (attempt 1 = the
-    method's own settings). Returns {"rows", "generations", "seconds"}."""
-    store = files.JsonStore(target.meta(f".manifest.rank{rank}.json"), every=1)
-    parts = max((len(j.inputs) for j in jobs), default=1)
-    rows_per_batch = max(1, batch_size // parts)
-    generated, started = 0, time.perf_counter()
-    bar = progress(total=len(jobs), desc=desc, unit="banner")
-    for b in range(0, len(jobs), rows_per_batch):
-        batch = jobs[b:b + rows_per_batch]
-        best, tried, seconds, pending = {}, {}, {j.row.id: 0.0 for j in batch}, list(batch)
-        for attempt in range(1, (guard.max_tries if guard.measure else 1) + 1):
-            params = retry(attempt)
-            calls = [(j.prompt, part_input, try_seed(target.seed, j.row.id, attempt, p))
-                     for j in pending for p, part_input in enumerate(j.inputs)]
-            t0 = time.perf_counter()
-            outs = generate(calls, params)
-            generated += len(calls)
-            finals, k = [], 0
-            for j in pending:
-                finals.append(images.banner_jpeg(finish(j, outs[k:k + len(j.inputs)])))
-                k += len(j.inputs)
-            # the guard measures the banner exactly as it will be on disk (JPEG), as the evaluation will
-            if guard.measure is not None:
-                sims, nearest = guard.measure([images.decode_image(jpeg) for jpeg in finals])
+class Run:
+    """One output folder with its seed, on this process."""
+
+    def __init__(self, runs, place):
+        self.runs, self.place, self.cfg = runs, place, runs.cfg
+        self.keys, self.best, self.seconds, self.unet_evals, self.figures = {}, {}, {}, {}, {}
+
+    def todo_batches(self, jobs, settings, pipe):
+        """This process's share of `jobs` (every world-th row), less the rows already made with `settings` (a banner
+        made otherwise is refused, unless OVERWRITE), in batches of at most BATCH_SIZE generations (a row of two
+        parts takes two). finish_and_write must follow each batch; its near-copies come back as a batch of their own.
+        `pipe`: the method's pipeline, whose UNet counter gives each row its UNet evaluations (the manifest's)."""
+        runs, place = self.runs, self.place
+        self.pipe = pipe
+        mine = devices.shard(jobs, runs.rank, runs.world)
+        self.keys = {job.row.id: row_key(settings, place.seed, job.prompt, job.init_names) for job in mine}
+        settings = {**settings, "SEED": place.seed}  # recorded, so a refusal can name a changed seed
+        todo = self.plan(mine, settings)
+        files.write_json(place.meta(".settings.json"), settings)  # the newest run's: a refusal says what changed
+        print(f"[rank {runs.rank}/{runs.world}] {len(mine)} rows, {len(mine) - len(todo)} already done, {len(todo)} "
+              f"to generate into {place.out_dir} (seed {place.seed})", file=sys.stderr)
+        if str(runs.device).startswith("cuda"):
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
+        self.store = files.JsonStore(place.meta(f".manifest.rank{runs.rank}.json"), every=1)
+        self.bar = progress(total=len(todo), desc=f"{place.out_dir.name} [rank {runs.rank}]", unit="banner")
+        started, self.figures = time.perf_counter(), {"rows": len(todo), "generations": 0}
+        per_batch = max(1, self.cfg.BATCH_SIZE // max((len(job.inputs) for job in todo), default=1))
+        for start in range(0, len(todo), per_batch):
+            pending, attempt = todo[start:start + per_batch], 1
+            while pending:
+                batch = Batch(pending, attempt, [(job.prompt, given, try_seed(place.seed, job.row.id, attempt, part))
+                                                 for job in pending for part, given in enumerate(job.inputs)],
+                              unet_start=pipe.unet_calls[0])
+                self.figures["generations"] += len(batch.calls)
+                yield batch
+                if not batch.written:
+                    raise RuntimeError("runner: call run.finish_and_write(batch, images) for every batch")
+                pending, attempt = batch.retry, attempt + 1
+        self.bar.close()
+        self.store.save()
+        self.figures["seconds"] = time.perf_counter() - started
+
+    def plan(self, jobs, settings):
+        """The jobs still to generate. A valid banner whose record matches the job's key is done; a banner made with
+        other settings is refused (one line naming what differs) unless OVERWRITE."""
+        records = self.place.load_records()
+        todo, foreign = [], []
+        for job in jobs:
+            path = self.place.out_dir / job.row.bannerImage
+            key = (records.get(job.row.bannerImage) or {}).get("key")
+            if path.exists() and images.is_banner_jpeg(path) and key == self.keys[job.row.id]:
+                continue
+            todo.append(job)
+            if path.exists() and key != self.keys[job.row.id]:
+                foreign.append(job.row)
+        if foreign and not self.cfg.OVERWRITE:
+            earlier = files.read_json(self.place.meta(".settings.json"))
+            raise InputError(f"{self.place.out_dir}: {len(foreign)} banner(s) (e.g. {foreign[0].bannerImage}) were "
+                             f"made with other settings: {differences(earlier, settings)}; pass --OVERWRITE=1 to "
+                             f"regenerate them, or another --OUT_DIR")
+        return todo
+
+    def finish_and_write(self, batch, generated, strength=1.0):
+        """The batch's generations (in the order of batch.calls) -> each row's banner: post-processing, text layer,
+        the JPEG as it will be on disk, and its similarity to the nearest training banner (measured on that JPEG, as
+        the evaluation will). A row at or under DUP_MAX, or out of tries, is written with its least similar try; the
+        others go to batch.retry. `strength`: what this try used (the manifest's column; text-to-image: 1.0)."""
+        finals, k = [], 0
+        for job in batch.jobs:
+            finals.append(images.banner_jpeg(self.runs.finishing.apply(job.row.id, generated[k:k + len(job.inputs)],
+                                                                       job.layout)))
+            k += len(job.inputs)
+        if self.runs.guard is not None:
+            sims, nearest = self.runs.guard.measure([images.decode_image(jpeg) for jpeg in finals])
+        else:
+            sims, nearest = [float("nan")] * len(finals), [""] * len(finals)
+        wall = time.perf_counter() - batch.started
+        unet = (self.pipe.unet_calls[0] - batch.unet_start) / len(batch.jobs)  # counted at the UNet, tries add up
+        for job, jpeg, sim, near in zip(batch.jobs, finals, sims, nearest):
+            row_id = job.row.id
+            self.seconds[row_id] = self.seconds.get(row_id, 0.0) + wall / len(batch.jobs)
+            self.unet_evals[row_id] = self.unet_evals.get(row_id, 0.0) + unet
+            if row_id not in self.best or sim < self.best[row_id]["dup_similarity"]:
+                self.best[row_id] = {"jpeg": jpeg, "seed": try_seed(self.place.seed, row_id, batch.attempt),
+                                     "dup_similarity": float(sim), "dup_nearest": near, "strength": strength}
+            if self.runs.guard is not None and sim > self.cfg.DUP_MAX and batch.attempt < self.cfg.DUP_MAX_TRIES:
+                batch.retry.append(job)
             else:
-                sims, nearest = [float("nan")] * len(finals), [""] * len(finals)
-            wall = time.perf_counter() - t0
-            still = []
-            for j, jpeg, sim, near in zip(pending, finals, sims, nearest):
-                seconds[j.row.id] += wall / len(pending)
-                tried[j.row.id] = attempt
-                rec = {"jpeg": jpeg, "seed": try_seed(target.seed, j.row.id, attempt), "dup_similarity": float(sim),
-                       "dup_nearest": near, **{k: v for k, v in params.items() if k in MANIFEST_COLUMNS}}
-                if j.row.id not in best or sim < best[j.row.id]["dup_similarity"]:
-                    best[j.row.id] = rec
-                if guard.measure is not None and sim > guard.dup_max:
-                    still.append(j)
-            pending = still
-            if not pending:
-                break
-        for j in batch:
-            rec = best[j.row.id]
-            jpeg = rec.pop("jpeg")
-            # record first, then the image: a kill in between leaves a record whose banner is missing (redone), never
-            # a banner without its record (which would leave its time_submission cell empty). A banner being redone
-            # goes first, or a kill would leave the old image under the new record's key, counted as finished.
-            (target.out_dir / j.row.bannerImage).unlink(missing_ok=True)
-            store.put(j.row.bannerImage, {"id": j.row.id, "bannerImage": j.row.bannerImage,
-                                          "init_bannerImage": ";".join(j.init_names), **rec, "tries": tried[j.row.id],
-                                          "seconds": seconds[j.row.id], "prompt": j.prompt, "key": keys[j.row.id],
-                                          "finished": time.time()})
-            images.save_banner(jpeg, target.out_dir, j.row.bannerImage)
-        bar.update(len(batch))
-    bar.close()
-    store.save()
-    return {"rows": len(jobs), "generations": generated, "seconds": time.perf_counter() - started}
+                self.write(job, batch.attempt)
+        batch.written = True
+
+    def write(self, job, tries):
+        """The row's record, then its banner: a kill in between leaves a record whose banner is missing (redone), never
+        a banner without its record (its time_submission cell would be empty). A banner being redone goes first, or a
+        kill would leave the old image under the new record's key, counted as finished."""
+        rec, name = self.best.pop(job.row.id), job.row.bannerImage
+        jpeg = rec.pop("jpeg")
+        (self.place.out_dir / name).unlink(missing_ok=True)
+        self.store.put(name, {"id": job.row.id, "bannerImage": name, "init_bannerImage": ";".join(job.init_names),
+                              **rec, "tries": tries, "seconds": self.seconds.pop(job.row.id),
+                              "unet_evals": round(self.unet_evals.pop(job.row.id), 2), "prompt": job.prompt,
+                              "key": self.keys[job.row.id], "finished": time.time()})
+        images.save_banner(jpeg, self.place.out_dir, name)
+        self.bar.update(1)
+
+    def close(self, pipe, unet_formula):
+        """This process's compute summary (UNet evaluations counted at the UNet, against the method's `unet_formula`:
+        (how it is computed, evaluations per banner on a first try)); then, once every process is done, rank 0 merges
+        the records into manifest.csv (SUBMISSION: and time_submission{k}.csv). Returns the figures."""
+        figures = {**self.figures, "rank": self.runs.rank, "unet_images": pipelines.unet_images_since_last(pipe)}
+        peak_gib = None
+        if str(self.runs.device).startswith("cuda"):
+            import torch
+
+            peak_gib = torch.cuda.max_memory_allocated() / 2**30
+        print(pipelines.compute_line(figures, unet_formula[1], unet_formula[0], peak_gib), file=sys.stderr)
+        devices.wait_for_everyone()
+        if self.runs.rank == 0:
+            merge_manifest(self.place, self.runs.rows, self.cfg.DUP_MAX)
+        devices.wait_for_everyone()
+        return figures
 
 
-def run_share(cfg, target, rows, keys, settings, pipe, make_jobs, generate, finish, retry, guard, name, rank=0,
-              world=1, unet_formula=("", 0)):
-    """One process's share of one run, the same for every method: this rank's rows, the resume plan, the guarded
-    loop, and the compute accounting (UNet evaluations counted at the UNet, against the method's `unet_formula`:
-    (how it is computed, evaluations per banner on the first try)). `make_jobs(rows) -> [Job]`."""
-    import torch
-
-    mine = devices.shard(rows, rank, world)
-    todo = plan(target, mine, keys, settings, cfg.OVERWRITE)
-    record_settings(target, settings)
-    print(f"[rank {rank}/{world}] {len(mine)} rows, {len(mine) - len(todo)} already done, {len(todo)} to generate "
-          f"into {target.out_dir} (seed {target.seed})", file=sys.stderr)
-    cuda = str(pipe.device).startswith("cuda")
-    if cuda:
-        torch.cuda.reset_peak_memory_stats()
-    calls_before = pipe.unet_calls[0]
-    figures = generate_rows(target, make_jobs(todo), keys, generate, finish, retry,
-                            Guard(guard.measure if guard else None, cfg.DUP_MAX, cfg.DUP_MAX_TRIES), cfg.BATCH_SIZE,
-                            f"{name} [rank {rank}]", rank)
-    figures.update(rank=rank, unet_images=pipe.unet_calls[0] - calls_before)
-    from inference.pipelines import compute_line
-
-    print(compute_line(figures, unet_formula[1], unet_formula[0],
-                       torch.cuda.max_memory_allocated() / 2**30 if cuda else None), file=sys.stderr)
-    return figures
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# after the run
-
-
-def merge_manifest(target, rows, dup_max=None):
-    """Rank 0, after every process finished: one manifest.csv for every row, in info order; every row must be done."""
+def merge_manifest(place, rows, dup_max):
+    """One manifest.csv for every row, in info order (every row must be done), and its summary line."""
     import pandas as pd
 
-    records = load_records(target)
-    out, missing = [], []
+    records, out, missing = place.load_records(), [], []
     for row in rows:
         rec = records.get(row.bannerImage)
-        if rec is None or not images.is_banner_jpeg(target.out_dir / row.bannerImage):
+        if rec is None or not images.is_banner_jpeg(place.out_dir / row.bannerImage):
             missing.append(row.id)
             continue
         out.append({c: rec.get(c, "") for c in MANIFEST_COLUMNS})
     if missing:
-        raise InputError(f"{target.out_dir}: no finished banner for {len(missing)} row(s) (e.g. id={missing[0]}): "
+        raise InputError(f"{place.out_dir}: no finished banner for {len(missing)} row(s) (e.g. id={missing[0]}): "
                          f"rerun to finish them")
     manifest = pd.DataFrame(out, columns=MANIFEST_COLUMNS)
-    files.write_csv(target.meta("manifest.csv"), manifest)
+    files.write_csv(place.meta("manifest.csv"), manifest)
     sims = pd.to_numeric(manifest["dup_similarity"], errors="coerce").dropna()
     if len(sims):
-        print(f"{target.out_dir}: {len(manifest)} banners; duplication similarity mean {sims.mean():.4f}, max "
+        print(f"{place.out_dir}: {len(manifest)} banners; duplication similarity mean {sims.mean():.4f}, max "
               f"{sims.max():.4f} (nearest training banner, Inception cosine; guard level {dup_max}); "
               f"{int((pd.to_numeric(manifest['tries'], errors='coerce') > 1).sum())} rows regenerated",
               file=sys.stderr)
     else:
-        print(f"{target.out_dir}: {len(manifest)} banners (duplication guard off: no similarity measured)",
+        print(f"{place.out_dir}: {len(manifest)} banners (duplication guard off: no similarity measured)",
               file=sys.stderr)
-    if target.submission:
-        write_times(manifest, target.times_csv())
+    if place.submission:  # fname,time: seconds per image, measured around its generation
+        files.write_csv(place.times_csv(), pd.DataFrame({
+            "fname": manifest["bannerImage"], "time": pd.to_numeric(manifest["seconds"], errors="coerce").round(4)}))
     return manifest
-
-
-def write_times(manifest, path):
-    """time_submission{k}.csv: fname,time (seconds per image, measured around its generation)."""
-    import pandas as pd
-
-    times = pd.DataFrame({"fname": manifest["bannerImage"],
-                          "time": pd.to_numeric(manifest["seconds"], errors="coerce").round(4)})
-    files.write_csv(path, times)
-
-
-def run_all(targets, rows, run_once, dup_max=None):
-    """Every target in turn on every process: `run_once(target, rank, world, device)` generates this process's share;
-    rank 0 merges the manifest after all processes are done (the folders are locked by `prepare_run`)."""
-    rank, world, device = devices.process_info()
-    figures = []
-    for target in targets:
-        figures.append(run_once(target, rank, world, device))
-        devices.wait_for_everyone()
-        if rank == 0:
-            merge_manifest(target, rows, dup_max)
-        devices.wait_for_everyone()
-    return figures
-
-
-def copy_rows(cfg, rows):
-    """TEXT_LAYER: each row's Vietnamese copy from test/info.csv (never the translation), every character checked
-    against the font now, before any model loads. {} when the layer is off."""
-    if not cfg.TEXT_LAYER:
-        return {}
-    from core import dataset
-    from inference import text_layer
-
-    layer_cfg = text_layer.default_config()
-    info = dataset.read_info(dataset.split_dir("test", cfg.DATA_DIR) / "info.csv")
-    by_id = {row.id: row for row in info.itertuples()}
-    out = {}
-    for row in rows:
-        if row.id not in by_id:
-            raise InputError(f"test row id={row.id} is not in test/info.csv (the copy TEXT_LAYER sets)")
-        text_layer.checked_copy(by_id[row.id], layer_cfg)
-        out[row.id] = by_id[row.id]
-    return out
-
-
-def finisher(cfg, mean_rgb, copies):
-    """The method's `finish(job, parts)`: post-processing (POSTPROCESS, knobs PP_*), then the row's copy set on the
-    final canvas (TEXT_LAYER). The order is the documented one: generate -> post-process -> text layer -> JPEG."""
-    from inference import text_layer
-
-    recipe = postprocess.Recipe.from_config(cfg)
-    layer_cfg = text_layer.default_config() if cfg.TEXT_LAYER else None
-
-    def finish(job, parts):
-        image = postprocess.compose(parts, mean_rgb, recipe) if cfg.POSTPROCESS else parts[0]
-        if cfg.TEXT_LAYER:
-            image = text_layer.apply(images.to_banner(image), copies[job.row.id], layer_cfg)
-        return image
-
-    return finish
-
-
-def prepare_run(cfg, rows):
-    """Everything a method does before its model loads: the guard knobs checked, the runs' folders checked and locked
-    (a second run into a folder in use is refused now, not after minutes of loading), the copy's glyphs checked
-    (TEXT_LAYER), the training statistics (guard features, mean colour) computed once by rank 0 and read by the
-    others. Returns (targets, device, guard or None, finish, locks): hold `locks` (an ExitStack) for the whole run."""
-    import contextlib
-
-    from inference.train_pool import training_stats
-
-    if cfg.DUP_GUARD and cfg.DUP_MAX_TRIES < 1:
-        raise InputError(f"DUP_MAX_TRIES={cfg.DUP_MAX_TRIES}: must be >= 1 (the first generation counts)")
-    targets = run_targets(cfg.OUT_DIR, cfg.SEED, cfg.SUBMISSION, cfg.SEEDS, cfg.SUBMISSION_DIR)
-    prepare_targets(targets)
-    rank, world, device = devices.process_info()
-    locks = contextlib.ExitStack()
-    for target in targets:  # each process locks its share of each folder
-        locks.enter_context(files.FolderLock(target.meta("x").parent, f".lock.{target.out_dir.name}.rank{rank}"))
-    copies = copy_rows(cfg, rows)
-    device = devices.pick_device(cfg.DEVICE) if world == 1 else device
-    if rank == 0:  # one process fills the training-statistics cache; the others then read it
-        guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
-    devices.wait_for_everyone()
-    if rank != 0:
-        guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
-    return targets, device, guard, finisher(cfg, mean_rgb, copies), locks
-
-
-def record_settings(target, settings):
-    """The settings of the newest run into `target`, so a refused resume can say what changed."""
-    files.write_json(target.meta(".settings.json"), settings)

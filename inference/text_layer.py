@@ -43,6 +43,7 @@ from core import dataset, files, images, knobs
 from core.copy_text import normalize_copy
 from core.errors import error_list
 from core.progress import progress
+from core import disclaimer as disclaimer_rule
 from inference import text_regions
 
 IN_DIR = ""  # script mode: folder of banners named by bannerImage
@@ -94,7 +95,7 @@ _REGIONS = (("left", (0.0, 0.0, 0.46, 1.0), "left"), ("right", (0.54, 0.0, 1.0, 
 _WHITE, _INK = (255, 255, 255), (17, 17, 17)
 _SUBLINE_GAP = 0.25  # space between headline and second line / headline size
 
-DISCLAIMER_RE = re.compile(r"không\s+(?:phải\s+(?:là\s+)?|là\s+)thuốc", re.I)
+DISCLAIMER_RE = disclaimer_rule.PATTERN  # the one rule, shared with the prompt fitter (core/disclaimer.py)
 _UNIT = r"(?:%|k|đ|₫|vnđ|vnd|đồng|triệu|tr|nghìn|ngàn|tỷ)(?!\w)"  # "1 đến" is not "1 đ"
 _AMOUNT = rf"\d+(?:[.,]\d+)*\s?{_UNIT}|\d{{1,3}}(?:[.,]\d{{3}})+(?![\d.,]*\w)"
 _KEYWORD = (r"giảm(?:\s+giá)?|sale(?:\s+off)?|ưu\s+đãi|khuyến\s+mãi|chiết\s+khấu|đồng\s+giá|trả\s+góp|lãi\s+suất"

@@ -228,7 +228,7 @@ def report(out, cfg, n_rows, info_path):
 
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
-    knobs.announce_smoke("text layer OCR")
+    knobs.announce_smoke("text layer OCR", cfg.SMOKE)
     if shutil.which(cfg.TESSERACT) is None:
         raise knobs.InputError(f"{cfg.TESSERACT} not found: bash run/ocr_setup.sh (apt-get install -y tesseract-ocr "
                                f"tesseract-ocr-vie)")

@@ -1,11 +1,19 @@
 """
-Statistics of the training banners that the generation methods need on every run, computed once and cached on disk by
-the CONTENT of the banners (a sha256 over names and file hashes), so they are never recomputed for the same set and
-never reused for a changed one: the mean colour (post-processing) and the Inception features (duplication guard,
-through the evaluation's feature cache).
+The training banners as the generation methods need them on every run: their statistics, computed once and cached on
+disk by the CONTENT of the banners (a sha256 over names and file hashes), so they are never recomputed for the same set
+and never reused for a changed one: the mean colour (post-processing) and the Inception features (through the
+evaluation's feature cache); and the duplication guard that measures an output against them.
+
+The duplication guard: the seed's Method 1 FAILED the competition's duplication check (0.908): img2img at strength 0.6
+keeps too much of the init banner. The similarity here is the cosine of the FID Inception-v3 pool features
+(evaluation/inception.py), the same features the evaluation's duplication measure uses, so the guard and the report
+agree. An output is compared with EVERY training banner (its init banner is one of them), and the most similar one is
+reported.
 """
 import hashlib
 from pathlib import Path
+
+import numpy as np
 
 from core.dataset import read_info, split_dir
 from core.files import file_hash, read_json, write_json
@@ -53,6 +61,24 @@ def cached_inception(paths, cache_dir, extractor):
                           skip_hint="--DUP_GUARD=0 skips the duplication guard")
 
 
+class DupGuard:
+    def __init__(self, names, paths, cache_dir, device="cpu"):
+        from evaluation.inception import InceptionFeatures
+
+        self.extractor = InceptionFeatures(device=device)
+        self.names = list(names)
+        self.pool = cached_inception(paths, cache_dir, self.extractor)
+
+    def measure(self, images):
+        """PIL images -> (similarity to the nearest training banner, that banner's name) for each."""
+        from evaluation.inception import max_cosine
+
+        if not images:
+            return np.zeros(0), []
+        sims, idx = max_cosine(self.extractor(list(images)), self.pool)
+        return sims, [self.names[i] for i in idx]
+
+
 def training_stats(data_dir, device, cache_dir, dup_guard=True, mean_rgb=False):
     """(duplication guard or None, training mean colour or None), from the on-disk cache after the first run."""
     guard = color = None
@@ -61,7 +87,5 @@ def training_stats(data_dir, device, cache_dir, dup_guard=True, mean_rgb=False):
         if mean_rgb:
             color = cached_mean_color(names, paths, cache_dir)
         if dup_guard:
-            from inference.dup_guard import DupGuard
-
             guard = DupGuard(names, paths, cache_dir, device=device)
     return guard, color

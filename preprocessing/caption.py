@@ -1,54 +1,62 @@
 """
 Caption every training banner with a vision-language model: $DATA_DIR/train/{info.csv, images/} ->
-$DATA_DIR/train/llava_caption.json ({bannerImage: caption}), what Method 2 fine-tunes SD 2.1 on.
+$DATA_DIR/train/llava_caption.json ({bannerImage: caption}), what Method 2 fine-tunes SD 2.1 on, and beside it
+llava_caption_report.json: what made each caption (the settings that change a caption, and a hash of the row's id,
+question and banner bytes).
 
 The seed ran LLaVA-1.5-7B from the LLaVA repository one image at a time (over an hour); here it is transformers'
 image-text-to-text classes, batched with left padding, fp16 on CUDA. The question is the seed's template, filled with
 the row's English copy (info_trans.csv) or, where a row has no translation, its Vietnamese text (info.csv); the run says
 how many rows used which.
 
-- Resumable: rows already in the JSON (or in a rank file of an interrupted multi-process run) are skipped; the JSON is
-  replaced atomically every SAVE_EVERY captions, so a kill loses at most that many.
+- Resumable: a row whose caption was made with the same settings and inputs is skipped; one made otherwise (another
+  GREEDY, SEED, MODEL, PROMPT..., or a changed banner or copy) is refused in one line naming what differs, and
+  OVERWRITE=1 redoes it: a rerun never mixes captions of two settings. The JSON (and its record) is replaced
+  atomically every SAVE_EVERY captions, so a kill loses at most that many.
 - Several processes (`accelerate launch -m preprocessing.caption`): each captions every world-th row into its own rank
   file; rank 0 merges them into the one JSON.
 - Per-row seeds: when sampling (the seed's temperature 0.2), each row draws its tokens from its own random stream
   (row_seed(SEED, id)), so a caption does not depend on batch size, order or process count. GREEDY=1 decodes greedily.
 - An unreadable banner stops the run with one line naming it; SKIP_BAD=1 goes on, lists the skipped banners at the end
   and exits non-zero (every caption made is kept).
+- Each banner is padded to a square of the processor's image mean first (PAD_TO_SQUARE, the original LLaVA code's
+  expand2square): the llava-hf processor resizes the short side and center-crops, so it would see only the middle half.
 - At the end: how many captions are longer than SD 2.1's 77-token text window (training truncates them).
 
 usage: bash run/caption.sh [--GREEDY=1] [--BATCH_SIZE=16] [--MODEL=llava-hf/llava-1.5-7b-hf] [--help]
        accelerate launch -m preprocessing.caption [--NAME=value ...]
 """
 import re
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from core import dataset, devices, errors, files, images, knobs, seeds
+import models
+from core import batching, dataset, devices, errors, files, images, knobs, seeds
 from core.progress import progress
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR: the run/*.sh contract)
 SPLIT = "train"  # the split folder under DATA_DIR whose banners are captioned
 OUTPUT = ""  # the captions JSON; "" = $DATA_DIR/$SPLIT/llava_caption.json
-MODEL = "llava-hf/llava-1.5-7b-hf"  # hub id or local folder of an image-text-to-text model; SMOKE=1: tiny random LLaVA
+MODEL = models.LLAVA  # image-text-to-text model: hub id[@revision] or local folder; SMOKE=1: tiny random LLaVA
+PAD_TO_SQUARE = True  # pad each banner to a square of the processor's mean colour first, as LLaVA's own code does
 PROMPT = ('Given image is advertising about following information: "{caption}{description}". '  # the seed's; fills
           'What is happening in the image ?')  # {caption} {description} {moreInfo}
 CHAT_FORMAT = "USER: <image>\n{question} ASSISTANT:"  # used only when the processor has no chat template
-BATCH_SIZE = 16  # images per generate call (halved automatically on out-of-memory)
+BATCH_SIZE = 16  # images per generate call (halved automatically on out-of-memory, core/batching.py)
 MAX_NEW_TOKENS = 77  # the seed's answer length
 TEMPERATURE = 0.2  # the seed's sampling temperature
 GREEDY = False  # greedy decoding instead of sampling
 SEED = 0  # run seed; each row samples from row_seed(SEED, id)
 SAVE_EVERY = 16  # the JSON is replaced after this many new captions (a kill loses at most this many)
 SKIP_BAD = False  # an unreadable banner is skipped and listed (exit non-zero at the end) instead of stopping the run
+OVERWRITE = False  # redo captions made with other settings or inputs (else the run refuses them, naming what differs)
 DEVICE = "auto"  # auto | cuda | cuda:1 | cpu (under accelerate launch: the process's device)
 DTYPE = "fp16"  # fp16 | bf16 | fp32 on CUDA; the CPU always runs fp32
 CPU_THREADS = 0  # torch threads on the CPU; 0 = torch's default
 SUPPRESS_BLANK_START = True  # forbid a first token that cleans to nothing (random/weak models otherwise answer "")
 TRUST_REMOTE_CODE = False  # allow model repos that ship their own Python code (off: a security risk)
-TOKENIZER = "stabilityai/stable-diffusion-2-1"  # for the report: the text tokenizer training uses (hub id or folder)
+TOKENIZER = models.SD21  # for the report: the text tokenizer training uses (hub id[@revision] or folder)
 TOKENIZER_SUBFOLDER = "tokenizer"  # its subfolder ("" for a bare tokenizer folder)
 TOKEN_LIMIT = 77  # SD 2.1's text window, start and end tokens included
 PROGRESS = True  # show the tqdm progress bar (images/s)
@@ -58,6 +66,7 @@ SMOKE_OVERRIDES = dict(BATCH_SIZE=4, SAVE_EVERY=4, CPU_THREADS=1)
 _QUESTION_TAIL = "What is happening in the image ?"  # an answer that starts by repeating it gets it cut
 _TURN_MARKERS = re.compile(r"(?:\b(?:USER|ASSISTANT|SYSTEM|Human|Assistant)\s*:|<\|[a-z_]+\|>|</?s>|<image>|###)")
 _SENTENCE_END = re.compile(r"""[.!?]["')\]]*(?=\s|$)""")
+_WHAT = "{bannerImage: caption}"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -126,11 +135,10 @@ def load_model(cfg, device):
 
     from core.sampling import blank_token_ids
 
-    processor = devices.load_model(AutoProcessor.from_pretrained, cfg.MODEL, "llava",
-                                   trust_remote_code=cfg.TRUST_REMOTE_CODE)
+    processor = models.load(AutoProcessor.from_pretrained, cfg.MODEL, "llava", trust_remote_code=cfg.TRUST_REMOTE_CODE)
     processor.tokenizer.padding_side = "left"
-    model = devices.load_model(AutoModelForImageTextToText.from_pretrained, cfg.MODEL, "llava",
-                               dtype=devices.pick_dtype(device, cfg.DTYPE), trust_remote_code=cfg.TRUST_REMOTE_CODE)
+    model = models.load(AutoModelForImageTextToText.from_pretrained, cfg.MODEL, "llava",
+                        dtype=devices.pick_dtype(device, cfg.DTYPE), trust_remote_code=cfg.TRUST_REMOTE_CODE)
     # ids that are nothing once cleaned (pad, a lone space or newline, a control byte): never the first token
     model.blank_start_ids = (blank_token_ids(processor.tokenizer, lambda text: not clean_caption(text))
                              if cfg.SUPPRESS_BLANK_START else [])
@@ -174,26 +182,39 @@ def generate(cfg, processor, model, batch, device):
     return [(text, bool(torch.isin(ids, eos).any())) for text, ids in zip(texts, new)]
 
 
-def generate_halving(cfg, processor, model, batch, device):
-    """generate(), splitting the batch in halves on out-of-memory (per-row seeds: the captions do not change)."""
-    import torch
+def generate_fitting(cfg, processor, model, batch, device, batches):
+    """generate() over a prepared batch in the largest parts that fit in memory (`batches`: core.batching's
+    FittingBatches; per-row seeds: the captions do not change)."""
+    def part(rows):
+        a, b = rows[0], rows[-1] + 1
+        return generate(cfg, processor, model, {"rows": batch["rows"][a:b], "questions": batch["questions"][a:b],
+                                                "inputs": {k: v[a:b] for k, v in batch["inputs"].items()}}, device)
 
-    try:
-        return generate(cfg, processor, model, batch, device)
-    except torch.OutOfMemoryError:
-        if str(device).startswith("cuda"):
-            torch.cuda.empty_cache()
-        n = len(batch["rows"])
-        if n == 1:
-            raise
-        print(f"out of memory at {n} images per batch: splitting it", file=sys.stderr)
-        halves = [{"rows": batch["rows"][a:b], "questions": batch["questions"][a:b],
-                   "inputs": {k: v[a:b] for k, v in batch["inputs"].items()}} for a, b in ((0, n // 2), (n // 2, n))]
-        return [r for half in halves for r in generate_halving(cfg, processor, model, half, device)]
+    return batches.run(part, list(range(len(batch["rows"]))))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # the run
+
+
+def pad_to_square(image, colour):
+    """The banner centred on a square of `colour` (the original LLaVA's expand2square). The llava-hf processor resizes
+    the short side and center-crops a square: without this, a 1024x533 banner would lose its left and right quarters."""
+    from PIL import Image
+
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    square = Image.new(image.mode, (side, side), colour)
+    square.paste(image, ((side - width) // 2, (side - height) // 2))
+    return square
+
+
+def mean_colour(processor):
+    """The processor's image mean as an RGB colour (what LLaVA pads with: it normalises to zero)."""
+    mean = getattr(getattr(processor, "image_processor", None), "image_mean", None) or (0.5, 0.5, 0.5)
+    return tuple(int(x * 255) for x in mean)
 
 
 def prepare_batch(cfg, processor, rows):
@@ -202,7 +223,8 @@ def prepare_batch(cfg, processor, rows):
     loaded, bad = [], []
     for row in rows:
         try:
-            loaded.append((row, images.load_rgb(row["image"])))
+            image = images.load_rgb(row["image"])
+            loaded.append((row, pad_to_square(image, mean_colour(processor)) if cfg.PAD_TO_SQUARE else image))
         except knobs.InputError as e:
             if not cfg.SKIP_BAD:
                 raise knobs.InputError(f"row id={row['id']}: {e} (--SKIP_BAD=1 skips such banners)") from None
@@ -224,34 +246,80 @@ def prefetched(fn, batches):
             yield result
 
 
+def caption_settings(cfg, device):
+    """The settings that change a caption: each caption's record, and the step's stamp in run/method2.sh."""
+    settings = {name: getattr(cfg, name) for name in ("PROMPT", "CHAT_FORMAT", "MAX_NEW_TOKENS", "GREEDY",
+                                                      "SUPPRESS_BLANK_START")}
+    settings["MODEL"] = models.path(cfg.MODEL, "llava")  # SMOKE=1: the tiny model
+    settings["DTYPE"] = str(devices.pick_dtype(device, cfg.DTYPE)).removeprefix("torch.")  # the CPU runs fp32
+    if not cfg.GREEDY:  # only sampling draws from the seed and the temperature
+        settings.update(TEMPERATURE=cfg.TEMPERATURE, SEED=cfg.SEED)
+    return settings
+
+
+def row_inputs(cfg, row):
+    """A hash of what a row's caption is made from besides the settings: its id (its seed), question and banner."""
+    image = files.file_hash(row["image"]) if row["image"].is_file() else ""
+    return files.settings_key({"id": row["id"], "question": question(cfg.PROMPT, row), "image": image})
+
+
+def output_path(cfg):
+    return Path(cfg.OUTPUT) if cfg.OUTPUT else dataset.split_dir(cfg.SPLIT, cfg.DATA_DIR) / "llava_caption.json"
+
+
+def records_path(output):
+    """The record of what made each caption, beside the captions (or a process's share of them)."""
+    return output.with_name(f"{output.stem}_report{output.suffix}")
+
+
+def lock(output, rank=0):
+    """One run per output file and process: a second would write back its own dict over the first's captions."""
+    return files.FolderLock(output.parent, f".{output.name}.rank{rank}.lock")
+
+
+def stage_files(cfg):
+    """For run/method2.sh: what this stage reads and writes, the lock it holds, the settings that change a caption."""
+    split = dataset.split_dir(cfg.SPLIT, cfg.DATA_DIR)
+    output = output_path(cfg)
+    return files.StageFiles(inputs=[split / "info.csv", split / "info_trans.csv", split / "images"], done=output,
+                            settings=caption_settings(cfg, devices.pick_device(cfg.DEVICE)),
+                            set_aside=[output, records_path(output)], lock=lock(output))
+
+
 def rank_path(output, rank):
     return output.with_name(f"{output.stem}.rank{rank}{output.suffix}")
 
 
 def rank_files(output):
-    return sorted(output.parent.glob(f"{output.stem}.rank*{output.suffix}"))
-
-
-def finished_captions(output):
-    """Every caption already made: the JSON plus the rank files an interrupted multi-process run left."""
-    done = dict(files.read_json(output, {}) or {})
-    for part in rank_files(output):
-        done.update(files.read_json(part, {}) or {})
-    return done
+    name = re.compile(rf"{re.escape(output.stem)}\.rank\d+{re.escape(output.suffix)}")
+    return sorted(p for p in output.parent.glob(f"{output.stem}.rank*") if name.fullmatch(p.name))
 
 
 def merge(output):
-    """Rank 0, after every process finished: rank files folded into the one JSON, then removed."""
-    files.write_json(output, finished_captions(output))
-    for part in rank_files(output):
+    """The shares of several processes (rank files, with their records) folded into the one JSON, then removed: rank
+    0 does it after every process finished, and at the start for those an interrupted run left."""
+    parts = rank_files(output)
+    if not parts:
+        return
+    captions = files.read_string_map(output, _WHAT, {})
+    records = files.ItemRecords(records_path(output))
+    for part in parts:
+        captions.update(files.read_string_map(part, _WHAT, {}))
+        records.update(files.ItemRecords(records_path(part)))
+    records.save()  # before the captions: a caption is never without its record
+    files.write_json(output, captions)
+    for part in parts:
         part.unlink()
+        records_path(part).unlink(missing_ok=True)
 
 
 def caption_rows(cfg, rows, store, processor, model, device, log=print):
-    """Caption `rows` into `store` (put as they come). Returns (skipped [(row, reason)], empty [row])."""
+    """Caption `rows` into `store` (a RecordedStore: each caption put with its row's `made_from`, as they come).
+    Returns (skipped [(row, reason)], empty [row])."""
 
     batches = [rows[i:i + cfg.BATCH_SIZE] for i in range(0, len(rows), cfg.BATCH_SIZE)]
     skipped, empty, done, started = [], [], 0, time.perf_counter()
+    fitting = batching.FittingBatches(cfg.BATCH_SIZE, "images", log)
     bar = progress(total=len(rows), unit="img", desc="caption", disable=not cfg.PROGRESS)
     try:
         for batch in prefetched(lambda b: prepare_batch(cfg, processor, b), batches):
@@ -259,13 +327,14 @@ def caption_rows(cfg, rows, store, processor, model, device, log=print):
                 log(f"skipped row id={row['id']}: {reason}")
             skipped += batch["bad"]
             if batch["rows"]:
-                answers = generate_halving(cfg, processor, model, batch, device)
+                answers = generate_fitting(cfg, processor, model, batch, device, fitting)
                 for row, asked, (answer, finished) in zip(batch["rows"], batch["questions"], answers):
                     text = clean_caption(answer, asked, finished)
                     if text:
-                        store.put(row["bannerImage"], text)
+                        store.put(row["bannerImage"], text, row["made_from"])
                         done += 1
-                    else:
+                    else:  # listed at the end; an older caption of the row is not kept in its place
+                        store.discard(row["bannerImage"])
                         empty.append(row)
             bar.update(len(batch["rows"]) + len(batch["bad"]))
     finally:
@@ -282,9 +351,12 @@ def token_report(cfg, captions, log=print):
     them)."""
     from transformers import AutoTokenizer
 
+    if not captions:
+        log("token report: no captions")
+        return 0
     kwargs = {"subfolder": cfg.TOKENIZER_SUBFOLDER} if cfg.TOKENIZER_SUBFOLDER else {}
     try:
-        tokenizer = devices.load_model(AutoTokenizer.from_pretrained, cfg.TOKENIZER, "sd21", **kwargs)
+        tokenizer = models.load(AutoTokenizer.from_pretrained, cfg.TOKENIZER, "sd21", **kwargs)
     except knobs.InputError as e:
         log(f"token report skipped: {e}")
         return None
@@ -297,25 +369,39 @@ def token_report(cfg, captions, log=print):
     return len(over)
 
 
+def plan(cfg, rows, output, records):
+    """This run's rows still to caption (the rest were made with these settings and inputs; a row made otherwise is
+    refused, naming what differs, unless OVERWRITE). Each row gets `made_from`, its record's inputs hash."""
+    for row in rows:
+        row["made_from"] = row_inputs(cfg, row)
+    done = files.read_string_map(output, _WHAT, {})  # values checked: text, not numbers or null
+    todo = set(files.plan_items({r["bannerImage"]: r["made_from"] for r in rows}, done, records, cfg.OVERWRITE,
+                                output, "captions", "--OVERWRITE=1 (or another --OUTPUT)"))
+    return [r for r in rows if r["bannerImage"] in todo]
+
+
 def run(cfg, rank=0, world=1, device="cpu", log=print):
-    """Caption this process's share of the split's rows that have no caption yet; rank 0 merges and reports.
-    Returns the merged {bannerImage: caption} (rank 0) or None."""
+    """Caption this process's share of the split's rows not yet captioned with these settings; rank 0 merges and
+    reports. Returns the merged {bannerImage: caption} (rank 0) or None."""
     split = dataset.split_dir(cfg.SPLIT, cfg.DATA_DIR)
-    output = Path(cfg.OUTPUT) if cfg.OUTPUT else split / "llava_caption.json"
+    output = output_path(cfg)
     rows, has_trans = read_rows(cfg.DATA_DIR, cfg.SPLIT)
-    if rows:
-        question(cfg.PROMPT, rows[0])  # a broken PROMPT knob fails now, not after the model loads
+    question(cfg.PROMPT, rows[0])  # a broken PROMPT knob fails now, not after the model loads
     files.check_writable(output.parent, "captions folder", "--OUTPUT")
-    # one run per output file and rank: a second run would write back its own dict over the first's captions
-    with files.FolderLock(output.parent, f".{output.name}.rank{rank}.lock"):
-        done = finished_captions(output)
+    with lock(output, rank):
+        if rank == 0:
+            merge(output)  # what the processes of an interrupted run left, first
+        devices.wait_for_everyone()
+        records = files.ItemRecords(records_path(output), caption_settings(cfg, device))
         # shard every row first, then drop the finished ones: each row belongs to one rank whatever the others wrote
-        todo = [r for r in devices.shard(rows, rank, world) if r["bannerImage"] not in done]
+        mine = devices.shard(rows, rank, world)
+        todo = plan(cfg, mine, output, records)
         vi = [r["id"] for r in todo if r["text"] == "vi"]
         if not has_trans and rank == 0:
             log(f"note: no {split / 'info_trans.csv'}: every question uses the Vietnamese text "
                 f"(run bash run/translation.sh first for the English copy the seed used)")
-        log(f"rank {rank}/{world}: {len(rows)} rows, {len(done)} already captioned, {len(todo)} to caption here "
+        log(f"rank {rank}/{world}: {len(rows)} rows, {len(mine) - len(todo)} already captioned with these settings, "
+            f"{len(todo)} to caption here "
             f"({len(todo) - len(vi)} with the English text of info_trans.csv, {len(vi)} with the Vietnamese info.csv "
             f"text" + (f": ids {', '.join(vi[:10])}{' ...' if len(vi) > 10 else ''})" if vi else ")"))
         skipped, empty = [], []
@@ -327,14 +413,17 @@ def run(cfg, rank=0, world=1, device="cpu", log=print):
         todo = [r for r in todo if r["image"].is_file()]
         if todo:
             processor, model = load_model(cfg, device)
-            with files.JsonStore(output if world == 1 else rank_path(output, rank), every=cfg.SAVE_EVERY) as store:
+            if world > 1:  # this process's share into its own files (its records start empty: merged above)
+                part = rank_path(output, rank)
+                records = files.ItemRecords(records_path(part), caption_settings(cfg, device))
+            with files.RecordedStore(output if world == 1 else part, records, cfg.SAVE_EVERY, _WHAT) as store:
                 bad, empty = caption_rows(cfg, todo, store, processor, model, device, log)
             skipped += bad
         devices.wait_for_everyone()
         captions = None
         if rank == 0:
             merge(output)
-            captions = files.read_json(output, {})
+            captions = files.read_string_map(output, _WHAT, {})
             ours = {r["bannerImage"]: captions[r["bannerImage"]] for r in rows if r["bannerImage"] in captions}
             texts = [r["text"] for r in rows if r["bannerImage"] in captions]
             log(f"wrote {output}: {len(ours)} of {len(rows)} rows captioned ({texts.count('en')} from English, "
@@ -354,7 +443,7 @@ def run(cfg, rank=0, world=1, device="cpu", log=print):
 
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
-    knobs.announce_smoke("caption")
+    knobs.announce_smoke("caption", cfg.SMOKE)
     if cfg.BATCH_SIZE < 1 or cfg.SAVE_EVERY < 1 or cfg.MAX_NEW_TOKENS < 1:
         raise knobs.InputError("BATCH_SIZE, SAVE_EVERY and MAX_NEW_TOKENS must be at least 1")
     if not cfg.GREEDY and cfg.TEMPERATURE <= 0:

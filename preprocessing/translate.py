@@ -14,8 +14,11 @@ Backends (BACKEND):
            and server errors are retried.
   auto     seq2seq when HF_HUB_OFFLINE=1 or SMOKE=1 (offline), else google.
 
-Every translation goes into a JSON cache on disk (CACHE) keyed by backend + model settings + text, saved atomically
-after each batch: a rerun or a resumed run translates only what is missing, and loads no model when nothing is.
+Every translation goes into a JSON cache on disk (CACHE) keyed by the translator's settings + text (seq2seq: the
+model, language codes, beams, token limits, blank-start guard and the dtype it runs in; google: the language pair),
+saved atomically after each batch: a rerun or a resumed run translates only what is missing, and loads no model when
+nothing is. A translation made with other settings is never reused: the run says how many such entries the cache
+holds and translates anew.
 If a string still fails (after the retries), the run names the first few (split, row id, field), writes the full list
 to translation_failures.json beside the cache, and exits 1 without writing that split's info_trans.csv.
 
@@ -28,18 +31,19 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from core import dataset, devices, files, knobs
+import models
+from core import batching, dataset, devices, files, knobs
 from core.copy_text import normalize_copy
 from core.errors import error_list
 from core.progress import progress as progress_bar
 
 DATA_DIR = "data"  # the data folder with {train,test}/info.csv (also from env DATA_DIR)
 BACKEND = "auto"  # auto | seq2seq | google; auto = seq2seq when HF_HUB_OFFLINE=1 or SMOKE=1, else google
-SEQ2SEQ_MODEL = "vinai/vinai-translate-vi2en-v2"  # hub id or local folder (e.g. Helsinki-NLP/opus-mt-vi-en); SMOKE=1: tiny random model
+SEQ2SEQ_MODEL = models.TRANSLATOR  # hub id[@revision] or local folder (e.g. Helsinki-NLP/opus-mt-vi-en); SMOKE=1: tiny random model
 SRC_LANG = "vi_VN"  # source language code, set only on tokenizers that know it (mBART: vi_VN; NLLB: vie_Latn)
 TGT_LANG = "en_XX"  # target language token, used only if the tokenizer knows it (mBART: en_XX; NLLB: eng_Latn)
 TGT_LANG_AS = "decoder_start"  # decoder_start (vinai-translate, mBART-cc25) | forced_bos (mBART-50, NLLB)
-BATCH_SIZE = 32  # strings per generate call (halved automatically on out-of-memory)
+BATCH_SIZE = 32  # strings per generate call (halved automatically on out-of-memory, core/batching.py)
 MAX_INPUT_TOKENS = 0  # longer inputs are truncated (with a warning); 0 = the tokenizer's model_max_length
 MAX_NEW_TOKENS = 256  # upper bound on a translation's length in tokens
 NUM_BEAMS = 5  # beam search width (vinai's documented setting); 1 = greedy
@@ -103,10 +107,12 @@ def resolve_backend(backend, env=None):
     return backend
 
 
-def seq2seq_tag(model, src_lang, tgt_lang, tgt_lang_as, num_beams, max_new_tokens, max_input_tokens):
-    """Cache namespace of a seq2seq setup: everything that changes the text it produces (not batch size or device)."""
-    return (f"seq2seq|{model}|{src_lang}>{tgt_lang}:{tgt_lang_as}|beams={num_beams}|max_new={max_new_tokens}"
-            f"|max_in={max_input_tokens}")
+def seq2seq_tag(cfg, model, dtype):
+    """Cache namespace of a seq2seq setup: every setting that changes the text it produces (not batch size, device or
+    threads). `model`: the resolved model (SMOKE=1: the tiny one); `dtype`: what it runs in (the CPU: float32)."""
+    return (f"seq2seq|{model}|{cfg.SRC_LANG}>{cfg.TGT_LANG}:{cfg.TGT_LANG_AS}|beams={cfg.NUM_BEAMS}"
+            f"|max_new={cfg.MAX_NEW_TOKENS}|max_in={cfg.MAX_INPUT_TOKENS}"
+            f"|blank_start={'suppressed' if cfg.SUPPRESS_BLANK_START else 'allowed'}|dtype={dtype}")
 
 
 def google_tag(source, target):
@@ -115,6 +121,16 @@ def google_tag(source, target):
 
 def cache_key(tag, text):
     return f"{tag}\t{text}"
+
+
+def other_settings(store, tag):
+    """{tag: entries} of the cache's translations made with other settings than `tag` (not reused by this run)."""
+    counts = {}
+    for key in store.data:
+        other = key.split("\t", 1)[0]
+        if other != tag:
+            counts[other] = counts.get(other, 0) + 1
+    return counts
 
 
 def prepare(text, lowercase=False):
@@ -134,7 +150,7 @@ class Seq2SeqTranslator:
 
     def __init__(self, model, device="auto", dtype="fp16", batch_size=32, max_input_tokens=0, max_new_tokens=256,
                  num_beams=5, src_lang="", tgt_lang="", tgt_lang_as="decoder_start", trust_remote_code=False,
-                 suppress_blank_start=True, smoke_family="seq2seq", cpu_threads=0):
+                 suppress_blank_start=True, model_key="translator", cpu_threads=0):
         import torch
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -145,11 +161,13 @@ class Seq2SeqTranslator:
         if cpu_threads and self.device == "cpu":
             torch.set_num_threads(cpu_threads)
         self.batch_size, self.max_new_tokens, self.num_beams = batch_size, max_new_tokens, num_beams
-        self.tokenizer = devices.load_model(AutoTokenizer.from_pretrained, model, smoke_family,
-                                           trust_remote_code=trust_remote_code)
-        self.model = devices.load_model(AutoModelForSeq2SeqLM.from_pretrained, model, smoke_family,
-                                       dtype=devices.pick_dtype(self.device, dtype),
-                                       trust_remote_code=trust_remote_code).to(self.device).eval()
+        self.batches = batching.FittingBatches(batch_size, "strings", lambda m: print(m, file=sys.stderr, flush=True))
+        self.tokenizer = models.load(AutoTokenizer.from_pretrained, model, model_key,
+                                     trust_remote_code=trust_remote_code)
+        # dtype: fp16/bf16 on CUDA, fp32 on the CPU; a torch dtype as is (tests run bf16 on the CPU)
+        self.model = models.load(AutoModelForSeq2SeqLM.from_pretrained, model, model_key,
+                                 dtype=devices.pick_dtype(self.device, dtype),
+                                 trust_remote_code=trust_remote_code).to(self.device).eval()
         self.max_input_tokens = max_input_tokens or self._model_max_length()
         self.generate_kwargs = dict(max_new_tokens=max_new_tokens, num_beams=num_beams, do_sample=False,
                                     min_new_tokens=1)
@@ -203,17 +221,17 @@ class Seq2SeqTranslator:
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     def translate_batch(self, texts):
-        """One translation per text; an empty translation or an out-of-memory at batch size 1 comes back as an
-        Exception in that text's place. Out-of-memory on a larger batch splits it in halves and tries again."""
+        """One translation per text; an empty translation, or an out-of-memory on a text alone, comes back as an
+        Exception in that text's place. Out-of-memory on several texts: smaller batches from then on (core/batching)."""
+        return self.batches.run(self._translate_part, list(texts))
+
+    def _translate_part(self, texts):
         try:
             outputs = self._generate(texts)
         except self.torch.OutOfMemoryError as e:
-            if self.device.startswith("cuda"):
-                self.torch.cuda.empty_cache()
-            if len(texts) == 1:
-                return [e]
-            half = len(texts) // 2
-            return self.translate_batch(texts[:half]) + self.translate_batch(texts[half:])
+            if len(texts) > 1:
+                raise  # FittingBatches halves the batch
+            return [e]
         return [out if out else ValueError("empty translation") for out in outputs]
 
 
@@ -440,6 +458,10 @@ def run(root, splits, make_translator, tag, cache_path, lowercase=False, progres
     cached = sum(cache_key(tag, t) in store for t in distinct)
     log(f"all splits: {len(all_texts)} non-empty fields, {len(distinct)} distinct strings, {cached} already in the "
         f"cache {cache_path}, {len(distinct) - cached} to translate")
+    others = other_settings(store, tag)
+    if others:
+        log(f"note: the cache also holds {sum(others.values())} translations made with other settings, not reused "
+            f"here (this run: {tag}; " + "; ".join(f"{n} with {t}" for t, n in list(others.items())[:3]) + ")")
     translator, done, failed = translate_missing(distinct, make_translator, store, tag, progress)
     seconds = getattr(translator, "seconds", 0.0)
     stats = dict(fields=len(all_texts), distinct=len(distinct), cached=cached, translated=done,
@@ -482,10 +504,10 @@ def main(argv=None):
     cache_path = Path(cfg.CACHE) if cfg.CACHE else root / "translation_cache.json"
     failures_path = cache_path.with_name("translation_failures.json")
     if backend == "seq2seq":
-        knobs.announce_smoke("translation")
-        model = devices.model_path(cfg.SEQ2SEQ_MODEL, smoke_family="seq2seq")
-        tag = seq2seq_tag(model, cfg.SRC_LANG, cfg.TGT_LANG, cfg.TGT_LANG_AS, cfg.NUM_BEAMS, cfg.MAX_NEW_TOKENS,
-                          cfg.MAX_INPUT_TOKENS)
+        knobs.announce_smoke("translation", cfg.SMOKE)
+        model = models.path(cfg.SEQ2SEQ_MODEL, "translator")
+        dtype = str(devices.pick_dtype(devices.pick_device(cfg.DEVICE), cfg.DTYPE)).removeprefix("torch.")
+        tag = seq2seq_tag(cfg, model, dtype)
 
         def make_translator():
             print(f"loading {model} ...", file=sys.stderr, flush=True)
@@ -495,7 +517,7 @@ def main(argv=None):
             print(f"seq2seq on {t.device}, batch {cfg.BATCH_SIZE}, beams {cfg.NUM_BEAMS}, max input "
                   f"{t.max_input_tokens} tokens" + (f", {', '.join(t.notes)}" if t.notes else ""),
                   file=sys.stderr, flush=True)
-            if t.unknown_codes and not knobs.smoke_enabled():  # the tiny smoke model has none, by design
+            if t.unknown_codes and not cfg.SMOKE:  # the tiny smoke model has none, by design
                 print(f"note: {cfg.SEQ2SEQ_MODEL} has no token {' / '.join(t.unknown_codes)}, so no language code is "
                       f"set: right for a one-pair model (e.g. Helsinki-NLP/opus-mt-vi-en); an mBART/NLLB model "
                       f"needs its own codes in --SRC_LANG/--TGT_LANG (NLLB: vie_Latn/eng_Latn)",

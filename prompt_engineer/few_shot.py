@@ -24,7 +24,7 @@ from pathlib import Path
 
 from core.copy_text import normalize_copy
 from core.knobs import InputError
-from inference.prompts import clean, strip_disclaimer
+from core.prompt_fit import clean, strip_disclaimer
 from retrieval.retrieve import index_name
 
 _SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")

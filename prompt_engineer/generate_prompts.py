@@ -3,8 +3,11 @@ Image prompts for Method 2: an LLM writes an explicit English image description 
 
 reads   $DATA_DIR/test/info_trans.csv and $DATA_DIR/train/info_trans.csv (INFO_FILE: the English copy),
         $DATA_DIR/train/llava_caption.json ({train bannerImage: VLM caption}, run/caption.sh)
-writes  $DATA_DIR/test/llava_prompt.json ({test bannerImage: prompt}), replaced atomically after every batch;
-        $DATA_DIR/test/llava_prompt_report.json ({bannerImage: {source: llm|fallback, tries, problems}})
+writes  $DATA_DIR/test/llava_prompt.json ({test bannerImage: prompt}): the LLM's prompts, and only those; replaced
+        atomically after every batch;
+        $DATA_DIR/test/llava_prompt_report.json, what made each row's prompt and the one record of the rows that fell
+        back: {"settings": {id: the settings that change a prompt}, "items": {bannerImage: {settings: id, inputs: hash
+        of the row's copy, source: llm|fallback, tries, problems (, written: false for a fallback)}}}
         the retrieval indexes of the copy under $DATA_DIR/{train,test}/index/ (reused on a rerun)
 
 Each test row's prompt shows its K nearest training rows (sentence encoder over the English caption+description,
@@ -13,8 +16,11 @@ the test row (prompt_engineer/few_shot.py). The LLM's first line is kept. One le
 each row samples from its own seed (core.seeds.row_seed(SEED, id)), so its prompt does not depend on the batch size or
 on which rows share its batch (prompt_engineer/llm.py). A generation that is empty, garbled, repetitive, a copy of an
 example or not English (CHECKS, prompt_engineer/checks.py) is generated again with another seed, up to MAX_TRIES in all;
-a row still bad gets its fitted English copy (inference/prompts.fit_prompt, CLIP's 75 tokens), counted as a fallback.
-A rerun skips rows already in the output (RETRY_FALLBACKS=1: also redo the fallbacks).
+a row still bad FALLS BACK, counted: it gets no prompt in the JSON (its report record says why), and Method 2 prompts
+it with its own fitted English copy, as it does any row without an LLM prompt.
+A rerun skips rows made with the same settings and inputs (RETRY_FALLBACKS=1: also redo the fallbacks); a row made
+otherwise (another K, MODEL, SEED..., a changed copy, other training captions or copy for the examples) is refused in
+one line naming what differs, and OVERWRITE=1 redoes it: one output never mixes prompts of two settings.
 
 usage: bash run/prompts.sh [--MODEL=Qwen/Qwen2.5-7B-Instruct] [--BATCH_SIZE=32] [--K=2] [--help]
 """
@@ -22,17 +28,18 @@ import collections
 import sys
 import time
 
-from core import dataset, devices, files, knobs, seeds
+import models
+from core import batching, dataset, devices, files, knobs, seeds
 from core.knobs import InputError
 from core.progress import progress as progress_bar
-from inference import prompts
+from core import prompt_fit as prompts
 from prompt_engineer import checks, few_shot
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR: the run/*.sh contract)
-MODEL = "Qwen/Qwen2.5-7B-Instruct"  # causal LM: hub id or local folder (Vietnamese copy: SeaLLMs/SeaLLMs-v3-7B-Chat)
+MODEL = models.LLM  # causal LM: hub id[@revision] or local folder (Vietnamese copy: SeaLLMs/SeaLLMs-v3-7B-Chat)
 GGUF_FILE = ""  # a .gguf file inside MODEL's folder to load through transformers (needs the gguf package)
 BACKEND = "transformers"  # transformers | vllm (only when vllm is installed)
-ENCODER = "sentence-transformers/all-MiniLM-L6-v2"  # sentence-transformers model ranking the examples (the seed's)
+ENCODER = models.FEW_SHOT_ENCODER  # sentence-transformers model ranking the examples (the seed's)
 K = 2  # few-shot examples per test row (0 = zero-shot)
 INFO_FILE = "info_trans.csv"  # copy of both splits (info.csv: the Vietnamese original; then drop "english" from CHECKS)
 COPY_FIELDS = "caption,description"  # columns joined into a row's copy (shown and searched)
@@ -54,12 +61,12 @@ TOP_K = 150  # top-k sampling (the seed's; 0 = off)
 REPETITION_PENALTY = 1.2  # over the prompt and the generated tokens (the seed's)
 MAX_NEW_TOKENS = 77  # generated tokens at most (the seed's)
 STOP_AT_FIRST_LINE = True  # a row stops at the end of its first non-blank line (only that line is kept)
-BATCH_SIZE = 32  # rows per generate call (halved automatically on out-of-memory)
+BATCH_SIZE = 32  # rows per generate call (halved automatically on out-of-memory, core/batching.py)
 SEED = 42  # run seed: row r's try t samples from row_seed(SEED, f"{id}#{t}")
 MAX_TRIES = 3  # generations per row at most, the first included; then the fitted copy
 CHECKS = ("empty", "garbled", "repeat", "copy", "english")  # what makes a generation bad (empty always does)
-FALLBACK_TOKENS = 75  # the fallback copy is fitted to this many CLIP tokens (SD 2.1's window minus start/end)
 RETRY_FALLBACKS = False  # a rerun also regenerates the rows that fell back
+OVERWRITE = False  # redo prompts made with other settings or inputs (else the run refuses them, naming what differs)
 DEVICE = "auto"  # auto | cuda | cuda:1 | cpu
 DTYPE = "bf16"  # bf16 | fp16 | fp32 on CUDA (the CPU runs fp32)
 CPU_THREADS = 0  # torch threads on the CPU; 0 = torch's default (1 is far faster on a busy, shared machine)
@@ -81,9 +88,13 @@ def read_split(cfg, split):
     return dataset.read_info(path)
 
 
+def caption_path(cfg):
+    return dataset.split_dir("train", cfg.DATA_DIR) / cfg.CAPTION_FILE
+
+
 def read_captions(cfg):
     """{train bannerImage: caption}, or None when the file is missing and NO_CAPTIONS=zero_shot."""
-    path = dataset.split_dir("train", cfg.DATA_DIR) / cfg.CAPTION_FILE
+    path = caption_path(cfg)
     if not path.is_file():
         if cfg.NO_CAPTIONS == "zero_shot":
             print(f"warning: {path} not found: ZERO-SHOT prompts (no examples). Caption the training banners first "
@@ -91,10 +102,7 @@ def read_captions(cfg):
             return None
         raise InputError(f"{path}: not found; caption the training banners first (bash run/caption.sh), or pass "
                          f"--NO_CAPTIONS=zero_shot to prompt without examples")
-    captions = files.read_json(path)
-    if not isinstance(captions, dict) or not all(isinstance(v, str) for v in captions.values()):
-        raise InputError(f"{path}: expected a JSON object {{bannerImage: caption text}}")
-    return captions
+    return files.read_string_map(path, "{bannerImage: caption text}")
 
 
 def fields_of(cfg):
@@ -120,6 +128,64 @@ def check_knobs(cfg):
         except (KeyError, IndexError, ValueError) as e:
             raise InputError(f"{name}: only {{copy}} and {{caption}} may be used ({e})") from None
     checks.problem("x", (), cfg.CHECKS)  # unknown check names fail here, before any model loads
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# what makes a prompt: the resume key of every row, and the step's stamp in run/method2.sh
+
+_PROMPT_KNOBS = ("GGUF_FILE", "BACKEND", "INFO_FILE", "COPY_FIELDS", "INSTRUCTION", "QUERY_TEMPLATE", "CHAT",
+                 "COPY_MAX_TOKENS", "MAX_PROMPT_TOKENS", "DO_SAMPLE", "TEMPERATURE", "TOP_P", "TOP_K",
+                 "REPETITION_PENALTY", "MAX_NEW_TOKENS", "STOP_AT_FIRST_LINE", "SEED", "MAX_TRIES", "CHECKS", "K")
+_FEW_SHOT_KNOBS = ("ENCODER", "EXAMPLE_TEMPLATE", "CAPTION_MAX_TOKENS")
+
+
+def few_shot_used(cfg):
+    """Examples are shown: K > 0 and the training captions exist (else zero-shot, or an error: read_captions)."""
+    return cfg.K > 0 and caption_path(cfg).is_file()
+
+
+def prompt_settings(cfg):
+    """The settings that change a prompt. With examples: the encoder that picks them and the training rows they come
+    from (their copy and captions, by content), since any of them may be shown to any row."""
+    settings = {name: getattr(cfg, name) for name in _PROMPT_KNOBS}
+    settings["MODEL"] = models.path(cfg.MODEL, "llm")  # SMOKE=1: the tiny model
+    settings["DTYPE"] = cfg.DTYPE if cfg.BACKEND == "vllm" else \
+        str(devices.pick_dtype(devices.pick_device(cfg.DEVICE), cfg.DTYPE)).removeprefix("torch.")
+    if few_shot_used(cfg):
+        settings.update({name: getattr(cfg, name) for name in _FEW_SHOT_KNOBS})
+        settings["ENCODER"] = models.path(cfg.ENCODER, "few_shot_encoder")
+        train = dataset.split_dir("train", cfg.DATA_DIR)
+        for name, path in (("train copy", train / cfg.INFO_FILE), ("train captions", caption_path(cfg))):
+            settings[name] = files.file_hash(path)[:16] if path.is_file() else ""
+    return settings
+
+
+def row_inputs(row, fields):
+    """A hash of what a row's prompt is made from besides the settings: its id (its seeds) and its copy."""
+    return files.settings_key({"id": row["id"], "copy": [row[f] for f in fields]})
+
+
+def output_path(cfg):
+    return dataset.split_dir("test", cfg.DATA_DIR) / cfg.OUT_FILE
+
+
+def report_path(cfg):
+    """The record of what made each prompt (and which fell back), beside the prompts."""
+    out = output_path(cfg)
+    return out.with_name(out.stem + "_report.json")
+
+
+def lock(cfg):
+    """One run per output file: a second would write back its own prompts over the first's."""
+    return files.FolderLock(output_path(cfg).parent, f".{cfg.OUT_FILE}.lock")
+
+
+def stage_files(cfg):
+    """For run/method2.sh: what this stage reads and writes, the lock it holds, the settings that change a prompt."""
+    train, test = (dataset.split_dir(s, cfg.DATA_DIR) for s in ("train", "test"))
+    return files.StageFiles(inputs=[train / cfg.INFO_FILE, test / cfg.INFO_FILE, caption_path(cfg)],
+                            done=output_path(cfg), settings=prompt_settings(cfg),
+                            set_aside=[output_path(cfg), report_path(cfg)], lock=lock(cfg))
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -152,14 +218,6 @@ def prompt_budget(cfg, generator):
     return budget
 
 
-def clip_token_counter():
-    """CLIP tokens of a text (SD 2.1's tokenizer: the same BPE vocab open_clip ships, so no download)."""
-    from open_clip.tokenizer import SimpleTokenizer
-
-    tokenizer = SimpleTokenizer()
-    return lambda text: len(tokenizer.encode(text))
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 # the few-shot prompt of every row to do
 
@@ -179,7 +237,7 @@ def build_prompts(cfg, todo, train, captions, generator, chat, log):
         train_copies = [few_shot.row_copy(row, fields) for row in train.to_dict("records")]
         captioned = [bool(captions.get(b, "").strip()) for b in train.bannerImage]
         log(f"few-shot: {sum(captioned)} of {len(train)} training rows have a caption; ranked by {cfg.ENCODER}")
-        encoder = TextEncoder(cfg.ENCODER, device=cfg.DEVICE)
+        encoder = TextEncoder(cfg.ENCODER, device=cfg.DEVICE, model_key="few_shot_encoder")
         name = f"{cfg.INFO_FILE.rsplit('.', 1)[0]}-{'+'.join(fields)}"
         all_copies = [t or "-" for t in train_copies]  # an index needs a text per row; "-" never wins a search
         nearest = few_shot.nearest_captioned(encoder, [t or "-" for t in test_copies], [r["id"] for r in todo],
@@ -198,7 +256,7 @@ def build_prompts(cfg, todo, train, captions, generator, chat, log):
                 cfg.INSTRUCTION, cfg.EXAMPLE_TEMPLATE, cfg.QUERY_TEMPLATE, kept, copy), chat)
 
         prompt, kept = few_shot.fit_examples(examples, make, count, budget)
-        # an echo of the row's own copy is no description either (and the fallback gives the copy, counted)
+        # an echo of the row's own copy is no description either (and a fallback gets the copy, counted)
         out[row["id"]] = (prompt, [text for pair in kept for text in pair] + [copy])
     return out
 
@@ -220,9 +278,9 @@ def clean_output(text, label):
     return line
 
 
-def generate_all(cfg, generator, todo, row_prompts, store, report, fallback_of, log, progress=True):
-    """Generate every row of `todo` (dicts of the test rows), retrying bad generations; write into `store`/`report`
-    after every batch. Returns stats."""
+def generate_all(cfg, generator, todo, row_prompts, store, log, progress=True):
+    """Generate every row of `todo` (dicts of the test rows, each with its `made_from`), retrying bad generations;
+    write into `store` (a RecordedStore: each prompt with its record) after every batch. Returns stats."""
 
     label = answer_label(cfg)
     # longest prompts first: a batch holds prompts of similar length (less padding); retries join the next batch
@@ -232,23 +290,20 @@ def generate_all(cfg, generator, todo, row_prompts, store, report, fallback_of, 
     stats = dict(llm=0, fallback=0, generations=0, generate_calls=0, tokens=0, problems=collections.Counter())
     bar = progress_bar(total=len(todo), unit="row", desc="prompts", disable=not progress)
     started = time.perf_counter()
-    batch_size = cfg.BATCH_SIZE
+    fitting = batching.FittingBatches(cfg.BATCH_SIZE, "rows", log)  # out of memory: smaller batches, same results
+
+    def generate(part):
+        outputs = generator.generate([row_prompts[r["id"]][0] for r, _ in part],
+                                     [seeds.row_seed(cfg.SEED, f"{r['id']}#{t}") for r, t in part],
+                                     sample=[cfg.DO_SAMPLE or t > 0 for _, t in part])  # retries sample
+        stats["generate_calls"] += 1
+        return outputs
+
     while queue or retry:
         batch = []
-        while len(batch) < batch_size and (retry or queue):
+        while len(batch) < fitting.size and (retry or queue):
             batch.append(retry.popleft() if retry else (queue.popleft(), 0))
-        try:
-            outputs = generator.generate([row_prompts[r["id"]][0] for r, _ in batch],
-                                         [seeds.row_seed(cfg.SEED, f"{r['id']}#{t}") for r, t in batch],
-                                         sample=[cfg.DO_SAMPLE or t > 0 for _, t in batch])  # retries sample
-        except Exception as e:  # out of memory: smaller batches (same rows, same seeds, same results)
-            if not _is_oom(e) or batch_size == 1:
-                raise
-            batch_size = max(1, batch_size // 2)
-            log(f"out of memory: BATCH_SIZE now {batch_size}")
-            retry.extendleft(reversed([(r, t) for r, t in batch]))
-            continue
-        stats["generate_calls"] += 1
+        outputs = fitting.run(generate, batch)
         for (row, tries), (raw, n_tokens) in zip(batch, outputs):
             stats["generations"] += 1
             stats["tokens"] += n_tokens
@@ -256,8 +311,7 @@ def generate_all(cfg, generator, todo, row_prompts, store, report, fallback_of, 
             issue = checks.problem(text, row_prompts[row["id"]][1], cfg.CHECKS)
             key = row["bannerImage"]
             if not issue:
-                store.put(key, text)
-                report.put(key, {"source": "llm", "tries": tries + 1, "problems": problems[row["id"]]})
+                store.put(key, text, row["made_from"], source="llm", tries=tries + 1, problems=problems[row["id"]])
                 stats["llm"] += 1
                 bar.update(1)
                 continue
@@ -266,12 +320,11 @@ def generate_all(cfg, generator, todo, row_prompts, store, report, fallback_of, 
             if tries + 1 < cfg.MAX_TRIES:
                 retry.append((row, tries + 1))
                 continue
-            store.put(key, fallback_of(row))
-            report.put(key, {"source": "fallback", "tries": tries + 1, "problems": problems[row["id"]]})
+            # no prompt in the JSON (an older one of the row is removed): the record alone says it fell back
+            store.put(key, None, row["made_from"], source="fallback", tries=tries + 1, problems=problems[row["id"]])
             stats["fallback"] += 1
             bar.update(1)
         store.save()
-        report.save()
         seconds = time.perf_counter() - started
         bar.set_postfix(tok_s=f"{stats['tokens'] / max(seconds, 1e-9):.0f}", fallback=stats["fallback"])
     bar.close()
@@ -279,24 +332,12 @@ def generate_all(cfg, generator, todo, row_prompts, store, report, fallback_of, 
     return stats
 
 
-def _is_oom(error):
-    import torch
-
-    return isinstance(error, torch.OutOfMemoryError) or "out of memory" in str(error).lower()
-
-
-def fallback_prompt(row, count, budget):
-    """The row's English copy fitted to CLIP's window (caption first; disclaimer, emoji, URLs dropped)."""
-    prompt, _ = prompts.fit_prompt(row["caption"], row["description"], row["moreInfo"], count, budget)
-    return prompt or "advertising banner"
-
-
 # ----------------------------------------------------------------------------------------------------------------------
 
 
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
-    knobs.announce_smoke("LLM image prompts")
+    knobs.announce_smoke("LLM image prompts", cfg.SMOKE)
     check_knobs(cfg)
     if cfg.CPU_THREADS:
         import torch
@@ -308,41 +349,37 @@ def main(argv=None):
 
     test_dir = dataset.split_dir("test", cfg.DATA_DIR)
     test = read_split(cfg, "test")
-    out_path = test_dir / cfg.OUT_FILE
-    report_path = out_path.with_name(out_path.stem + "_report.json")
+    train = read_split(cfg, "train")
+    captions = read_captions(cfg) if cfg.K > 0 else None  # missing: an error, or zero-shot (NO_CAPTIONS)
+    out_path = output_path(cfg)
     files.check_writable(test_dir, "test folder", "--DATA_DIR")
-    with files.FolderLock(test_dir, f".{cfg.OUT_FILE}.lock"), files.JsonStore(out_path, every=10 ** 9) as store, \
-            files.JsonStore(report_path, every=10 ** 9) as report:
+    with lock(cfg):
+        records = files.ItemRecords(report_path(cfg), prompt_settings(cfg))
+        store = files.RecordedStore(out_path, records, every=10 ** 9, what="{bannerImage: prompt}")
         rows = test.to_dict("records")[:cfg.LIMIT or None]
-
-        def done(row):
-            key = row["bannerImage"]
-            return key in store and not (cfg.RETRY_FALLBACKS and report.get(key, {}).get("source") == "fallback")
-
-        todo = [row for row in rows if not done(row)]
+        for row in rows:
+            row["made_from"] = row_inputs(row, fields_of(cfg))
+        todo = set(files.plan_items({r["bannerImage"]: r["made_from"] for r in rows}, store, records,
+                                    cfg.OVERWRITE, out_path, "prompts", "--OVERWRITE=1"))
+        todo = [row for row in rows if row["bannerImage"] in todo or (
+            cfg.RETRY_FALLBACKS and records.get(row["bannerImage"]).get("source") == "fallback")]
         stats = dict(rows=len(rows), todo=len(todo), llm=0, fallback=0, loaded=False)
-        log(f"{len(rows)} test rows, {len(rows) - len(todo)} already in {out_path}, {len(todo)} to do")
+        log(f"{len(rows)} test rows, {len(rows) - len(todo)} already made with these settings in {out_path}, "
+            f"{len(todo)} to do")
         if not todo:
             return stats
-        train = read_split(cfg, "train")
-        captions = read_captions(cfg) if cfg.K > 0 else None
-        log(f"loading {devices.model_path(cfg.MODEL, 'causal_lm')} ({cfg.BACKEND}) ...")
+        log(f"loading {models.path(cfg.MODEL, 'llm')} ({cfg.BACKEND}) ...")
         generator = load_generator(cfg)
         chat = use_chat(cfg, generator.tokenizer)
         row_prompts = build_prompts(cfg, todo, train, captions, generator, chat, log)
         example = row_prompts[todo[0]["id"]][0]
         log(f"{'chat template' if chat else 'plain text'} prompts, e.g. row id={todo[0]['id']}:\n{example}")
-        counter = []  # the CLIP tokenizer loads at the first fallback only
-
-        def fallback(row):
-            counter or counter.append(clip_token_counter())
-            return fallback_prompt(row, counter[0], cfg.FALLBACK_TOKENS)
-
-        stats.update(generate_all(cfg, generator, todo, row_prompts, store, report, fallback, log, cfg.PROGRESS),
-                     loaded=True)
+        with store:
+            stats.update(generate_all(cfg, generator, todo, row_prompts, store, log, cfg.PROGRESS),
+                         loaded=True)
     seconds = max(stats["seconds"], 1e-9)
     problems = ", ".join(f"{k} {v}" for k, v in stats["problems"].most_common()) or "none"
-    log(f"wrote {out_path}: {stats['llm']} rows from the LLM, {stats['fallback']} FALLBACKS to the fitted copy "
+    log(f"wrote {out_path}: {stats['llm']} rows from the LLM, {stats['fallback']} FALLBACKS (no prompt: Method 2 uses their fitted copy) "
         f"(bad generations: {problems}); {stats['generations']} generations in {stats['generate_calls']} batches, "
         f"{stats['seconds']:.1f} s, {len(todo) / seconds:.2f} rows/s, {stats['tokens'] / seconds:.0f} tokens/s")
     return stats

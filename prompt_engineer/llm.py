@@ -12,6 +12,9 @@ batch and returns, per prompt, (generated text, tokens generated). What makes a 
 - The repetition penalty is applied here too, over the prompt and generated tokens but NOT over the left padding
   (transformers' own processor penalises the pad token in padded rows only, which changes those rows' logits whenever
   pad == eos).
+- The sampling is exactly the knobs': generate() fills every GenerationConfig field a caller leaves unset from the
+  checkpoint's generation_config.json (Qwen2.5: do_sample, temperature 0.7, top_p 0.8, top_k 20, repetition_penalty
+  1.05), so the generator's config is complete and becomes the model's own: nothing of the checkpoint's applies.
 - Each row stops at the end of its first non-blank line (`FirstLineStop`): the stage keeps the first line only, so
   the tokens after it would be wasted; a row that is done no longer costs anything but its slot in the batch.
 
@@ -20,6 +23,7 @@ batch and returns, per prompt, (generated text, tokens generated). What makes a 
 import torch
 from transformers import LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
 
+import models
 from core import devices
 from core.knobs import InputError
 from core.sampling import RowSampler, token_texts
@@ -76,8 +80,6 @@ class TransformersGenerator:
 
     def __init__(self, model, tokenizer, max_new_tokens=77, temperature=0.9, top_p=0.95, top_k=150,
                  repetition_penalty=1.2, stop_at_first_line=True, name="model"):
-        from transformers import GenerationConfig
-
         self.model, self.tokenizer, self.name = model.eval(), prepare_tokenizer(tokenizer, name), name
         self.device = next(model.parameters()).device
         self.max_new_tokens = max_new_tokens
@@ -86,10 +88,11 @@ class TransformersGenerator:
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:
             eos.append(tokenizer.eos_token_id)  # chat models end a turn with their own token: stop on either
-        # a fresh config: the checkpoint's own sampling defaults (Qwen: temperature 0.7, top_k 20 ...) must not apply
-        self.generation_config = GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False,
-                                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=eos or None,
-                                                  bos_token_id=model.generation_config.bos_token_id)
+        self.generation_config = exact_generation_config(max_new_tokens, tokenizer.pad_token_id, eos or None,
+                                                         model.generation_config.bos_token_id)
+        # generate() fills what is unset from the model's generation_config: make that this one, so the checkpoint's
+        # sampling defaults (Qwen: repetition_penalty 1.05, temperature 0.7, top_k 20 ...) never apply
+        model.generation_config = self.generation_config
         vocab = model.get_output_embeddings().weight.shape[0]
         self.tables = newline_tables(tokenizer, vocab) if stop_at_first_line else None
 
@@ -113,15 +116,32 @@ class TransformersGenerator:
         return list(zip(texts, counts))
 
 
+def exact_generation_config(max_new_tokens, pad_token_id, eos_token_id, bos_token_id):
+    """Greedy decoding over what RowSampler leaves, with every field that changes a token choice set to its neutral
+    value: no penalty, no warper, no forced or suppressed token, one beam (top_k and min_p act only when sampling,
+    which this config never does: transformers warns when they are set)."""
+    from transformers import GenerationConfig
+
+    return GenerationConfig(max_new_tokens=max_new_tokens, min_new_tokens=0, do_sample=False, num_beams=1,
+                        temperature=1.0, top_p=1.0, typical_p=1.0, epsilon_cutoff=0.0,
+                        eta_cutoff=0.0, repetition_penalty=1.0, encoder_repetition_penalty=1.0, length_penalty=1.0,
+                        no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, bad_words_ids=None,
+                        forced_bos_token_id=None, forced_eos_token_id=None, suppress_tokens=None,
+                        begin_suppress_tokens=None, sequence_bias=None, renormalize_logits=False,
+                        exponential_decay_length_penalty=None, guidance_scale=None, pad_token_id=pad_token_id,
+                        eos_token_id=eos_token_id, bos_token_id=bos_token_id)
+
+
 def load_transformers(name, device="auto", dtype="bf16", trust_remote_code=False, gguf_file="", **kwargs):
-    """TransformersGenerator for a hub id or local folder (SMOKE=1: the tiny `causal_lm`); bf16/fp16 on CUDA."""
+    """TransformersGenerator for a hub id[@revision] or local folder (SMOKE=1: the tiny stand-in of models' `llm`);
+    bf16/fp16 on CUDA, fp32 on the CPU; a torch dtype is taken as is (tests run bf16 on the CPU)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = devices.pick_device(device)
     extra = dict(trust_remote_code=trust_remote_code, **({"gguf_file": gguf_file} if gguf_file else {}))
-    tokenizer = devices.load_model(AutoTokenizer.from_pretrained, name, "causal_lm", **extra)
-    model = devices.load_model(AutoModelForCausalLM.from_pretrained, name, "causal_lm",
-                               dtype=devices.pick_dtype(device, dtype), **extra).to(device)
+    tokenizer = models.load(AutoTokenizer.from_pretrained, name, "llm", **extra)
+    model = models.load(AutoModelForCausalLM.from_pretrained, name, "llm", dtype=devices.pick_dtype(device, dtype),
+                        **extra).to(device)
     return TransformersGenerator(model, tokenizer, name=name, **kwargs)
 
 
@@ -137,9 +157,10 @@ class VllmGenerator:
         except ImportError:
             raise InputError("BACKEND=vllm needs the vllm package (pip install vllm); or use BACKEND=transformers") \
                 from None
-        path = devices.model_path(name, "causal_lm")
+        source = models.resolve(name, "llm")
         self.name = name
-        self.llm = LLM(model=path, dtype={"bf16": "bfloat16", "fp16": "float16"}.get(dtype, "float32"),
+        self.llm = LLM(model=source.path, revision=source.revision or None,
+                       dtype={"bf16": "bfloat16", "fp16": "float16"}.get(dtype, "float32"),
                        trust_remote_code=trust_remote_code, max_model_len=max_model_len)
         self.tokenizer = prepare_tokenizer(self.llm.get_tokenizer(), name)
         self.params = dict(max_tokens=max_new_tokens, temperature=temperature, top_p=top_p, top_k=top_k,

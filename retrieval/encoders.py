@@ -1,13 +1,14 @@
 """
 Encoders that turn texts or images into L2-normalised float32 vectors, one row per input, in input order.
 
-- `TextEncoder`: any sentence-transformers model (hub id or local folder); optional Vietnamese word segmentation
-  (pyvi), which `bkai-foundation-models/vietnamese-bi-encoder` was trained with.
+- `TextEncoder`: any sentence-transformers model (hub id[@revision] or local folder); Vietnamese word segmentation
+  (pyvi) when the model asks for it (`bkai-foundation-models/vietnamese-bi-encoder` was trained on segmented text; a
+  local folder says so in its model card or config: models.needs_word_segmentation), or as WORD_SEGMENT says.
 - `ClipTextEncoder` / `ClipImageEncoder`: the two towers of one open_clip model, for text->image and image->image search.
 
 Each has `.spec` (what the embeddings depend on: it goes into the index's content hash), `.dim`, and
 `.encode(items) -> np.ndarray (n, dim) float32`, and `.item_keys(items)` (what each input contributes to the hash).
-With SMOKE=1 the model is the tiny random one of family `sentence` / `open_clip`.
+With SMOKE=1 the model is the tiny random stand-in of its models.MODELS key.
 """
 import hashlib
 import os
@@ -17,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.knobs import InputError, smoke_enabled
-from core.devices import load_model, model_path, pick_device
+import models
+from core.knobs import InputError
+from core.devices import pick_device
 from core.images import load_rgb
 
-# models whose card asks for word-segmented input (pyvi's ViTokenizer: "học sinh" -> "học_sinh")
-NEEDS_WORD_SEGMENTATION = ("vietnamese-bi-encoder",)
 IMAGE_RESIZE_MODES = ("longest", "shortest", "squash")  # open_clip's: pad to square / centre crop / stretch
 
 
@@ -33,14 +33,15 @@ def _normalize(x):
 
 def model_fingerprint(name, path):
     """A short string that changes when the model's files change: a local folder's file names, sizes and mtimes;
-    for a hub id, the cached snapshot's commit when there is one (else the id itself)."""
+    for a hub id (at its revision), the cached snapshot's commit when there is one (else the id itself)."""
     h = hashlib.sha256(str(name).encode())
     folder = Path(path) if os.path.isdir(str(path)) else None
     if folder is None and "/" in str(name):
         try:
             from huggingface_hub import snapshot_download
 
-            folder = Path(snapshot_download(str(name), local_files_only=True))
+            repo, revision = models.split_revision(name)
+            folder = Path(snapshot_download(repo, revision=revision or None, local_files_only=True))
             h.update(folder.name.encode())  # the snapshot folder is named by the commit
         except Exception:  # not cached (yet) or not a hub id: the name alone identifies it
             folder = None
@@ -69,14 +70,14 @@ def image_keys(paths):
 # sentence-transformers
 
 
-def _word_segmenter(model_name, word_segment):
-    """pyvi's tokenize when asked ("on"), or "auto" and the model needs it and pyvi is installed; else None."""
+def _word_segmenter(model_name, word_segment, folder=None):
+    """pyvi's tokenize when asked ("on"), or "auto" and the model needs it (its hub id, or its local folder's model
+    card or config says so) and pyvi is installed; else None."""
     if word_segment == "off":
         return None
     if word_segment not in ("auto", "on"):
         raise InputError(f"WORD_SEGMENT must be auto, on or off, got {word_segment!r}")
-    needs = any(tag in str(model_name) for tag in NEEDS_WORD_SEGMENTATION)
-    if word_segment == "auto" and not needs:
+    if word_segment == "auto" and not models.needs_word_segmentation(model_name, folder):
         return None
     try:
         from pyvi.ViTokenizer import tokenize
@@ -93,16 +94,20 @@ class TextEncoder:
     kind = "sentence"
 
     def __init__(self, name, device="auto", batch_size=64, word_segment="auto", trust_remote_code=False,
-                 smoke_family="sentence"):
+                 model_key="bi_encoder"):
         from sentence_transformers import SentenceTransformer
 
         self.device = pick_device(device)
         self.batch_size = batch_size
-        path = model_path(name, smoke_family)
-        self.model = load_model(SentenceTransformer, name, smoke_family, device=self.device,
-                                trust_remote_code=trust_remote_code)
+        source = models.resolve(name, model_key)
+        path = models.path(name, model_key)
+        self.model = models.load(SentenceTransformer, name, model_key, device=self.device,
+                                 trust_remote_code=trust_remote_code)
         self.model.eval()
-        self.segment = _word_segmenter(path if smoke_enabled() else name, word_segment)  # the smoke model: no
+        # the stand-in of SMOKE=1 is judged by itself (it needs no segmentation), not by the name it stands in for;
+        # a hub id by its name and its cached model card
+        folder = source.path if source.kind != "hub" else models.cached_folder(source.path, source.revision)
+        self.segment = _word_segmenter(path if source.kind == "smoke" else name, word_segment, folder)
         get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
         self.spec = {"kind": self.kind, "model": str(name), "fingerprint": model_fingerprint(name, path),
@@ -142,14 +147,14 @@ def open_clip_id(name, path):
     return arch, (None if tag == "random" else tag)
 
 
-def load_open_clip(name, device="auto", image_resize_mode="longest", smoke_family="open_clip"):
+def load_open_clip(name, device="auto", image_resize_mode="longest", model_key="clip"):
     """(model, preprocess, tokenizer, fingerprint) for an open_clip model; loaded once per process and device."""
     import open_clip
 
     if image_resize_mode not in IMAGE_RESIZE_MODES:
         raise InputError(f"IMAGE_RESIZE_MODE must be one of {IMAGE_RESIZE_MODES}, got {image_resize_mode!r}")
     device = pick_device(device)
-    path = model_path(name, smoke_family)
+    path = models.local_folder(name, model_key)  # open_clip takes no revision: a hub id@revision as its folder
     model_name, pretrained = open_clip_id(name, path)
     key = (model_name, pretrained, device, image_resize_mode)
     if key not in _OPEN_CLIP_CACHE:
@@ -159,7 +164,7 @@ def load_open_clip(name, device="auto", image_resize_mode="longest", smoke_famil
             return model, preprocess
 
         try:
-            model, preprocess = load_model(loader, name, smoke_family)
+            model, preprocess = models.load(loader, path, model_key)
         except RuntimeError as e:  # open_clip reports a missing download as RuntimeError
             raise InputError(f"cannot load open_clip model {name!r}: {str(e).splitlines()[0]}") from None
         model.eval()
@@ -169,11 +174,11 @@ def load_open_clip(name, device="auto", image_resize_mode="longest", smoke_famil
 
 
 class _ClipTower:
-    def __init__(self, name, device="auto", batch_size=32, image_resize_mode="longest", smoke_family="open_clip"):
+    def __init__(self, name, device="auto", batch_size=32, image_resize_mode="longest", model_key="clip"):
         self.device = pick_device(device)
         self.batch_size = batch_size
         self.model, self.preprocess, self.tokenizer, fingerprint = load_open_clip(
-            name, self.device, image_resize_mode, smoke_family)
+            name, self.device, image_resize_mode, model_key)
         with torch.inference_mode():  # the shared embedding size, whatever the tower's implementation
             self.dim = int(self.model.encode_text(self.tokenizer(["a"]).to(self.device)).shape[-1])
         self.spec = {"kind": self.kind, "model": str(name), "fingerprint": fingerprint, "dim": self.dim}
@@ -199,9 +204,9 @@ class ClipTextEncoder(_ClipTower):
 class ClipImageEncoder(_ClipTower):
     kind = "open_clip_image"
 
-    def __init__(self, name, device="auto", batch_size=32, image_resize_mode="longest", smoke_family="open_clip",
+    def __init__(self, name, device="auto", batch_size=32, image_resize_mode="longest", model_key="clip",
                  load_workers=2):
-        super().__init__(name, device, batch_size, image_resize_mode, smoke_family)
+        super().__init__(name, device, batch_size, image_resize_mode, model_key)
         self.spec["image_resize_mode"] = image_resize_mode  # padding vs cropping changes the embeddings
         self.load_workers = load_workers
 

@@ -18,16 +18,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+import models
 from core import dataset, devices, files, knobs
 from core.knobs import InputError
 
 DATA_DIR = "data"  # the data folder: train/ and test/ (also from env DATA_DIR: the run/*.sh contract)
 MODE = "text"  # "text" (caption -> captions, the seed) or "clip_text_image" (English text -> train banners)
-TEXT_MODEL = "bkai-foundation-models/vietnamese-bi-encoder"  # MODE=text: sentence-transformers hub id or folder
+TEXT_MODEL = models.BI_ENCODER  # MODE=text: sentence-transformers hub id[@revision] or folder
 QUERY_FIELDS = "caption"  # MODE=text: test info.csv columns joined into the query text (comma-separated)
 POOL_FIELDS = "caption"  # MODE=text: train info.csv columns joined into the pool text
-WORD_SEGMENT = "auto"  # pyvi word segmentation: auto (if the model card asks and pyvi is installed) / on / off
-CLIP_MODEL = "laion/CLIP-ViT-B-32-laion2B-s34B-b79K"  # MODE=clip_text_image: open_clip hub id, folder, or ARCH:TAG
+WORD_SEGMENT = "auto"  # pyvi word segmentation: auto (the model asks: its id, or its folder's card/config) / on / off
+CLIP_MODEL = models.CLIP  # MODE=clip_text_image: open_clip hub id[@revision], folder, or ARCH:TAG
 CLIP_QUERY_FIELDS = "caption,description"  # MODE=clip_text_image: test info_trans.csv (English) columns for the query
 IMAGE_RESIZE_MODE = "longest"  # banners into CLIP's square: longest (pad, whole banner) / shortest (crop) / squash
 FIELD_SEPARATOR = ". "  # joins the fields of one row
@@ -91,7 +92,7 @@ def main(argv=None):
     cfg = knobs.configure(globals(), argv)
     if cfg.TOP_K < 1:  # before any model loads or any index is built
         raise InputError(f"TOP_K must be >= 1, got {cfg.TOP_K}")
-    knobs.announce_smoke("retrieval")
+    knobs.announce_smoke("retrieval", cfg.SMOKE)
     rank, world_size, device = devices.process_info()
     device = device if cfg.DEVICE == "auto" else cfg.DEVICE
     train_csv, test_csv = dataset.split_dir("train", cfg.DATA_DIR) / "info.csv", dataset.split_dir("test", cfg.DATA_DIR) / "info.csv"

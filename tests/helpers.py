@@ -13,3 +13,16 @@ def killed_on_call(real, n):
         return real(*args, **kwargs)
 
     return wrapper
+
+
+def two_cpu_processes():
+    """The `accelerate launch` command line for two real CPU processes (gloo) on a free rendezvous port. accelerate
+    1.15 starts ONE process for `--cpu --num_processes=2`; `--multi_gpu` with no GPU visible starts two on the CPU."""
+    import socket
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2", "--num_machines=1",
+            "--mixed_precision=no", "--dynamo_backend=no", f"--main_process_port={port}"]

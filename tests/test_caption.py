@@ -1,11 +1,14 @@
-"""preprocessing.caption on the embedded sample with the tiny random LLaVA (SMOKE=1): every row captioned, batched ==
-one at a time, resume after a crash without captioning a row twice, sharding, bad banners, caption cleaning."""
+"""preprocessing.caption on the embedded sample with the tiny random LLaVA (SMOKE=1): every row captioned, each its own
+caption (the banner alone makes a difference), batched == one at a time, resume after a crash without captioning a row
+twice, a rerun with other settings never mixing captions, sharding, bad banners and bad input files, caption
+cleaning."""
 import json
 
 import pytest
 
-from core import knobs
+from core import dataset, files, knobs
 from preprocessing import caption
+from tests.helpers import killed_on_call, two_cpu_processes
 
 FAST = ["--MAX_NEW_TOKENS=24", "--PROGRESS=0"]
 
@@ -54,6 +57,7 @@ def test_every_row_greedy_batched_equals_one_at_a_time(data, capsys):
     caption.main(["--DATA_DIR", str(data), "--GREEDY=1", "--BATCH_SIZE=5", *FAST])
     batched = captions_of(data)
     assert sorted(batched) == sorted(train_banners(data)) and all(batched.values())
+    assert len(set(batched.values())) == len(batched)  # each row its own caption, not one answer for all
     out = capsys.readouterr().out
     assert "12 with the Vietnamese info.csv text" in out and "exceed 77 tokens" in out
     caption.main(["--DATA_DIR", str(data), "--GREEDY=1", "--BATCH_SIZE=1", "--OUTPUT", str(data / "one.json"), *FAST])
@@ -67,6 +71,25 @@ def test_sampling_is_per_row(data):
     caption.main(["--DATA_DIR", str(data), "--SEED=1", "--OUTPUT", str(data / "seed1.json"), *FAST])
     assert json.loads((data / "one.json").read_text(encoding="utf-8")) == captions_of(data)
     assert json.loads((data / "seed1.json").read_text(encoding="utf-8")) != captions_of(data)
+
+
+def test_out_of_memory_halves_the_batch_and_changes_no_caption(data, monkeypatch):
+    """A GPU cannot exist here: batches of more than 2 images raise torch's out-of-memory error (CUDA's wording)."""
+    import torch
+
+    caption.main(["--DATA_DIR", str(data), "--BATCH_SIZE=4", "--OUTPUT", str(data / "roomy.json"), *FAST])
+    real, sizes = caption.generate, []
+
+    def tight(cfg, processor, model, batch, device):
+        sizes.append(len(batch["rows"]))
+        if len(batch["rows"]) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB (stand-in)")
+        return real(cfg, processor, model, batch, device)
+
+    monkeypatch.setattr(caption, "generate", tight)
+    caption.main(["--DATA_DIR", str(data), "--BATCH_SIZE=4", *FAST])
+    assert captions_of(data) == json.loads((data / "roomy.json").read_text(encoding="utf-8"))
+    assert sizes == [4, 2, 2, 2, 2, 2, 2]  # halved once, then kept for the run
 
 
 def test_killed_run_resumes_without_redoing_rows(data, monkeypatch):
@@ -99,6 +122,12 @@ def test_killed_run_resumes_without_redoing_rows(data, monkeypatch):
     seen.clear()
     caption.main(["--DATA_DIR", str(data), *FAST])  # a finished run: nothing to do, no model call
     assert seen == []
+    # a kill in the middle of a write leaves a temporary file: the next run removes it; outputs share one file mode
+    orphan = output.with_name(f".{output.name}.{2 ** 22 + 7}-0a1b2c3d.tmp")  # pid above Linux's limit: never alive
+    orphan.write_text("{half")
+    caption.main(["--DATA_DIR", str(data), *FAST])
+    assert not list(output.parent.glob(".*.tmp"))
+    assert {(p.stat().st_mode & 0o777) for p in (output, caption.records_path(output))} == {files.file_mode()}
 
 
 def test_shards_merge_into_one_json(data):
@@ -133,3 +162,88 @@ def test_skip_bad_goes_on_lists_and_fails(data, capsys):
     assert "2 banner(s) not captioned" in str(e.value) and "42.jpg" in str(e.value) and "96.jpg" in str(e.value)
     assert "not captioned: 42.jpg" in capsys.readouterr().out
     assert sorted(captions_of(data)) == sorted(set(train_banners(data)) - {"42.jpg", "96.jpg"})
+
+
+def test_the_banner_alone_changes_the_caption(data):
+    """Every row asked the same question: the captions still differ, so the image reaches the model."""
+    info = dataset.read_info(data / "train" / "info.csv")
+    files.write_csv(data / "train" / "info_trans.csv", info.assign(caption="A sale banner", description=""))
+    caption.main(["--DATA_DIR", str(data), "--GREEDY=1", *FAST])
+    captions = captions_of(data)
+    assert len(captions) == 12 and len(set(captions.values())) > len(captions) // 2
+
+
+def test_rerun_with_other_settings_never_mixes_captions(data, monkeypatch):
+    """A sampled run killed half-way, then a greedy rerun: refused, naming the knobs that differ, nothing changed;
+    with --OVERWRITE=1 every caption is the greedy one (as a fresh greedy run makes them), none left sampled."""
+    real = caption.generate
+    monkeypatch.setattr(caption, "generate", killed_on_call(real, 3))
+    with pytest.raises(KeyboardInterrupt):
+        caption.main(["--DATA_DIR", str(data), "--BATCH_SIZE=2", "--SAVE_EVERY=2", *FAST])
+    monkeypatch.setattr(caption, "generate", real)
+    sampled = captions_of(data)
+    assert len(sampled) == 4
+    with pytest.raises(knobs.InputError) as refused:
+        caption.main(["--DATA_DIR", str(data), "--GREEDY=1", *FAST])
+    line = str(refused.value)
+    assert "4 captions" in line and "GREEDY False -> True" in line and "--OVERWRITE=1" in line and "\n" not in line
+    assert "SEED 0 -> (unused)" in line and "MAX_NEW_TOKENS" not in line  # what differs, and only that
+    assert captions_of(data) == sampled
+    caption.main(["--DATA_DIR", str(data), "--GREEDY=1", "--OVERWRITE=1", *FAST])
+    caption.main(["--DATA_DIR", str(data), "--GREEDY=1", "--OUTPUT", str(data / "fresh.json"), *FAST])
+    assert captions_of(data) == json.loads((data / "fresh.json").read_text(encoding="utf-8"))
+    assert not set(captions_of(data).values()) & set(sampled.values())
+    # the same settings again: nothing to do; a banner changed since: that row is named, as made from other inputs
+    monkeypatch.setattr(caption, "load_model", lambda *a: pytest.fail("the model loaded with nothing to do"))
+    caption.main(["--DATA_DIR", str(data), "--GREEDY=1", *FAST])
+    (data / "train" / "images" / "42.jpg").write_bytes((data / "train" / "images" / "3.jpg").read_bytes())
+    with pytest.raises(knobs.InputError, match=r"1 captions \(e.g. 42.jpg\) were made from other inputs"):
+        caption.main(["--DATA_DIR", str(data), "--GREEDY=1", *FAST])
+
+
+def test_bad_input_files_are_one_line(data, capsys):
+    """A header-only info.csv; a captions file whose values are not text (numbers, null, a list): one line naming the
+    file (and the rows), exit 2, no traceback."""
+    info = data / "train" / "info.csv"
+    original = info.read_text(encoding="utf-8")
+    info.write_text(original.splitlines()[0] + "\n", encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        knobs.run_main(caption.main, ["--DATA_DIR", str(data), *FAST])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err[-1] == f"error: {info}: no rows under the header (nothing to work on)"
+    assert not (data / "train" / "llava_caption.json").exists()
+    info.write_text(original, encoding="utf-8")
+    output = data / "train" / "llava_caption.json"
+    output.write_text(json.dumps({"3.jpg": 5, "11.jpg": None, "25.jpg": ["a"], "31.jpg": "fine"}), encoding="utf-8")
+    with pytest.raises(SystemExit) as exit_info:
+        knobs.run_main(caption.main, ["--DATA_DIR", str(data), *FAST])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and err[-1].startswith(f"error: {output}: ") and "3 row(s) hold no text" in err[-1]
+    assert "3.jpg (5)" in err[-1] and "11.jpg (null)" in err[-1] and '25.jpg (["a"])' in err[-1]
+
+
+@pytest.mark.slow
+def test_two_processes_under_accelerate_caption_as_one(data, tmp_path):
+    """`accelerate launch` with two real CPU processes (gloo; `--multi_gpu` with no GPU visible: accelerate 1.15 starts
+    one process for `--cpu --num_processes=2`): each captions every other row into its rank file, rank 0 merges them,
+    and the JSON equals one process's, sampled captions included (each row samples from its own seed). One CPU thread
+    in both, as the launcher gives each process."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "SMOKE": "1", "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
+           "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(repo)}
+    flags = [f"--DATA_DIR={data}", "--BATCH_SIZE=1", *FAST]
+    for launcher, name in (([sys.executable], "one"), (two_cpu_processes(), "two")):  # one process, then two
+        done = subprocess.run([*launcher, "-m", "preprocessing.caption", *flags, f"--OUTPUT={tmp_path / name}.json"],
+                              cwd=repo, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stderr[-3000:]
+    said = done.stdout + done.stderr
+    assert "rank 0/2: 12 rows" in said and "rank 1/2: 12 rows" in said  # two processes, each its share
+    merged = json.loads((tmp_path / "two.json").read_text(encoding="utf-8"))
+    assert merged == json.loads((tmp_path / "one.json").read_text(encoding="utf-8"))
+    assert sorted(merged) == sorted(train_banners(data)) and len(set(merged.values())) > 1
+    assert not list(tmp_path.glob("two.rank*"))  # the rank files were merged away

@@ -7,6 +7,7 @@ two cores); outputs are still exactly 1024x533.
 """
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,7 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.helpers import killed_on_call
+from tests.helpers import killed_on_call, two_cpu_processes
 from core import dataset, files, images, knobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -62,8 +63,8 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture
 def m1(sample_dir, monkeypatch):
-    """The Method 1 module, SMOKE=1, on the sample copy. No module global is ever assigned: settings travel in the
-    Config that `make_cfg` builds."""
+    """The Method 1 module, SMOKE=1, on the sample copy. No module global is ever assigned: settings travel in flags
+    and in the Config that main builds from them."""
     monkeypatch.setenv("SMOKE", "1")
     from inference import method1
 
@@ -72,30 +73,19 @@ def m1(sample_dir, monkeypatch):
 
 
 @pytest.fixture
-def make_cfg(m1, sample_dir, cache_dir):
-    """Method 1's Config from flags, on the sample, SMOKE knobs, the guard off unless a test turns it on."""
+def flags(m1, sample_dir, cache_dir):
+    """Method 1's flags on the sample, the guard off unless a test turns it on."""
     base = [f"--DATA_DIR={sample_dir}", f"--CACHE_DIR={cache_dir}", "--DEVICE=cpu", "--DUP_GUARD=0"]
-    return lambda *flags: knobs.configure(m1, [*base, *flags], env={"SMOKE": "1"})
+    return lambda *more: [*base, *more]
 
 
-def run(m1, cfg, out_dir, seed=None, rank=0, world=1):
-    """One run of this process's share into `out_dir` (as main does), returning its compute figures."""
-    from inference import runner
-    from inference.train_pool import training_stats
-
-    target = runner.RunTarget(out_dir, cfg.SEED if seed is None else seed)
-    runner.prepare_targets([target])
-    rows, inits, images_dir = m1.read_inputs(cfg)
-    guard, mean_rgb = training_stats(cfg.DATA_DIR, "cpu", cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
-    finish = runner.finisher(cfg, mean_rgb, runner.copy_rows(cfg, rows))
-    return m1.run_once(cfg, target, rows, inits, images_dir, m1.load_pipeline(cfg, "cpu"), guard, finish, rank, world)
+def generated(err):
+    """(rows, already done, to generate) from each run's '[rank 0/1] ...' line on stderr."""
+    return [tuple(map(int, m)) for m in re.findall(r"\] (\d+) rows, (\d+) already done, (\d+) to generate", err)]
 
 
-def merge(m1, cfg, out_dir, seed=None):
-    from inference import runner
-
-    rows, _, _ = m1.read_inputs(cfg)
-    return runner.merge_manifest(runner.RunTarget(out_dir, cfg.SEED if seed is None else seed), rows)
+def manifest(folder, name="manifest.csv"):
+    return pd.read_csv(Path(folder) / name, dtype=str, keep_default_na=False)
 
 
 def pixels(path):
@@ -106,105 +96,90 @@ def test_prompts_fit_the_window_caption_first():
     from transformers import CLIPTokenizer
 
     import smoke
-    from inference import prompts
+    from core import prompt_fit
 
     tok = CLIPTokenizer.from_pretrained(smoke.smoke_model("sd15"), subfolder="tokenizer")
     assert tok("a cat")["input_ids"] != tok("a dog")["input_ids"]  # the real CLIP vocab, not a 2-token stub
-    count, budget = prompts.token_counter(tok), prompts.window(tok)
+    count, budget = prompt_fit.token_counter(tok), prompt_fit.window(tok)
     assert budget == 75
     long_caption, desc, more = TRANSLATIONS["5"]
-    assert count(prompts.seed_prompt(long_caption, desc, more)) > 75  # the seed's prompt overflows and loses its tail
+    assert count(prompt_fit.seed_prompt(long_caption, desc, more)) > 75  # the seed's prompt overflows, loses its tail
     for caption, desc, more in TRANSLATIONS.values():
-        prompt, notes = prompts.fit_prompt(caption, desc, more, count, budget)
+        prompt, notes = prompt_fit.fit_prompt(caption, desc, more, count, budget)
         assert 0 < count(prompt) <= budget
-        assert prompt.startswith(prompts.clean(caption).split()[0])
-    prompt, notes = prompts.fit_prompt(*TRANSLATIONS["2"], count, budget)
+        assert prompt.startswith(prompt_fit.clean(caption).split()[0])
+    prompt, notes = prompt_fit.fit_prompt(*TRANSLATIONS["2"], count, budget)
     assert notes["moreInfo"] == "disclaimer" and "medicine" not in prompt
-    prompt, notes = prompts.fit_prompt(*TRANSLATIONS["6"], count, budget)
+    prompt, notes = prompt_fit.fit_prompt(*TRANSLATIONS["6"], count, budget)
     assert notes == {"caption": "kept", "description": "kept", "moreInfo": "kept"} and prompt.endswith("Beauty")
-    prompt, notes = prompts.fit_prompt(long_caption, desc, more, count, budget)
+    prompt, notes = prompt_fit.fit_prompt(long_caption, desc, more, count, budget)
     assert notes == {"caption": "kept", "description": "cut", "moreInfo": "dropped"} and "🏖" not in prompt
-    prompt, notes = prompts.fit_prompt(long_caption + " " + long_caption, desc, more, count, budget)
+    prompt, notes = prompt_fit.fit_prompt(long_caption + " " + long_caption, desc, more, count, budget)
     assert notes == {"caption": "cut", "description": "dropped", "moreInfo": "dropped"} and count(prompt) <= budget
-    assert prompts.is_disclaimer("Sản phẩm này không phải là thuốc, không có tác dụng thay thế thuốc chữa bệnh")
+    assert prompt_fit.is_disclaimer("Sản phẩm này không phải là thuốc, không có tác dụng thay thế thuốc chữa bệnh")
 
 
-def test_every_row_gets_a_banner_same_for_any_batch_size_and_process_split(m1, make_cfg, sample_dir, tmp_path):
+def test_every_row_gets_a_banner_the_same_for_any_batch_size(m1, flags, sample_dir, tmp_path, capsys):
     info = dataset.read_info(sample_dir / "test" / "info.csv")
-    cfg = make_cfg("--BATCH_SIZE=3")
-    run(m1, cfg, tmp_path / "single")
-    manifest = merge(m1, cfg, tmp_path / "single")
-    assert sorted(p.name for p in (tmp_path / "single").glob("*.jpg")) == sorted(info["bannerImage"])
+    m1.main(flags(f"--OUT_DIR={tmp_path / 'threes'}", "--BATCH_SIZE=3"))
+    assert sorted(p.name for p in (tmp_path / "threes").glob("*.jpg")) == sorted(info["bannerImage"])
     for name in info["bannerImage"]:
-        assert images.is_banner_jpeg(tmp_path / "single" / name)
-    assert list(manifest["id"]) == list(info["id"])
-    assert {"25.jpg", "63.jpg", "105.jpg"} <= set(manifest["init_bannerImage"])  # CMYK, grayscale, PNG inits
-    # the generations themselves: batch size 1 vs 3 (batched float maths may differ in the last bits)
-    from inference import runner
-
-    pipe = m1.load_pipeline(cfg, "cpu")
-    calls = [(prompt, sample_dir / "train" / "images" / init, runner.try_seed(cfg.SEED, row_id, 1, 0))
-             for row_id, init, prompt in zip(manifest["id"][:3], manifest["init_bannerImage"], manifest["prompt"])]
-    batched = m1.generate(pipe, cfg, calls, cfg.STRENGTH)
-    one_by_one = m1.generate(pipe, cfg.replace(BATCH_SIZE=1), calls, cfg.STRENGTH)
-    for a, b in zip(batched, one_by_one):
-        assert np.abs(np.asarray(a, dtype=np.int16) - np.asarray(b, dtype=np.int16)).max() <= 2
-    # two processes (as accelerate launch would start), batch size 1: rank 1 first, then rank 0 merges
-    cfg4 = make_cfg("--BATCH_SIZE=1", "--LIMIT=4")
-    for rank in (1, 0):
-        run(m1, cfg4, tmp_path / "split", rank=rank, world=2)
-    split_manifest = merge(m1, cfg4, tmp_path / "split")
-    assert list(split_manifest["seed"]) == list(manifest["seed"][:4])
-    for name in split_manifest["bannerImage"]:
-        # same generations up to the last bit; JPEG re-encoding can turn a 1-level difference into a few levels
-        diff = np.abs(pixels(tmp_path / "single" / name) - pixels(tmp_path / "split" / name))
+        assert images.is_banner_jpeg(tmp_path / "threes" / name)
+    threes = manifest(tmp_path / "threes")
+    assert list(threes["id"]) == list(info["id"])
+    assert {"25.jpg", "63.jpg", "105.jpg"} <= set(threes["init_bannerImage"])  # CMYK, grayscale, PNG inits
+    # one banner per pipeline call: the same seeds and, up to the last bits of batched float maths, the same images
+    m1.main(flags(f"--OUT_DIR={tmp_path / 'ones'}", "--BATCH_SIZE=1", "--LIMIT=4"))
+    ones = manifest(tmp_path / "ones")
+    assert list(ones["seed"]) == list(threes["seed"][:4]) and list(ones["prompt"]) == list(threes["prompt"][:4])
+    for name in ones["bannerImage"]:
+        # JPEG re-encoding can turn a 1-level difference into a few levels
+        diff = np.abs(pixels(tmp_path / "threes" / name) - pixels(tmp_path / "ones" / name))
         assert diff.mean() < 0.3 and diff.max() <= 10, name
+    assert generated(capsys.readouterr().err) == [(6, 0, 6), (4, 0, 4)]
 
 
-def test_kill_and_resume_redoes_only_missing_or_broken_outputs(m1, make_cfg, sample_dir, tmp_path, monkeypatch):
+def test_kill_and_resume_redoes_only_missing_or_broken_outputs(m1, flags, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
-    cfg = make_cfg("--LIMIT=4")
+    run = flags(f"--OUT_DIR={out}", "--LIMIT=4", "--BATCH_SIZE=2")
     real_generate = m1.generate
-    monkeypatch.setattr(m1, "generate", killed_on_call(real_generate, 2))
+    monkeypatch.setattr(m1, "generate", killed_on_call(real_generate, 2))  # Ctrl-C during the second batch
     with pytest.raises(KeyboardInterrupt):
-        run(m1, cfg, out)
+        m1.main(run)
     done = sorted(p.name for p in out.glob("*.jpg"))
-    assert len(done) == cfg.BATCH_SIZE and all(images.is_banner_jpeg(out / n) for n in done)
+    assert len(done) == 2 and all(images.is_banner_jpeg(out / n) for n in done)
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]  # atomic writes: no half-written file
     monkeypatch.setattr(m1, "generate", real_generate)
-    figures = run(m1, cfg, out)
-    assert figures["rows"] == 4 - cfg.BATCH_SIZE  # the finished batch is not paid for twice
+    m1.main(run)
+    assert generated(capsys.readouterr().err)[-1] == (4, 2, 2)  # the finished batch is not paid for twice
     before = {p.name: p.read_bytes() for p in out.glob("*.jpg")}
     (out / "1.jpg").unlink()
     (out / "5.jpg").write_bytes(before["5.jpg"][:5000])  # a truncated file (e.g. copied by a killed tool)
-    figures = run(m1, cfg, out)
-    assert figures["rows"] == 2
+    m1.main(run)
+    assert generated(capsys.readouterr().err) == [(4, 2, 2)]
     assert sorted(p.name for p in out.glob("*.jpg")) == sorted(before)
     for name in ("1.jpg", "5.jpg"):  # redone with the same per-row seeds: the same images
         redone = np.asarray(Image.open(out / name).convert("RGB"), dtype=np.int16)
         first = np.asarray(Image.open(io.BytesIO(before[name])).convert("RGB"), dtype=np.int16)
         assert np.abs(redone - first).max() <= 2
-    manifest = merge(m1, cfg, out)
-    assert len(manifest) == 4 and manifest["tries"].astype(int).eq(1).all()
+    assert len(manifest(out)) == 4 and manifest(out)["tries"].astype(int).eq(1).all()
 
 
-def test_resume_never_mixes_runs(m1, make_cfg, sample_dir, tmp_path):
+def test_resume_never_mixes_runs(m1, flags, sample_dir, tmp_path):
     """The resume probe: another seed, a PNG named .jpg, another run in the folder, an unwritable folder, a .png name."""
     from inference import runner
 
     out = tmp_path / "out"
-    cfg = make_cfg("--LIMIT=2")
-    run(m1, cfg, out)
+    m1.main(flags(f"--OUT_DIR={out}", "--LIMIT=2"))
     first = {p.name: p.read_bytes() for p in out.glob("*.jpg")}
-    # another seed into the same folder: refused with one line naming what changed and how to overwrite
-    with pytest.raises(knobs.InputError, match=r"made with other settings.*--OVERWRITE=1"):
-        m1.main([f"--DATA_DIR={sample_dir}", f"--OUT_DIR={out}", "--SEED=7", "--LIMIT=2", "--DUP_GUARD=0",
-                 f"--CACHE_DIR={tmp_path / 'cache'}"])
+    # another seed into the same folder: refused with one line naming exactly what changed (the seed alone: a tuple
+    # knob and the list its JSON record holds are the same setting) and how to overwrite
+    with pytest.raises(knobs.InputError) as refused:
+        m1.main(flags(f"--OUT_DIR={out}", "--LIMIT=2", "--SEED=7"))
+    assert "(e.g. 1.jpg) were made with other settings: SEED 42 -> 7; pass --OVERWRITE=1" in str(refused.value)
     assert {p.name: p.read_bytes() for p in out.glob("*.jpg")} == first  # nothing touched
-    figures = run(m1, cfg.replace(SEED=7, OVERWRITE=True), out)
-    assert figures["rows"] == 2
-    manifest = merge(m1, cfg, out, seed=7)
-    assert manifest["seed"].tolist() == [runner.try_seed(7, i, 1) for i in manifest["id"]]
+    m1.main(flags(f"--OUT_DIR={out}", "--LIMIT=2", "--SEED=7", "--OVERWRITE=1"))
+    assert manifest(out)["seed"].tolist() == [str(runner.try_seed(7, i, 1)) for i in manifest(out)["id"]]
     # a PNG behind a .jpg name is not a finished banner (the evaluation would refuse it); put there by another tool,
     # it is refused, then replaced with --OVERWRITE=1
     other = tmp_path / "other"
@@ -212,20 +187,20 @@ def test_resume_never_mixes_runs(m1, make_cfg, sample_dir, tmp_path):
     Image.new("RGB", (1024, 533)).save(other / "1.jpg", format="PNG")
     assert not images.is_banner_jpeg(other / "1.jpg")
     with pytest.raises(knobs.InputError, match=r"1 banner\(s\) \(e.g. 1.jpg\).*unknown earlier settings"):
-        run(m1, cfg, other)
-    run(m1, cfg.replace(OVERWRITE=True), other)
+        m1.main(flags(f"--OUT_DIR={other}", "--LIMIT=2"))
+    m1.main(flags(f"--OUT_DIR={other}", "--LIMIT=2", "--OVERWRITE=1"))
     assert images.is_banner_jpeg(other / "1.jpg")
     # a second run into a folder in use (a live process holds its lock): one line
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (out / ".lock.out.rank0").write_text(str(holder.pid))
         with pytest.raises(knobs.InputError, match="in use by another run"):
-            m1.main([f"--DATA_DIR={sample_dir}", f"--OUT_DIR={out}", "--SEED=7", "--LIMIT=2", "--DUP_GUARD=0"])
+            m1.main(flags(f"--OUT_DIR={out}", "--SEED=7", "--LIMIT=2"))
     finally:
         holder.kill()
         holder.wait()
     # the lock of a dead run is taken over
-    m1.main([f"--DATA_DIR={sample_dir}", f"--OUT_DIR={out}", "--SEED=7", "--LIMIT=2", "--DUP_GUARD=0"])
+    m1.main(flags(f"--OUT_DIR={out}", "--SEED=7", "--LIMIT=2"))
     # an output folder that cannot be written: refused before any model loads
     blocker = tmp_path / "a_file"
     blocker.write_text("")
@@ -233,28 +208,27 @@ def test_resume_never_mixes_runs(m1, make_cfg, sample_dir, tmp_path):
     monkeypatch_load.setattr(m1, "load_pipeline", lambda *a: pytest.fail("the model loaded before the folder check"))
     try:
         with pytest.raises(knobs.InputError, match="not writable"):
-            m1.main([f"--DATA_DIR={sample_dir}", f"--OUT_DIR={blocker / 'out'}", "--LIMIT=1", "--DUP_GUARD=0"])
+            m1.main(flags(f"--OUT_DIR={blocker / 'out'}", "--LIMIT=1"))
         if os.geteuid() != 0:  # root writes into a read-only folder anyway
             ro = tmp_path / "ro"
             ro.mkdir(mode=0o500)
             with pytest.raises(knobs.InputError, match="not writable"):
-                m1.main([f"--DATA_DIR={sample_dir}", f"--OUT_DIR={ro}", "--LIMIT=1", "--DUP_GUARD=0"])
+                m1.main(flags(f"--OUT_DIR={ro}", "--LIMIT=1"))
     finally:
         monkeypatch_load.undo()
     # an output name that is not .jpg/.jpeg: refused up front, naming the row
-    info = pd.read_csv(sample_dir / "test" / "info.csv", dtype=str, keep_default_na=False)
-    info.loc[1, "bannerImage"] = "pic.png"
-    files.write_csv(sample_dir / "test" / "info.csv", info)
-    trans = pd.read_csv(sample_dir / "test" / "info_trans.csv", dtype=str, keep_default_na=False)
-    trans.loc[1, "bannerImage"] = "pic.png"
-    files.write_csv(sample_dir / "test" / "info_trans.csv", trans)
+    for name in ("info.csv", "info_trans.csv"):
+        info = pd.read_csv(sample_dir / "test" / name, dtype=str, keep_default_na=False)
+        info.loc[1, "bannerImage"] = "pic.png"
+        files.write_csv(sample_dir / "test" / name, info)
     with pytest.raises(knobs.InputError, match=r"pic\.png.*id=2.*\.jpg"):
-        m1.read_inputs(cfg)
+        m1.main(flags(f"--OUT_DIR={tmp_path / 'png'}"))
 
 
-def test_duplication_guard_regenerates_and_stops_after_the_bound(m1, make_cfg, tmp_path, monkeypatch):
+def test_duplication_guard_regenerates_and_stops_after_the_bound(m1, flags, sample_dir, cache_dir, tmp_path,
+                                                                  monkeypatch):
     # DUP_MAX -1: every output counts as a near-copy, so each row is regenerated until the bound
-    cfg = make_cfg("--DUP_GUARD=1", "--LIMIT=2", "--DUP_MAX_TRIES=2", "--DUP_STRENGTH_STEP=0.1", "--DUP_MAX=-1.0")
+    guarded = flags("--DUP_GUARD=1", "--LIMIT=2", "--DUP_MAX_TRIES=2", "--DUP_STRENGTH_STEP=0.1", "--DUP_MAX=-1.0")
     real_generate, calls = m1.generate, []
 
     def spy(pipe, cfg, jobs, strength):  # records each pipeline call's strength and seeds, then really generates
@@ -262,11 +236,11 @@ def test_duplication_guard_regenerates_and_stops_after_the_bound(m1, make_cfg, t
         return real_generate(pipe, cfg, jobs, strength)
 
     monkeypatch.setattr(m1, "generate", spy)
-    run(m1, cfg, tmp_path / "strict")
+    m1.main([*guarded, f"--OUT_DIR={tmp_path / 'strict'}"])
     monkeypatch.setattr(m1, "generate", real_generate)
     assert [s for s, _ in calls] == [0.6, 0.7]  # a retry at more strength, then the bound stops it
     assert len(calls[1][1]) == 2 and not set(calls[0][1]) & set(calls[1][1])  # with new seeds for both rows
-    strict = merge(m1, cfg, tmp_path / "strict")
+    strict = manifest(tmp_path / "strict")
     assert strict["tries"].astype(int).eq(2).all()
     assert set(strict["strength"].astype(float).round(3)) <= {0.6, 0.7}
     sims = strict["dup_similarity"].astype(float)
@@ -274,36 +248,36 @@ def test_duplication_guard_regenerates_and_stops_after_the_bound(m1, make_cfg, t
     # the similarity recorded is that of the JPEG on disk, the image the evaluation will measure
     from inference.train_pool import training_stats
 
-    guard, _ = training_stats(cfg.DATA_DIR, "cpu", cfg.CACHE_DIR)
+    guard, _ = training_stats(sample_dir, "cpu", cache_dir)
     on_disk, _ = guard.measure([images.load_rgb(tmp_path / "strict" / n) for n in strict["bannerImage"]])
     assert np.allclose(on_disk, sims, atol=1e-6)
-    loose_cfg = cfg.replace(DUP_MAX=1.01, LIMIT=1)  # nothing is a near-copy: one try, the seed's strength
-    run(m1, loose_cfg, tmp_path / "loose")
-    loose = merge(m1, loose_cfg, tmp_path / "loose")
+    # nothing is a near-copy: one try, the seed's strength
+    m1.main([*guarded, "--DUP_MAX=1.01", "--LIMIT=1", f"--OUT_DIR={tmp_path / 'loose'}"])
+    loose = manifest(tmp_path / "loose")
     assert loose["tries"].astype(int).eq(1).all() and loose["strength"].astype(float).eq(0.6).all()
 
 
-def test_submission_mode_writes_two_runs_and_time_csvs(m1, sample_dir, cache_dir, tmp_path):
-    m1.main([f"--DATA_DIR={sample_dir}", f"--CACHE_DIR={cache_dir}", "--DUP_GUARD=0", "--SUBMISSION",
-             f"--SUBMISSION_DIR={tmp_path}", "--LIMIT=2", "--SEEDS=1,2"])
+def test_submission_mode_writes_two_runs_and_time_csvs(m1, flags, tmp_path):
+    m1.main(flags("--SUBMISSION", f"--SUBMISSION_DIR={tmp_path}", "--LIMIT=2", "--SEEDS=1,2"))
     for k in (1, 2):
         # the folder the grader reads holds banners only; the manifest lies beside it
         assert sorted(p.name for p in (tmp_path / f"submission{k}").iterdir()) == ["1.jpg", "3.jpg"]
-        assert len(pd.read_csv(tmp_path / f"submission{k}_manifest.csv")) == 2
+        assert len(manifest(tmp_path, f"submission{k}_manifest.csv")) == 2
         times = pd.read_csv(tmp_path / f"time_submission{k}.csv")
         assert list(times.columns) == ["fname", "time"] and sorted(times["fname"]) == ["1.jpg", "3.jpg"]
         assert (times["time"] > 0).all()
     assert np.abs(pixels(tmp_path / "submission1" / "1.jpg") - pixels(tmp_path / "submission2" / "1.jpg")).max() > 2
 
 
-def test_postprocess_layout_and_training_mean_colour(m1, make_cfg, sample_dir, cache_dir, tmp_path, monkeypatch):
+def test_postprocess_layout_and_training_mean_colour(m1, flags, sample_dir, cache_dir, tmp_path, monkeypatch):
     from inference import postprocess, train_pool
 
     names, paths = train_pool.train_banners(sample_dir)
     mean_rgb = train_pool.cached_mean_color(names, paths, cache_dir)
     assert np.allclose(mean_rgb, images.mean_color(paths))
-    monkeypatch.setattr(train_pool, "mean_color", lambda _: pytest.fail("cached value not reused"))
-    assert train_pool.cached_mean_color(names, paths, cache_dir) == mean_rgb
+    with monkeypatch.context() as patched:
+        patched.setattr(train_pool, "mean_color", lambda _: pytest.fail("cached value not reused"))
+        assert train_pool.cached_mean_color(names, paths, cache_dir) == mean_rgb
     fill = np.round(np.array(mean_rgb) * 255)
     red, blue = Image.new("RGB", (1024, 536), (255, 0, 0)), Image.new("RGB", (1024, 536), (0, 0, 255))
     banner = postprocess.compose([red, blue], mean_rgb, postprocess.Recipe(pair=True, blend_weight=0.25, pad=True))
@@ -316,51 +290,58 @@ def test_postprocess_layout_and_training_mean_colour(m1, make_cfg, sample_dir, c
     path = images.save_banner(washed, tmp_path, "x.jpg")
     assert np.abs(pixels(path).reshape(-1, 3).mean(0) - fill).max() <= 1.5  # mean colour = the training mean
     # in the stage: the generations from the rank-1 and rank-2 banners, paired
-    cfg = make_cfg("--POSTPROCESS", "--LIMIT=1")
-    run(m1, cfg, tmp_path / "pp")
-    manifest = merge(m1, cfg, tmp_path / "pp")
-    assert manifest.loc[0, "init_bannerImage"] == "25.jpg;11.jpg"
+    m1.main(flags("--POSTPROCESS", "--LIMIT=1", f"--OUT_DIR={tmp_path / 'pp'}"))
+    assert manifest(tmp_path / "pp").loc[0, "init_bannerImage"] == "25.jpg;11.jpg"
     assert images.is_banner_jpeg(tmp_path / "pp" / "1.jpg")
 
 
-def test_text_layer_sets_the_vietnamese_copy_after_postprocessing(m1, sample_dir, tmp_path, monkeypatch):
+def test_text_layer_sets_the_vietnamese_copy_after_postprocessing(m1, flags, sample_dir, tmp_path, monkeypatch):
     from inference import text_layer
 
-    flags = [f"--DATA_DIR={sample_dir}", "--LIMIT=1", "--DUP_GUARD=0", "--POSTPROCESS"]
-    m1.main([*flags, f"--OUT_DIR={tmp_path / 'plain'}"])
-    m1.main([*flags, f"--OUT_DIR={tmp_path / 'text'}", "--TEXT_LAYER"])
+    base = flags("--LIMIT=1", "--POSTPROCESS")
+    m1.main([*base, f"--OUT_DIR={tmp_path / 'plain'}"])
+    m1.main([*base, f"--OUT_DIR={tmp_path / 'text'}", "--TEXT_LAYER"])
     plain, text = pixels(tmp_path / "plain" / "1.jpg"), pixels(tmp_path / "text" / "1.jpg")
     assert np.abs(plain - text).mean() > 3  # the copy is on the banner
     # the layer draws the row's own Vietnamese copy (test/info.csv), on the post-processed canvas
     row = dataset.read_info(sample_dir / "test" / "info.csv").iloc[0]
-    expected = text_layer.apply(Image.open(tmp_path / "plain" / "1.jpg").convert("RGB"), row)
+    init = sample_dir / "train" / "images" / RANKED["1"][0]  # its rank-1 banner's text blocks place the copy
+    expected = text_layer.apply(Image.open(tmp_path / "plain" / "1.jpg").convert("RGB"), row, layout_from=init)
     assert np.abs(np.asarray(expected, dtype=np.int16) - text).mean() < 3
     # the resume key holds the layer's whole recipe (its settings and font bytes), not just TEXT_LAYER=True
     settings = files.read_json(tmp_path / "text" / ".settings.json")
     assert settings["TEXT_LAYER"] == text_layer.recipe(text_layer.default_config())
     assert set(settings["TEXT_LAYER"]["fonts"]) == {"DejaVuSans-Bold.ttf", "DejaVuSans.ttf"}
     assert files.read_json(tmp_path / "plain" / ".settings.json")["TEXT_LAYER"] is False
+    # the layer's own knobs are Method 1's knobs too: a wider margin moves the copy, and the resume key follows it
+    m1.main([*base, f"--OUT_DIR={tmp_path / 'margin'}", "--TEXT_LAYER", "--MARGIN=90"])
+    assert np.abs(pixels(tmp_path / "margin" / "1.jpg") - text).mean() > 1
+    assert files.read_json(tmp_path / "margin" / ".settings.json")["TEXT_LAYER"] == text_layer.recipe(
+        text_layer.default_config(MARGIN=90))
+    with pytest.raises(knobs.InputError, match=r"other settings: TEXT_LAYER .*'MARGIN': 90.*'MARGIN': 48"):
+        m1.main([*base, f"--OUT_DIR={tmp_path / 'margin'}", "--TEXT_LAYER"])
     # a character the font lacks stops the run before any model loads, naming the row and the character
     info = pd.read_csv(sample_dir / "test" / "info.csv", dtype=str, keep_default_na=False)
     info.loc[0, "caption"] = "Ưu đãi 漢"
     files.write_csv(sample_dir / "test" / "info.csv", info)
     monkeypatch.setattr(m1, "load_pipeline", lambda *a: pytest.fail("the model loaded before the glyph check"))
     with pytest.raises(knobs.InputError, match="id=1.*漢"):
-        m1.main([*flags, f"--OUT_DIR={tmp_path / 'bad'}", "--TEXT_LAYER"])
+        m1.main([*base, f"--OUT_DIR={tmp_path / 'bad'}", "--TEXT_LAYER"])
 
 
-def test_bad_inputs_fail_naming_the_row(m1, make_cfg, sample_dir):
+def test_bad_inputs_fail_naming_the_row(m1, flags, sample_dir):
+    cfg = knobs.configure(m1, flags(), env={"SMOKE": "1"})
     retrieval = pd.read_csv(sample_dir / "test" / "retrieval.csv", dtype=str)
     files.write_csv(sample_dir / "test" / "retrieval.csv", retrieval[retrieval["id"] != "6"])
     with pytest.raises(knobs.InputError, match=r"rank-1 .*id=6"):
-        m1.read_inputs(make_cfg())
+        m1.read_inputs(cfg)
     write_fixtures(sample_dir)
     (sample_dir / "train" / "images" / "42.jpg").unlink()
     with pytest.raises(knobs.InputError, match=r"42\.jpg.*id=5"):
-        m1.read_inputs(make_cfg())
+        m1.read_inputs(cfg)
     (sample_dir / "test" / "info_trans.csv").unlink()
     with pytest.raises(knobs.InputError, match="info_trans.csv.*translation"):
-        m1.read_inputs(make_cfg())
+        m1.read_inputs(cfg)
 
 
 @pytest.mark.slow
@@ -393,14 +374,58 @@ def test_smoke_cli_runs_offline_on_the_sample_and_ignores_stray_env_vars(sample_
     assert len(bad.stderr.strip().splitlines()[-1]) < 300
 
 
+@pytest.mark.slow
+def test_two_processes_under_accelerate_make_the_banners_of_one(sample_dir, cache_dir, tmp_path):
+    """`accelerate launch` with two real CPU processes (gloo): each takes every other row, rank 0 fills the guard's
+    feature cache and merges the manifest; the banners are byte-identical to one process's (one image per pipeline
+    call, so no batch differs; one CPU thread in both, as the launcher gives each process: with another thread count
+    the float sums run in another order, which moves a few pixels by a few levels). accelerate 1.15 starts a single
+    process for `--cpu --num_processes=2`; `--multi_gpu` with no GPU visible starts two on the CPU."""
+    write_fixtures(sample_dir)
+    env = {**os.environ, "SMOKE": "1", "DATA_DIR": str(sample_dir), "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    flags = ["--BATCH_SIZE=1", f"--CACHE_DIR={cache_dir}"]
+    one = subprocess.run([sys.executable, "-m", "inference.method1", *flags, f"--OUT_DIR={tmp_path / 'one'}"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert one.returncode == 0, one.stderr[-3000:]
+    two = subprocess.run([*two_cpu_processes(), "-m", "inference.method1", *flags, f"--OUT_DIR={tmp_path / 'two'}"],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert two.returncode == 0, two.stderr[-3000:]
+    assert "[rank 0/2] 3 rows" in two.stderr and "[rank 1/2] 3 rows" in two.stderr  # each process its share
+    banners = sorted(p.name for p in (tmp_path / "one").glob("*.jpg"))
+    assert len(banners) == 6 and banners == sorted(p.name for p in (tmp_path / "two").glob("*.jpg"))
+    for name in banners:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
+    columns = ["id", "bannerImage", "init_bannerImage", "strength", "seed", "tries", "dup_similarity", "prompt"]
+    assert manifest(tmp_path / "one")[columns].equals(manifest(tmp_path / "two")[columns])
+    assert sorted(p.name for p in (tmp_path / "two").glob(".manifest.rank*.json")) == [".manifest.rank0.json",
+                                                                                      ".manifest.rank1.json"]
+
+
 def test_help_lists_every_knob_its_default_and_smoke_changes():
     out = subprocess.run([sys.executable, "-m", "inference.method1", "--help"], cwd=REPO, capture_output=True,
                          text=True, timeout=120)
     assert out.returncode == 0
     assert "--STRENGTH=0.6  # img2img strength" in out.stdout
-    assert "--NEGATIVE_PROMPT=prompts.NEGATIVE_PROMPT" in out.stdout  # the default as written in the file
+    assert "--NEGATIVE_PROMPT=prompt_fit.NEGATIVE_PROMPT" in out.stdout  # the default as written in the file
     assert "--GEN_SIZE=1024,536" in out.stdout  # how to write a tuple on the command line
     assert "SMOKE=1" in out.stdout and "STEPS=3" in out.stdout.split("SMOKE=1")[-1]
+    # the text layer's knobs, but not those of its script mode (its own folders)
+    layer = out.stdout.split("shared knobs, edited at the top of inference/text_layer.py:")[1].split("SMOKE=1")[0]
+    assert "--DISCLAIMER=True" in layer and "--HEADLINE_PX=(64, 22)" in layer
+    assert "--IN_DIR" not in out.stdout and "--INFO=" not in out.stdout and "--JPEG_CHECK" not in out.stdout
+
+
+def test_the_text_layer_knobs_are_no_other_knob():
+    """A text-layer knob named like a knob of a method or of the runner would be silently taken by that one."""
+    from inference import method1, method2, runner
+
+    layer = set(runner.TEXT_LAYER_KNOBS.names())
+    assert layer and "TEXT_LAYER" not in layer
+    for method in (method1, method2):
+        others = set(knobs.defaults(method)) - layer
+        assert not layer & (set(knobs.Shared(method).knobs()) | set(knobs.Shared(runner).knobs())), method.__name__
+        assert len(others) + len(layer) == len(knobs.defaults(method))
 
 
 def test_prompt_report_english_and_vietnamese_proxy(sample_dir, capsys):
@@ -442,31 +467,32 @@ def test_postprocess_script_redoes_outputs_when_the_recipe_changes(sample_dir, c
 
 
 def test_the_guard_keeps_the_least_similar_try(tmp_path):
-    """The runner's guarded loop with a stand-in generator (a solid colour per try) and a stand-in measure (fixed
-    similarities per try): the kept banner and its record are those of the least similar try, not the last one."""
+    """The runner's guarded batches with a stand-in generation (a solid colour per try) and a stand-in guard (fixed
+    similarities per colour: the real Inception features cannot be steered): the kept banner and its record are those
+    of the least similar try, not the last one."""
     from types import SimpleNamespace
 
     from inference import runner
 
     colours = {1: (255, 0, 0), 2: (0, 255, 0), 3: (0, 0, 255)}
     similarity = {(255, 0, 0): 0.95, (0, 255, 0): 0.80, (0, 0, 255): 0.97}
-    tries = []
-
-    def generate(calls, params):
-        tries.append(params["attempt"])
-        return [Image.new("RGB", (64, 32), colours[params["attempt"]]) for _ in calls]
 
     def measure(banners):
         firsts = [tuple(int(round(c / 255)) * 255 for c in im.getpixel((0, 0))) for im in banners]
         return np.array([similarity[c] for c in firsts]), ["nearest.jpg"] * len(banners)
 
-    row = SimpleNamespace(id="7", bannerImage="7.jpg")
-    target = runner.RunTarget(tmp_path / "out", 42)
-    runner.generate_rows(target, [runner.Job(row, "a prompt", [None])], {"7": "k"}, generate,
-                         lambda job, parts: parts[0], lambda attempt: {"attempt": attempt}, runner.Guard(measure, 0.5, 3),
-                         4, "test")
+    cfg = knobs.configure(runner, ["--DUP_MAX=0.5", "--DUP_MAX_TRIES=3"], env={})
+    place = runner.Place(tmp_path / "out", 42)
+    runs = runner.Runs(cfg, [], [place], "cpu", 0, 1, SimpleNamespace(measure=measure), runner.Finishing())
+    run = next(iter(runs))
+    tries, pipe = [], SimpleNamespace(unet_calls=[0])  # a pipeline's UNet counter: 2 images per try (guidance)
+    for batch in run.todo_batches([runner.Job(SimpleNamespace(id="7", bannerImage="7.jpg"), "a prompt", [None])], {},
+                                  pipe):
+        tries.append(batch.attempt)
+        pipe.unet_calls[0] += 2
+        run.finish_and_write(batch, [Image.new("RGB", (64, 32), colours[batch.attempt]) for _ in batch.calls])
     assert tries == [1, 2, 3]  # every try was over the guard level
-    record = runner.load_records(target)["7.jpg"]
-    assert record["tries"] == 3 and record["dup_similarity"] == 0.80
+    record = place.load_records()["7.jpg"]
+    assert record["tries"] == 3 and record["dup_similarity"] == 0.80 and record["unet_evals"] == 6  # every try's
     assert record["seed"] == runner.try_seed(42, "7", 2)
     assert np.abs(pixels(tmp_path / "out" / "7.jpg")[10, 10] - np.array([0, 255, 0])).max() < 8  # try 2's green

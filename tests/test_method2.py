@@ -96,14 +96,13 @@ def test_every_row_gets_a_banner_prompts_and_fallback_counted(m2, flags, sample_
     assert {p.name: p.read_bytes() for p in out.glob("*.jpg")} == before
 
 
-def test_rows_the_prompt_stage_fell_back_on_count_as_fallbacks(m2, flags, sample_dir):
-    files.write_json(sample_dir / "test" / "llava_prompt_report.json",
-                     {"1.jpg": {"source": "fallback", "tries": 3}, "3.jpg": {"source": "llm", "tries": 1}})
-    rows, llm = m2.read_inputs(knobs.configure(m2, flags(), env={"SMOKE": "1"}))
-    assert sum(1 for r in rows if llm[r.id]) == 3 and llm[rows[0].id] == ""
+def test_a_prompt_file_whose_values_are_not_text_is_refused_naming_the_rows(m2, flags, sample_dir):
+    files.write_json(sample_dir / "test" / "llava_prompt.json", {"1.jpg": "a red car", "3.jpg": 7, "4.jpg": None})
+    with pytest.raises(knobs.InputError, match=r"llava_prompt\.json.*2 row\(s\) hold no text.*3\.jpg.*4\.jpg"):
+        m2.read_inputs(knobs.configure(m2, flags(), env={"SMOKE": "1"}))
 
 
-def test_lora_is_applied_and_scale_zero_is_the_base_model(m2, flags, tmp_path):
+def test_lora_is_applied_and_scale_zero_is_the_base_model(m2, flags, lora_dir, tmp_path):
     cfg = knobs.configure(m2, flags("--LIMIT=1"), env={"SMOKE": "1"})
     rows, llm = m2.read_inputs(cfg)
     calls = [(llm[rows[0].id], None, 123)]
@@ -123,6 +122,10 @@ def test_lora_is_applied_and_scale_zero_is_the_base_model(m2, flags, tmp_path):
     assert np.abs(fused - lora).max() <= 3  # fusing changes speed, not the picture
     with pytest.raises(knobs.InputError, match="LoRA not found"):
         m2.load_pipeline(cfg.replace(LORA=str(tmp_path / "nope")), "cpu")
+    truncated = tmp_path / "truncated.safetensors"  # e.g. a copy cut short
+    truncated.write_bytes((lora_dir / "pytorch_lora_weights.safetensors").read_bytes()[:300])
+    with pytest.raises(knobs.InputError, match=r"truncated\.safetensors: unreadable LoRA file .*run/train_sd\.sh"):
+        m2.load_pipeline(cfg.replace(LORA=str(truncated)), "cpu")
 
 
 def test_kill_and_resume_keeps_finished_banners(m2, flags, tmp_path, monkeypatch):
@@ -168,6 +171,19 @@ def test_jpeg_on_disk_is_what_the_manifest_describes(m2, flags, tmp_path):
         assert (im.format, im.size) == ("JPEG", (1024, 533))
     manifest = pd.read_csv(tmp_path / "o" / "manifest.csv")
     assert manifest["bannerImage"].tolist() == ["1.jpg"] == sorted(p.name for p in (tmp_path / "o").glob("*.jpg"))
+
+
+def test_text_layer_knobs_are_method2_knobs_too(m2, flags, tmp_path):
+    """--DISCLAIMER=0 (a knob of the text layer) leaves the "không phải là thuốc" line off the row that has one (row 2)
+    and changes nothing on a row without one (row 1)."""
+    from inference import text_layer
+
+    m2.main(flags(f"--OUT_DIR={tmp_path / 'with'}", "--LIMIT=2", "--TEXT_LAYER"))
+    m2.main(flags(f"--OUT_DIR={tmp_path / 'without'}", "--LIMIT=2", "--TEXT_LAYER", "--DISCLAIMER=0"))
+    assert (tmp_path / "with" / "1.jpg").read_bytes() == (tmp_path / "without" / "1.jpg").read_bytes()  # none there
+    assert np.abs(pixels(tmp_path / "with" / "3.jpg") - pixels(tmp_path / "without" / "3.jpg")).mean() > 1
+    assert files.read_json(tmp_path / "without" / ".settings.json")["TEXT_LAYER"] == text_layer.recipe(
+        text_layer.default_config(DISCLAIMER=False))
 
 
 @pytest.mark.slow

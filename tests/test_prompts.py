@@ -88,7 +88,7 @@ def test_smoke_causal_lm_has_a_chat_template_and_a_pad_token(generator):
     tok = generator.tokenizer
     assert tok.chat_template and tok.pad_token is not None and tok.pad_token != tok.eos_token
     assert tok.padding_side == "left"
-    assert llm.render(tok, "hello", chat=True).endswith("<|assistant|>\n")
+    assert llm.render(tok, "hello", chat=True).endswith("<|im_start|>assistant\n")  # Qwen2.5's template
 
 
 def test_greedy_and_sampled_batches_equal_one_row_at_a_time(generator):
@@ -125,12 +125,42 @@ def test_every_test_row_gets_a_prompt_whatever_the_batch_size_and_rerun_skips_do
 
     # resume: two rows missing -> only those two are generated, the others are left as they are
     kept = {k: v for k, v in one_at_a_time.items() if k not in ("2.jpg", "5.jpg")}
-    (data / "test" / "llava_prompt.json").write_text(json.dumps({**kept, "5.jpg": "written before"}))
+    (data / "test" / "llava_prompt.json").write_text(json.dumps(kept))
     stats = stage.main(common + ["--BATCH_SIZE=4"])
-    assert stats["todo"] == 1 and stats["generations"] == 1
-    assert output(data) == {**one_at_a_time, "5.jpg": "written before"}
+    assert stats["todo"] == 2 and stats["generations"] == 2
+    assert output(data) == one_at_a_time
     stats = stage.main(common)  # nothing to do: no model loaded
     assert stats["todo"] == 0 and not stats["loaded"]
+
+
+def test_rerun_with_other_settings_or_inputs_is_refused_naming_them(data, causal_lm):
+    """K=0 then K=100000: the zero-shot prompts are not "done" for a few-shot run; the rerun names what differs,
+    changes nothing, and OVERWRITE=1 redoes every row. A prompt of unknown origin is never kept silently either."""
+    common = flags(data, causal_lm, "--DO_SAMPLE=0", "--CHECKS=empty", "--MAX_NEW_TOKENS=8")
+    stage.main(common + ["--K=0"])
+    zero_shot = output(data)
+    with pytest.raises(knobs.InputError) as refused:
+        stage.main(common + ["--K=100000"])
+    line = str(refused.value)
+    assert "5 prompts" in line and "K 0 -> 100000" in line and "--OVERWRITE=1" in line and "\n" not in line
+    assert output(data) == zero_shot
+    assert stage.main(common + ["--K=100000", "--OVERWRITE=1"])["todo"] == len(TEST)
+    assert stage.main(common + ["--K=100000"])["todo"] == 0
+    # a row's own copy changed: that row alone is named
+    test = pd.read_csv(data / "test" / "info_trans.csv", dtype=str, keep_default_na=False)
+    test.loc[2, "caption"] = "Apartment with a sea view"
+    test.to_csv(data / "test" / "info_trans.csv", index=False)
+    with pytest.raises(knobs.InputError, match=r"1 prompts \(e.g. 3.jpg\) were made from other inputs"):
+        stage.main(common + ["--K=100000"])
+    # the examples come from the training captions: another caption file is another input of every prompt
+    captions = json.loads((data / "train" / "llava_caption.json").read_text())
+    (data / "train" / "llava_caption.json").write_text(json.dumps({**captions, "1.jpg": "A red car cover."}))
+    with pytest.raises(knobs.InputError, match="train captions"):
+        stage.main(common + ["--K=100000"])
+    # prompts written by something else (no record of what made them)
+    (data / "test" / "llava_prompt_report.json").unlink()
+    with pytest.raises(knobs.InputError, match="no record"):
+        stage.main(common + ["--K=0"])
 
 
 def test_few_shot_examples_are_the_retrievals_nearest_captioned_rows(data, causal_lm, generator):
@@ -158,7 +188,7 @@ def test_few_shot_examples_are_the_retrievals_nearest_captioned_rows(data, causa
         assert where[1] < where[0], "the nearest example stands last, just above the test row"
         others = [i for i in train.id if i not in expected and i != UNCAPTIONED]
         assert not any(caption_of(i) in prompt for i in others)
-        assert caption_of(expected[0]) in shown and prompt.rstrip().endswith("<|assistant|>")
+        assert caption_of(expected[0]) in shown and prompt.rstrip().endswith("<|im_start|>assistant")
     # the real model ranks by meaning: the sunscreen query's nearest row has no caption and is skipped for the next
     sunscreen = model.encode([few_shot.row_copy(todo[1], fields)], normalize_embeddings=True)[0]
     assert train.id[int(np.argmax(train_vectors @ sunscreen))] == UNCAPTIONED
@@ -190,14 +220,52 @@ def test_blank_generations_are_retried_a_bounded_number_of_times_then_counted_as
     assert stats["generations"] == 3 * len(TEST) and stats["problems"]["empty"] == 3 * len(TEST)
     tried = [s for call in blank.calls for s in call]
     assert len(tried) == len(set(tried)) == 3 * len(TEST)  # every retry with another seed
-    out = output(data)
-    assert out["1.jpg"].startswith("Premium leather seat covers for cars")  # the fitted English copy
-    assert DISCLAIMER not in out["2.jpg"] and "Sunscreen lotion" in out["2.jpg"]
-    report = json.loads((data / "test" / "llava_prompt_report.json").read_text())
-    assert report["1.jpg"] == {"source": "fallback", "tries": 3, "problems": ["empty"] * 3}
+    # a fallback has no prompt (Method 2 gives such a row its fitted copy); its record alone says it fell back, and why
+    assert output(data) == {}
+    report = json.loads((data / "test" / "llava_prompt_report.json").read_text())["items"]
+    assert {k: report["1.jpg"][k] for k in ("source", "tries", "problems", "written")} == \
+        {"source": "fallback", "tries": 3, "problems": ["empty"] * 3, "written": False}
     # a rerun keeps the fallbacks; RETRY_FALLBACKS=1 tries them again
-    assert stage.main(flags(data, causal_lm))["todo"] == 0
-    assert stage.main(flags(data, causal_lm, "--RETRY_FALLBACKS=1", "--MAX_TRIES=1", "--K=0"))["todo"] == len(TEST)
+    assert stage.main(flags(data, causal_lm, "--MAX_TRIES=3", "--K=0"))["todo"] == 0
+    assert stage.main(flags(data, causal_lm, "--RETRY_FALLBACKS=1", "--MAX_TRIES=3", "--K=0"))["todo"] == len(TEST)
+
+
+def test_prompts_or_captions_that_are_not_text_are_one_line_naming_rows_and_file(data, causal_lm, capsys):
+    out = data / "test" / "llava_prompt.json"
+    out.write_text(json.dumps({"1.jpg": 3.5, "2.jpg": None, "3.jpg": "a photo", "4.jpg": [1]}))
+    with pytest.raises(SystemExit) as exit_info:
+        knobs.run_main(stage.main, flags(data, causal_lm))
+    line = capsys.readouterr().err.strip().splitlines()[-1]
+    assert exit_info.value.code == 2 and line.startswith(f"error: {out}: ") and "3 row(s) hold no text" in line
+    assert "1.jpg (3.5)" in line and "2.jpg (null)" in line and "4.jpg ([1])" in line and "3.jpg" not in line
+    out.unlink()
+    captions = data / "train" / "llava_caption.json"
+    captions.write_text(json.dumps({"1.jpg": 7}))
+    with pytest.raises(knobs.InputError, match=r"llava_caption.json: .*1 row\(s\) hold no text: 1.jpg \(7\)"):
+        stage.main(flags(data, causal_lm))
+
+
+class TightMemory(BlankModel):
+    """The smoke generator, except that a batch of more than 2 rows runs out of memory (a GPU cannot exist here: the
+    error is torch's, with CUDA's wording)."""
+
+    def generate(self, prompts, seeds, sample=True):
+        self.calls.append(len(prompts))
+        if len(prompts) > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB (stand-in)")
+        return self.inner.generate(prompts, seeds, sample)
+
+
+def test_out_of_memory_halves_the_batch_and_changes_no_prompt(data, causal_lm, generator, monkeypatch):
+    # MAX_NEW_TOKENS as the `generator` fixture has it
+    common = flags(data, causal_lm, "--CHECKS=empty", "--MAX_NEW_TOKENS=24", "--K=0", "--BATCH_SIZE=4")
+    stage.main(common)
+    expected = output(data)
+    (data / "test" / "llava_prompt.json").unlink()
+    tight = TightMemory(generator)
+    monkeypatch.setattr(stage, "load_generator", lambda cfg: tight)
+    stats = stage.main(common + ["--OVERWRITE=1"])
+    assert output(data) == expected and tight.calls == [4, 2, 2, 1] and stats["generate_calls"] == 3
 
 
 def test_missing_captions_are_a_clear_error_or_zero_shot(data, causal_lm, monkeypatch):
@@ -206,7 +274,9 @@ def test_missing_captions_are_a_clear_error_or_zero_shot(data, causal_lm, monkey
         stage.main(flags(data, causal_lm))
     monkeypatch.setenv("SMOKE", "1")  # zero-shot by default in SMOKE=1, and the smoke models throughout
     stats = stage.main(flags(data, causal_lm, "--MAX_NEW_TOKENS=8"))
-    assert set(output(data)) == {f"{r[0]}.jpg" for r in TEST} and stats["llm"] + stats["fallback"] == len(TEST)
+    report = json.loads((data / "test" / "llava_prompt_report.json").read_text())["items"]
+    assert set(report) == {f"{r[0]}.jpg" for r in TEST} and stats["llm"] + stats["fallback"] == len(TEST)
+    assert set(output(data)) == {name for name, rec in report.items() if rec["source"] == "llm"}
     assert stats["loaded"] and stats["generations"] >= len(TEST)  # the zero-shot prompts reached the model
 
 
@@ -244,3 +314,22 @@ def test_cut_at_sentence_ends_and_answer_label_removed():
     assert stage.clean_output("\n Advertisement photo description: A red car.\nmore", label) == "A red car."
     assert few_shot.prompt_text("", "A: {copy}\\nB: {caption}", "A: {copy}\\nB:", [("x", "y")], "z") == \
         "A: x\nB: y\n\nA: z\nB:"
+
+
+def test_one_disclaimer_rule_for_the_prompts_and_the_text_layer():
+    """The prompt stage drops the disclaimer from a row's copy where the text layer finds it to set it on the banner
+    (core/disclaimer.py), in decomposed Unicode too; the English translation is dropped as well."""
+    import unicodedata
+
+    from inference import text_layer
+
+    fields = ["caption", "description", "moreInfo"]
+    vi = unicodedata.normalize("NFD", "Sản phẩm này không phải là thuốc và không có tác dụng thay thế thuốc chữa bệnh")
+    row = {"id": "1", "caption": "Trà xanh matcha", "description": "Giảm 10%", "moreInfo": vi}
+    assert text_layer.extract_copy(row, text_layer.default_config()).disclaimer
+    assert few_shot.row_copy(row, fields) == "Trà xanh matcha. Giảm 10%"
+    english = {**row, "caption": "Pure matcha green tea", "moreInfo": DISCLAIMER}
+    assert few_shot.row_copy(english, fields) == "Pure matcha green tea. Giảm 10%"
+    plain = {**row, "moreInfo": "Thực phẩm chức năng"}
+    assert not text_layer.extract_copy(plain, text_layer.default_config()).disclaimer
+    assert few_shot.row_copy(plain, fields).endswith("Thực phẩm chức năng")

@@ -1,4 +1,6 @@
-"""Every tiny model from smoke.py loads through its library's standard loader and runs once."""
+"""Every tiny model from smoke.py loads through its library's standard loader and runs once, and keeps the real
+model's scheduler config, chat template, generation config, processor settings and tokenizer type (model_facts.py)."""
+import json
 import os
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -14,6 +16,8 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
+import model_facts  # noqa: E402
+import models  # noqa: E402
 import smoke  # noqa: E402
 
 VI = "Giảm giá 50% – trà sữa trân châu 🧋🎉 ngon tuyệt!"
@@ -58,6 +62,10 @@ def test_sd15_txt2img_and_img2img(model):
     pipe = StableDiffusionPipeline.from_pretrained(model("sd15"))
     assert pipe.vae_scale_factor == 8 and isinstance(pipe.scheduler, PNDMScheduler)
     assert pipe.scheduler.config.prediction_type == "epsilon" and pipe.safety_checker is None
+    # Realistic Vision's betas; its DEIS scheduler is NOT mirrored (the Method 1 demo banners stay as they are)
+    real = model_facts.REALISTIC_VISION_SCHEDULER
+    assert {k: pipe.scheduler.config[k] for k in ("beta_start", "beta_end", "beta_schedule", "steps_offset")} == \
+        {k: real[k] for k in ("beta_start", "beta_end", "beta_schedule", "steps_offset")}
     pipe.set_progress_bar_config(disable=True)
 
     def run():
@@ -75,12 +83,16 @@ def test_sd15_txt2img_and_img2img(model):
     assert out.shape == (1, 64, 64, 3)
 
 
-def test_sd21_v_prediction(model):
+def test_sd21_v_prediction_with_the_real_schedule(model):
     from diffusers import DDIMScheduler, StableDiffusionPipeline
     pipe = StableDiffusionPipeline.from_pretrained(model("sd21"))
     s, u = pipe.scheduler, pipe.unet.config
-    assert isinstance(s, DDIMScheduler) and s.config.prediction_type == "v_prediction"
-    assert s.config.rescale_betas_zero_snr and s.config.timestep_spacing == "trailing"
+    assert type(s).__name__ == model_facts.SD21_SCHEDULER["_class_name"] and isinstance(s, DDIMScheduler)
+    # SD 2.1's own: the standard schedule with leading timesteps, no zero-terminal-SNR rescale
+    for key, value in model_facts.SD21_SCHEDULER.items():
+        if key in s.config:
+            assert s.config[key] == value, key
+    assert s.config.prediction_type == "v_prediction" and not s.config.rescale_betas_zero_snr
     assert u.use_linear_projection and list(u.attention_head_dim) == [2, 4]
     assert pipe.tokenizer.pad_token == "!"
     pipe.set_progress_bar_config(disable=True)
@@ -125,7 +137,9 @@ def test_llava_generates(model):
     assert not vlm.config.tie_word_embeddings
     messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}]
     prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    assert prompt == "USER: <image>\nDescribe the image. ASSISTANT:"  # llava-hf's template
     inputs = processor(images=image(), text=prompt, return_tensors="pt")
+    assert inputs.input_ids[0, 0] == processor.tokenizer.bos_token_id  # the Llama tokenizer adds <s>, as the real
     # (32 / 8)^2 = 16 patch tokens, CLS dropped by the "default" strategy
     assert (inputs.input_ids == vlm.config.image_token_id).sum() == 16
     out = vlm.generate(**inputs, max_new_tokens=6, min_new_tokens=6, do_sample=False)
@@ -133,9 +147,58 @@ def test_llava_generates(model):
     assert len(new) == 6 and processor.decode(new, skip_special_tokens=True).strip()
 
 
-def test_causal_lm_generates_batched(model):
+def test_llava_mirrors_the_real_processor_tokenizer_and_generation_config(model):
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    processor = AutoProcessor.from_pretrained(model("llava"))
+    vlm = AutoModelForImageTextToText.from_pretrained(model("llava"))
+    real, ours = model_facts.LLAVA_IMAGE_PROCESSOR, processor.image_processor
+    for key in ("do_resize", "resample", "do_center_crop", "do_rescale", "rescale_factor", "do_normalize",
+                "image_mean", "image_std", "do_convert_rgb"):
+        assert (list(getattr(ours, key)) if isinstance(real[key], list) else getattr(ours, key)) == real[key], key
+    side = vlm.config.vision_config.image_size  # scaled down: 336 -> 32, the same shortest-edge resize + crop
+    assert ours.size == {"shortest_edge": side} and ours.crop_size == {"height": side, "width": side}
+    assert processor.chat_template == model_facts.LLAVA_CHAT_TEMPLATE
+    for key, value in model_facts.LLAVA_PROCESSOR.items():
+        assert getattr(processor, key) == value, key
+    tok, facts = processor.tokenizer, model_facts.LLAVA_TOKENIZER
+    # the file names LlamaTokenizer; transformers 5 loads llava's tokenizer.json generically (TokenizersBackend),
+    # for the real model as for this one: what matters is the behaviour checked below
+    saved = json.loads((Path(model("llava")) / "tokenizer_config.json").read_text())
+    assert saved["tokenizer_class"] == facts["tokenizer_class"] and tok.padding_side == facts["padding_side"]
+    assert tok.convert_ids_to_tokens([0, 1, 2]) == facts["special"]
+    assert tok.convert_ids_to_tokens([len(tok) - 2, len(tok) - 1]) == facts["added"]  # after the vocabulary
+    assert tok(VI).input_ids[0] == tok.bos_token_id and tok(VI).input_ids[-1] != tok.eos_token_id
+    assert tok.decode(tok(VI, add_special_tokens=False).input_ids) == VI  # byte fallback: nothing is <unk>
+    generation = vlm.generation_config
+    assert {k: getattr(generation, k) for k in model_facts.LLAVA_GENERATION} == \
+        {k: tok.convert_tokens_to_ids(v) for k, v in model_facts.LLAVA_GENERATION.items()}
+    assert generation.do_sample in (None, False) and generation.repetition_penalty in (None, 1.0)
+    for key, value in model_facts.LLAVA_CONFIG.items():
+        assert getattr(vlm.config, key) == value, key
+
+
+def test_causal_lm_mirrors_qwen(model):
     from transformers import AutoModelForCausalLM, AutoTokenizer
     tok = AutoTokenizer.from_pretrained(model("causal_lm"))
+    lm = AutoModelForCausalLM.from_pretrained(model("causal_lm"))
+    facts = model_facts.QWEN_TOKENIZER
+    assert type(tok).__name__ == facts["tokenizer_class"] and lm.config.model_type == "qwen2"
+    assert (tok.bos_token, tok.eos_token, tok.pad_token) == (facts["bos_token"], facts["eos_token"], facts["pad_token"])
+    assert tok.padding_side == "right"  # not set by Qwen: the stage pads on the left itself
+    assert tok.chat_template == model_facts.QWEN_CHAT_TEMPLATE
+    rendered = tok.apply_chat_template([{"role": "user", "content": "hi"}], tokenize=False, add_generation_prompt=True)
+    assert rendered == ("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+                        "<|im_end|>\n<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
+    assert tok.convert_ids_to_tokens(tok("<|im_start|>user", add_special_tokens=False).input_ids)[0] == "<|im_start|>"
+    generation = {k: getattr(lm.generation_config, k) for k in model_facts.QWEN_GENERATION}
+    expected = {k: ([tok.convert_tokens_to_ids(x) for x in v] if isinstance(v, list) else tok.convert_tokens_to_ids(v))
+                if k.endswith("token_id") else v for k, v in model_facts.QWEN_GENERATION.items()}
+    assert generation == expected and expected["repetition_penalty"] == 1.05
+
+
+def test_causal_lm_generates_batched(model):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(model("causal_lm"), padding_side="left")
     lm = AutoModelForCausalLM.from_pretrained(model("causal_lm")).eval()
     assert tok.padding_side == "left" and tok.pad_token is not None and tok.chat_template
     assert not lm.config.tie_word_embeddings
@@ -143,11 +206,11 @@ def test_causal_lm_generates_batched(model):
     prompts = [tok.apply_chat_template([{"role": "user", "content": c}], tokenize=False, add_generation_prompt=True)
                for c in (VI, "Write a banner prompt for coffee, please.")]
     batch = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
-    out = lm.generate(**batch, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    out = lm.generate(**batch, max_new_tokens=5, min_new_tokens=5, do_sample=False, repetition_penalty=1.0)
     texts = tok.batch_decode(out[:, batch.input_ids.shape[1]:], skip_special_tokens=True)
     assert all(t.strip() for t in texts)
     one = tok(prompts[:1], return_tensors="pt", add_special_tokens=False)
-    alone = lm.generate(**one, max_new_tokens=5, min_new_tokens=5, do_sample=False)
+    alone = lm.generate(**one, max_new_tokens=5, min_new_tokens=5, do_sample=False, repetition_penalty=1.0)
     assert tok.decode(alone[0, one.input_ids.shape[1]:], skip_special_tokens=True) == texts[0]
 
 
@@ -213,11 +276,9 @@ def test_tiny_models_build_and_load_without_progress_bars(tmp_path, monkeypatch,
     without a terminal stays readable."""
     from transformers import AutoModelForSeq2SeqLM
 
-    from core import devices
-
     monkeypatch.setenv("SMOKE_CACHE", str(tmp_path))
     monkeypatch.setenv("SMOKE", "1")
-    devices.load_model(AutoModelForSeq2SeqLM.from_pretrained, "org/not-downloaded", smoke_family="seq2seq")
+    models.load(AutoModelForSeq2SeqLM.from_pretrained, "org/not-downloaded", "translator")
     out = "".join(capfd.readouterr())
     assert "Writing model shards" not in out and "Loading weights" not in out and "\x1b[" not in out, out
     from transformers.utils import logging

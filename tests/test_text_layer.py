@@ -316,3 +316,18 @@ def test_a_headline_set_just_above_the_disclaimer_keeps_both_legible(tmp_path):
     written = images.decode_image(images.banner_jpeg(image))
     for text, ratio in tl.measured_contrasts(written, layout):
         assert ratio >= 4.5, (text, ratio)
+
+
+def test_the_runner_hands_each_rows_layout_banner_to_the_layer(tmp_path):
+    """Method 1 gives each job its init banner as the layout (inference/method1.make_jobs), Method 2 its rank-1
+    retrieved banner; the runner's finishing step passes it on."""
+    from inference import runner
+
+    cfg = tl.default_config(REGION_CACHE=str(tmp_path / "regions.json"))
+    banner, _ = text_banner(tmp_path / "init.jpg", (40, 40))
+    finishing = runner.Finishing(layer_cfg=cfg, copies={"42": ROW})
+    canvas = Image.open(banner).convert("RGB")
+    placed = np.asarray(finishing.apply("42", [canvas], layout_from=banner))
+    expected = tl.render(canvas, tl.extract_copy(ROW, cfg), cfg, "42", layout_from=banner)[0]
+    assert np.array_equal(placed, np.asarray(expected))
+    assert not np.array_equal(placed, np.asarray(finishing.apply("42", [canvas])))  # without: the calm box

@@ -15,7 +15,7 @@ from PIL import Image, ImageDraw
 import smoke
 from core import knobs
 from core.knobs import InputError
-from training import checkpoint, data, lora, train_lora
+from training import checkpoints, data, lora, train_lora
 
 COLORS = ["red", "blue", "green", "yellow"]
 
@@ -39,7 +39,7 @@ def make_data(root, n):
 def train(data_dir, out_dir, model, *flags):
     return train_lora.main([f"--DATA_DIR={data_dir}", f"--OUT_DIR={out_dir}", f"--MODEL={model}", "--RESOLUTION=64,64",
                             "--VALIDATION=0", "--DATALOADER_WORKERS=0", "--PROGRESS=0", "--CHECKPOINT_EVERY=100",
-                            *flags])
+                            "--CPU_THREADS=1", *flags])
 
 
 def lora_weights(out_dir):
@@ -112,7 +112,7 @@ def test_training_lowers_the_loss(family, prediction_type, trained_sd21, tmp_pat
     else:
         data_dir, out_dir = make_data(tmp_path / "data", 2), tmp_path / "out"
         train(data_dir, out_dir, model, "--TRAIN_BATCH_SIZE=2", "--MAX_STEPS=30", "--LEARNING_RATE=2e-2",
-              "--RANDOM_FLIP=0", "--RANDAUGMENT=0")
+              "--RANDOM_FLIP=0", "--RANDAUGMENT=0", "--NOISE_SCHEDULE=model")  # zero terminal SNR needs v-prediction
     pipe = pipeline(model)
     assert pipe.scheduler.config.prediction_type == prediction_type  # the target follows the base model
     before = fixed_loss(pipe, data_dir)
@@ -145,11 +145,11 @@ def test_resume_is_bit_identical(tmp_path, sd21, capsys):
     train(data_dir, tmp_path / "straight", sd21, *flags)
     assert train(data_dir, tmp_path / "resumed", sd21, *flags, "--STOP_AT_STEP=10") is None
     assert not (tmp_path / "resumed" / lora.LORA_FILE).exists()
-    assert [s for s, _ in checkpoint.list_checkpoints(tmp_path / "resumed")] == [10]
+    assert [s for s, _ in checkpoints.list_checkpoints(tmp_path / "resumed")] == [10]
     capsys.readouterr()
     train(data_dir, tmp_path / "resumed", sd21, *flags, "--RESUME=latest")
     # it really continued from the step-10 checkpoint (3 banners at batch 1: step 10 is in epoch 3)
-    assert re.search(r"^resumed from \S*step_000010\S* \(step 10, epoch 3\)$", capsys.readouterr().out, re.M)
+    assert re.search(r"^resumed from \S*checkpoint_10 \(step 10, epoch 3\)$", capsys.readouterr().out, re.M)
     straight, resumed = lora_weights(tmp_path / "straight"), lora_weights(tmp_path / "resumed")
     assert straight.keys() == resumed.keys() and any(k.startswith("text_encoder.") for k in straight)
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
@@ -268,7 +268,8 @@ def test_min_snr_weighting_is_finite_at_zero_terminal_snr(sd21):
     (v-prediction weighs that step min(snr, gamma) / (snr + 1) = 0; epsilon 1)."""
     from diffusers import DDPMScheduler
 
-    scheduler = DDPMScheduler.from_pretrained(sd21, subfolder="scheduler")
+    # SD 2.1's own schedule is the standard one (model_facts.SD21_SCHEDULER): rescaled here, as zero-SNR training runs
+    scheduler = DDPMScheduler.from_pretrained(sd21, subfolder="scheduler", rescale_betas_zero_snr=True)
     assert scheduler.alphas_cumprod[-1] == 0
     unet = lambda x, t, e, return_dict: (torch.zeros_like(x),)  # noqa: E731
     latents, noise = torch.randn(3, 4, 8, 8), torch.randn(3, 4, 8, 8)
@@ -324,7 +325,7 @@ def test_smoke_run_on_the_sample(sample_dir, tmp_path, monkeypatch, capsys):
     out_dir = tmp_path / "lora"
     args = [f"--DATA_DIR={sample_dir}", f"--OUT_DIR={out_dir}", "--PROGRESS=0", "--KEEP_CHECKPOINTS=2"]
     assert train_lora.main(args) == out_dir / lora.LORA_FILE
-    assert sorted(p.name for p in (out_dir / "checkpoints").iterdir()) == ["step_000004", "step_000006"]
+    assert sorted(p.name for p in (out_dir / "checkpoints").iterdir()) == ["checkpoint_4", "checkpoint_6"]
     assert "all 12 banners train on their ad copy" in capsys.readouterr().out
     assert sorted(p.name for p in (out_dir / "validation").iterdir()) == ["epoch_001.png", "epoch_002.png"]
     assert Image.open(out_dir / "validation" / "epoch_002.png").size == (2 * 64, 32)
@@ -356,3 +357,256 @@ def test_the_launch_script_stops_on_one_line(tmp_path):
     missing = tmp_path / "nowhere" / "train" / "info.csv"
     assert out.stderr.strip().splitlines()[-1] == f"error: {missing}: file not found"
     assert "Traceback" not in out.stderr
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# bad folders and files: one line, no traceback, nothing left behind (issue 21)
+
+
+def test_an_unwritable_output_folder_stops_in_one_line_before_the_model(tmp_path, capsys):
+    """Checked before the lock and any model (root writes into a read-only folder anyway: a file where the folder
+    should be stands in there); a run that fails leaves no empty output folder."""
+    data_dir = make_data(tmp_path / "data", 2)
+    missing_model = str(tmp_path / "no_such_model")  # reaching the model would fail differently
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    folders = [blocker / "out"]
+    if os.geteuid() != 0:
+        folders.append(tmp_path / "read_only")
+        folders[-1].mkdir(mode=0o500)
+    for out_dir in folders:
+        with pytest.raises(SystemExit):
+            knobs.run_main(train_lora.main, [f"--DATA_DIR={data_dir}", f"--OUT_DIR={out_dir}",
+                                             f"--MODEL={missing_model}"])
+        err = capsys.readouterr().err
+        assert re.fullmatch(rf"error: output folder {re.escape(str(out_dir))} is not writable .*--OUT_DIR=\.\.\.\n",
+                            err), err
+    with pytest.raises(InputError, match="model folder not found"):
+        train(data_dir, tmp_path / "new", missing_model, "--TRAIN_BATCH_SIZE=2")
+    assert not (tmp_path / "new").exists()
+
+
+def test_a_truncated_lora_file_is_one_line_naming_it_and_what_makes_it(trained_sd21, sd21, tmp_path):
+    """The final LoRA (lora.read_lora_file, also Method 2's reader) and a checkpoint's on resume."""
+    _, out_dir = trained_sd21
+    cut = tmp_path / lora.LORA_FILE
+    cut.write_bytes((out_dir / lora.LORA_FILE).read_bytes()[:1000])
+    with pytest.raises(InputError, match=rf"^{re.escape(str(cut))}: unreadable LoRA file \(.*\); made by the "
+                                         rf"training stage: rerun bash run/train_sd.sh$") as error:
+        lora.read_lora_file(cut)
+    assert "\n" not in str(error.value)
+    data_dir = make_data(tmp_path / "data", 2)
+    flags = ("--TRAIN_BATCH_SIZE=2", "--MAX_STEPS=2", "--RANDAUGMENT=0")
+    assert train(data_dir, tmp_path / "out", sd21, *flags, "--STOP_AT_STEP=1") is None
+    checkpoint = tmp_path / "out" / "checkpoints" / "checkpoint_1"
+    (checkpoint / lora.LORA_FILE).write_bytes((checkpoint / lora.LORA_FILE).read_bytes()[:500])
+    with pytest.raises(InputError, match=rf"^{re.escape(str(checkpoint / lora.LORA_FILE))}: unreadable LoRA file "
+                                         rf".*made by a training checkpoint: delete {re.escape(str(checkpoint))} "):
+        train(data_dir, tmp_path / "out", sd21, *flags)
+
+
+def test_the_lora_file_has_the_mode_of_every_other_output(trained_sd21):
+    _, out_dir = trained_sd21
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in (lora.LORA_FILE, lora.SETTINGS_FILE, "losses.csv"):
+        assert (out_dir / name).stat().st_mode & 0o777 == 0o666 & ~umask, name  # safetensors alone writes 0600
+
+
+@pytest.mark.slow
+def test_the_chain_and_the_stage_alone_train_byte_identical_loras(sample_dir, tmp_path):
+    """run/method2.sh runs training as `python -m training.train_lora`, run/train_sd.sh through `accelerate launch`,
+    which exports OMP_NUM_THREADS=1: the thread count changed the reductions' order and the LoRA by ~1e-7 until the
+    trainer set it itself (CPU_THREADS)."""
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**{k: v for k, v in os.environ.items() if k not in ("DATA_DIR", "OUT_DIR")}, "SMOKE": "1"}
+    run = dict(cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+    alone = subprocess.run(["bash", "run/train_sd.sh", f"--DATA_DIR={sample_dir}", f"--OUT_DIR={tmp_path / 'alone'}",
+                            "--PROGRESS=0", "--VALIDATION=0"], **run)
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    chain = subprocess.run([sys.executable, "-m", "inference.method2_all", f"--DATA_DIR={sample_dir}", "--STEPS=train",
+                            f"--train.OUT_DIR={tmp_path / 'chain'}", "--train.PROGRESS=0", "--train.VALIDATION=0"],
+                           **run)
+    assert chain.returncode == 0, chain.stderr[-2000:]
+    assert (tmp_path / "alone" / lora.LORA_FILE).read_bytes() == (tmp_path / "chain" / lora.LORA_FILE).read_bytes()
+
+
+def test_the_chain_sets_aside_a_training_folder_only_under_its_lock(tmp_path):
+    """Setting aside stale training output takes the lock the running trainer holds: a live run is refused with its
+    pid and its folder stays; a lock left by a dead run is taken over and the folder set aside without it."""
+    import subprocess
+
+    from core import files
+    from inference import method2_all
+
+    folder = tmp_path / "lora"
+    folder.mkdir()
+    (folder / "losses.csv").write_text("step,epoch,loss,lr\n")
+    declared = train_lora.stage_files(knobs.configure(train_lora, [f"--OUT_DIR={folder}"], env={}))
+    holder = subprocess.Popen(["sleep", "60"])
+    try:
+        (folder / files.FolderLock(folder).path.name).write_text(str(holder.pid))
+        with pytest.raises(InputError, match=rf"in use by another run: .* held by pid {holder.pid};"):
+            method2_all.set_aside(declared)
+        assert (folder / "losses.csv").is_file() and not (tmp_path / "lora.stale").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    method2_all.set_aside(declared)
+    assert not folder.exists() and sorted(p.name for p in (tmp_path / "lora.stale").iterdir()) == ["losses.csv"]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the noise schedule (issue 19): one training knob, recorded for generation
+
+SD21_SCHEDULER = {  # stabilityai/stable-diffusion-2-1 scheduler/scheduler_config.json: standard betas, leading steps
+    "_class_name": "DDIMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
+    "clip_sample": False, "num_train_timesteps": 1000, "prediction_type": "v_prediction", "set_alpha_to_one": False,
+    "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None}
+
+
+def test_the_noise_schedule_is_a_training_knob_that_generation_can_follow(tmp_path, sd21):
+    """The smoke sd21 has zero terminal SNR baked into its scheduler config; the real SD 2.1 has not: a copy of the
+    smoke model with the real scheduler config shows what the knob does to it."""
+    model = tmp_path / "sd21_real_schedule"
+    model.mkdir()
+    for part in Path(sd21).iterdir():
+        if part.name != "scheduler":
+            (model / part.name).symlink_to(part)
+    (model / "scheduler").mkdir()
+    (model / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD21_SCHEDULER))
+    cfg = knobs.configure(train_lora, [f"--MODEL={model}"])
+    _, scheduler = train_lora.load_models(cfg, torch.float32, "cpu")
+    assert scheduler.alphas_cumprod[-1] == 0 and scheduler.config.timestep_spacing == "trailing"  # the default
+    pipe, as_is = train_lora.load_models(cfg.replace(NOISE_SCHEDULE="model"), torch.float32, "cpu")
+    assert as_is.alphas_cumprod[-1] > 0 and as_is.config.timestep_spacing == "leading"
+    assert pipe.scheduler.config.timestep_spacing == "leading"  # the validation strips sample as training noises
+    with pytest.raises(InputError, match="needs v-prediction.*--NOISE_SCHEDULE=model"):
+        train_lora.load_models(cfg.replace(PREDICTION_TYPE="epsilon"), torch.float32, "cpu")
+    data_dir = make_data(tmp_path / "data", 2)
+    flags = ("--TRAIN_BATCH_SIZE=2", "--MAX_STEPS=1", "--RANDAUGMENT=0")
+    train(data_dir, tmp_path / "default", model, *flags)
+    train(data_dir, tmp_path / "as_is", model, *flags, "--NOISE_SCHEDULE=model")
+    assert lora.schedule_from_training(tmp_path / "default") == {"rescale_betas_zero_snr": True,
+                                                                 "timestep_spacing": "trailing"}
+    assert lora.schedule_from_training(tmp_path / "as_is" / lora.LORA_FILE) == {"rescale_betas_zero_snr": False,
+                                                                                "timestep_spacing": "leading"}
+    assert lora.schedule_from_training(tmp_path / "data") is None  # no train_settings.json: generation decides
+    recorded = json.loads((tmp_path / "default" / lora.SETTINGS_FILE).read_text())
+    assert recorded["settings"]["NOISE_SCHEDULE"] == "zero_snr_trailing"  # in the fingerprint: a change retrains
+    assert lora_weights(tmp_path / "default").keys() == lora_weights(tmp_path / "as_is").keys()
+    assert any(not torch.equal(lora_weights(tmp_path / "default")[k], lora_weights(tmp_path / "as_is")[k])
+               for k in lora_weights(tmp_path / "default"))
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# half precision on the CPU (issue 19): autocast, the grad scaler, a resume after a skipped step
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one precision per process (AcceleratorState); a test of another one resets it around itself."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()
+
+
+def straight_and_resumed(data_dir, tmp_path, model, flags, stop_at):
+    train(data_dir, tmp_path / "straight", model, *flags)
+    assert train(data_dir, tmp_path / "resumed", model, *flags, f"--STOP_AT_STEP={stop_at}") is None
+    train(data_dir, tmp_path / "resumed", model, *flags)
+    straight, resumed = lora_weights(tmp_path / "straight"), lora_weights(tmp_path / "resumed")
+    assert straight.keys() == resumed.keys() and all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert losses(tmp_path / "straight") == losses(tmp_path / "resumed")
+    return json.loads((tmp_path / "straight" / lora.SETTINGS_FILE).read_text())
+
+
+def test_bf16_autocast_on_the_cpu_trains_and_resumes_bit_identically(tmp_path, sd21, fresh_accelerate_state):
+    data_dir = make_data(tmp_path / "data", 3)
+    flags = ("--MIXED_PRECISION=bf16", "--TRAIN_BATCH_SIZE=1", "--MAX_STEPS=4", "--LEARNING_RATE=1e-2",
+             "--RESOLUTION=64,32")
+    settings = straight_and_resumed(data_dir, tmp_path, sd21, flags, stop_at=2)
+    assert settings["settings"]["precision"] == "bf16"
+    fp32 = make_data(tmp_path / "fp32" / "data", 3)
+    AcceleratorState = pytest.importorskip("accelerate.state").AcceleratorState
+    AcceleratorState._reset_state()
+    train(fp32, tmp_path / "fp32" / "out", sd21, *flags[1:], "--MIXED_PRECISION=no")
+    assert losses(tmp_path / "fp32" / "out") != losses(tmp_path / "straight")  # bf16 really ran
+
+
+def test_the_fp16_grad_scaler_skips_a_step_and_resumes_bit_identically(tmp_path, sd21, monkeypatch,
+                                                                        fresh_accelerate_state):
+    """accelerate gives fp16 autocast and a GradScaler to accelerators only; torch has both on the CPU. The test grants
+    them to the CPU as accelerate grants them to a GPU (the one patch: what only a GPU would get), with a first scale
+    (2**24) far past fp16's range (65504), so step 1 overflows and is skipped, then 2**10."""
+    from accelerate import Accelerator
+
+    init = Accelerator.__init__
+
+    def with_cpu_fp16(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        if self.mixed_precision == "fp16" and self.device.type == "cpu":
+            self.native_amp = True
+            self.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**24, backoff_factor=2.0**-14)
+
+    monkeypatch.setattr(Accelerator, "__init__", with_cpu_fp16)
+    data_dir = make_data(tmp_path / "data", 3)
+    flags = ("--MIXED_PRECISION=fp16", "--TRAIN_BATCH_SIZE=1", "--MAX_STEPS=4", "--LEARNING_RATE=1e-2",
+             "--RESOLUTION=64,32", "--CHECKPOINT_EVERY=1")
+    settings = straight_and_resumed(data_dir, tmp_path, sd21, flags, stop_at=2)
+    assert settings["settings"]["precision"] == "fp16"
+    lrs = [float(row.split(",")[3]) for row in losses(tmp_path / "straight")[1:]]
+    assert lrs[0] == 1e-2 and lrs[1] < lrs[0]  # step 1 skipped: the LR schedule did not move; step 2 moved it
+    scale = torch.load(tmp_path / "straight" / "checkpoints" / "checkpoint_2" / "scaler.pt", weights_only=True)
+    assert scale["scale"] == 2.0**10  # the backed-off scale is in the checkpoint (2**24 again would skip step 3)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# several processes for real (issue 22)
+
+
+@pytest.mark.slow
+def test_two_processes_train_a_lora_that_loads_and_resumes(tmp_path, sd21):
+    """`accelerate launch --multi_gpu --num_processes=2` on the CPU: two gloo ranks, each half of every step (accelerate
+    1.15's `--cpu --num_processes=2` starts one process). The LoRA equals one process's at the same images per step
+    up to float sums, so both halves counted; it loads into a pipeline; a stop and resume under two processes is
+    bit-identical."""
+    import subprocess
+    import sys
+
+    data_dir = make_data(tmp_path / "data", 4)
+    flags = [f"--DATA_DIR={data_dir}", f"--MODEL={sd21}", "--RESOLUTION=64,32", "--VALIDATION=0", "--PROGRESS=0",
+             "--DATALOADER_WORKERS=0", "--CPU_THREADS=1", "--MAX_STEPS=4", "--LEARNING_RATE=1e-2", "--RANDAUGMENT=0"]
+    env = {k: v for k, v in os.environ.items() if k not in ("DATA_DIR", "OUT_DIR", "SMOKE")}
+
+    def launch(out_dir, *more):
+        done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2",
+                               "--num_machines=1", "--mixed_precision=no", "--dynamo_backend=no",
+                               "--main_process_port=0", "-m", "training.train_lora", *flags, f"--OUT_DIR={out_dir}",
+                               "--TRAIN_BATCH_SIZE=1", *more], cwd=Path(__file__).resolve().parents[1], env=env,
+                              capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    assert "2 steps/epoch of 1 x 1 x 2 process(es)" in launch(tmp_path / "two")
+    assert json.loads((tmp_path / "two" / lora.SETTINGS_FILE).read_text())["settings"]["world_size"] == 2
+    assert {p.name for p in (tmp_path / "two" / "checkpoints" / "checkpoint_4").glob("random_states_*")} == {
+        "random_states_0.pkl", "random_states_1.pkl"}  # each rank saved its own RNG
+    train_lora.main([*flags, f"--OUT_DIR={tmp_path / 'one'}", "--TRAIN_BATCH_SIZE=2"])
+    two, one = lora_weights(tmp_path / "two"), lora_weights(tmp_path / "one")
+    assert two.keys() == one.keys()
+    for key in two:
+        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-5)
+    pipe = pipeline(sd21)
+    pipe.load_lora_weights(tmp_path / "two")
+    assert {"unet", "text_encoder"} <= set(pipe.get_list_adapters())
+    assert "stopped at step 2 of 4" in launch(tmp_path / "resumed", "--STOP_AT_STEP=2")
+    assert re.search(r"^resumed from \S*checkpoint_2 \(step 2, epoch 1\)$", launch(tmp_path / "resumed"), re.M)
+    resumed = lora_weights(tmp_path / "resumed")
+    assert all(torch.equal(two[k], resumed[k]) for k in two)
+    assert losses(tmp_path / "two") == losses(tmp_path / "resumed")

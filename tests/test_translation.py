@@ -61,7 +61,7 @@ def smoke_seq2seq():
 @pytest.fixture
 def translator(smoke_seq2seq):
     smoke_seq2seq.calls = smoke_seq2seq.truncated = 0
-    smoke_seq2seq.batch_size = 4
+    smoke_seq2seq.batch_size = smoke_seq2seq.batches.size = 4
     return smoke_seq2seq
 
 
@@ -111,6 +111,25 @@ def test_rerun_makes_no_model_calls(sample_dir, translator):
     assert second["model_calls"] == 0 and second["translated"] == 0
     assert second["cached"] == first["distinct"]
     assert {s: (sample_dir / s / "info_trans.csv").read_bytes() for s in ("train", "test")} == before
+
+
+def test_cache_is_keyed_on_every_setting_that_changes_a_translation(sample_dir, translator):
+    cfg = knobs.configure(tr, [], env={})
+    tag = tr.seq2seq_tag(cfg, "some/model", "float32")
+    changed = dict(NUM_BEAMS=1, MAX_NEW_TOKENS=8, MAX_INPUT_TOKENS=64, SUPPRESS_BLANK_START=False, SRC_LANG="vie_Latn",
+                   TGT_LANG="eng_Latn", TGT_LANG_AS="forced_bos")
+    tags = {tr.seq2seq_tag(cfg.replace(**{k: v}), "some/model", "float32") for k, v in changed.items()}
+    tags |= {tr.seq2seq_tag(cfg, "other/model", "float32"), tr.seq2seq_tag(cfg, "some/model", "float16")}
+    assert len(tags) == len(changed) + 2 and tag not in tags
+    same = cfg.replace(BATCH_SIZE=1, DEVICE="cpu", CPU_THREADS=1, PROGRESS=False)  # speed only, same text
+    assert tr.seq2seq_tag(same, "some/model", "float32") == tag
+    # a run with other settings reuses nothing the cache holds, and says so
+    first = run_seq2seq(sample_dir, lambda: translator)
+    logs = []
+    other = tr.run(sample_dir, ["train", "test"], lambda: translator, TAG + "|beams=2",
+                   sample_dir / "translation_cache.json", progress=False, log=logs.append)
+    assert other["cached"] == 0 and other["translated"] == first["distinct"]
+    assert any(f"holds {first['distinct']} translations made with other settings" in m for m in logs)
 
 
 class StopAfter:
@@ -208,17 +227,23 @@ def test_seq2seq_language_codes_and_blank_guard(translator):
 
 
 def test_seq2seq_out_of_memory_halves_the_batch(translator, monkeypatch):
-    """A GPU cannot exist here: the out-of-memory error is raised by a stand-in for batches larger than 2."""
-    real = translator._generate
+    """A GPU cannot exist here: the out-of-memory error (torch's, with CUDA's wording) is raised by a stand-in for
+    batches larger than 2, and for one string that is too long even alone."""
+    real, sizes = translator._generate, []
+    texts = [f"Giảm giá {i}%" for i in range(5)]
+    expected = [real([t])[0] for t in texts]
 
     def generate(texts):
-        if len(texts) > 2:
-            raise translator.torch.OutOfMemoryError("CUDA out of memory (stand-in)")
+        sizes.append(len(texts))
+        if len(texts) > 2 or "99" in texts[0]:
+            raise translator.torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (stand-in)")
         return real(texts)
 
     monkeypatch.setattr(translator, "_generate", generate)
-    out = translator.translate_batch([f"Giảm giá {i}%" for i in range(5)])
-    assert len(out) == 5 and all(isinstance(o, str) and o for o in out)
+    assert translator.translate_batch(texts) == expected  # same translations, whatever the batches
+    assert sizes == [4, 2, 2, 1] and translator.batches.size == 2  # 4 fails, then halves; the smaller size stays
+    out = translator.translate_batch(["Giảm giá 99%", "Mua ngay"])
+    assert isinstance(out[0], translator.torch.OutOfMemoryError) and out[1] == real(["Mua ngay"])[0]
 
 
 def test_backend_auto_rule():

@@ -1,24 +1,28 @@
 """
-The LoRA itself and the training loss, shared by the trainer (train_lora.py) and its benchmark: peft LoRA on the UNet
-attention projections (and optionally the text encoder's), the denoising loss for epsilon and v-prediction targets, and
-the final LoRA file in diffusers' format.
+The LoRA itself and the training loss, shared by the trainer (train_lora.py), its benchmark and Method 2's generation:
+peft LoRA on the UNet attention projections (and optionally the text encoder's), the denoising loss for epsilon and
+v-prediction targets, the LoRA file in diffusers' format (written, read with one line on a bad file, and copied back
+into the live adapters on a resume), and the noise schedule a LoRA was trained with.
 """
-import os
 from pathlib import Path
 
+from core import files
 from core.knobs import InputError
-from training import checkpoint
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 TEXT_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]
 LORA_FILE = "pytorch_lora_weights.safetensors"  # diffusers' default name: pipe.load_lora_weights(folder) finds it
-SETTINGS_FILE = "train_settings.json"  # beside it: knobs, input hashes, fingerprint
+SETTINGS_FILE = "train_settings.json"  # beside it: knobs, input hashes, fingerprint, noise schedule
+MADE_BY = "the training stage: rerun bash run/train_sd.sh"  # what read_lora_file says makes a LoRA file
+# NOISE_SCHEDULE -> the scheduler config it sets; "model" keeps the base model's (SD 2.1: no rescale, leading steps)
+NOISE_SCHEDULES = {"zero_snr_trailing": {"rescale_betas_zero_snr": True, "timestep_spacing": "trailing"},
+                   "model": {}}
 
 
 def add_lora(unet, text_encoder, rank):
     """peft LoRA (gaussian A, zero B: the model starts as the base) on the UNet attention projections and, when
     text_encoder is given, on its attention projections. Trainable weights are fp32 whatever the base dtype."""
-    import torch
+    from diffusers.training_utils import cast_training_params
     from peft import LoraConfig, inject_adapter_in_model
 
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=UNET_TARGETS))
@@ -28,9 +32,14 @@ def add_lora(unet, text_encoder, rank):
         inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
                                            target_modules=TEXT_TARGETS), text_encoder)
         models["text_encoder"] = text_encoder
-    for p in checkpoint.trainable(models).values():
-        p.data = p.data.to(torch.float32)
+    cast_training_params(list(models.values()))
     return models
+
+
+def trainable(models):
+    """{"unet.<param>": tensor} of the parameters being trained, in a stable order."""
+    return {f"{prefix}.{name}": p for prefix, model in models.items() if model is not None
+            for name, p in model.named_parameters() if p.requires_grad}
 
 
 def checkpoint_activations(models):
@@ -50,20 +59,82 @@ def compile_models(unet, vae=None):
         vae.encoder.compile()
 
 
-def save_lora(out_dir, models):
-    """The final LoRA in diffusers' format, written atomically: pipe.load_lora_weights(out_dir) reads it."""
+# ----------------------------------------------------------------------------------------------------------------------
+# the LoRA file
+
+
+def save_lora(folder, models, attention_only=True):
+    """The LoRA in diffusers' format (StableDiffusionPipeline.save_lora_weights), written atomically with the mode of
+    every other output (safetensors alone writes 0600): pipe.load_lora_weights(folder) reads it. A LoRA on more than
+    the attention projections (the consistency LoRA, attention_only=False) keeps peft's key names: diffusers'
+    conversion renames only the attention keys, and a file of mixed names loads without its attention layers."""
     import tempfile
 
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    layers = {f"{name}_lora_layers": convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
-              for name, model in models.items()}
-    with tempfile.TemporaryDirectory(dir=out_dir, prefix=".lora.") as tmp:
+    convert = convert_state_dict_to_diffusers if attention_only else dict
+    layers = {f"{name}_lora_layers": convert(get_peft_model_state_dict(model)) for name, model in models.items()}
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".lora.") as tmp:
         StableDiffusionPipeline.save_lora_weights(tmp, **layers, weight_name=LORA_FILE)
-        os.replace(Path(tmp) / LORA_FILE, Path(out_dir) / LORA_FILE)
-    return Path(out_dir) / LORA_FILE
+        files.atomic_write(Path(folder) / LORA_FILE, (Path(tmp) / LORA_FILE).read_bytes())
+    return Path(folder) / LORA_FILE
+
+
+def read_lora_file(path, made_by=MADE_BY):
+    """{key: tensor} of a LoRA file in diffusers' format (what pipe.load_lora_weights also takes), or one line naming
+    the file and the stage that makes it when it is missing, truncated or not safetensors."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"LoRA not found: {path} (made by {made_by})")
+    try:
+        return load_file(path)
+    except Exception as e:  # safetensors raises its own error for a truncated header, OSError for I/O
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise InputError(f"{path}: unreadable LoRA file ({reason}); made by {made_by}") from None
+
+
+def load_lora(path, models, made_by=MADE_BY):
+    """Copy a LoRA file into the live peft adapters of `models` (a resume). Every trained weight must be in the file
+    with its shape and nothing else: diffusers issue 12689 resumed with the LoRA silently dropped."""
+    from diffusers.training_utils import cast_training_params
+    from diffusers.utils import convert_state_dict_to_peft, convert_unet_state_dict_to_peft
+    from peft.utils import set_peft_model_state_dict
+
+    weights = read_lora_file(path, made_by)
+    for name, model in models.items():
+        part = {k[len(name) + 1:]: v for k, v in weights.items() if k.startswith(name + ".")}
+        convert = convert_unet_state_dict_to_peft if name == "unet" else convert_state_dict_to_peft
+        try:
+            result = set_peft_model_state_dict(model, convert(part) if part else {}, adapter_name="default")
+        except (RuntimeError, ValueError) as e:  # a shape that differs
+            raise InputError(f"{path}: does not fit the {name} ({str(e).splitlines()[0][:200]}): was it made with "
+                             f"other LORA_RANK / MODEL?") from None
+        missing = [k for k in result.missing_keys if ".lora_" in k]
+        if missing or result.unexpected_keys:
+            raise InputError(f"{path}: LoRA weights do not match the {name} (missing {missing[:2]}, unexpected "
+                             f"{result.unexpected_keys[:2]}): was it made with other LORA_RANK / TRAIN_TEXT_ENCODER?")
+    cast_training_params(list(models.values()))
+
+
+def schedule_from_training(lora_dir):
+    """The noise schedule a LoRA was trained with, as scheduler config values ({"rescale_betas_zero_snr": ...,
+    "timestep_spacing": ...}) for generation to sample with; None when lora_dir (or the LoRA file's folder) has no
+    train_settings.json that records one."""
+    folder = Path(lora_dir)
+    folder = folder.parent if folder.is_file() else folder
+    record = (files.read_json(folder / SETTINGS_FILE, {}) or {}).get("noise_schedule")
+    if not isinstance(record, dict):
+        return None
+    return {k: record[k] for k in ("rescale_betas_zero_snr", "timestep_spacing") if k in record}
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the loss
 
 
 def posterior_moments(vae, pixels):

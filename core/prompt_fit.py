@@ -1,5 +1,7 @@
 """
-Prompts that fit the text encoder's window (CLIP: 77 tokens including the start and end tokens).
+Prompts that fit the text encoder's window (CLIP: 77 tokens including the start and end tokens), and the copy cleaning
+every stage that turns ad copy into a prompt shares (both generation methods, the LLM prompt stage and its few-shot
+examples).
 
 The seed joined "{caption}, description is {description} and more information is {moreInfo}" and let the tokenizer
 cut the tail silently; `fit_prompt` instead keeps the caption first and adds description and moreInfo only as far as
@@ -7,9 +9,10 @@ they fit, counted with the pipeline's own tokenizer, so nothing the encoder sees
 without the report knowing.
 
 What is dropped on purpose (noise for an image model):
-- the supplement disclaimer "Sản phẩm không phải là thuốc…" / "This product is not a medicine…" (422 of the 1362
-  train rows, in moreInfo and 4 times in description; dropped sentence by sentence): legal text, nothing visual, and
-  15-25 English tokens that push the copy's own words out of the window;
+- the supplement disclaimer "Sản phẩm không phải là thuốc…" / "This product is not a medicine…" (426 of the 1362
+  train rows, in moreInfo and 4 times in description; found by core/disclaimer.py, the rule the text layer uses too;
+  dropped sentence by sentence): legal text, nothing visual, and 15-25 English tokens that push the copy's own words
+  out of the window;
 - emoji, URLs, phone numbers, hashtags and repeated punctuation.
 Category tags in moreInfo ("Cosmetics & Beauty", "Real estate") are KEPT when they fit: 2-5 tokens naming the vertical,
 the strongest cue for the kind of picture; they come last, so they are the first thing dropped when space is short.
@@ -18,6 +21,7 @@ import re
 import unicodedata
 
 from core.dataset import normalize_text
+from core.disclaimer import is_disclaimer, strip_disclaimer  # noqa: F401 (the prompt stage takes them from here)
 
 SEED_TEMPLATE = "{caption}, description is {description} and more information is {moreInfo}"
 # Realistic Vision's recommended negatives, shortened to fit the window (the negative prompt has its own 77 tokens)
@@ -25,29 +29,10 @@ NEGATIVE_PROMPT = ("deformed, distorted, disfigured, bad anatomy, extra limbs, b
                    "watermark, signature, duplicate, worst quality, low quality, cropped, out of frame")
 SEPARATOR = ". "  # between caption, description and moreInfo (captions carry their own commas)
 MIN_TAIL_TOKENS = 6  # a truncated description shorter than this says nothing: drop it instead
-DISCLAIMER_PATTERNS = (  # Vietnamese wordings seen in the data and the usual English translations
-    r"kh[oô]ng (?:ph[aả]i l[aà]|ph[aả]i|l[aà]) thu[oố]c", r"kh[oô]ng c[oó] t[aá]c d[uụ]ng thay th[eế]",
-    r"thay th[eế] thu[oố]c ch[uữ]a b[eệ]nh",
-    r"\bnot (?:a |an )?(?:medicines?|medications?|drugs?|medicinal products?|pharmaceuticals?)\b",
-    r"\b(?:does not|do not|doesn't|cannot|can not|not intended to|no effect of) replac\w* (?:\w+ ){0,3}?"
-    r"(?:medicines?|medications?|drugs?|treatments?)\b",
-    r"\bnot (?:a )?substitute for\b",
-)
-_DISCLAIMER = re.compile("|".join(DISCLAIMER_PATTERNS), re.IGNORECASE)
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 # Vietnamese phone numbers (0xx.../+84..., 10-11 digits) and 1800/1900 hotlines; not prices, years or areas
 _PHONE = re.compile(r"(?<!\w)(?:(?:\+84[ .-]?|0)\d(?:[ .-]?\d){7,9}|1[89]00[ .-]?\d{3,4}(?:[ .-]?\d{1,3})?)(?!\w)")
 _HASHTAG = re.compile(r"#\w+")
-
-
-def is_disclaimer(text):
-    return bool(_DISCLAIMER.search(unicodedata.normalize("NFC", text or "")))
-
-
-def strip_disclaimer(text):
-    """`text` without its disclaimer sentence(s) (in moreInfo mostly, sometimes in description)."""
-    sentences = re.split(r"(?<=[.;!?])\s+|\n+", text or "")
-    return " ".join(s for s in sentences if not is_disclaimer(s)).strip()
 
 
 def clean(text):

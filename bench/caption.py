@@ -8,7 +8,7 @@ and the projected time for the 1362 training banners.
 On a CPU it runs reduced (SIZE=auto): the same sequence shapes (336 px image, 576 image tokens, 32064-token vocabulary,
 77 new tokens) through a few narrow layers (REDUCED_*), which measures the stage's overheads, not a 7B model.
 
-usage: python -m preprocessing.benchmark_caption [--SIZE=full] [--BATCH_SIZES=1,16,32]
+usage: python -m bench.caption [--SIZE=full] [--BATCH_SIZES=1,16,32]
 """
 import resource
 import time

@@ -8,8 +8,8 @@ checkpointing) it prints optimizer steps/s, images/s, peak memory and the projec
 (50 epochs x 1362 banners = 68,100 images). On the CPU it runs the CPU_* settings instead (a check that it works, and a
 figure for the CPU).
 
-    python -m training.benchmark [--CONFIGS=8x1,2x4,2x4:gc,2x1@768x400] [--TEXT_ENCODER=0 --VAE=0 for the UNet alone]
-    python -m training.benchmark --CONFIGS=8x1 --COMPILE=1     (the trainer's COMPILE=1; prints the compile time too)
+    python -m bench.training [--CONFIGS=8x1,2x4,2x4:gc,2x1@768x400] [--TEXT_ENCODER=0 --VAE=0 for the UNet alone]
+    python -m bench.training --CONFIGS=8x1 --COMPILE=1     (the trainer's COMPILE=1; prints the compile time too)
 """
 import re
 import time
@@ -67,13 +67,13 @@ def measure(cfg, layout, device):
     """(steps/s, images/s, peak GiB, seconds of the warm-up: the compiling when COMPILE=1) of one layout."""
     import torch
 
-    from training import checkpoint, lora
+    from training import lora
 
     batch, accum, (width, height), gc = layout
     cuda = device == "cuda"
     dtype = torch.float16 if cuda else torch.float32
     models, text, vae, scheduler = build(cfg, device, dtype, gc)
-    params = list(checkpoint.trainable(models).values())
+    params = list(lora.trainable(models).values())
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=1e-2)
     scaler = torch.amp.GradScaler(enabled=cuda)
     latent = (4, height // 8, width // 8)

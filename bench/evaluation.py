@@ -1,6 +1,6 @@
 """
 Seconds per image of each part of scoring, measured cold (no cache) on N real banners, so the cost of scoring a new
-prediction folder can be predicted:  python -m evaluation.benchmark --DATA_DIR=/work/shared/zac2023 [--N=32]
+prediction folder can be predicted:  python -m bench.evaluation --DATA_DIR=/work/shared/zac2023 [--N=32]
 
 Prints: PSNR+SSIM per pair, Inception features per image (model load excluded), the FID (exact SVD route)
 once per set, a gallery thumbnail per image, and the resulting cold cost per row (pixel metrics + 2 Inception passes:

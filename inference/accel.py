@@ -1,0 +1,58 @@
+"""
+Few-step generation: an acceleration LoRA (LCM-LoRA, TCD, Hyper-SD, or the banner model's own distilled consistency
+LoRA from run/distill.sh) stacked on a loaded pipeline, and the decoder knob (the checkpoint's full VAE or TAESD).
+
+- The adapter is loaded under its own adapter name beside any LoRA already there (Method 2's banner LoRA), and every
+  loaded adapter stays active with its own weight. Its scheduler (LCM, TCD) is the method's SCHEDULER knob, set by
+  inference/pipelines.py like any other.
+- TAESD (diffusers' AutoencoderTiny) encodes and decodes SD 1.x/2.x latents (4 channels, 1/8 size) for a fraction
+  of the full VAE's cost; img2img encodes the init banner with it too. Its scaling factor is 1.0 and the pipelines
+  read it from its config, so nothing else changes.
+"""
+import models
+from core.knobs import InputError
+
+FULL_DECODER = ("", "full")  # DECODER values that keep the checkpoint's own VAE
+
+
+def add_adapter(pipe, adapter, weight=1.0, name="accel", key=None, smoke=None):
+    """Load the LoRA `adapter` (hub id, folder, or a .safetensors file; "" = nothing) as `name`; every adapter loaded
+    this way stays active with its own weight (pipe.adapter_weights). `key`: its models.py entry (SMOKE stand-in)."""
+    if not adapter:
+        return pipe
+    from pathlib import Path
+
+    from core.progress import quiet_libraries
+
+    try:
+        path = models.path(adapter, key, smoke)
+        where = {"weight_name": Path(path).name} if Path(path).is_file() else {}
+        # quiet: a UNet-only LoRA makes diffusers warn that the text encoder has no keys
+        with quiet_libraries():
+            pipe.load_lora_weights(str(Path(path).parent) if where else path, adapter_name=name, **where)
+    except (InputError, OSError, ValueError) as e:
+        raise InputError(f"cannot load the LoRA {adapter!r} ({name}): "
+                         f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    weights = dict(getattr(pipe, "adapter_weights", {}), **{name: weight})
+    pipe.set_adapters(list(weights), adapter_weights=list(weights.values()))
+    pipe.adapter_weights = weights  # what set_adapters was told: the next adapter keeps these
+    return pipe
+
+
+def fuse_adapters(pipe):
+    """Fuse every loaded adapter into the weights at its own weight and drop the LoRA layers: no cost per step."""
+    if getattr(pipe, "adapter_weights", None):
+        pipe.fuse_lora()
+        pipe.unload_lora_weights()
+        pipe.adapter_weights = {}
+    return pipe
+
+
+def set_decoder(pipe, decoder, dtype, smoke=None):
+    """Swap the pipeline's VAE for TAESD (`decoder`: hub id or folder; "" or "full" keeps the full VAE)."""
+    if decoder in FULL_DECODER:
+        return pipe
+    from diffusers import AutoencoderTiny
+
+    pipe.vae = models.load(AutoencoderTiny.from_pretrained, decoder, "taesd", smoke, torch_dtype=dtype)
+    return pipe

@@ -1,0 +1,94 @@
+"""Consistency distillation of the banner model (training/distill.py) with the tiny random SD 2.1, offline, on the CPU.
+
+The teacher is the smoke SD 2.1 with a banner LoRA of random weights (smoke.random_lora, standing in for
+run/train_sd.sh's output); the fixture is the embedded sample's 12 training banners at 32x32. What is checked: the
+loss falls, a stopped run resumes to a bit-identical adapter, a retrained teacher is not mistaken for the old one, and
+the adapter loads into a fresh Method 2 pipeline beside the banner LoRA and changes its banners.
+"""
+import csv
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core import knobs
+
+FLAGS = ["--RESOLUTION=32,32", "--TRAIN_BATCH_SIZE=4", "--LORA_RANK=4", "--PROGRESS=0", "--VALIDATION_EVERY=0"]
+
+
+@pytest.fixture
+def distill(monkeypatch):
+    monkeypatch.setenv("SMOKE", "1")
+    from training import distill
+
+    return distill
+
+
+@pytest.fixture
+def teacher(tmp_path, distill):
+    """A banner LoRA of random weights for the smoke SD 2.1: what run/train_sd.sh would have written."""
+    from diffusers import StableDiffusionPipeline
+
+    import smoke
+
+    torch.manual_seed(3)
+    smoke.random_lora(StableDiffusionPipeline.from_pretrained(smoke.smoke_model("sd21")).unet, tmp_path / "banner_lora")
+    return tmp_path / "banner_lora"
+
+
+def run(distill, sample_dir, out_dir, teacher, *flags):
+    return distill.main([f"--DATA_DIR={sample_dir}", f"--OUT_DIR={out_dir}", f"--TEACHER_LORA={teacher}", *FLAGS,
+                         *flags])
+
+
+def losses(out_dir):
+    return [float(r["loss"]) for r in csv.DictReader(open(out_dir / "losses.csv"))]
+
+
+def test_the_consistency_loss_falls(distill, sample_dir, teacher, tmp_path):
+    run(distill, sample_dir, tmp_path / "out", teacher, "--MAX_STEPS=30", "--LEARNING_RATE=1e-3",
+        "--CHECKPOINT_EVERY=100")
+    loss = losses(tmp_path / "out")
+    assert len(loss) == 30 and np.mean(loss[-10:]) < np.mean(loss[:10])
+
+
+def test_a_stopped_distillation_resumes_to_a_bit_identical_adapter(distill, sample_dir, teacher, tmp_path):
+    straight, sliced = tmp_path / "straight", tmp_path / "sliced"
+    run(distill, sample_dir, straight, teacher, "--MAX_STEPS=4", "--CHECKPOINT_EVERY=2")
+    assert run(distill, sample_dir, sliced, teacher, "--MAX_STEPS=4", "--CHECKPOINT_EVERY=2", "--STOP_AT_STEP=2") is None
+    assert not (sliced / "pytorch_lora_weights.safetensors").exists()
+    run(distill, sample_dir, sliced, teacher, "--MAX_STEPS=4", "--CHECKPOINT_EVERY=2")
+    a, b = load_file(straight / "pytorch_lora_weights.safetensors"), load_file(sliced / "pytorch_lora_weights.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert losses(straight) == losses(sliced)
+    first = load_file(straight / "checkpoints" / "checkpoint_2" / "pytorch_lora_weights.safetensors")
+    assert any(not torch.equal(first[k], a[k]) for k in a)  # step 4 is not step 2: the resume really trained on
+    # up to date: a rerun does nothing; another teacher is another distillation, refused over the old checkpoints
+    assert run(distill, sample_dir, straight, teacher, "--MAX_STEPS=4", "--CHECKPOINT_EVERY=2").is_file()
+    with pytest.raises(knobs.InputError, match="other settings or inputs"):
+        run(distill, sample_dir, sliced, teacher, "--MAX_STEPS=6", "--CHECKPOINT_EVERY=2")
+
+
+def test_the_adapter_loads_beside_the_banner_lora_and_changes_method_2s_banners(distill, sample_dir, teacher,
+                                                                                   tmp_path, monkeypatch):
+    from inference import method2
+
+    run(distill, sample_dir, tmp_path / "lcm", teacher, "--MAX_STEPS=2", "--LEARNING_RATE=1e-2")
+    base = ["--DEVICE=cpu", f"--LORA={teacher}", "--GEN_SIZE=64,64", "--BATCH_SIZE=1"]
+    calls = [("a red sale banner", None, 5)]
+    outs = {}
+    for name, flags in {"full": [], "fast": [f"--ADAPTER={tmp_path / 'lcm'}", "--SCHEDULER=lcm", "--STEPS=4",
+                                             "--GUIDANCE=1.0"]}.items():
+        cfg = knobs.configure(method2, base + flags, env={"SMOKE": "1"})
+        pipe = method2.load_pipeline(cfg, "cpu")
+        outs[name] = np.asarray(method2.generate(pipe, cfg, calls)[0], dtype=np.int16)
+        if name == "fast":
+            assert sorted(pipe.get_active_adapters()) == ["accel", "banners"]
+            saved = load_file(tmp_path / "lcm" / "pytorch_lora_weights.safetensors")
+            loaded = [n for n, _ in pipe.unet.named_parameters() if ".lora_A.accel." in n]
+            assert len(loaded) == len(saved) // 2  # every layer of the file, attention included
+            pipe.set_adapters(["banners", "accel"], adapter_weights=[1.0, 0.0])  # the consistency LoRA off
+            off = np.asarray(method2.generate(pipe, cfg, calls)[0], dtype=np.int16)
+            assert np.abs(off - outs["fast"]).max() > 0  # the distilled adapter changes the banner
+    assert outs["fast"].shape == outs["full"].shape == (64, 64, 3)

@@ -1,0 +1,447 @@
+"""
+Latent-consistency distillation of the banner model: a LoRA that lets SD 2.1 + the banner LoRA sample a banner in ~4
+UNet evaluations without classifier-free guidance (Method 2's fast preset, config/method2_fast.py). The recipe is the
+published LCM-LoRA one (Luo et al. 2023, "LCM-LoRA: A Universal Stable-Diffusion Acceleration Module"):
+
+- teacher: SD 2.1 with the banner LoRA fused in (v-prediction), on the noise schedule that LoRA was trained with
+  (its train_settings.json's NOISE_SCHEDULE: zero terminal SNR by default, what Method 2 samples with);
+- skipping-step ODE solver: one DDIM step of the teacher from timestep t_n to t_n - k over NUM_DDIM_TIMESTEPS
+  timesteps (k = 1000 / 50 = 20), so the consistency target is k steps away;
+- guidance folded into the target: the teacher's step uses classifier-free guidance with a scale drawn per sample
+  from [W_MIN, W_MAX], so the student samples guided images at guidance 1 (one UNet pass per step);
+- the target is the student itself at t_n - k under stop-gradient (LCM-LoRA keeps no EMA copy);
+- the consistency parametrisation c_skip(t) x + c_out(t) x0(t) (sigma_data 0.5, timesteps scaled by 10, as diffusers'
+  LCMScheduler samples), and the pseudo-Huber loss.
+
+The student is the same UNet with a new LoRA (rank LORA_RANK on the attention, feed-forward and ResNet layers);
+the teacher is that UNet with the adapter switched off, so one UNet sits in memory. Latents (VAE posterior means of the
+center-cropped banners) and caption embeddings are computed once; a step costs 4 UNet passes (student, teacher
+conditional and unconditional, target) and one backward.
+
+reads   $DATA_DIR/train/{info.csv, images/, llava_caption.json} (the training stage's data, captions as it uses them),
+        MODEL and TEACHER_LORA (run/train_sd.sh's output folder)
+writes  OUT_DIR/pytorch_lora_weights.safetensors  the consistency LoRA, diffusers format: it loads beside the banner
+                                                  LoRA (inference/accel.py; config/method2_fast.py)
+        OUT_DIR/distill_settings.json             knobs, inputs and a fingerprint (up to date? run/method2.sh asks)
+        OUT_DIR/losses.csv                        step, epoch, loss, lr
+        OUT_DIR/validation/step_NNNNNN.png        VALIDATION_N captions sampled in VALIDATION_STEPS LCM steps
+        OUT_DIR/checkpoints/checkpoint_N/         accelerate's save_state (LoRA via the save hook, optimizer, LR
+                                                  scheduler, RNG) every CHECKPOINT_EVERY steps; a rerun resumes exactly
+
+    bash run/distill.sh [--NAME=value ...]          (accelerate launch; several GPUs: accelerate config first)
+"""
+import json
+import os
+import time
+from pathlib import Path
+
+import models
+from core import files, knobs
+from core.progress import progress as progress_bar
+from core.progress import quiet_libraries
+from core.seeds import row_seed
+from training import checkpoints, data, lora
+
+DATA_DIR = "data"  # the data folder (also from env DATA_DIR)
+OUT_DIR = "outputs/lcm_lora_sd21"  # where the consistency LoRA, logs and checkpoints go (also from env OUT_DIR)
+MODEL = models.SD21  # the banner LoRA's base model: hub id[@revision] or local folder
+TEACHER_LORA = "outputs/lora_sd21"  # the banner LoRA (run/train_sd.sh's folder); "" = distil the base model alone
+TEACHER_LORA_SCALE = 1.0  # the banner LoRA's weight in the teacher (Method 2's LORA_SCALE)
+NOISE_SCHEDULE = "teacher"  # teacher: the banner LoRA's own (train_settings.json) | zero_snr_trailing | model
+CAPTIONS = ""  # the VLM caption file; "" = $DATA_DIR/train/llava_caption.json (the training stage's rule)
+RESOLUTION = (512, 512)  # training size (width, height), multiples of 8: the banner LoRA's
+LORA_RANK = 64  # the consistency LoRA's rank (LCM-LoRA: 64)
+NUM_DDIM_TIMESTEPS = 50  # the solver's timesteps: consecutive ones are 1000 / 50 = 20 apart (LCMScheduler's default)
+W_MIN = 3.0  # the teacher's guidance scale is drawn per sample from [W_MIN, W_MAX] (pred = cond + w (cond - uncond))
+W_MAX = 15.0
+HUBER_C = 0.001  # pseudo-Huber loss constant
+LEARNING_RATE = 1e-4  # AdamW, constant after LR_WARMUP_STEPS
+LR_WARMUP_STEPS = 50
+ADAM_WEIGHT_DECAY = 1e-2
+MAX_GRAD_NORM = 1.0
+MAX_STEPS = 2000  # optimizer steps
+TRAIN_BATCH_SIZE = 8  # samples per step per process
+MIXED_PRECISION = "fp16"  # fp16 | bf16 | no on a GPU (frozen weights in that dtype, LoRA in fp32); the CPU runs fp32
+GRADIENT_CHECKPOINTING = False  # less memory, slower
+SEED = 1337  # sample order, timesteps, noise and guidance scales of every step derive from (SEED, step)
+CHECKPOINT_EVERY = 250  # steps between checkpoints (also one at the end and at STOP_AT_STEP)
+KEEP_CHECKPOINTS = 2  # accelerate's total_limit
+STOP_AT_STEP = 0  # stop after this step with a checkpoint (a rerun continues)
+VALIDATION_EVERY = 500  # steps between validation strips (0 = only at the end)
+VALIDATION_N = 4  # captions of the first training banners
+VALIDATION_STEPS = 4  # LCM steps of a validation image
+PROGRESS = True
+SMOKE_OVERRIDES = dict(OUT_DIR="outputs/smoke/lcm_lora_sd21", TEACHER_LORA="outputs/smoke/lora_sd21",
+                       RESOLUTION=(64, 32), LORA_RANK=4, MAX_STEPS=6, TRAIN_BATCH_SIZE=4, CHECKPOINT_EVERY=3,
+                       VALIDATION_EVERY=0, VALIDATION_N=2, LR_WARMUP_STEPS=0)
+
+SETTINGS_FILE = "distill_settings.json"
+LOSSES_FILE = "losses.csv"
+# knobs that do not change the weights: left out of the fingerprint
+_NOT_FINGERPRINTED = ("DATA_DIR", "OUT_DIR", "CAPTIONS", "CHECKPOINT_EVERY", "KEEP_CHECKPOINTS", "STOP_AT_STEP",
+                      "VALIDATION_EVERY", "VALIDATION_N", "VALIDATION_STEPS", "PROGRESS", "GRADIENT_CHECKPOINTING")
+# the LCM-LoRA layers: attention, feed-forward and ResNet convolutions of the UNet
+LCM_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
+               "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"]
+SIGMA_DATA, TIMESTEP_SCALING = 0.5, 10.0  # the consistency boundary scalings (LCMScheduler's defaults)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the consistency model's arithmetic (tensors in, tensors out)
+
+
+def boundary_scalings(timesteps):
+    """c_skip, c_out of the consistency function at `timesteps` (c_skip -> 1, c_out -> 0 at t = 0)."""
+    scaled = timesteps.float() * TIMESTEP_SCALING
+    c_skip = SIGMA_DATA ** 2 / (scaled ** 2 + SIGMA_DATA ** 2)
+    c_out = scaled / (scaled ** 2 + SIGMA_DATA ** 2) ** 0.5
+    return c_skip.view(-1, 1, 1, 1), c_out.view(-1, 1, 1, 1)
+
+
+def x0_and_eps(model_output, noisy, alpha, sigma, prediction_type):
+    """The clean latents and the noise implied by the UNet's output at a noise level (alpha, sigma)."""
+    if prediction_type == "v_prediction":
+        return alpha * noisy - sigma * model_output, alpha * model_output + sigma * noisy
+    if prediction_type == "epsilon":
+        return (noisy - sigma * model_output) / alpha.clamp(min=1e-8), model_output
+    raise knobs.InputError(f"prediction type {prediction_type!r}: distillation knows epsilon and v_prediction")
+
+
+def pseudo_huber(pred, target, c):
+    return (((pred.float() - target.float()) ** 2 + c ** 2).sqrt() - c).mean()
+
+
+class Schedule:
+    """alpha_t, sigma_t of the teacher's noise schedule and the solver's timesteps."""
+
+    def __init__(self, scheduler_config, zero_terminal_snr, num_ddim_timesteps, device):
+        import torch
+        from diffusers import DDPMScheduler
+
+        ddpm = DDPMScheduler.from_config(scheduler_config, rescale_betas_zero_snr=zero_terminal_snr)
+        cumprod = ddpm.alphas_cumprod.to(device)
+        self.alpha, self.sigma = cumprod.sqrt(), (1 - cumprod).sqrt()
+        self.prediction_type = ddpm.config.prediction_type
+        self.step = ddpm.config.num_train_timesteps // num_ddim_timesteps
+        self.timesteps = (torch.arange(1, num_ddim_timesteps + 1) * self.step - 1).to(device)  # 19, 39, ..., 999
+
+    def at(self, timesteps):
+        return self.alpha[timesteps].view(-1, 1, 1, 1), self.sigma[timesteps].view(-1, 1, 1, 1)
+
+
+def step_draws(cfg, step, n_items, latent_shape, n_timesteps, world):
+    """Everything random about one optimizer step, from (SEED, step) alone: exact resume needs nothing else."""
+    import torch
+
+    g = torch.Generator().manual_seed(row_seed(cfg.SEED, f"distill:{step}"))
+    batch = cfg.TRAIN_BATCH_SIZE * world
+    index = torch.randperm(n_items, generator=g)[:batch] if n_items >= batch else torch.randint(n_items, (batch,),
+                                                                                                generator=g)
+    return {"index": index, "ddim_index": torch.randint(0, n_timesteps, (batch,), generator=g),
+            "noise": torch.randn((batch, *latent_shape), generator=g),
+            "w": cfg.W_MIN + (cfg.W_MAX - cfg.W_MIN) * torch.rand(batch, generator=g)}
+
+
+def consistency_loss(unet, student, schedule, inputs, draws, huber_c):
+    """The LCM-LoRA loss of one micro-batch; `unet` is the bare model (teacher = its adapters off), `student` the
+    model the gradients flow through (accelerate's wrapper under several processes); `inputs`: (latents, caption
+    embeddings, the empty prompt's embedding)."""
+    import torch
+
+    latents, text, uncond = inputs
+    device = latents.device
+    start = schedule.timesteps[draws["ddim_index"].to(device)]
+    end = (start - schedule.step).clamp(min=0)
+    noise, w = draws["noise"].to(device, latents.dtype), draws["w"].to(device).view(-1, 1, 1, 1)
+    a_start, s_start = schedule.at(start)
+    a_end, s_end = schedule.at(end)
+    noisy = a_start * latents + s_start * noise
+    skip_start, out_start = boundary_scalings(start)
+    skip_end, out_end = boundary_scalings(end)
+    kind = schedule.prediction_type
+    x0, _ = x0_and_eps(student(noisy, start, text).sample.float(), noisy, a_start, s_start, kind)
+    prediction = skip_start * noisy + out_start * x0
+    with torch.no_grad():
+        unet.disable_adapters()  # the teacher: the banner model without the consistency LoRA
+        cond = x0_and_eps(unet(noisy, start, text).sample.float(), noisy, a_start, s_start, kind)
+        free = x0_and_eps(unet(noisy, start, uncond.expand_as(text)).sample.float(), noisy, a_start, s_start, kind)
+        unet.enable_adapters()
+        x0_teacher, eps_teacher = (c + w * (c - u) for c, u in zip(cond, free))
+        previous = (a_end * x0_teacher + s_end * eps_teacher).to(latents.dtype)  # the DDIM step t_n -> t_n - k
+        x0_target, _ = x0_and_eps(unet(previous, end, text).sample.float(), previous, a_end, s_end, kind)
+        target = skip_end * previous + out_end * x0_target
+    return pseudo_huber(prediction, target, huber_c)
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# inputs, models and settings
+
+
+def fingerprint(cfg, inputs):
+    import hashlib
+
+    settings = {k: v for k, v in cfg.as_dict().items() if k not in _NOT_FINGERPRINTED}
+    blob = json.dumps({"settings": settings, "inputs": inputs}, sort_keys=True, default=list)
+    return settings, hashlib.sha256(blob.encode()).hexdigest()
+
+
+def noise_schedule(cfg):
+    """Scheduler config values of the teacher's noise schedule: what the banner LoRA was trained with (its
+    train_settings.json), else the training stage's default."""
+    if cfg.NOISE_SCHEDULE != "teacher":
+        return lora.NOISE_SCHEDULES[cfg.NOISE_SCHEDULE]
+    trained = lora.schedule_from_training(cfg.TEACHER_LORA) if cfg.TEACHER_LORA else None
+    return lora.NOISE_SCHEDULES["zero_snr_trailing"] if trained is None else trained
+
+
+def stage_files(cfg):
+    """For run/method2.sh: what distillation reads and writes, the lock main() holds, the knobs that shape the LoRA."""
+    train = Path(cfg.DATA_DIR) / "train"
+    settings = {k: v for k, v in cfg.as_dict().items() if k not in _NOT_FINGERPRINTED}
+    teacher = [Path(cfg.TEACHER_LORA)] if cfg.TEACHER_LORA else []
+    return files.StageFiles(inputs=[train / "info.csv", train / "info_trans.csv", train / "images",
+                                    data.caption_path(cfg.DATA_DIR, cfg.CAPTIONS), *teacher],
+                            done=Path(cfg.OUT_DIR) / lora.LORA_FILE, settings=settings, set_aside=[Path(cfg.OUT_DIR)],
+                            lock=files.FolderLock(cfg.OUT_DIR))
+
+
+def teacher_inputs(cfg):
+    """The banner LoRA file and its hash (part of the fingerprint: a retrained banner LoRA needs a new distillation)."""
+    if not cfg.TEACHER_LORA:
+        return None, {}
+    path = Path(cfg.TEACHER_LORA)
+    path = path / lora.LORA_FILE if path.is_dir() else path
+    if not path.is_file():
+        raise knobs.InputError(f"TEACHER_LORA: {path} not found (train the banner LoRA first: bash run/train_sd.sh)")
+    return path, {"teacher_lora_sha256": files.file_hash(path)}
+
+
+def load_teacher(cfg, teacher_file, weight_dtype, device):
+    """SD 2.1 with the banner LoRA fused into the UNet and text encoder, frozen, in weight_dtype."""
+    from diffusers import StableDiffusionPipeline
+
+    pipe = models.load(StableDiffusionPipeline.from_pretrained, cfg.MODEL, "sd21", dtype=weight_dtype,
+                       safety_checker=None, requires_safety_checker=False)
+    if teacher_file is not None:
+        with quiet_libraries():
+            pipe.load_lora_weights(str(teacher_file.parent), weight_name=teacher_file.name, adapter_name="banners")
+        pipe.fuse_lora(lora_scale=cfg.TEACHER_LORA_SCALE)
+        pipe.unload_lora_weights()
+    for model in (pipe.unet, pipe.text_encoder, pipe.vae):
+        model.requires_grad_(False)
+    return pipe.to(device)
+
+
+def encode_inputs(cfg, pipe, items, device):
+    """VAE posterior means (scaled) of the center-cropped banners, their caption embeddings and the empty prompt's."""
+    import torch
+
+    dataset = data.BannerDataset(items, pipe.tokenizer, data.make_transform(cfg.RESOLUTION, True, False), cfg.SEED)
+    latents, text = [], []
+    with torch.no_grad():
+        for start in progress_bar(range(0, len(items), cfg.TRAIN_BATCH_SIZE), desc="encoding once", unit="batch",
+                                  disable=not cfg.PROGRESS):
+            index = list(range(start, min(start + cfg.TRAIN_BATCH_SIZE, len(items))))
+            pixels = torch.stack([dataset.pixels(i, 0, flip=False) for i in index]).to(device)
+            latents.append(lora.posterior_moments(pipe.vae, pixels)[0] * pipe.vae.config.scaling_factor)
+            text.append(pipe.text_encoder(dataset.input_ids(index).to(device))[0])
+        empty = pipe.tokenizer([""], padding="max_length", max_length=pipe.tokenizer.model_max_length,
+                               return_tensors="pt").input_ids
+        uncond = pipe.text_encoder(empty.to(device))[0]
+    return torch.cat(latents), torch.cat(text), uncond
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# accelerate: checkpoints (training/checkpoints.py, the trainer's) and the loss log
+
+
+def make_accelerator(cfg, out_dir):
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    from training import loss_log
+
+    project = ProjectConfiguration(project_dir=str(out_dir), automatic_checkpoint_naming=True,
+                                   total_limit=cfg.KEEP_CHECKPOINTS or None)
+    return Accelerator(mixed_precision=cfg.MIXED_PRECISION, cpu=not torch.cuda.is_available(), project_config=project,
+                       log_with=[loss_log.LossCsv(Path(out_dir) / LOSSES_FILE)])
+
+
+def resume_point(out_dir, digest):
+    """(newest checkpoint of a run with this fingerprint, its step), or (None, 0); one line if OUT_DIR holds another
+    run's checkpoints."""
+    found = checkpoints.list_checkpoints(out_dir)
+    if not found:
+        return None, 0
+    progress = files.read_json(found[-1][1] / checkpoints.PROGRESS_FILE, {})
+    if progress.get("fingerprint") != digest:
+        raise knobs.InputError(f"{out_dir} holds checkpoints of a distillation with other settings or inputs: pass "
+                               f"another --OUT_DIR or delete {Path(out_dir) / 'checkpoints'}")
+    return found[-1][1], found[-1][0]
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# validation
+
+
+def validation_strip(cfg, pipe, prompts, path):
+    """The captions sampled in VALIDATION_STEPS LCM steps at guidance 1 with the consistency LoRA on: one PNG strip."""
+    import torch
+    from diffusers import LCMScheduler, StableDiffusionPipeline
+    from PIL import Image
+
+    sampler = StableDiffusionPipeline(**{**pipe.components, "scheduler": LCMScheduler.from_config(
+        pipe.scheduler.config, **noise_schedule(cfg))})
+    sampler.set_progress_bar_config(disable=True)
+    width, height = cfg.RESOLUTION
+    with torch.no_grad():
+        images = sampler(prompts, width=width, height=height, num_inference_steps=cfg.VALIDATION_STEPS,
+                         guidance_scale=1.0, generator=torch.Generator("cpu").manual_seed(cfg.SEED)).images
+    strip = Image.new("RGB", (width * len(images), height))
+    for i, image in enumerate(images):
+        strip.paste(image, (i * width, 0))
+    with files.atomic_open(path) as f:
+        strip.save(f, format="PNG")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# the run
+
+
+def setup(cfg, accelerator, out_dir):
+    """Inputs, teacher, student LoRA, cached encodings, optimizer: everything the loop needs, prepared."""
+    import torch
+    from diffusers.optimization import get_scheduler
+    from peft import LoraConfig
+
+    items, _ = data.load_train_set(cfg.DATA_DIR, cfg.CAPTIONS, True)
+    teacher_file, teacher = teacher_inputs(cfg)
+    settings, digest = fingerprint(cfg, {**data.inputs_fingerprint(items), **teacher})
+    precision = accelerator.mixed_precision if accelerator.native_amp else "no"  # a CPU autocasts bf16 only
+    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
+    pipe = load_teacher(cfg, teacher_file, weight_dtype, accelerator.device)
+    latents, text, uncond = encode_inputs(cfg, pipe, items, accelerator.device)
+    torch.manual_seed(cfg.SEED)  # the LoRA's initial weights: the same in every process and every fresh run
+    unet = pipe.unet
+    unet.add_adapter(LoraConfig(r=cfg.LORA_RANK, lora_alpha=cfg.LORA_RANK, init_lora_weights="gaussian",
+                                target_modules=LCM_TARGETS))
+    params = [p for p in unet.parameters() if p.requires_grad]
+    for p in params:
+        p.data = p.data.float()  # trainable weights in fp32 (accelerate's autocast runs the frozen ones in fp16)
+    if cfg.GRADIENT_CHECKPOINTING:
+        unet.enable_gradient_checkpointing()
+    optimizer = torch.optim.AdamW(params, lr=cfg.LEARNING_RATE, weight_decay=cfg.ADAM_WEIGHT_DECAY)
+    # prepared, the schedule is stepped once per process per step: its warm-up counts processes too
+    lr_scheduler = get_scheduler("constant_with_warmup", optimizer,
+                                 num_warmup_steps=cfg.LR_WARMUP_STEPS * accelerator.num_processes)
+    student, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
+    checkpoints.register_lora_hooks(accelerator, {"unet": unet}, f"delete {out_dir}", attention_only=False)
+    schedule = Schedule(pipe.scheduler.config, noise_schedule(cfg).get("rescale_betas_zero_snr", False),
+                        cfg.NUM_DDIM_TIMESTEPS, accelerator.device)
+    return dict(pipe=pipe, unet=unet, student=student, optimizer=optimizer, lr_scheduler=lr_scheduler, params=params,
+                schedule=schedule, latents=latents, text=text, uncond=uncond, settings=settings, digest=digest,
+                prompts=[caption for _, _, caption in items[:cfg.VALIDATION_N]], n_items=len(items))
+
+
+def train_step(cfg, accelerator, run, step):
+    """One optimizer step; this process takes every world-th sample of the step's batch. Returns the mean loss."""
+    draws = step_draws(cfg, step, run["n_items"], tuple(run["latents"].shape[1:]), len(run["schedule"].timesteps),
+                       accelerator.num_processes)
+    mine = {k: v[accelerator.process_index::accelerator.num_processes] for k, v in draws.items()}
+    index = mine["index"].to(run["latents"].device)
+    with accelerator.accumulate(run["student"]), accelerator.autocast():
+        loss = consistency_loss(run["unet"], run["student"], run["schedule"],
+                                (run["latents"][index], run["text"][index], run["uncond"]), mine, cfg.HUBER_C)
+        accelerator.backward(loss)
+        if accelerator.sync_gradients and cfg.MAX_GRAD_NORM > 0:
+            accelerator.clip_grad_norm_(run["params"], cfg.MAX_GRAD_NORM)
+        run["optimizer"].step()
+        run["lr_scheduler"].step()
+        run["optimizer"].zero_grad(set_to_none=True)
+    return accelerator.reduce(loss.detach(), reduction="mean").item()
+
+
+def distill(cfg):
+    check_settings(cfg)
+    out_dir = files.check_writable(cfg.OUT_DIR)
+    accelerator = make_accelerator(cfg, out_dir)
+    run = setup(cfg, accelerator, out_dir)
+    saved = files.read_json(out_dir / SETTINGS_FILE, {})
+    if saved.get("fingerprint") == run["digest"] and (out_dir / lora.LORA_FILE).is_file():
+        print(f"{out_dir / lora.LORA_FILE} is already distilled with these settings and inputs: nothing to do")
+        return out_dir / lora.LORA_FILE
+    from training import loss_log  # here: importing accelerate's tracker base takes seconds (--help need not)
+
+    resume_from, step = resume_point(out_dir, run["digest"])
+    if resume_from is not None:
+        accelerator.load_state(str(resume_from))
+        print(f"resumed from {resume_from} (step {step})", flush=True)
+    if accelerator.is_main_process:
+        loss_log.restart(out_dir / LOSSES_FILE, step)
+    accelerator.init_trackers("distill")
+    stop_at = min(cfg.STOP_AT_STEP or cfg.MAX_STEPS, cfg.MAX_STEPS)
+    bar = progress_bar(total=cfg.MAX_STEPS, initial=step, unit="step", desc="distill",
+                       disable=not (cfg.PROGRESS and accelerator.is_main_process))
+    started = time.perf_counter()
+    run["student"].train()
+    while step < stop_at:
+        loss = train_step(cfg, accelerator, run, step)
+        step += 1
+        epoch = step * cfg.TRAIN_BATCH_SIZE * accelerator.num_processes // run["n_items"]
+        accelerator.log({"epoch": epoch, "loss": loss, "lr": run["lr_scheduler"].get_last_lr()[0]}, step=step)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.4f}")
+        if step % cfg.CHECKPOINT_EVERY == 0 or step == stop_at:
+            checkpoints.save_checkpoint(accelerator, out_dir, step, {"fingerprint": run["digest"]})
+        if accelerator.is_main_process and ((cfg.VALIDATION_EVERY and step % cfg.VALIDATION_EVERY == 0)
+                                            or step == cfg.MAX_STEPS):
+            validation_strip(cfg, run["pipe"], run["prompts"], out_dir / "validation" / f"step_{step:06d}.png")
+    accelerator.end_training()
+    bar.close()
+    accelerator.wait_for_everyone()
+    if step < cfg.MAX_STEPS:
+        print(f"stopped at step {step} of {cfg.MAX_STEPS} (STOP_AT_STEP): bash run/distill.sh continues", flush=True)
+        return None
+    return finish(cfg, accelerator, run, out_dir, time.perf_counter() - started)
+
+
+def finish(cfg, accelerator, run, out_dir, seconds):
+    path = out_dir / lora.LORA_FILE
+    if accelerator.is_main_process:
+        lora.save_lora(out_dir, {"unet": run["unet"]}, attention_only=False)
+        files.write_json(out_dir / SETTINGS_FILE, {"fingerprint": run["digest"], "settings": run["settings"],
+                                                   "knobs": cfg.as_dict(), "lora_sha256": files.file_hash(path),
+                                                   "noise_schedule": noise_schedule(cfg),
+                                                   "seconds_this_run": round(seconds, 1)})
+        print(f"consistency LoRA -> {path} ({cfg.MAX_STEPS} steps): bash run/inference_sd.sh config/method2_fast.py "
+              f"--ADAPTER={out_dir}", flush=True)
+    accelerator.wait_for_everyone()
+    return path
+
+
+def check_settings(cfg):
+    width, height = cfg.RESOLUTION if len(cfg.RESOLUTION) == 2 else (0, 0)
+    if width <= 0 or height <= 0 or width % 8 or height % 8:
+        raise knobs.InputError(f"RESOLUTION must be (width, height), multiples of 8, got {cfg.RESOLUTION}")
+    if cfg.NOISE_SCHEDULE not in ("teacher", *lora.NOISE_SCHEDULES):
+        raise knobs.InputError(f"NOISE_SCHEDULE={cfg.NOISE_SCHEDULE!r}: choose teacher, {', '.join(lora.NOISE_SCHEDULES)}")
+    if not 0 <= cfg.W_MIN <= cfg.W_MAX:
+        raise knobs.InputError(f"W_MIN, W_MAX must satisfy 0 <= W_MIN <= W_MAX, got {cfg.W_MIN}, {cfg.W_MAX}")
+
+
+def main(argv=None):
+    cfg = knobs.configure(globals(), argv)
+    knobs.announce_smoke("consistency distillation", cfg.SMOKE)
+    with files.FolderLock(cfg.OUT_DIR) if os.environ.get("RANK", "0") == "0" else _nothing(), quiet_libraries():
+        return distill(cfg)
+
+
+def _nothing():
+    import contextlib
+
+    return contextlib.nullcontext()
+
+
+if __name__ == "__main__":
+    knobs.run_main(main)
