@@ -151,3 +151,12 @@ QWEN_CHAT_TEMPLATE = (
     "    {{- '<|im_start|>assistant\\n' }}\n"
     "{%- endif %}\n"
 )
+
+# ---------------------------------------------------------------------------------------------------------------------
+# LCM-LoRA (latent-consistency/lcm-lora-sdv1-5, Method 1's fast preset): rank 64 (67.5 M parameters on SD 1.5, its
+# model card) on the layers diffusers' examples/consistency_distillation/train_lcm_distill_lora_sd_wds.py adapts:
+# attention, feed-forward, ResNet convolutions, resamplers and the time embedding projections. The smoke stand-in and
+# the banner model's own consistency LoRA (training/distill.py) cover the same layers, so loading and fusing a LoRA
+# on convolutions runs in the tests as it does with the real one.
+LCM_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
+                    "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"]

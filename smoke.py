@@ -229,28 +229,34 @@ def _build_sd21(folder):
     _sd(folder, v_prediction=True)
 
 
-def random_lora(unet, folder, rank=4, scale=0.02):
-    """A LoRA of random weights for `unet` (attention projections), saved in diffusers format: what
-    `pipe.load_lora_weights(folder)` reads. Both factors are random (peft would start B at zero: a LoRA that does
-    nothing), so loading it changes the pipeline's output. Used for the smoke acceleration adapter and by the
-    benchmarks (an adapter of the real one's shape)."""
+ATTENTION = ["to_q", "to_k", "to_v", "to_out.0"]
+
+
+def random_lora(unet, folder, rank=4, scale=0.02, targets=ATTENTION):
+    """A LoRA of random weights for `unet` on the `targets` layers, saved as `pipe.load_lora_weights(folder)` reads
+    it. Both factors are random (peft would start B at zero: a LoRA that does nothing), so loading it changes the
+    pipeline's output. Used for the smoke acceleration adapter and by the benchmarks (an adapter of the real one's
+    shape)."""
     import torch
     from diffusers import StableDiffusionPipeline
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft import LoraConfig, get_peft_model_state_dict
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=list(targets)))
     with torch.no_grad():
         for name, param in unet.named_parameters():
             if "lora_" in name:
                 param.copy_(torch.randn_like(param) * scale)
-    layers = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    layers = get_peft_model_state_dict(unet)
+    if list(targets) == ATTENTION:  # diffusers' names; its conversion renames only attention keys, so a wider LoRA
+        layers = convert_state_dict_to_diffusers(layers)  # keeps peft's (as training/lora.save_lora does)
     StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True)
     unet.delete_adapters(["default"])  # the caller's UNet as it was
 
 
 def _build_lcm_lora_sd15(folder):
-    # stand-in for latent-consistency/lcm-lora-sdv1-5: a LoRA of the smoke SD 1.5 UNet's shape (weights random)
-    random_lora(_sd_unet(v_prediction=False), folder)
+    # stand-in for latent-consistency/lcm-lora-sdv1-5: a LoRA on its layers (model_facts) of the smoke SD 1.5 UNet
+    import model_facts
+    random_lora(_sd_unet(v_prediction=False), folder, targets=model_facts.LCM_LORA_TARGETS)
 
 
 def _build_taesd(folder):

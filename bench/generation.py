@@ -67,7 +67,7 @@ def build(cfg, method_cfg, device, dtype):
                            StableDiffusionPipeline, UNet2DConditionModel)
     from transformers import CLIPTextConfig, CLIPTextModel
 
-    from inference import method2, pipelines
+    from inference import method1, method2, pipelines
 
     torch.manual_seed(0)
     v2 = cfg.MODE == "method2"
@@ -84,30 +84,31 @@ def build(cfg, method_cfg, device, dtype):
     if dtype != torch.float32:
         pipe = pipe.to(dtype=dtype)
     if method_cfg.ADAPTER or method_cfg.DECODER not in ("", "full"):
-        add_fast_parts(pipe, method_cfg, dtype)
+        add_fast_parts(pipe, method2 if v2 else method1, method_cfg, dtype)
     # the method's own scheduler and VAE slicing: the benchmark measures what the method runs
     pipe = method2.set_scheduler(pipe, method_cfg) if v2 else pipelines.set_scheduler(pipe, method_cfg.SCHEDULER)
     return pipelines.prepare(pipe, device, method_cfg.replace(MODEL=cfg.MODE, COMPILE=cfg.COMPILE,
                                                               CHANNELS_LAST=cfg.CHANNELS_LAST))
 
 
-def add_fast_parts(pipe, method_cfg, dtype):
-    """The fast preset's adapter and decoder as the method adds them, with random weights of the real shapes."""
+def add_fast_parts(pipe, method, method_cfg, dtype):
+    """The fast preset's adapter and decoder as `method` (inference.method1 or .method2) adds them, with random weights
+    of the real shapes."""
     import tempfile
 
     from diffusers import AutoencoderTiny
 
+    import model_facts
     import smoke
-    from inference import method1, method2
 
     work = Path(tempfile.mkdtemp(prefix="bench_fast_"))
     if method_cfg.ADAPTER:
-        smoke.random_lora(pipe.unet, work / "adapter", rank=64)  # LCM-LoRA SD 1.5's rank
+        smoke.random_lora(pipe.unet, work / "adapter", rank=64, targets=model_facts.LCM_LORA_TARGETS)  # LCM-LoRA's
     if method_cfg.DECODER not in ("", "full"):
         AutoencoderTiny().save_pretrained(work / "taesd")  # TAESD's own layout (diffusers' defaults)
     fast_cfg = method_cfg.replace(ADAPTER=str(work / "adapter") if method_cfg.ADAPTER else "",
                                   DECODER=str(work / "taesd") if method_cfg.DECODER not in ("", "full") else "full")
-    (method2 if "LORA" in method_cfg.as_dict() else method1).add_fast_parts(pipe, fast_cfg, dtype)
+    method.add_fast_parts(pipe, fast_cfg, dtype)
 
 
 def generate(cfg, pipe, method_cfg, calls):

@@ -74,9 +74,8 @@ def make_jobs(cfg, rows, inits, tokenizer):
     count, budget = prompt_fit.token_counter(tokenizer), prompt_fit.window(tokenizer)
     images_dir = dataset.split_dir("train", cfg.DATA_DIR) / "images"
     fit = [prompt_fit.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, cfg.STYLE)[0] for row in rows]
-    # the text layer sets the copy where the repainted banner had its text (its pseudo-letters are covered)
-    return [runner.Job(row, prompt, [images_dir / name for name in inits[row.id]], inits[row.id],
-                       layout=images_dir / inits[row.id][0]) for row, prompt in zip(rows, fit)]
+    return [runner.Job(row, prompt, [images_dir / name for name in inits[row.id]], inits[row.id])
+            for row, prompt in zip(rows, fit)]
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -138,7 +137,9 @@ def main(argv=None):
     knobs.announce_smoke("inference / method 1", cfg.SMOKE)
     rows, inits = read_inputs(cfg)
     settings = runner.image_settings(cfg, _IMAGE_SETTINGS)
-    with runner.open_runs(cfg, rows) as runs:  # folders checked and locked, copy checked, guard ready: no model yet
+    # the text layer sets each copy where its rank-1 banner had text (covering the pseudo-letters a repaint leaves)
+    layouts = {row.id: dataset.split_dir("train", cfg.DATA_DIR) / "images" / inits[row.id][0] for row in rows}
+    with runner.open_runs(cfg, rows, layouts) as runs:  # folders checked and locked, copy checked, guard ready: no model yet
         pipe = load_pipeline(cfg, runs.device)
         jobs = make_jobs(cfg, rows, inits, pipe.tokenizer)
         for run in runs:  # OUT_DIR with SEED; SUBMISSION=1: submission{k}/ with each seed of SEEDS

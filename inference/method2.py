@@ -124,7 +124,7 @@ def make_jobs(cfg, rows, llm, tokenizer):
     """One job per row: its LLM prompt, or its English copy where it has none, fitted to the text encoder's window.
     Rank 0 says how many rows fell back to their copy and how many LLM prompts were cut."""
     count, budget = prompt_fit.token_counter(tokenizer), prompt_fit.window(tokenizer)
-    jobs, fallback, cut, layouts = [], 0, 0, layout_banners(cfg, rows)
+    jobs, fallback, cut = [], 0, 0
     for row in rows:
         if llm[row.id]:
             prompt, notes = prompt_fit.fit_prompt(llm[row.id], "", "", count, budget, cfg.STYLE)
@@ -132,8 +132,7 @@ def make_jobs(cfg, rows, llm, tokenizer):
         else:
             prompt, _ = prompt_fit.fit_prompt(row.caption, row.description, row.moreInfo, count, budget, cfg.STYLE)
             fallback += 1
-        jobs.append(runner.Job(row, prompt, [None] * runner.parts(cfg),  # text-to-image: no input banner
-                               layout=layouts.get(row.id)))
+        jobs.append(runner.Job(row, prompt, [None] * runner.parts(cfg)))  # text-to-image: no input banner
     if devices.process_info()[0] == 0:
         print(f"prompts: {len(rows) - fallback} from the LLM ({cut} cut to the {budget}-token window), {fallback} rows "
               f"without one use their fitted copy", file=sys.stderr)
@@ -144,23 +143,10 @@ def make_jobs(cfg, rows, llm, tokenizer):
 # the pipeline
 
 
-def noise_schedule(cfg):
-    """(scheduler config values, why) of the noise schedule to sample on: training and generation share one decision."""
-    if cfg.NOISE_SCHEDULE != "trained":
-        if cfg.NOISE_SCHEDULE not in lora.NOISE_SCHEDULES:
-            raise knobs.InputError(f"NOISE_SCHEDULE={cfg.NOISE_SCHEDULE!r}: choose trained, "
-                                   f"{', '.join(lora.NOISE_SCHEDULES)}")
-        return lora.NOISE_SCHEDULES[cfg.NOISE_SCHEDULE], f"NOISE_SCHEDULE={cfg.NOISE_SCHEDULE}"
-    path = lora_file(cfg)
-    trained = lora.schedule_from_training(path) if path is not None else None
-    if trained is None:
-        return lora.NOISE_SCHEDULES["zero_snr_trailing"], "no training record: the seed's zero_snr_trailing"
-    return trained, f"what {path.parent / lora.SETTINGS_FILE} says the LoRA was trained with"
-
-
 def set_scheduler(pipe, cfg):
-    """The sampler (SCHEDULER) on the noise schedule of noise_schedule(cfg); the run says which and why."""
-    schedule, why = noise_schedule(cfg)
+    """The sampler (SCHEDULER) on the noise schedule the LoRA was trained with (NOISE_SCHEDULE=trained) or the one
+    NOISE_SCHEDULE names; the run says which and why."""
+    schedule, why = lora.schedule_for(cfg.NOISE_SCHEDULE, lora_file(cfg))
     print(f"sampler {cfg.SCHEDULER} on the noise schedule {schedule or '(the checkpoint’s own)'}: {why}",
           file=sys.stderr, flush=True)
     return pipelines.set_scheduler(pipe, cfg.SCHEDULER, schedule)
@@ -226,7 +212,7 @@ def main(argv=None):
     knobs.announce_smoke("inference / method 2", cfg.SMOKE)
     rows, llm = read_inputs(cfg)
     settings = {**runner.image_settings(cfg, _IMAGE_SETTINGS), "LORA": lora_hash(cfg)}
-    with runner.open_runs(cfg, rows) as runs:  # folders checked and locked, copy checked, guard ready: no model yet
+    with runner.open_runs(cfg, rows, layout_banners(cfg, rows)) as runs:  # folders checked and locked, copy checked, guard ready: no model yet
         pipe = load_pipeline(cfg, runs.device)
         jobs = make_jobs(cfg, rows, llm, pipe.tokenizer)
         for run in runs:  # OUT_DIR with SEED; SUBMISSION=1: submission{k}/ with each seed of SEEDS

@@ -212,11 +212,13 @@ class Finishing:
     mean_rgb: tuple = None
     layer_cfg: knobs.Config = None
     copies: dict = None
+    layouts: dict = None  # {row id: the banner whose text blocks place its copy}; a row without one: the calmest box
 
-    def apply(self, row_id, generated, layout_from=None):
+    def apply(self, row_id, generated):
         image = postprocess.compose(generated, self.mean_rgb, self.recipe) if self.recipe else generated[0]
         if self.layer_cfg is not None:
-            image = text_layer.apply(images.to_banner(image), self.copies[row_id], self.layer_cfg, layout_from)
+            image = text_layer.apply(images.to_banner(image), self.copies[row_id], self.layer_cfg,
+                                     (self.layouts or {}).get(row_id))
         return image
 
 
@@ -237,11 +239,12 @@ class Runs:
 
 
 @contextlib.contextmanager
-def open_runs(cfg, rows):
+def open_runs(cfg, rows, layouts=None):
     """Everything a method does before its model loads, so that a bad folder, a run in progress or a missing glyph is
     refused in seconds: the guard knobs checked, every output folder checked for writing and locked by this process,
-    the copy's glyphs checked (TEXT_LAYER), the training statistics (guard features, mean colour) computed once by
-    rank 0 and read by the others. Yields the Runs; the locks hold until the block ends."""
+    the copy's glyphs checked (TEXT_LAYER), the training statistics (guard features, mean colour) and the text blocks
+    of the layout banners (`layouts`: {row id: banner}, TEXT_LAYER with LAYOUT; a missing detector fails here) computed
+    once by rank 0 and read by the others. Yields the Runs; the locks hold until the block ends."""
     if cfg.DUP_GUARD and cfg.DUP_MAX_TRIES < 1:
         raise InputError(f"DUP_MAX_TRIES={cfg.DUP_MAX_TRIES}: must be >= 1 (the first generation counts)")
     where = places(cfg)
@@ -254,14 +257,19 @@ def open_runs(cfg, rows):
             locks.enter_context(files.FolderLock(place.meta("x").parent, f".lock.{place.out_dir.name}.rank{rank}"))
         layer_cfg = text_layer_config(cfg) if cfg.TEXT_LAYER else None
         copies = copy_rows(cfg, rows, layer_cfg)
+        # a post-processed canvas is two generations side by side: no banner's layout is left on it
+        layouts = layouts if layer_cfg is not None and layer_cfg.LAYOUT and not cfg.POSTPROCESS else {}
         device = devices.pick_device(cfg.DEVICE) if world == 1 else device
-        if rank == 0:  # one process fills the training-statistics cache; the others then read it
-            guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
-        devices.wait_for_everyone()
-        if rank != 0:
-            guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
+        for turn in (0, 1):  # one process fills the caches (training statistics, text blocks); the others read them
+            if (rank == 0) == (turn == 0):
+                guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
+                if layouts:
+                    text_layer.layout_blocks(sorted(set(layouts.values())), layer_cfg, desc="layout banners' text")
+            if turn == 0:
+                devices.wait_for_everyone()
         recipe = postprocess.Recipe.from_config(cfg) if cfg.POSTPROCESS else None
-        yield Runs(cfg, rows, where, device, rank, world, guard, Finishing(recipe, mean_rgb, layer_cfg, copies))
+        yield Runs(cfg, rows, where, device, rank, world, guard,
+                   Finishing(recipe, mean_rgb, layer_cfg, copies, layouts))
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -277,7 +285,6 @@ class Job:
     prompt: str
     inputs: list
     init_names: list = field(default_factory=list)
-    layout: object = None  # TEXT_LAYER: the banner whose text blocks place the copy (None: the calmest box)
 
 
 @dataclass
@@ -364,8 +371,7 @@ class Run:
         others go to batch.retry. `strength`: what this try used (the manifest's column; text-to-image: 1.0)."""
         finals, k = [], 0
         for job in batch.jobs:
-            finals.append(images.banner_jpeg(self.runs.finishing.apply(job.row.id, generated[k:k + len(job.inputs)],
-                                                                       job.layout)))
+            finals.append(images.banner_jpeg(self.runs.finishing.apply(job.row.id, generated[k:k + len(job.inputs)])))
             k += len(job.inputs)
         if self.runs.guard is not None:
             sims, nearest = self.runs.guard.measure([images.decode_image(jpeg) for jpeg in finals])

@@ -319,15 +319,17 @@ def test_a_headline_set_just_above_the_disclaimer_keeps_both_legible(tmp_path):
 
 
 def test_the_runner_hands_each_rows_layout_banner_to_the_layer(tmp_path):
-    """Method 1 gives each job its init banner as the layout (inference/method1.make_jobs), Method 2 its rank-1
-    retrieved banner; the runner's finishing step passes it on."""
+    """Method 1 maps each row to its init banner (its main), Method 2 to its rank-1 retrieved banner
+    (method2.layout_banners); runner.open_runs finds their text blocks before any model loads and the finishing step
+    passes each row's banner on."""
     from inference import runner
 
     cfg = tl.default_config(REGION_CACHE=str(tmp_path / "regions.json"))
     banner, _ = text_banner(tmp_path / "init.jpg", (40, 40))
-    finishing = runner.Finishing(layer_cfg=cfg, copies={"42": ROW})
+    finishing = runner.Finishing(layer_cfg=cfg, copies={"42": ROW}, layouts={"42": banner})
     canvas = Image.open(banner).convert("RGB")
-    placed = np.asarray(finishing.apply("42", [canvas], layout_from=banner))
+    placed = np.asarray(finishing.apply("42", [canvas]))
     expected = tl.render(canvas, tl.extract_copy(ROW, cfg), cfg, "42", layout_from=banner)[0]
     assert np.array_equal(placed, np.asarray(expected))
-    assert not np.array_equal(placed, np.asarray(finishing.apply("42", [canvas])))  # without: the calm box
+    without = runner.Finishing(layer_cfg=cfg, copies={"42": ROW})  # without: the calm box
+    assert not np.array_equal(placed, np.asarray(without.apply("42", [canvas])))

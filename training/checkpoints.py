@@ -1,11 +1,14 @@
 """
-Checkpoints of the LoRA trainers (train_lora.py, distill.py) through accelerate's own state saving: save_state writes
+accelerate for the LoRA trainers (train_lora.py, distill.py): one Accelerator setup (checkpoint naming and rotation,
+accumulation, the losses.csv tracker, the CPU thread count), the precision it really runs, and checkpoints through
+accelerate's own state saving: save_state writes
 the optimizer, LR scheduler, grad scaler and RNG states into checkpoints/checkpoint_<step> (ProjectConfiguration's
 automatic naming, its total_limit rotating the oldest away), and the hooks here put the LoRA in that folder as one
 diffusers-format file instead of whole-model weights. A progress file written last marks a checkpoint complete:
 a kill during a save leaves a folder that is ignored, never one that looks usable.
 """
 import functools
+import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +16,55 @@ from core import files
 from training import lora
 
 PROGRESS_FILE = "progress.json"  # written last into a checkpoint: {step, fingerprint, settings, ...}
+LOSSES_FILE = "losses.csv"  # step, epoch, loss, lr: the tracker's file in OUT_DIR
+
+
+def make_accelerator(out_dir, mixed_precision, keep, grad_accum=1, cpu_threads=0):
+    """accelerate with automatic checkpoint naming (checkpoints/checkpoint_<step>: the step is set before each save),
+    rotation (the last `keep`), gradient accumulation and the loss log as its tracker."""
+    import torch
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration
+
+    from training import loss_log  # here: importing accelerate's tracker base takes seconds (--help need not)
+
+    project = ProjectConfiguration(project_dir=str(out_dir), automatic_checkpoint_naming=True,
+                                   total_limit=keep or None)
+    accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(),
+                              gradient_accumulation_steps=grad_accum, project_config=project,
+                              log_with=[loss_log.LossCsv(Path(out_dir) / LOSSES_FILE)])
+    if accelerator.device.type == "cpu":
+        # set, never inherited: accelerate launch exports OMP_NUM_THREADS=1, a plain python run uses every core, and
+        # the reductions' order (so the LoRA's last bits) follows the thread count
+        torch.set_num_threads(cpu_threads or max(1, (os.cpu_count() or 1) // accelerator.num_processes))
+    return accelerator
+
+
+def precision_of(accelerator):
+    """The precision accelerate really runs: it autocasts fp16 only on an accelerator (a CPU then runs fp32)."""
+    return accelerator.mixed_precision if accelerator.native_amp else "no"
+
+
+def weight_dtype(accelerator):
+    """The frozen weights' dtype: the precision accelerate really autocasts to, else fp32."""
+    import torch
+
+    return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision_of(accelerator), torch.float32)
+
+
+def save_strip(images, path):
+    """Validation images side by side, written atomically as one PNG."""
+    import io
+
+    from PIL import Image
+
+    width, height = images[0].size
+    strip = Image.new("RGB", (width * len(images), height))
+    for i, image in enumerate(images):
+        strip.paste(image, (i * width, 0))
+    buf = io.BytesIO()
+    strip.save(buf, format="PNG")
+    files.atomic_write(path, buf.getvalue())
 
 
 def register_lora_hooks(accelerator, models, resume_hint, attention_only=True):

@@ -30,11 +30,13 @@ writes  OUT_DIR/pytorch_lora_weights.safetensors  the consistency LoRA, diffuser
 
     bash run/distill.sh [--NAME=value ...]          (accelerate launch; several GPUs: accelerate config first)
 """
+import contextlib
 import json
 import os
 import time
 from pathlib import Path
 
+import model_facts
 import models
 from core import files, knobs
 from core.progress import progress as progress_bar
@@ -76,13 +78,10 @@ SMOKE_OVERRIDES = dict(OUT_DIR="outputs/smoke/lcm_lora_sd21", TEACHER_LORA="outp
                        VALIDATION_EVERY=0, VALIDATION_N=2, LR_WARMUP_STEPS=0)
 
 SETTINGS_FILE = "distill_settings.json"
-LOSSES_FILE = "losses.csv"
 # knobs that do not change the weights: left out of the fingerprint
 _NOT_FINGERPRINTED = ("DATA_DIR", "OUT_DIR", "CAPTIONS", "CHECKPOINT_EVERY", "KEEP_CHECKPOINTS", "STOP_AT_STEP",
                       "VALIDATION_EVERY", "VALIDATION_N", "VALIDATION_STEPS", "PROGRESS", "GRADIENT_CHECKPOINTING")
-# the LCM-LoRA layers: attention, feed-forward and ResNet convolutions of the UNet
-LCM_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
-               "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"]
+LCM_TARGETS = model_facts.LCM_LORA_TARGETS  # the published LCM-LoRA's layers (attention, feed-forward, ResNets)
 SIGMA_DATA, TIMESTEP_SCALING = 0.5, 10.0  # the consistency boundary scalings (LCMScheduler's defaults)
 
 
@@ -187,11 +186,9 @@ def fingerprint(cfg, inputs):
 
 def noise_schedule(cfg):
     """Scheduler config values of the teacher's noise schedule: what the banner LoRA was trained with (its
-    train_settings.json), else the training stage's default."""
-    if cfg.NOISE_SCHEDULE != "teacher":
-        return lora.NOISE_SCHEDULES[cfg.NOISE_SCHEDULE]
-    trained = lora.schedule_from_training(cfg.TEACHER_LORA) if cfg.TEACHER_LORA else None
-    return lora.NOISE_SCHEDULES["zero_snr_trailing"] if trained is None else trained
+    train_settings.json), else the training stage's default; or the one NOISE_SCHEDULE names."""
+    choice = "trained" if cfg.NOISE_SCHEDULE == "teacher" else cfg.NOISE_SCHEDULE
+    return lora.schedule_for(choice, cfg.TEACHER_LORA)[0]
 
 
 def stage_files(cfg):
@@ -252,20 +249,7 @@ def encode_inputs(cfg, pipe, items, device):
 
 
 # ----------------------------------------------------------------------------------------------------------------------
-# accelerate: checkpoints (training/checkpoints.py, the trainer's) and the loss log
-
-
-def make_accelerator(cfg, out_dir):
-    import torch
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
-
-    from training import loss_log
-
-    project = ProjectConfiguration(project_dir=str(out_dir), automatic_checkpoint_naming=True,
-                                   total_limit=cfg.KEEP_CHECKPOINTS or None)
-    return Accelerator(mixed_precision=cfg.MIXED_PRECISION, cpu=not torch.cuda.is_available(), project_config=project,
-                       log_with=[loss_log.LossCsv(Path(out_dir) / LOSSES_FILE)])
+# accelerate: the trainer's setup, checkpoints and loss log (training/checkpoints.py)
 
 
 def resume_point(out_dir, digest):
@@ -289,7 +273,6 @@ def validation_strip(cfg, pipe, prompts, path):
     """The captions sampled in VALIDATION_STEPS LCM steps at guidance 1 with the consistency LoRA on: one PNG strip."""
     import torch
     from diffusers import LCMScheduler, StableDiffusionPipeline
-    from PIL import Image
 
     sampler = StableDiffusionPipeline(**{**pipe.components, "scheduler": LCMScheduler.from_config(
         pipe.scheduler.config, **noise_schedule(cfg))})
@@ -298,11 +281,7 @@ def validation_strip(cfg, pipe, prompts, path):
     with torch.no_grad():
         images = sampler(prompts, width=width, height=height, num_inference_steps=cfg.VALIDATION_STEPS,
                          guidance_scale=1.0, generator=torch.Generator("cpu").manual_seed(cfg.SEED)).images
-    strip = Image.new("RGB", (width * len(images), height))
-    for i, image in enumerate(images):
-        strip.paste(image, (i * width, 0))
-    with files.atomic_open(path) as f:
-        strip.save(f, format="PNG")
+    checkpoints.save_strip(images, path)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -318,9 +297,7 @@ def setup(cfg, accelerator, out_dir):
     items, _ = data.load_train_set(cfg.DATA_DIR, cfg.CAPTIONS, True)
     teacher_file, teacher = teacher_inputs(cfg)
     settings, digest = fingerprint(cfg, {**data.inputs_fingerprint(items), **teacher})
-    precision = accelerator.mixed_precision if accelerator.native_amp else "no"  # a CPU autocasts bf16 only
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision, torch.float32)
-    pipe = load_teacher(cfg, teacher_file, weight_dtype, accelerator.device)
+    pipe = load_teacher(cfg, teacher_file, checkpoints.weight_dtype(accelerator), accelerator.device)
     latents, text, uncond = encode_inputs(cfg, pipe, items, accelerator.device)
     torch.manual_seed(cfg.SEED)  # the LoRA's initial weights: the same in every process and every fresh run
     unet = pipe.unet
@@ -365,7 +342,7 @@ def train_step(cfg, accelerator, run, step):
 def distill(cfg):
     check_settings(cfg)
     out_dir = files.check_writable(cfg.OUT_DIR)
-    accelerator = make_accelerator(cfg, out_dir)
+    accelerator = checkpoints.make_accelerator(out_dir, cfg.MIXED_PRECISION, cfg.KEEP_CHECKPOINTS)
     run = setup(cfg, accelerator, out_dir)
     saved = files.read_json(out_dir / SETTINGS_FILE, {})
     if saved.get("fingerprint") == run["digest"] and (out_dir / lora.LORA_FILE).is_file():
@@ -378,7 +355,7 @@ def distill(cfg):
         accelerator.load_state(str(resume_from))
         print(f"resumed from {resume_from} (step {step})", flush=True)
     if accelerator.is_main_process:
-        loss_log.restart(out_dir / LOSSES_FILE, step)
+        loss_log.restart(out_dir / checkpoints.LOSSES_FILE, step)
     accelerator.init_trackers("distill")
     stop_at = min(cfg.STOP_AT_STEP or cfg.MAX_STEPS, cfg.MAX_STEPS)
     bar = progress_bar(total=cfg.MAX_STEPS, initial=step, unit="step", desc="distill",
@@ -433,14 +410,9 @@ def check_settings(cfg):
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
     knobs.announce_smoke("consistency distillation", cfg.SMOKE)
-    with files.FolderLock(cfg.OUT_DIR) if os.environ.get("RANK", "0") == "0" else _nothing(), quiet_libraries():
+    lock = files.FolderLock(cfg.OUT_DIR) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+    with lock, quiet_libraries():
         return distill(cfg)
-
-
-def _nothing():
-    import contextlib
-
-    return contextlib.nullcontext()
 
 
 if __name__ == "__main__":

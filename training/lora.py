@@ -133,6 +133,22 @@ def schedule_from_training(lora_dir):
     return {k: record[k] for k in ("rescale_betas_zero_snr", "timestep_spacing") if k in record}
 
 
+def schedule_for(choice, lora_path):
+    """(scheduler config values, why) of the noise schedule to sample or distil on: `choice` "trained" = what the LoRA
+    at `lora_path` (file or folder) was trained with, by its train_settings.json (no record, or no LoRA: the training
+    default zero_snr_trailing, also the seed's sampler); else a NOISE_SCHEDULES name. Training and generation share
+    this one decision."""
+    if choice != "trained":
+        if choice not in NOISE_SCHEDULES:
+            raise InputError(f"NOISE_SCHEDULE={choice!r}: choose trained, {', '.join(NOISE_SCHEDULES)}")
+        return NOISE_SCHEDULES[choice], f"NOISE_SCHEDULE={choice}"
+    trained = schedule_from_training(lora_path) if lora_path else None
+    if trained is None:
+        return NOISE_SCHEDULES["zero_snr_trailing"], "no training record: the seed's zero_snr_trailing"
+    folder = Path(lora_path).parent if Path(lora_path).is_file() else Path(lora_path)
+    return trained, f"what {folder / SETTINGS_FILE} says the LoRA was trained with"
+
+
 # ----------------------------------------------------------------------------------------------------------------------
 # the loss
 

@@ -25,7 +25,6 @@ import collections
 import contextlib
 import dataclasses
 import math
-import os
 import time
 from pathlib import Path
 
@@ -86,7 +85,6 @@ _NOT_FINGERPRINTED = ("DATA_DIR", "OUT_DIR", "CAPTIONS", "CHECKPOINT_EVERY", "KE
                      "STOP_AT_STEP", "VALIDATION", "VALIDATION_EVERY", "VALIDATION_PROMPTS", "VALIDATION_N",
                      "VALIDATION_STEPS", "DATALOADER_WORKERS", "CPU_THREADS", "PROGRESS", "GRADIENT_CHECKPOINTING",
                      "CACHE_LATENTS", "COMPILE")
-LOSSES_FILE = "losses.csv"
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -178,32 +176,6 @@ def plan_steps(cfg, n_items, world):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # accelerate: devices, precision, accumulation, the loss log, checkpoints (with the LoRA in diffusers' format)
-
-
-def make_accelerator(cfg, out_dir):
-    """accelerate with automatic checkpoint naming (checkpoints/checkpoint_<step>: the step is set before each save)
-    and rotation, gradient accumulation and the loss log as its tracker."""
-    import torch
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration
-
-    from training import loss_log
-
-    project = ProjectConfiguration(project_dir=str(out_dir), automatic_checkpoint_naming=True,
-                                   total_limit=cfg.KEEP_CHECKPOINTS or None)
-    accelerator = Accelerator(mixed_precision=cfg.MIXED_PRECISION, cpu=not torch.cuda.is_available(),
-                              gradient_accumulation_steps=cfg.GRAD_ACCUM, project_config=project,
-                              log_with=[loss_log.LossCsv(out_dir / LOSSES_FILE)])
-    if accelerator.device.type == "cpu":
-        # set, never inherited: accelerate launch exports OMP_NUM_THREADS=1, a plain python run uses every core, and
-        # the reductions' order (so the LoRA's last bits) follows the thread count
-        torch.set_num_threads(cfg.CPU_THREADS or max(1, (os.cpu_count() or 1) // accelerator.num_processes))
-    return accelerator
-
-
-def precision_of(accelerator):
-    """The precision accelerate really runs: it autocasts fp16 only on an accelerator (a CPU then runs fp32)."""
-    return accelerator.mixed_precision if accelerator.native_amp else "no"
 
 
 def resume_point(cfg, out_dir, settings, digest):
@@ -309,7 +281,7 @@ def build(run, plan):
 
     cfg, accelerator = run.cfg, run.accelerator
     set_seed(cfg.SEED)  # the LoRA's initial weights: the same in every process and every fresh run
-    weight_dtype = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(precision_of(accelerator), torch.float32)
+    weight_dtype = checkpoints.weight_dtype(accelerator)
     run.pipe, run.noise_scheduler = load_models(cfg, weight_dtype, accelerator.device)
     pipe = run.pipe
     run.models = lora.add_lora(pipe.unet, pipe.text_encoder if cfg.TRAIN_TEXT_ENCODER else None, cfg.LORA_RANK)
@@ -491,10 +463,7 @@ def train_epochs(run, plan, step):
 
 def validation_strip(run, prompts, path):
     """One image per fixed prompt (fixed seeds), side by side, written atomically as a PNG."""
-    import io
-
     import torch
-    from PIL import Image
 
     cfg, accelerator = run.cfg, run.accelerator
     width, height = cfg.RESOLUTION
@@ -504,12 +473,7 @@ def validation_strip(run, prompts, path):
             generator = torch.Generator(accelerator.device).manual_seed(row_seed(cfg.SEED, f"validation:{i}"))
             images.append(run.pipe(prompt, height=height, width=width, num_inference_steps=cfg.VALIDATION_STEPS,
                                    generator=generator).images[0])
-    strip = Image.new("RGB", (width * len(images), height))
-    for i, image in enumerate(images):
-        strip.paste(image, (i * width, 0))
-    buf = io.BytesIO()
-    strip.save(buf, format="PNG")
-    files.atomic_write(path, buf.getvalue())
+    checkpoints.save_strip(images, path)
 
 
 def announce(run, plan, report):
@@ -534,10 +498,11 @@ def train(cfg):
     out_dir = Path(cfg.OUT_DIR)
     # the inputs, every banner decoded once: bad input stops here, before any model loads
     items, report = data.load_train_set(cfg.DATA_DIR, cfg.CAPTIONS, cfg.CAPTION_FALLBACK)
-    accelerator = make_accelerator(cfg, out_dir)
+    accelerator = checkpoints.make_accelerator(out_dir, cfg.MIXED_PRECISION, cfg.KEEP_CHECKPOINTS, cfg.GRAD_ACCUM,
+                                               cfg.CPU_THREADS)
     main_process = accelerator.is_main_process
     settings, digest = fingerprint(cfg, data.inputs_fingerprint(items), accelerator.num_processes,
-                                   precision_of(accelerator))
+                                   checkpoints.precision_of(accelerator))
     if is_up_to_date(out_dir, digest):
         accelerator.print(f"{out_dir / lora.LORA_FILE} is already trained with these settings and inputs: nothing "
                           f"to do")
@@ -554,7 +519,7 @@ def train(cfg):
         accelerator.print(f"resumed from {resume_from} (step {step}, epoch {step // plan.steps_per_epoch})",
                           flush=True)
     if main_process:
-        loss_log.restart(out_dir / LOSSES_FILE, step)
+        loss_log.restart(out_dir / checkpoints.LOSSES_FILE, step)
     accelerator.init_trackers("lora")
     started = time.time()
     step = train_epochs(run, plan, step)
