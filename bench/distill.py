@@ -15,13 +15,14 @@ import time
 
 from core import knobs
 from core.sd_configs import SD21_UNET
+from training import distill
 
 CONFIGS = ("8", "4:gc")  # batch per step [:gc = gradient checkpointing]
 RESOLUTION = (512, 512)  # (width, height): the banner LoRA's training size
 STEPS = 10  # timed optimizer steps per layout
 WARMUP = 2  # untimed steps first
-LORA_RANK = 64  # distill.py's default
-MAX_STEPS = 2000  # distill.py's default: the projection
+LORA_RANK = distill.LORA_RANK  # the distillation's default
+MAX_STEPS = distill.MAX_STEPS  # the distillation's default: the projection
 CPU_CONFIGS = ("1",)
 CPU_RESOLUTION = (64, 64)
 CPU_STEPS = 1
@@ -31,28 +32,24 @@ CPU_WARMUP = 0
 def measure(cfg, layout, resolution, device):
     """(steps/s, peak GiB) of one layout."""
     import torch
-    from diffusers import DDPMScheduler, UNet2DConditionModel
-    from peft import LoraConfig
+    from diffusers import UNet2DConditionModel
 
-    from training import distill
+    import model_facts
+
+    from training import lora
 
     batch, checkpointing = int(layout.split(":")[0]), layout.endswith(":gc")
     cuda = device == "cuda"
     torch.manual_seed(0)
     unet = UNet2DConditionModel(**SD21_UNET).to(device, torch.float16 if cuda else torch.float32)
     unet.requires_grad_(False)
-    unet.add_adapter(LoraConfig(r=cfg.LORA_RANK, lora_alpha=cfg.LORA_RANK, init_lora_weights="gaussian",
-                                target_modules=distill.LCM_TARGETS))
-    params = [p for p in unet.parameters() if p.requires_grad]
-    for p in params:
-        p.data = p.data.float()
+    params = list(lora.trainable(lora.add_lora(unet, None, cfg.LORA_RANK, distill.LCM_TARGETS)).values())
     if checkpointing:
         unet.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(params, lr=1e-4)
     scaler = torch.amp.GradScaler(enabled=cuda)
-    config = DDPMScheduler(beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012,
-                           prediction_type="v_prediction").config
-    schedule = distill.Schedule(config, True, 50, device)
+    # SD 2.1's own scheduler config, on the zero-terminal-SNR schedule the banner LoRA trains with by default
+    schedule = distill.Schedule(model_facts.SD21_SCHEDULER, lora.NOISE_SCHEDULES["zero_snr_trailing"], 50, device)
     width, height = resolution
     latents = torch.randn(batch, 4, height // 8, width // 8, device=device)
     text = torch.randn(batch, 77, unet.config.cross_attention_dim, device=device)

@@ -1,9 +1,9 @@
 """
 Out of memory: the largest batch that fits, for every stage that batches a model (captions, translation, prompts).
 
-accelerate's `find_executable_batch_size` does the retrying (with its own test of what counts as out-of-memory,
-`should_reduce_batch_size`, and the device cache emptied between tries); here the batch size halves instead of
-shrinking by a tenth, the rows already done in a call are kept, and the smaller size stays for the rest of the run.
+accelerate's test of what counts as out-of-memory (`should_reduce_batch_size`) and its cache clearing, after an
+out-of-memory only (its `find_executable_batch_size` collects garbage on every entry: ~0.2 s a batch): the batch size
+halves, the rows already done in a call are kept, and the smaller size stays for the rest of the run.
 Nothing a stage writes depends on the batch size: each of them seeds every row on its own.
 """
 from core.knobs import InputError
@@ -23,20 +23,17 @@ class FittingBatches:
         return self.size
 
     def run(self, fn, items):
-        from accelerate.utils import find_executable_batch_size
+        from accelerate.utils.memory import clear_device_cache, should_reduce_batch_size
 
         done = []
-
-        @find_executable_batch_size(starting_batch_size=self.size, reduce_batch_size_fn=self._halve)
-        def fill(size):
-            while len(done) < len(items):
-                done.extend(fn(items[len(done):len(done) + size]))
-            return done
-
-        try:
-            return fill()
-        except RuntimeError:
-            if self.size > 0:  # not accelerate's "reached zero": another error, the caller's
-                raise
-            raise InputError(f"out of memory with a single one of the {self.what} per batch: use a smaller model, "
-                             f"a lower precision (DTYPE) or shorter outputs") from None
+        while len(done) < len(items):
+            try:
+                done.extend(fn(items[len(done):len(done) + self.size]))
+            except Exception as e:
+                if not should_reduce_batch_size(e):
+                    raise
+                clear_device_cache(garbage_collection=True)
+                if not self._halve():
+                    raise InputError(f"out of memory with a single one of the {self.what} per batch: use a smaller "
+                                     f"model, a lower precision (DTYPE) or shorter outputs") from None
+        return done

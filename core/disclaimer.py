@@ -5,11 +5,12 @@ for every stage: the prompt fitter drops it (legal text, nothing an image model 
 small type at the bottom of the banner.
 
 The rule: the Vietnamese wordings seen in the data and the usual English translations, matched case-insensitively
-after NFC and collapsed whitespace (the data has decomposed letters and stray line breaks).
+after the one copy rule (core/copy_text: invisible characters out, NFC, collapsed whitespace; the data has decomposed
+letters, stray line breaks and control characters).
 """
 import re
 
-from core.dataset import normalize_text
+from core.copy_text import normalize_copy
 
 PATTERNS = (
     r"kh[oô]ng (?:ph[aả]i l[aà]|ph[aả]i|l[aà]) thu[oố]c", r"kh[oô]ng c[oó] t[aá]c d[uụ]ng thay th[eế]",
@@ -24,7 +25,7 @@ PATTERN = re.compile("|".join(PATTERNS), re.IGNORECASE)
 
 def is_disclaimer(text):
     """`text` says the product is not a medicine (anywhere in it)."""
-    return bool(PATTERN.search(normalize_text(text or "")))
+    return bool(PATTERN.search(normalize_copy(text or "")))
 
 
 def strip_disclaimer(text):

@@ -31,6 +31,9 @@ def file_mode():
     return 0o666 & ~mask
 
 
+_CLEANED = set()  # (folder, name) whose orphans this process has removed
+
+
 def remove_orphans(folder, name=None):
     """Delete the temporary files that atomic writes of a killed process left in `folder` (only `name`'s, if given):
     their writer's pid is in their name, and a live writer's are left alone."""
@@ -58,7 +61,9 @@ def atomic_open(path, mode="wb"):
     outputs written piece by piece, e.g. an index streamed in chunks). What a killed writer left is removed here."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    remove_orphans(path.parent, path.name)
+    if (path.parent, path.name) not in _CLEANED:  # once per file and process, not at every rewrite of it
+        _CLEANED.add((path.parent, path.name))
+        remove_orphans(path.parent, path.name)
     tmp = path.parent / f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp"
     # os.open applies the process umask to 0o666, so the output reads like any other file the user makes
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)

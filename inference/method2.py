@@ -89,6 +89,7 @@ def stage_files(cfg):
     settings = {k: v for k, v in cfg.as_dict().items() if k not in _SPEED_KNOBS}
     return files.StageFiles(inputs=[data / "test" / "info.csv", data / "test" / cfg.INFO_FILE,
                                     data / "test" / cfg.PROMPT_FILE, data / "train" / "images",
+                                    *([data / "test" / cfg.LAYOUT_FILE] if cfg.TEXT_LAYER and cfg.LAYOUT_FILE else []),
                                     *([lora_file(cfg)] if cfg.LORA else []), *([adapter] if cfg.ADAPTER else [])],
                             done=done, settings=settings, redo_flags=("--OVERWRITE=1",))
 

@@ -66,9 +66,9 @@ def fingerprint(path):
     return ""
 
 
-def stamp_of(declared):
+def stamp_of(declared, smoke):
     return {"settings": files.as_json(declared.settings),
-            "inputs": {str(p): fingerprint(p) for p in declared.inputs}, "smoke": knobs.smoke_enabled()}
+            "inputs": {str(p): fingerprint(p) for p in declared.inputs}, "smoke": smoke}
 
 
 def set_aside(declared):
@@ -120,6 +120,7 @@ def why_run(step, cfg, stamp, saved, pending, done):
     changed = [k for k in stamp["settings"] if saved["settings"].get(k) != stamp["settings"][k]]
     changed += [k for k in saved["settings"] if k not in stamp["settings"]]
     changed += [Path(p).name for p in stamp["inputs"] if saved["inputs"].get(p) != stamp["inputs"][p]]
+    changed += ["SMOKE"] if saved.get("smoke") != stamp["smoke"] else []
     return "changed: " + ", ".join(changed)[:300]
 
 
@@ -141,7 +142,7 @@ def main(argv=None):
         flags = [f"--DATA_DIR={cfg.DATA_DIR}", *per_step.get(step, [])]
         step_cfg = knobs.configure(module, flags, env=step_env())
         declared = module.stage_files(step_cfg)
-        stamp = stamp_of(declared)
+        stamp = stamp_of(declared, step_cfg.SMOKE)
         saved = files.read_json(stamps / f"{step}.json")
         # a run of these settings that started but did not finish (killed): resume it, do not set it aside again
         pending = bool(saved and saved.pop("pending", False))
@@ -161,7 +162,7 @@ def main(argv=None):
         files.write_json(stamps / f"{step}.json", {**stamp, "pending": True, "redo": redo})
         run_step(step, STAGES[step], flags + list(declared.redo_flags if redo else ()))
         # outputs now exist: re-hash
-        files.write_json(stamps / f"{step}.json", stamp_of(module.stage_files(step_cfg)))
+        files.write_json(stamps / f"{step}.json", stamp_of(module.stage_files(step_cfg), step_cfg.SMOKE))
 
 
 if __name__ == "__main__":

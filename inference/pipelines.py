@@ -25,6 +25,11 @@ def set_scheduler(pipe, name, schedule=None):
         return pipe
     cls, kwargs = SCHEDULERS[name] if name != "default" else (type(pipe.scheduler).__name__, {})
     pipe.scheduler = getattr(diffusers, cls).from_config(pipe.scheduler.config, **{**kwargs, **(schedule or {})})
+    # from_config drops what a sampler has no setting for (PNDM has no zero-terminal-SNR rescale): never silently
+    lost = [k for k, v in (schedule or {}).items() if pipe.scheduler.config.get(k) != v]
+    if lost:
+        raise InputError(f"SCHEDULER={name} cannot sample on this noise schedule ({', '.join(lost)}): choose one of "
+                         f"ddim, dpmpp, euler_a, lcm, or NOISE_SCHEDULE=model")
     return pipe
 
 

@@ -30,7 +30,7 @@ The run machinery both generation methods share. A method's main() reads top to 
 import contextlib
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core import dataset, devices, files, images, knobs, seeds
@@ -70,8 +70,7 @@ CACHE_DIR = ".cache/features"  # training statistics (Inception features, mean c
 
 # the text layer's own knobs (fonts, sizes, disclaimer, placement) are knobs of both methods too (their SHARED_KNOBS),
 # all but those of its script mode (its own folders and its re-measuring of written files)
-TEXT_LAYER_KNOBS = knobs.Shared(text_layer, without=("IN_DIR", "INFO", "OUT_DIR", "JPEG_CHECK", "LAYOUT_CSV",
-                                                    "LAYOUT_IMAGES", "DATA_DIR"))  # its script-mode knobs
+TEXT_LAYER_KNOBS = knobs.Shared(text_layer, without=text_layer.SCRIPT_KNOBS)
 # the shared knobs that decide what a banner looks like (each method adds its own): a banner made with other values is
 # not this run's
 _SHARED_IMAGE_SETTINGS = ("DTYPE", "DUP_GUARD", "DUP_MAX", "DUP_MAX_TRIES", "POSTPROCESS", "PP_PAIR", "PP_TILE_SIZE",
@@ -162,7 +161,7 @@ def differences(old, new):
     diff = [f"{k} {old.get(k, '-')!r} -> {new.get(k, '-')!r}" for k in sorted(set(old) | set(new))
             if old.get(k) != new.get(k)]
     if not diff:
-        return "the same settings but other prompts or input banners"
+        return "the same settings but other prompts, input banners, or copy or layout banner of the text layer"
     return ", ".join(diff[:6]) + (f" (+{len(diff) - 6} more)" if len(diff) > 6 else "")
 
 
@@ -213,6 +212,15 @@ class Finishing:
     layer_cfg: knobs.Config = None
     copies: dict = None
     layouts: dict = None  # {row id: the banner whose text blocks place its copy}; a row without one: the calmest box
+
+    def key_inputs(self, row_id):
+        """What the text layer draws from for this row, beyond its settings (in the recipe): the copy it sets and the
+        bytes of the banner that places it. [] when the layer is off, so such runs keep their keys."""
+        if self.layer_cfg is None:
+            return []
+        layout = (self.layouts or {}).get(row_id)
+        copy = asdict(text_layer.extract_copy(self.copies[row_id], self.layer_cfg))
+        return [files.settings_key({"copy": copy, "layout": files.file_hash(layout) if layout else None})]
 
     def apply(self, row_id, generated):
         image = postprocess.compose(generated, self.mean_rgb, self.recipe) if self.recipe else generated[0]
@@ -315,7 +323,8 @@ class Run:
         runs, place = self.runs, self.place
         self.pipe = pipe
         mine = devices.shard(jobs, runs.rank, runs.world)
-        self.keys = {job.row.id: row_key(settings, place.seed, job.prompt, job.init_names) for job in mine}
+        self.keys = {job.row.id: row_key(settings, place.seed, job.prompt,
+                                         [*job.init_names, *runs.finishing.key_inputs(job.row.id)]) for job in mine}
         settings = {**settings, "SEED": place.seed}  # recorded, so a refusal can name a changed seed
         todo = self.plan(mine, settings)
         files.write_json(place.meta(".settings.json"), settings)  # the newest run's: a refusal says what changed

@@ -694,8 +694,8 @@ def apply(image, row, cfg=None, layout_from=None):
 
 
 # knobs that say where things are or how to check them, not how a banner looks
-_NOT_RECIPE = ("IN_DIR", "INFO", "OUT_DIR", "JPEG_CHECK", "REGION_CACHE", "TESSERACT", "LAYOUT_CSV", "LAYOUT_IMAGES",
-               "DATA_DIR")
+SCRIPT_KNOBS = ("IN_DIR", "INFO", "OUT_DIR", "JPEG_CHECK", "LAYOUT_CSV", "LAYOUT_IMAGES", "DATA_DIR")  # script mode's
+_NOT_RECIPE = SCRIPT_KNOBS + ("REGION_CACHE", "TESSERACT")  # where, not how: no part of a banner's recipe
 
 
 def recipe(cfg):

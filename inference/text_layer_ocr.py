@@ -24,9 +24,7 @@ Needs the tesseract binary and its Vietnamese data, which this script does not i
     python -m inference.text_layer_ocr --DATA_DIR=../shared/zac2023 --N=50 [--SMOKE_DIR=...] [--SAVE_DIR=outputs/ocr]
 """
 import collections
-import io
 import shutil
-import subprocess
 import unicodedata
 from pathlib import Path
 
@@ -109,14 +107,8 @@ def recall(reference, hypothesis, n):
 
 
 def ocr(image, cfg, psm):
-    """Tesseract's reading of an RGB PIL image (PNG through stdin)."""
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
-    result = subprocess.run([cfg.TESSERACT, "stdin", "stdout", "-l", cfg.LANG, "--psm", str(psm)],
-                            input=buf.getvalue(), capture_output=True, timeout=120)
-    if result.returncode != 0:
-        raise knobs.InputError(f"tesseract failed: {result.stderr.decode(errors='replace').strip()[:300]}")
-    return result.stdout.decode("utf-8", errors="replace")
+    """Tesseract's reading of an RGB PIL image."""
+    return text_regions.run_tesseract(image, cfg.TESSERACT, cfg.LANG, "--psm", str(psm))
 
 
 def background(kind, i, rows, cfg, sources):

@@ -178,22 +178,30 @@ def detect_edges(image):
 # the tesseract detector
 
 
-def detect_tesseract(image, binary="tesseract", lang="vie"):
-    """Text lines of `image` from Tesseract's word boxes (default page segmentation), in 1024x533 banner pixels."""
+def run_tesseract(image, binary, lang, *args):
+    """Tesseract's stdout for a PIL image (PNG through stdin): the one call of the text detector and the OCR report; a
+    missing binary, a failure or a hang is one line."""
     import io
 
     buf = io.BytesIO()
-    images.to_banner(image).save(buf, format="PNG")
+    image.save(buf, format="PNG")
     try:
-        result = subprocess.run([binary, "stdin", "stdout", "-l", lang, "tsv"], input=buf.getvalue(),
+        result = subprocess.run([binary, "stdin", "stdout", "-l", lang, *args], input=buf.getvalue(),
                                 capture_output=True, timeout=120)
     except FileNotFoundError:
         raise knobs.InputError(f"TEXT_DETECTOR=tesseract: {binary} not found (bash run/ocr_setup.sh, or "
                                f"--TEXT_DETECTOR=edges)") from None
+    except subprocess.TimeoutExpired:
+        raise knobs.InputError(f"{binary} did not answer within 120 s on one banner") from None
     if result.returncode != 0:
         raise knobs.InputError(f"tesseract failed: {result.stderr.decode(errors='replace').strip()[:300]}")
+    return result.stdout.decode("utf-8", errors="replace")
+
+
+def detect_tesseract(image, binary="tesseract", lang="vie"):
+    """Text lines of `image` from Tesseract's word boxes (default page segmentation), in 1024x533 banner pixels."""
     lines = {}
-    for row in result.stdout.decode("utf-8", errors="replace").splitlines()[1:]:
+    for row in run_tesseract(images.to_banner(image), binary, lang, "tsv").splitlines()[1:]:
         f = row.split("\t")
         if len(f) < 12 or f[0] != "5" or float(f[10]) < TESS_MIN_CONF or sum(ch.isalnum() for ch in f[11]) < 2:
             continue

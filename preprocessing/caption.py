@@ -249,7 +249,7 @@ def prefetched(fn, batches):
 def caption_settings(cfg, device):
     """The settings that change a caption: each caption's record, and the step's stamp in run/method2.sh."""
     settings = {name: getattr(cfg, name) for name in ("PROMPT", "CHAT_FORMAT", "MAX_NEW_TOKENS", "GREEDY",
-                                                      "SUPPRESS_BLANK_START")}
+                                                      "SUPPRESS_BLANK_START", "PAD_TO_SQUARE")}
     settings["MODEL"] = models.path(cfg.MODEL, "llava")  # SMOKE=1: the tiny model
     settings["DTYPE"] = str(devices.pick_dtype(device, cfg.DTYPE)).removeprefix("torch.")  # the CPU runs fp32
     if not cfg.GREEDY:  # only sampling draws from the seed and the temperature

@@ -201,6 +201,16 @@ def test_rerun_with_other_settings_never_mixes_captions(data, monkeypatch):
         caption.main(["--DATA_DIR", str(data), "--GREEDY=1", *FAST])
 
 
+@pytest.mark.parametrize("flag", ["--PAD_TO_SQUARE=0", "--MAX_NEW_TOKENS=12", "--SUPPRESS_BLANK_START=0",
+                                  "--TEMPERATURE=0.7", "--SEED=1"])
+def test_every_setting_that_changes_a_caption_is_in_its_record(data, monkeypatch, flag):
+    """Captions made with any other setting that changes them are refused, never kept as done."""
+    caption.main(["--DATA_DIR", str(data), *FAST])
+    monkeypatch.setattr(caption, "load_model", lambda *a: pytest.fail("the model loaded before the refusal"))
+    with pytest.raises(knobs.InputError, match=flag[2:].split("=")[0]):
+        caption.main(["--DATA_DIR", str(data), *FAST, flag])
+
+
 def test_bad_input_files_are_one_line(data, capsys):
     """A header-only info.csv; a captions file whose values are not text (numbers, null, a list): one line naming the
     file (and the rows), exit 2, no traceback."""

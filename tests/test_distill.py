@@ -68,6 +68,31 @@ def test_a_stopped_distillation_resumes_to_a_bit_identical_adapter(distill, samp
     assert run(distill, sample_dir, straight, teacher, "--MAX_STEPS=4", "--CHECKPOINT_EVERY=2").is_file()
     with pytest.raises(knobs.InputError, match="other settings or inputs"):
         run(distill, sample_dir, sliced, teacher, "--MAX_STEPS=6", "--CHECKPOINT_EVERY=2")
+    # a retrained banner LoRA (the teacher) is another distillation too, with the very same flags
+    from diffusers import StableDiffusionPipeline
+
+    import smoke
+
+    torch.manual_seed(4)
+    smoke.random_lora(StableDiffusionPipeline.from_pretrained(smoke.smoke_model("sd21")).unet, teacher)
+    with pytest.raises(knobs.InputError, match="other settings or inputs"):
+        run(distill, sample_dir, sliced, teacher, "--MAX_STEPS=4", "--CHECKPOINT_EVERY=2")
+
+
+def test_the_consistency_arithmetic(distill):
+    """The boundary conditions and the parametrisations the loss rests on, on known tensors."""
+    skip, out = distill.boundary_scalings(torch.tensor([0, 999]))
+    assert (skip[0].item(), out[0].item()) == (1.0, 0.0)  # at t = 0 the consistency function is the identity
+    assert skip[1].item() < 1e-6 and out[1].item() > 0.999  # at the end it is the model's clean estimate
+    g = torch.Generator().manual_seed(0)
+    x0, noise = torch.randn(2, 4, 4, 4, generator=g), torch.randn(2, 4, 4, 4, generator=g)
+    alpha, sigma = torch.full((2, 1, 1, 1), 0.6), torch.full((2, 1, 1, 1), 0.8)
+    noisy = alpha * x0 + sigma * noise
+    for kind, target in (("v_prediction", alpha * noise - sigma * x0), ("epsilon", noise)):
+        clean, eps = distill.x0_and_eps(target, noisy, alpha, sigma, kind)
+        assert torch.allclose(clean, x0, atol=1e-5) and torch.allclose(eps, noise, atol=1e-5), kind
+    with pytest.raises(knobs.InputError, match="sample"):
+        distill.x0_and_eps(noise, noisy, alpha, sigma, "sample")
 
 
 def test_the_adapter_loads_beside_the_banner_lora_and_changes_method_2s_banners(distill, sample_dir, teacher,

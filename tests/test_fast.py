@@ -135,6 +135,8 @@ def test_method_2_samples_on_the_noise_schedule_its_lora_was_trained_with(tmp_pa
     assert (sampler(zero).rescale_betas_zero_snr, sampler(zero).timestep_spacing) == (True, "trailing")
     assert sampler({}).rescale_betas_zero_snr  # no record: the seed's zero-terminal-SNR
     assert not sampler(zero, "--NOISE_SCHEDULE=model").rescale_betas_zero_snr  # told otherwise
+    with pytest.raises(knobs.InputError, match="SCHEDULER=pndm cannot sample on this noise schedule"):
+        sampler(zero, "--SCHEDULER=pndm")  # PNDM has no zero-SNR rescale: refused, not silently dropped
     assert type(method2.set_scheduler(pipe(), knobs.configure(method2, [f"--LORA={lora_dir}", "--SCHEDULER=lcm"],
                                                            env={"SMOKE": "1"})).scheduler).__name__ == "LCMScheduler"
 

@@ -320,8 +320,12 @@ def test_text_layer_sets_the_vietnamese_copy_after_postprocessing(m1, flags, sam
         text_layer.default_config(MARGIN=90))
     with pytest.raises(knobs.InputError, match=r"other settings: TEXT_LAYER .*'MARGIN': 90.*'MARGIN': 48"):
         m1.main([*base, f"--OUT_DIR={tmp_path / 'margin'}", "--TEXT_LAYER"])
-    # a character the font lacks stops the run before any model loads, naming the row and the character
+    # the copy the layer sets is part of each banner's key: an edited caption is not this run's banner any more
     info = pd.read_csv(sample_dir / "test" / "info.csv", dtype=str, keep_default_na=False)
+    files.write_csv(sample_dir / "test" / "info.csv", info.assign(caption="Mới: " + info["caption"]))
+    with pytest.raises(knobs.InputError, match="1.jpg.* other prompts, input banners, or copy"):
+        m1.main([*base, f"--OUT_DIR={tmp_path / 'text'}", "--TEXT_LAYER"])
+    # a character the font lacks stops the run before any model loads, naming the row and the character
     info.loc[0, "caption"] = "Ưu đãi 漢"
     files.write_csv(sample_dir / "test" / "info.csv", info)
     monkeypatch.setattr(m1, "load_pipeline", lambda *a: pytest.fail("the model loaded before the glyph check"))

@@ -64,7 +64,7 @@ def test_a_lock_where_none_can_be_written_is_one_line(tmp_path):
 def write_train_stamp(data_dir, out_dir, *flags):
     """The stamp an earlier chain run (run A) left for its training step."""
     cfg = knobs.configure(train_lora, [f"--DATA_DIR={data_dir}", f"--OUT_DIR={out_dir}", *flags])
-    stamp = method2_all.stamp_of(train_lora.stage_files(cfg))
+    stamp = method2_all.stamp_of(train_lora.stage_files(cfg), cfg.SMOKE)
     files.write_json(data_dir / ".method2" / "train.json", {**stamp, "pending": True, "redo": False})
     return stamp
 

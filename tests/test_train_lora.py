@@ -462,22 +462,10 @@ def test_the_chain_sets_aside_a_training_folder_only_under_its_lock(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------------
 # the noise schedule (issue 19): one training knob, recorded for generation
 
-SD21_SCHEDULER = {  # stabilityai/stable-diffusion-2-1 scheduler/scheduler_config.json: standard betas, leading steps
-    "_class_name": "DDIMScheduler", "beta_end": 0.012, "beta_schedule": "scaled_linear", "beta_start": 0.00085,
-    "clip_sample": False, "num_train_timesteps": 1000, "prediction_type": "v_prediction", "set_alpha_to_one": False,
-    "skip_prk_steps": True, "steps_offset": 1, "trained_betas": None}
-
-
 def test_the_noise_schedule_is_a_training_knob_that_generation_can_follow(tmp_path, sd21):
-    """The smoke sd21 has zero terminal SNR baked into its scheduler config; the real SD 2.1 has not: a copy of the
-    smoke model with the real scheduler config shows what the knob does to it."""
-    model = tmp_path / "sd21_real_schedule"
-    model.mkdir()
-    for part in Path(sd21).iterdir():
-        if part.name != "scheduler":
-            (model / part.name).symlink_to(part)
-    (model / "scheduler").mkdir()
-    (model / "scheduler" / "scheduler_config.json").write_text(json.dumps(SD21_SCHEDULER))
+    """The smoke sd21 keeps the real SD 2.1 scheduler config (model_facts.SD21_SCHEDULER: standard betas, leading
+    steps): the knob turns it into zero terminal SNR with trailing steps, or leaves it as it is."""
+    model = sd21
     cfg = knobs.configure(train_lora, [f"--MODEL={model}"])
     _, scheduler = train_lora.load_models(cfg, torch.float32, "cpu")
     assert scheduler.alphas_cumprod[-1] == 0 and scheduler.config.timestep_spacing == "trailing"  # the default
@@ -491,9 +479,11 @@ def test_the_noise_schedule_is_a_training_knob_that_generation_can_follow(tmp_pa
     train(data_dir, tmp_path / "default", model, *flags)
     train(data_dir, tmp_path / "as_is", model, *flags, "--NOISE_SCHEDULE=model")
     assert lora.schedule_from_training(tmp_path / "default") == {"rescale_betas_zero_snr": True,
-                                                                 "timestep_spacing": "trailing"}
+                                                                 "timestep_spacing": "trailing",
+                                                                 "prediction_type": "v_prediction"}
     assert lora.schedule_from_training(tmp_path / "as_is" / lora.LORA_FILE) == {"rescale_betas_zero_snr": False,
-                                                                                "timestep_spacing": "leading"}
+                                                                                "timestep_spacing": "leading",
+                                                                                "prediction_type": "v_prediction"}
     assert lora.schedule_from_training(tmp_path / "data") is None  # no train_settings.json: generation decides
     recorded = json.loads((tmp_path / "default" / lora.SETTINGS_FILE).read_text())
     assert recorded["settings"]["NOISE_SCHEDULE"] == "zero_snr_trailing"  # in the fingerprint: a change retrains

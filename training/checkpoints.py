@@ -19,17 +19,17 @@ PROGRESS_FILE = "progress.json"  # written last into a checkpoint: {step, finger
 LOSSES_FILE = "losses.csv"  # step, epoch, loss, lr: the tracker's file in OUT_DIR
 
 
-def make_accelerator(out_dir, mixed_precision, keep, grad_accum=1, cpu_threads=0):
+def make_accelerator(out_dir, mixed_precision, grad_accum=1, cpu_threads=0):
     """accelerate with automatic checkpoint naming (checkpoints/checkpoint_<step>: the step is set before each save),
-    rotation (the last `keep`), gradient accumulation and the loss log as its tracker."""
+    gradient accumulation and the loss log as its tracker. Rotation is save_checkpoint's, not accelerate's
+    total_limit: that one deletes the oldest before the new checkpoint exists (a kill in between would leave none)."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
     from training import loss_log  # here: importing accelerate's tracker base takes seconds (--help need not)
 
-    project = ProjectConfiguration(project_dir=str(out_dir), automatic_checkpoint_naming=True,
-                                   total_limit=keep or None)
+    project = ProjectConfiguration(project_dir=str(out_dir), automatic_checkpoint_naming=True)
     accelerator = Accelerator(mixed_precision=mixed_precision, cpu=not torch.cuda.is_available(),
                               gradient_accumulation_steps=grad_accum, project_config=project,
                               log_with=[loss_log.LossCsv(Path(out_dir) / LOSSES_FILE)])
@@ -95,9 +95,10 @@ def list_checkpoints(out_dir):
     return sorted(found)
 
 
-def save_checkpoint(accelerator, out_dir, step, progress):
-    """accelerate's save_state into checkpoints/checkpoint_<step> (it drops the oldest beyond total_limit; the LoRA
-    goes through the hook), then the progress file ({"step": step, **progress}), which marks it complete."""
+def save_checkpoint(accelerator, out_dir, step, progress, keep):
+    """accelerate's save_state into checkpoints/checkpoint_<step> (the LoRA through the hook), then the progress file
+    ({"step": step, **progress}), which marks it complete; only then are complete ones beyond the newest `keep`
+    (0 = all kept) removed."""
     folder = Path(out_dir) / "checkpoints" / f"checkpoint_{step}"
     if accelerator.is_main_process:
         shutil.rmtree(folder, ignore_errors=True)  # a checkpoint of this step from an earlier, stopped try
@@ -107,4 +108,18 @@ def save_checkpoint(accelerator, out_dir, step, progress):
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         files.write_json(folder / PROGRESS_FILE, {"step": step, **progress})
+        for _, old in list_checkpoints(out_dir)[:-keep] if keep else []:
+            shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def fingerprint(cfg, inputs, world_size, precision, left_out):
+    """(settings that shape the weights, their sha256): the knobs but `left_out`, input hashes, process count (the
+    batch per step), the precision really run, SMOKE."""
+    import hashlib
+    import json
+
+    settings = {k: v for k, v in cfg.as_dict().items() if k not in left_out}
+    settings.update(inputs, world_size=world_size, precision=precision, smoke=cfg.SMOKE)
+    text = json.dumps(settings, sort_keys=True, default=list)
+    return json.loads(text), hashlib.sha256(text.encode()).hexdigest()

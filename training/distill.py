@@ -113,11 +113,11 @@ def pseudo_huber(pred, target, c):
 class Schedule:
     """alpha_t, sigma_t of the teacher's noise schedule and the solver's timesteps."""
 
-    def __init__(self, scheduler_config, zero_terminal_snr, num_ddim_timesteps, device):
+    def __init__(self, scheduler_config, schedule, num_ddim_timesteps, device):
         import torch
         from diffusers import DDPMScheduler
 
-        ddpm = DDPMScheduler.from_config(scheduler_config, rescale_betas_zero_snr=zero_terminal_snr)
+        ddpm = DDPMScheduler.from_config(scheduler_config, **schedule)  # `schedule`: lora.schedule_for's values
         cumprod = ddpm.alphas_cumprod.to(device)
         self.alpha, self.sigma = cumprod.sqrt(), (1 - cumprod).sqrt()
         self.prediction_type = ddpm.config.prediction_type
@@ -174,14 +174,6 @@ def consistency_loss(unet, student, schedule, inputs, draws, huber_c):
 
 # ----------------------------------------------------------------------------------------------------------------------
 # inputs, models and settings
-
-
-def fingerprint(cfg, inputs):
-    import hashlib
-
-    settings = {k: v for k, v in cfg.as_dict().items() if k not in _NOT_FINGERPRINTED}
-    blob = json.dumps({"settings": settings, "inputs": inputs}, sort_keys=True, default=list)
-    return settings, hashlib.sha256(blob.encode()).hexdigest()
 
 
 def noise_schedule(cfg):
@@ -288,24 +280,17 @@ def validation_strip(cfg, pipe, prompts, path):
 # the run
 
 
-def setup(cfg, accelerator, out_dir):
-    """Inputs, teacher, student LoRA, cached encodings, optimizer: everything the loop needs, prepared."""
+def setup(cfg, accelerator, items, teacher_file):
+    """Teacher, student LoRA, cached encodings, optimizer: everything the loop needs, prepared."""
     import torch
     from diffusers.optimization import get_scheduler
-    from peft import LoraConfig
 
-    items, _ = data.load_train_set(cfg.DATA_DIR, cfg.CAPTIONS, True)
-    teacher_file, teacher = teacher_inputs(cfg)
-    settings, digest = fingerprint(cfg, {**data.inputs_fingerprint(items), **teacher})
     pipe = load_teacher(cfg, teacher_file, checkpoints.weight_dtype(accelerator), accelerator.device)
+    check_prediction({**pipe.scheduler.config, **noise_schedule(cfg)})
     latents, text, uncond = encode_inputs(cfg, pipe, items, accelerator.device)
     torch.manual_seed(cfg.SEED)  # the LoRA's initial weights: the same in every process and every fresh run
     unet = pipe.unet
-    unet.add_adapter(LoraConfig(r=cfg.LORA_RANK, lora_alpha=cfg.LORA_RANK, init_lora_weights="gaussian",
-                                target_modules=LCM_TARGETS))
-    params = [p for p in unet.parameters() if p.requires_grad]
-    for p in params:
-        p.data = p.data.float()  # trainable weights in fp32 (accelerate's autocast runs the frozen ones in fp16)
+    params = list(lora.trainable(lora.add_lora(unet, None, cfg.LORA_RANK, LCM_TARGETS)).values())  # fp32
     if cfg.GRADIENT_CHECKPOINTING:
         unet.enable_gradient_checkpointing()
     optimizer = torch.optim.AdamW(params, lr=cfg.LEARNING_RATE, weight_decay=cfg.ADAM_WEIGHT_DECAY)
@@ -313,11 +298,10 @@ def setup(cfg, accelerator, out_dir):
     lr_scheduler = get_scheduler("constant_with_warmup", optimizer,
                                  num_warmup_steps=cfg.LR_WARMUP_STEPS * accelerator.num_processes)
     student, optimizer, lr_scheduler = accelerator.prepare(unet, optimizer, lr_scheduler)
-    checkpoints.register_lora_hooks(accelerator, {"unet": unet}, f"delete {out_dir}", attention_only=False)
-    schedule = Schedule(pipe.scheduler.config, noise_schedule(cfg).get("rescale_betas_zero_snr", False),
-                        cfg.NUM_DDIM_TIMESTEPS, accelerator.device)
+    checkpoints.register_lora_hooks(accelerator, {"unet": unet}, f"delete {cfg.OUT_DIR}", attention_only=False)
+    schedule = Schedule(pipe.scheduler.config, noise_schedule(cfg), cfg.NUM_DDIM_TIMESTEPS, accelerator.device)
     return dict(pipe=pipe, unet=unet, student=student, optimizer=optimizer, lr_scheduler=lr_scheduler, params=params,
-                schedule=schedule, latents=latents, text=text, uncond=uncond, settings=settings, digest=digest,
+                schedule=schedule, latents=latents, text=text, uncond=uncond,
                 prompts=[caption for _, _, caption in items[:cfg.VALIDATION_N]], n_items=len(items))
 
 
@@ -342,12 +326,18 @@ def train_step(cfg, accelerator, run, step):
 def distill(cfg):
     check_settings(cfg)
     out_dir = files.check_writable(cfg.OUT_DIR)
-    accelerator = checkpoints.make_accelerator(out_dir, cfg.MIXED_PRECISION, cfg.KEEP_CHECKPOINTS)
-    run = setup(cfg, accelerator, out_dir)
+    accelerator = checkpoints.make_accelerator(out_dir, cfg.MIXED_PRECISION)
+    # the inputs, every banner decoded once, and the fingerprint: an up-to-date LoRA is said before any model loads
+    items, _ = data.load_train_set(cfg.DATA_DIR, cfg.CAPTIONS, True)
+    teacher_file, teacher = teacher_inputs(cfg)
+    settings, digest = checkpoints.fingerprint(cfg, {**data.inputs_fingerprint(items), **teacher},
+                                               accelerator.num_processes, checkpoints.precision_of(accelerator),
+                                               _NOT_FINGERPRINTED)
     saved = files.read_json(out_dir / SETTINGS_FILE, {})
-    if saved.get("fingerprint") == run["digest"] and (out_dir / lora.LORA_FILE).is_file():
+    if saved.get("fingerprint") == digest and (out_dir / lora.LORA_FILE).is_file():
         print(f"{out_dir / lora.LORA_FILE} is already distilled with these settings and inputs: nothing to do")
         return out_dir / lora.LORA_FILE
+    run = dict(setup(cfg, accelerator, items, teacher_file), settings=settings, digest=digest)
     from training import loss_log  # here: importing accelerate's tracker base takes seconds (--help need not)
 
     resume_from, step = resume_point(out_dir, run["digest"])
@@ -370,7 +360,8 @@ def distill(cfg):
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}")
         if step % cfg.CHECKPOINT_EVERY == 0 or step == stop_at:
-            checkpoints.save_checkpoint(accelerator, out_dir, step, {"fingerprint": run["digest"]})
+            checkpoints.save_checkpoint(accelerator, out_dir, step, {"fingerprint": run["digest"]},
+                                        cfg.KEEP_CHECKPOINTS)
         if accelerator.is_main_process and ((cfg.VALIDATION_EVERY and step % cfg.VALIDATION_EVERY == 0)
                                             or step == cfg.MAX_STEPS):
             validation_strip(cfg, run["pipe"], run["prompts"], out_dir / "validation" / f"step_{step:06d}.png")
@@ -397,10 +388,24 @@ def finish(cfg, accelerator, run, out_dir, seconds):
     return path
 
 
+def check_prediction(config):
+    """Zero terminal SNR leaves no signal at the last timestep: only a v-prediction model can be distilled on it."""
+    if config.get("rescale_betas_zero_snr") and config.get("prediction_type") != "v_prediction":
+        raise knobs.InputError(f"NOISE_SCHEDULE (zero terminal SNR) needs a v-prediction model; the teacher predicts "
+                               f"{config.get('prediction_type')}: pass --NOISE_SCHEDULE=model")
+
+
 def check_settings(cfg):
+    """Bad knobs stop here in one line, before the data or any model loads."""
     width, height = cfg.RESOLUTION if len(cfg.RESOLUTION) == 2 else (0, 0)
     if width <= 0 or height <= 0 or width % 8 or height % 8:
         raise knobs.InputError(f"RESOLUTION must be (width, height), multiples of 8, got {cfg.RESOLUTION}")
+    small = [n for n in ("MAX_STEPS", "TRAIN_BATCH_SIZE", "LORA_RANK", "CHECKPOINT_EVERY") if getattr(cfg, n) < 1]
+    if small:
+        raise knobs.InputError(f"{', '.join(small)} must be at least 1")
+    if not 1 <= cfg.NUM_DDIM_TIMESTEPS <= 1000:
+        raise knobs.InputError(f"NUM_DDIM_TIMESTEPS must be 1..1000 (the solver's timesteps), got "
+                               f"{cfg.NUM_DDIM_TIMESTEPS}")
     if cfg.NOISE_SCHEDULE not in ("teacher", *lora.NOISE_SCHEDULES):
         raise knobs.InputError(f"NOISE_SCHEDULE={cfg.NOISE_SCHEDULE!r}: choose teacher, {', '.join(lora.NOISE_SCHEDULES)}")
     if not 0 <= cfg.W_MIN <= cfg.W_MAX:

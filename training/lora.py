@@ -19,13 +19,14 @@ NOISE_SCHEDULES = {"zero_snr_trailing": {"rescale_betas_zero_snr": True, "timest
                    "model": {}}
 
 
-def add_lora(unet, text_encoder, rank):
-    """peft LoRA (gaussian A, zero B: the model starts as the base) on the UNet attention projections and, when
-    text_encoder is given, on its attention projections. Trainable weights are fp32 whatever the base dtype."""
+def add_lora(unet, text_encoder, rank, targets=UNET_TARGETS):
+    """peft LoRA (gaussian A, zero B: the model starts as the base) on the UNet's `targets` layers (the attention
+    projections) and, when text_encoder is given, on its attention projections. Trainable weights are fp32 whatever
+    the base dtype."""
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig, inject_adapter_in_model
 
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=UNET_TARGETS))
+    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(targets)))
     models = {"unet": unet}
     if text_encoder is not None:
         # peft directly: transformers' add_adapter insists on peft >= 0.22, the pinned peft is 0.21
@@ -123,14 +124,14 @@ def load_lora(path, models, made_by=MADE_BY):
 
 def schedule_from_training(lora_dir):
     """The noise schedule a LoRA was trained with, as scheduler config values ({"rescale_betas_zero_snr": ...,
-    "timestep_spacing": ...}) for generation to sample with; None when lora_dir (or the LoRA file's folder) has no
+    "timestep_spacing": ..., "prediction_type": ...}: a PREDICTION_TYPE override included) for generation to sample with; None when lora_dir (or the LoRA file's folder) has no
     train_settings.json that records one."""
     folder = Path(lora_dir)
     folder = folder.parent if folder.is_file() else folder
     record = (files.read_json(folder / SETTINGS_FILE, {}) or {}).get("noise_schedule")
     if not isinstance(record, dict):
         return None
-    return {k: record[k] for k in ("rescale_betas_zero_snr", "timestep_spacing") if k in record}
+    return {k: record[k] for k in ("rescale_betas_zero_snr", "timestep_spacing", "prediction_type") if k in record}
 
 
 def schedule_for(choice, lora_path):

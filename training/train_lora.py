@@ -118,13 +118,7 @@ def check_settings(cfg):
 
 def fingerprint(cfg, inputs, world_size, precision):
     """(settings that shape the weights, their sha256): knobs, input hashes, process count, SMOKE."""
-    import hashlib
-    import json
-
-    settings = {k: v for k, v in cfg.as_dict().items() if k not in _NOT_FINGERPRINTED}
-    settings.update(inputs, world_size=world_size, precision=precision, smoke=cfg.SMOKE)
-    text = json.dumps(settings, sort_keys=True, default=list)
-    return json.loads(text), hashlib.sha256(text.encode()).hexdigest()
+    return checkpoints.fingerprint(cfg, inputs, world_size, precision, _NOT_FINGERPRINTED)
 
 
 def settings_diff(saved, current):
@@ -435,7 +429,7 @@ def run_epoch(run, plan, epoch, step, bar):
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", epoch=epoch)
         if step % cfg.CHECKPOINT_EVERY == 0 or step == plan.stop_at:
             checkpoints.save_checkpoint(run.accelerator, run.out_dir, step,
-                                        {"fingerprint": run.digest, "settings": run.settings})
+                                        {"fingerprint": run.digest, "settings": run.settings}, cfg.KEEP_CHECKPOINTS)
     return step
 
 
@@ -498,8 +492,7 @@ def train(cfg):
     out_dir = Path(cfg.OUT_DIR)
     # the inputs, every banner decoded once: bad input stops here, before any model loads
     items, report = data.load_train_set(cfg.DATA_DIR, cfg.CAPTIONS, cfg.CAPTION_FALLBACK)
-    accelerator = checkpoints.make_accelerator(out_dir, cfg.MIXED_PRECISION, cfg.KEEP_CHECKPOINTS, cfg.GRAD_ACCUM,
-                                               cfg.CPU_THREADS)
+    accelerator = checkpoints.make_accelerator(out_dir, cfg.MIXED_PRECISION, cfg.GRAD_ACCUM, cfg.CPU_THREADS)
     main_process = accelerator.is_main_process
     settings, digest = fingerprint(cfg, data.inputs_fingerprint(items), accelerator.num_processes,
                                    checkpoints.precision_of(accelerator))
