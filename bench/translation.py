@@ -71,7 +71,8 @@ def main(argv=None):
     texts = random.Random(cfg.SEED).sample(strings, min(cfg.N_STRINGS, len(strings)))
     translator = tr.Seq2SeqTranslator(model, cfg.DEVICE, cfg.DTYPE, cfg.BATCH_SIZE, 0, cfg.MAX_NEW_TOKENS,
                                       cfg.NUM_BEAMS, stage.SRC_LANG, stage.TGT_LANG, stage.TGT_LANG_AS,
-                                      stage.TRUST_REMOTE_CODE, stage.SUPPRESS_BLANK_START, cpu_threads=cfg.CPU_THREADS)
+                                      stage.TRUST_REMOTE_CODE, stage.SUPPRESS_BLANK_START, cpu_threads=cfg.CPU_THREADS,
+                                      smoke=False)  # times the model it names (MODEL "": the stand-in, by path)
     import torch
 
     print(f"\nmodel: {model}{'  (SMOKE: tiny random model, not a real translator)' if not cfg.MODEL else ''}")

@@ -108,8 +108,8 @@ def defaults(module):
 
 
 def smoke_enabled(env=None):
-    """SMOKE=1 in the environment: tiny random models, few steps (the run/*.sh contract). `configure` reads it once into
-    cfg.SMOKE; stages take it from there (a few still call this, until they pass cfg.SMOKE on)."""
+    """SMOKE=1 in the environment: tiny random models, few steps (the run/*.sh contract). Only `configure` reads it,
+    once, into cfg.SMOKE; stages pass cfg.SMOKE on to every model load."""
     return (os.environ if env is None else env).get("SMOKE", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
@@ -301,9 +301,9 @@ def run_main(main, argv=None):
         sys.exit(130)
 
 
-def announce_smoke(stage, smoke=None):
-    """The loud SMOKE banner on stderr when `smoke` (cfg.SMOKE; None: the environment, for stages not passing it yet)."""
-    if smoke_enabled() if smoke is None else smoke:
+def announce_smoke(stage, smoke):
+    """The loud SMOKE banner on stderr when `smoke` (the stage's cfg.SMOKE)."""
+    if smoke:
         bar = "!" * 88
         print(f"{bar}\n!! SMOKE=1 ({stage}): tiny RANDOM models, few steps. Outputs are noise, not banners.\n{bar}",
               file=sys.stderr, flush=True)

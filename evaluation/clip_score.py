@@ -2,7 +2,8 @@
 CLIP score (prompt <-> image): 100 * max(cosine(CLIP image embedding, CLIP text embedding), 0), the definition of
 Hessel et al. (2021) that torchmetrics' CLIPScore uses, computed with open_clip (torchmetrics' CLIPScore breaks on
 transformers 5). The model is a hub id (an open_clip repo on the Hugging Face hub, e.g. laion/CLIP-ViT-B-32-laion2B-s34B-b79K)
-or a local folder with open_clip_config.json + weights; SMOKE=1 swaps in the tiny random open_clip model.
+or a local folder with open_clip_config.json + weights; `smoke` (the run's cfg.SMOKE) swaps in the tiny random
+open_clip model.
 CLIP reads English only and 77 tokens: give it the translated caption where there is one (longer text is truncated).
 """
 import numpy as np
@@ -23,9 +24,10 @@ def _load_open_clip(path):
 
 
 class ClipScorer:
-    def __init__(self, model_name, device="cpu"):
-        folder = models.local_folder(model_name, "clip")  # open_clip takes no revision: a hub id@revision as a folder
-        self.model, self.preprocess, self.tokenizer = models.load(_load_open_clip, folder, "clip")
+    def __init__(self, model_name, device="cpu", *, smoke):
+        # open_clip takes no revision: a hub id@revision as a folder
+        folder = models.local_folder(model_name, "clip", smoke=smoke)
+        self.model, self.preprocess, self.tokenizer = models.load(_load_open_clip, folder, "clip", smoke=smoke)
         self.model.to(device)
         self.device = device
 

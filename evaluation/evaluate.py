@@ -104,12 +104,12 @@ def clip_texts(gt_dir, gt_info):
 
 
 def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=".cache/features", gallery=True, thumb_width=384,
-             clip_model=None, device="auto", extractor=None, report_dir=None, beside=()):
+             clip_model=None, device="auto", extractor=None, report_dir=None, beside=(), smoke=False):
     """Score pred_dir against gt_dir; writes report.json, scores.csv (and gallery.html) into report_dir (default
     pred_dir); returns the report.
 
-    train_dir None/"none" skips duplication; clip_model None skips the CLIP score; `extractor` lets a caller share one
-    loaded InceptionFeatures across several evaluations.
+    train_dir None/"none" skips duplication; clip_model None skips the CLIP score (`smoke`: the run's cfg.SMOKE, the
+    tiny CLIP stand-in); `extractor` lets a caller share one loaded InceptionFeatures across several evaluations.
     """
     start = time.time()
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
@@ -177,7 +177,7 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=".cache/features", gall
     if clip_model:
         from evaluation.clip_score import ClipScorer
 
-        scorer = ClipScorer(clip_model, device=devices.pick_device(device))
+        scorer = ClipScorer(clip_model, device=devices.pick_device(device), smoke=smoke)
         rows["clip_score"] = scorer(pred_paths, clip_texts(gt_dir, gt_info))
         report.update(clip_score_mean=float(rows["clip_score"].mean()), clip_model=clip_model)
         lap("clip_score")
@@ -208,7 +208,7 @@ def main(argv=None):
     train_dir = cfg.TRAIN_DIR or dataset.split_dir("train", cfg.DATA_DIR)
     report = evaluate(cfg.PRED_DIR, cfg.GT_DIR, train_dir, cfg.CACHE_DIR, cfg.GALLERY, cfg.THUMB_WIDTH,
                       cfg.CLIP_MODEL if cfg.CLIP_SCORE else None, cfg.DEVICE, report_dir=cfg.REPORT_DIR or None,
-                      beside=cfg.BESIDE_DIRS)
+                      beside=cfg.BESIDE_DIRS, smoke=cfg.SMOKE)
     keys = ["score", "psnr_term", "ssim_term", "inception_term", "fid_term", "fid", "duplication_mean", "duplication_max",
             "n", "seconds_per_image"]
     print("  ".join(f"{k}={report[k]:.4f}" if isinstance(report[k], float) else f"{k}={report[k]}" for k in keys))

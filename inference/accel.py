@@ -15,9 +15,10 @@ from core.knobs import InputError
 FULL_DECODER = ("", "full")  # DECODER values that keep the checkpoint's own VAE
 
 
-def add_adapter(pipe, adapter, weight=1.0, name="accel", key=None, smoke=None):
+def add_adapter(pipe, adapter, weight=1.0, name="accel", key=None, *, smoke):
     """Load the LoRA `adapter` (hub id, folder, or a .safetensors file; "" = nothing) as `name`; every adapter loaded
-    this way stays active with its own weight (pipe.adapter_weights). `key`: its models.py entry (SMOKE stand-in)."""
+    this way stays active with its own weight (pipe.adapter_weights). `key`: its models.py entry, whose stand-in
+    `smoke` (the run's cfg.SMOKE) swaps in."""
     if not adapter:
         return pipe
     from pathlib import Path
@@ -25,7 +26,7 @@ def add_adapter(pipe, adapter, weight=1.0, name="accel", key=None, smoke=None):
     from core.progress import quiet_libraries
 
     try:
-        path = models.path(adapter, key, smoke)
+        path = models.path(adapter, key, smoke=smoke)
         where = {"weight_name": Path(path).name} if Path(path).is_file() else {}
         # quiet: a UNet-only LoRA makes diffusers warn that the text encoder has no keys
         with quiet_libraries():
@@ -48,11 +49,12 @@ def fuse_adapters(pipe):
     return pipe
 
 
-def set_decoder(pipe, decoder, dtype, smoke=None):
-    """Swap the pipeline's VAE for TAESD (`decoder`: hub id or folder; "" or "full" keeps the full VAE)."""
+def set_decoder(pipe, decoder, dtype, *, smoke):
+    """Swap the pipeline's VAE for TAESD (`decoder`: hub id or folder; "" or "full" keeps the full VAE; `smoke`, the
+    run's cfg.SMOKE: the tiny TAESD)."""
     if decoder in FULL_DECODER:
         return pipe
     from diffusers import AutoencoderTiny
 
-    pipe.vae = models.load(AutoencoderTiny.from_pretrained, decoder, "taesd", smoke, torch_dtype=dtype)
+    pipe.vae = models.load(AutoencoderTiny.from_pretrained, decoder, "taesd", smoke=smoke, torch_dtype=dtype)
     return pipe

@@ -89,8 +89,8 @@ def load_pipeline(cfg, device, dtype=None):
     dtype = dtype or devices.pick_dtype(device, cfg.DTYPE)
     extra = {}
     if cfg.VAE and not cfg.SMOKE:  # the tiny sd15 stand-in brings its own VAE
-        extra["vae"] = models.load(AutoencoderKL.from_pretrained, cfg.VAE, "vae", cfg.SMOKE, dtype=dtype)
-    pipe = models.load(StableDiffusionImg2ImgPipeline.from_pretrained, cfg.MODEL, "realistic_vision", cfg.SMOKE,
+        extra["vae"] = models.load(AutoencoderKL.from_pretrained, cfg.VAE, "vae", smoke=cfg.SMOKE, dtype=dtype)
+    pipe = models.load(StableDiffusionImg2ImgPipeline.from_pretrained, cfg.MODEL, "realistic_vision", smoke=cfg.SMOKE,
                        dtype=dtype, safety_checker=None, requires_safety_checker=False, **extra)
     add_fast_parts(pipe, cfg, dtype)
     return pipelines.prepare(pipelines.set_scheduler(pipe, cfg.SCHEDULER), device, cfg)
@@ -100,7 +100,7 @@ def add_fast_parts(pipe, cfg, dtype):
     """The few-step preset's acceleration LoRA and decoder (config/method1_fast.py; off by default)."""
     accel.add_adapter(pipe, cfg.ADAPTER, cfg.ADAPTER_WEIGHT, key="lcm_lora_sd15", smoke=cfg.SMOKE)
     accel.fuse_adapters(pipe)  # the only LoRA here: fused into the weights, it costs nothing per step
-    return accel.set_decoder(pipe, cfg.DECODER, dtype, cfg.SMOKE)
+    return accel.set_decoder(pipe, cfg.DECODER, dtype, smoke=cfg.SMOKE)
 
 
 def generate(pipe, cfg, calls, strength):

@@ -158,7 +158,7 @@ def load_pipeline(cfg, device, dtype=None):
     from diffusers import StableDiffusionPipeline
 
     dtype = dtype or devices.pick_dtype(device, cfg.DTYPE)
-    pipe = models.load(StableDiffusionPipeline.from_pretrained, cfg.MODEL, "sd21", cfg.SMOKE, dtype=dtype,
+    pipe = models.load(StableDiffusionPipeline.from_pretrained, cfg.MODEL, "sd21", smoke=cfg.SMOKE, dtype=dtype,
                        safety_checker=None, requires_safety_checker=False)
     path = lora_file(cfg)
     if path is not None:
@@ -181,7 +181,7 @@ def add_fast_parts(pipe, cfg, dtype):
     accel.add_adapter(pipe, cfg.ADAPTER, cfg.ADAPTER_WEIGHT, smoke=cfg.SMOKE)
     if cfg.FUSE_LORA and cfg.ADAPTER:
         accel.fuse_adapters(pipe)
-    return accel.set_decoder(pipe, cfg.DECODER, dtype, cfg.SMOKE)
+    return accel.set_decoder(pipe, cfg.DECODER, dtype, smoke=cfg.SMOKE)
 
 
 def generate(pipe, cfg, calls):

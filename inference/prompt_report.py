@@ -1,8 +1,9 @@
 """
 Prompt report: how many seed-style prompts overflow the text encoder's 77 tokens, and how many of Method 1's do.
 
-Counts with the real CLIP tokenizer: the model's own (TOKENIZER) when it can be loaded, otherwise the smoke sd15
-tokenizer, whose vocab and merges are the real CLIP ones (49 408 tokens) rebuilt from the BPE file open_clip ships.
+Counts with the real CLIP tokenizer: the model's own (TOKENIZER) when it can be loaded, otherwise (and with SMOKE=1)
+the stand-in's (models.py's realistic_vision under SMOKE), whose vocab and merges are the real CLIP ones (49 408
+tokens) rebuilt from the BPE file open_clip ships.
 Runs on {SPLIT}/info_trans.csv (the English prompts Method 1 uses). When there is no translation it reports on the
 Vietnamese info.csv as a PROXY and says so: CLIP's BPE splits Vietnamese diacritics into byte tokens, so Vietnamese
 takes about 3x the tokens of its English translation (3.4x on the sample's hand-translated test rows) and the overflow
@@ -25,20 +26,21 @@ REPORT = ""  # optional JSON file for the figures
 VI_PER_EN_TOKENS = 3.4  # CLIP tokens of Vietnamese per token of its English translation (measured on the sample's rows)
 
 
-def load_tokenizer(name):
-    """(tokenizer, where it came from)."""
+def load_tokenizer(name, smoke):
+    """(tokenizer, where it came from); `smoke`: the run's cfg.SMOKE."""
     from transformers import CLIPTokenizer
 
-    try:
-        tokenizer = models.load(CLIPTokenizer.from_pretrained, name, subfolder="tokenizer")
-        return prompt_fit.check_tokenizer(tokenizer, name), name
-    except knobs.InputError as e:
-        import smoke
+    def load(use_stand_in):
+        return models.load(CLIPTokenizer.from_pretrained, name, "realistic_vision", smoke=use_stand_in,
+                           subfolder="tokenizer")
 
+    try:
+        source = models.path(name, "realistic_vision", smoke=smoke)
+        return prompt_fit.check_tokenizer(load(smoke), source), source
+    except knobs.InputError as e:
         note = (f"{name} unavailable ({str(e)[:80]}...); using the real CLIP vocab/merges rebuilt from "
                 f"open_clip's bpe_simple_vocab_16e6.txt.gz (the smoke sd15 tokenizer): same ids as SD 1.5's tokenizer")
-        tokenizer = CLIPTokenizer.from_pretrained(smoke.smoke_model("sd15"), subfolder="tokenizer")
-        return prompt_fit.check_tokenizer(tokenizer, "smoke sd15 tokenizer"), note
+        return prompt_fit.check_tokenizer(load(True), "smoke sd15 tokenizer"), note
 
 
 def report(info, tokenizer, style="", vi_per_en_tokens=VI_PER_EN_TOKENS):
@@ -75,7 +77,7 @@ def main(argv=None):
     trans = folder / "info_trans.csv"
     english = trans.is_file()
     info = dataset.read_info(trans if english else folder / "info.csv")
-    tokenizer, source = load_tokenizer(cfg.TOKENIZER)
+    tokenizer, source = load_tokenizer(cfg.TOKENIZER, cfg.SMOKE)
     figures = report(info, tokenizer, cfg.STYLE, cfg.VI_PER_EN_TOKENS)
     figures.update(text=str(trans if english else folder / "info.csv"), english=english, tokenizer=source)
     if english:

@@ -135,9 +135,10 @@ def load_model(cfg, device):
 
     from core.sampling import blank_token_ids
 
-    processor = models.load(AutoProcessor.from_pretrained, cfg.MODEL, "llava", trust_remote_code=cfg.TRUST_REMOTE_CODE)
+    processor = models.load(AutoProcessor.from_pretrained, cfg.MODEL, "llava", smoke=cfg.SMOKE,
+                            trust_remote_code=cfg.TRUST_REMOTE_CODE)
     processor.tokenizer.padding_side = "left"
-    model = models.load(AutoModelForImageTextToText.from_pretrained, cfg.MODEL, "llava",
+    model = models.load(AutoModelForImageTextToText.from_pretrained, cfg.MODEL, "llava", smoke=cfg.SMOKE,
                         dtype=devices.pick_dtype(device, cfg.DTYPE), trust_remote_code=cfg.TRUST_REMOTE_CODE)
     # ids that are nothing once cleaned (pad, a lone space or newline, a control byte): never the first token
     model.blank_start_ids = (blank_token_ids(processor.tokenizer, lambda text: not clean_caption(text))
@@ -250,7 +251,7 @@ def caption_settings(cfg, device):
     """The settings that change a caption: each caption's record, and the step's stamp in run/method2.sh."""
     settings = {name: getattr(cfg, name) for name in ("PROMPT", "CHAT_FORMAT", "MAX_NEW_TOKENS", "GREEDY",
                                                       "SUPPRESS_BLANK_START", "PAD_TO_SQUARE")}
-    settings["MODEL"] = models.path(cfg.MODEL, "llava")  # SMOKE=1: the tiny model
+    settings["MODEL"] = models.path(cfg.MODEL, "llava", smoke=cfg.SMOKE)  # SMOKE=1: the tiny model
     settings["DTYPE"] = str(devices.pick_dtype(device, cfg.DTYPE)).removeprefix("torch.")  # the CPU runs fp32
     if not cfg.GREEDY:  # only sampling draws from the seed and the temperature
         settings.update(TEMPERATURE=cfg.TEMPERATURE, SEED=cfg.SEED)
@@ -356,7 +357,7 @@ def token_report(cfg, captions, log=print):
         return 0
     kwargs = {"subfolder": cfg.TOKENIZER_SUBFOLDER} if cfg.TOKENIZER_SUBFOLDER else {}
     try:
-        tokenizer = models.load(AutoTokenizer.from_pretrained, cfg.TOKENIZER, "sd21", **kwargs)
+        tokenizer = models.load(AutoTokenizer.from_pretrained, cfg.TOKENIZER, "sd21", smoke=cfg.SMOKE, **kwargs)
     except knobs.InputError as e:
         log(f"token report skipped: {e}")
         return None

@@ -96,12 +96,13 @@ def unreachable(error):
 # choosing the backend and naming its cache entries
 
 
-def resolve_backend(backend, env=None):
-    """'auto' -> 'seq2seq' when offline (HF_HUB_OFFLINE=1, which the HF libraries read too) or SMOKE=1, else 'google'."""
+def resolve_backend(backend, smoke, env=None):
+    """'auto' -> 'seq2seq' when offline (HF_HUB_OFFLINE=1, which the HF libraries read too) or `smoke` (the run's
+    cfg.SMOKE), else 'google'."""
     env = os.environ if env is None else env
     if backend == "auto":
         offline = env.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-        return "seq2seq" if offline or knobs.smoke_enabled(env) else "google"
+        return "seq2seq" if offline or smoke else "google"
     if backend not in ("seq2seq", "google"):
         raise knobs.InputError(f"BACKEND must be auto, seq2seq or google, got {backend!r}")
     return backend
@@ -150,7 +151,7 @@ class Seq2SeqTranslator:
 
     def __init__(self, model, device="auto", dtype="fp16", batch_size=32, max_input_tokens=0, max_new_tokens=256,
                  num_beams=5, src_lang="", tgt_lang="", tgt_lang_as="decoder_start", trust_remote_code=False,
-                 suppress_blank_start=True, model_key="translator", cpu_threads=0):
+                 suppress_blank_start=True, model_key="translator", cpu_threads=0, *, smoke):
         import torch
         from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
@@ -162,10 +163,10 @@ class Seq2SeqTranslator:
             torch.set_num_threads(cpu_threads)
         self.batch_size, self.max_new_tokens, self.num_beams = batch_size, max_new_tokens, num_beams
         self.batches = batching.FittingBatches(batch_size, "strings", lambda m: print(m, file=sys.stderr, flush=True))
-        self.tokenizer = models.load(AutoTokenizer.from_pretrained, model, model_key,
+        self.tokenizer = models.load(AutoTokenizer.from_pretrained, model, model_key, smoke=smoke,
                                      trust_remote_code=trust_remote_code)
         # dtype: fp16/bf16 on CUDA, fp32 on the CPU; a torch dtype as is (tests run bf16 on the CPU)
-        self.model = models.load(AutoModelForSeq2SeqLM.from_pretrained, model, model_key,
+        self.model = models.load(AutoModelForSeq2SeqLM.from_pretrained, model, model_key, smoke=smoke,
                                  dtype=devices.pick_dtype(self.device, dtype),
                                  trust_remote_code=trust_remote_code).to(self.device).eval()
         self.max_input_tokens = max_input_tokens or self._model_max_length()
@@ -496,7 +497,7 @@ def report_failures(failures, path, log=print):
 
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
-    backend = resolve_backend(cfg.BACKEND)
+    backend = resolve_backend(cfg.BACKEND, cfg.SMOKE)
     root = Path(cfg.DATA_DIR)
     splits = [s.strip() for s in cfg.SPLITS.split(",") if s.strip()]
     if not splits:
@@ -505,7 +506,7 @@ def main(argv=None):
     failures_path = cache_path.with_name("translation_failures.json")
     if backend == "seq2seq":
         knobs.announce_smoke("translation", cfg.SMOKE)
-        model = models.path(cfg.SEQ2SEQ_MODEL, "translator")
+        model = models.path(cfg.SEQ2SEQ_MODEL, "translator", smoke=cfg.SMOKE)
         dtype = str(devices.pick_dtype(devices.pick_device(cfg.DEVICE), cfg.DTYPE)).removeprefix("torch.")
         tag = seq2seq_tag(cfg, model, dtype)
 
@@ -513,7 +514,8 @@ def main(argv=None):
             print(f"loading {model} ...", file=sys.stderr, flush=True)
             t = Seq2SeqTranslator(model, cfg.DEVICE, cfg.DTYPE, cfg.BATCH_SIZE, cfg.MAX_INPUT_TOKENS,
                                   cfg.MAX_NEW_TOKENS, cfg.NUM_BEAMS, cfg.SRC_LANG, cfg.TGT_LANG, cfg.TGT_LANG_AS,
-                                  cfg.TRUST_REMOTE_CODE, cfg.SUPPRESS_BLANK_START, cpu_threads=cfg.CPU_THREADS)
+                                  cfg.TRUST_REMOTE_CODE, cfg.SUPPRESS_BLANK_START, cpu_threads=cfg.CPU_THREADS,
+                                  smoke=cfg.SMOKE)
             print(f"seq2seq on {t.device}, batch {cfg.BATCH_SIZE}, beams {cfg.NUM_BEAMS}, max input "
                   f"{t.max_input_tokens} tokens" + (f", {', '.join(t.notes)}" if t.notes else ""),
                   file=sys.stderr, flush=True)

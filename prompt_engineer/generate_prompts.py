@@ -148,12 +148,12 @@ def prompt_settings(cfg):
     """The settings that change a prompt. With examples: the encoder that picks them and the training rows they come
     from (their copy and captions, by content), since any of them may be shown to any row."""
     settings = {name: getattr(cfg, name) for name in _PROMPT_KNOBS}
-    settings["MODEL"] = models.path(cfg.MODEL, "llm")  # SMOKE=1: the tiny model
+    settings["MODEL"] = models.path(cfg.MODEL, "llm", smoke=cfg.SMOKE)  # SMOKE=1: the tiny model
     settings["DTYPE"] = cfg.DTYPE if cfg.BACKEND == "vllm" else \
         str(devices.pick_dtype(devices.pick_device(cfg.DEVICE), cfg.DTYPE)).removeprefix("torch.")
     if few_shot_used(cfg):
         settings.update({name: getattr(cfg, name) for name in _FEW_SHOT_KNOBS})
-        settings["ENCODER"] = models.path(cfg.ENCODER, "few_shot_encoder")
+        settings["ENCODER"] = models.path(cfg.ENCODER, "few_shot_encoder", smoke=cfg.SMOKE)
         train = dataset.split_dir("train", cfg.DATA_DIR)
         for name, path in (("train copy", train / cfg.INFO_FILE), ("train captions", caption_path(cfg))):
             settings[name] = files.file_hash(path)[:16] if path.is_file() else ""
@@ -198,9 +198,9 @@ def load_generator(cfg):
     sampling = dict(max_new_tokens=cfg.MAX_NEW_TOKENS, temperature=cfg.TEMPERATURE, top_p=cfg.TOP_P, top_k=cfg.TOP_K,
                     repetition_penalty=cfg.REPETITION_PENALTY)
     if cfg.BACKEND == "vllm":
-        return llm.VllmGenerator(cfg.MODEL, cfg.DTYPE, cfg.TRUST_REMOTE_CODE, **sampling)
+        return llm.VllmGenerator(cfg.MODEL, cfg.DTYPE, cfg.TRUST_REMOTE_CODE, smoke=cfg.SMOKE, **sampling)
     return llm.load_transformers(cfg.MODEL, cfg.DEVICE, cfg.DTYPE, cfg.TRUST_REMOTE_CODE, cfg.GGUF_FILE,
-                                 stop_at_first_line=cfg.STOP_AT_FIRST_LINE, **sampling)
+                                 smoke=cfg.SMOKE, stop_at_first_line=cfg.STOP_AT_FIRST_LINE, **sampling)
 
 
 def use_chat(cfg, tokenizer):
@@ -237,7 +237,7 @@ def build_prompts(cfg, todo, train, captions, generator, chat, log):
         train_copies = [few_shot.row_copy(row, fields) for row in train.to_dict("records")]
         captioned = [bool(captions.get(b, "").strip()) for b in train.bannerImage]
         log(f"few-shot: {sum(captioned)} of {len(train)} training rows have a caption; ranked by {cfg.ENCODER}")
-        encoder = TextEncoder(cfg.ENCODER, device=cfg.DEVICE, model_key="few_shot_encoder")
+        encoder = TextEncoder(cfg.ENCODER, device=cfg.DEVICE, model_key="few_shot_encoder", smoke=cfg.SMOKE)
         name = f"{cfg.INFO_FILE.rsplit('.', 1)[0]}-{'+'.join(fields)}"
         all_copies = [t or "-" for t in train_copies]  # an index needs a text per row; "-" never wins a search
         nearest = few_shot.nearest_captioned(encoder, [t or "-" for t in test_copies], [r["id"] for r in todo],
@@ -368,7 +368,7 @@ def main(argv=None):
             f"{len(todo)} to do")
         if not todo:
             return stats
-        log(f"loading {models.path(cfg.MODEL, 'llm')} ({cfg.BACKEND}) ...")
+        log(f"loading {models.path(cfg.MODEL, 'llm', smoke=cfg.SMOKE)} ({cfg.BACKEND}) ...")
         generator = load_generator(cfg)
         chat = use_chat(cfg, generator.tokenizer)
         row_prompts = build_prompts(cfg, todo, train, captions, generator, chat, log)

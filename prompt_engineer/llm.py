@@ -132,16 +132,17 @@ def exact_generation_config(max_new_tokens, pad_token_id, eos_token_id, bos_toke
                         eos_token_id=eos_token_id, bos_token_id=bos_token_id)
 
 
-def load_transformers(name, device="auto", dtype="bf16", trust_remote_code=False, gguf_file="", **kwargs):
-    """TransformersGenerator for a hub id[@revision] or local folder (SMOKE=1: the tiny stand-in of models' `llm`);
+def load_transformers(name, device="auto", dtype="bf16", trust_remote_code=False, gguf_file="", *, smoke, **kwargs):
+    """TransformersGenerator for a hub id[@revision] or local folder (`smoke`, the run's cfg.SMOKE: the tiny stand-in
+    of models' `llm`);
     bf16/fp16 on CUDA, fp32 on the CPU; a torch dtype is taken as is (tests run bf16 on the CPU)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = devices.pick_device(device)
     extra = dict(trust_remote_code=trust_remote_code, **({"gguf_file": gguf_file} if gguf_file else {}))
-    tokenizer = models.load(AutoTokenizer.from_pretrained, name, "llm", **extra)
-    model = models.load(AutoModelForCausalLM.from_pretrained, name, "llm", dtype=devices.pick_dtype(device, dtype),
-                        **extra).to(device)
+    tokenizer = models.load(AutoTokenizer.from_pretrained, name, "llm", smoke=smoke, **extra)
+    model = models.load(AutoModelForCausalLM.from_pretrained, name, "llm", smoke=smoke,
+                        dtype=devices.pick_dtype(device, dtype), **extra).to(device)
     return TransformersGenerator(model, tokenizer, name=name, **kwargs)
 
 
@@ -151,13 +152,13 @@ class VllmGenerator:
     newline)."""
 
     def __init__(self, name, dtype="bf16", trust_remote_code=False, max_new_tokens=77, temperature=0.9, top_p=0.95,
-                 top_k=150, repetition_penalty=1.2, max_model_len=4096, **_):
+                 top_k=150, repetition_penalty=1.2, max_model_len=4096, *, smoke, **_):
         try:
             from vllm import LLM
         except ImportError:
             raise InputError("BACKEND=vllm needs the vllm package (pip install vllm); or use BACKEND=transformers") \
                 from None
-        source = models.resolve(name, "llm")
+        source = models.resolve(name, "llm", smoke=smoke)
         self.name = name
         self.llm = LLM(model=source.path, revision=source.revision or None,
                        dtype={"bf16": "bfloat16", "fp16": "float16"}.get(dtype, "float32"),

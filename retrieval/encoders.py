@@ -8,7 +8,8 @@ Encoders that turn texts or images into L2-normalised float32 vectors, one row p
 
 Each has `.spec` (what the embeddings depend on: it goes into the index's content hash), `.dim`, and
 `.encode(items) -> np.ndarray (n, dim) float32`, and `.item_keys(items)` (what each input contributes to the hash).
-With SMOKE=1 the model is the tiny random stand-in of its models.MODELS key.
+Each takes `smoke` (the run's cfg.SMOKE; no default): when set, the model is the tiny random stand-in of its
+models.MODELS key, and `.stand_in` says so (the index folder is then named "smoke").
 """
 import hashlib
 import os
@@ -94,14 +95,15 @@ class TextEncoder:
     kind = "sentence"
 
     def __init__(self, name, device="auto", batch_size=64, word_segment="auto", trust_remote_code=False,
-                 model_key="bi_encoder"):
+                 model_key="bi_encoder", *, smoke):
         from sentence_transformers import SentenceTransformer
 
         self.device = pick_device(device)
         self.batch_size = batch_size
-        source = models.resolve(name, model_key)
-        path = models.path(name, model_key)
-        self.model = models.load(SentenceTransformer, name, model_key, device=self.device,
+        source = models.resolve(name, model_key, smoke=smoke)
+        path = models.path(name, model_key, smoke=smoke)
+        self.stand_in = source.kind == "smoke"
+        self.model = models.load(SentenceTransformer, name, model_key, smoke=smoke, device=self.device,
                                  trust_remote_code=trust_remote_code)
         self.model.eval()
         # the stand-in of SMOKE=1 is judged by itself (it needs no segmentation), not by the name it stands in for;
@@ -147,14 +149,15 @@ def open_clip_id(name, path):
     return arch, (None if tag == "random" else tag)
 
 
-def load_open_clip(name, device="auto", image_resize_mode="longest", model_key="clip"):
+def load_open_clip(name, device="auto", image_resize_mode="longest", model_key="clip", *, smoke):
     """(model, preprocess, tokenizer, fingerprint) for an open_clip model; loaded once per process and device."""
     import open_clip
 
     if image_resize_mode not in IMAGE_RESIZE_MODES:
         raise InputError(f"IMAGE_RESIZE_MODE must be one of {IMAGE_RESIZE_MODES}, got {image_resize_mode!r}")
     device = pick_device(device)
-    path = models.local_folder(name, model_key)  # open_clip takes no revision: a hub id@revision as its folder
+    # open_clip takes no revision: a hub id@revision as its folder
+    path = models.local_folder(name, model_key, smoke=smoke)
     model_name, pretrained = open_clip_id(name, path)
     key = (model_name, pretrained, device, image_resize_mode)
     if key not in _OPEN_CLIP_CACHE:
@@ -164,7 +167,7 @@ def load_open_clip(name, device="auto", image_resize_mode="longest", model_key="
             return model, preprocess
 
         try:
-            model, preprocess = models.load(loader, path, model_key)
+            model, preprocess = models.load(loader, path, model_key, smoke=smoke)
         except RuntimeError as e:  # open_clip reports a missing download as RuntimeError
             raise InputError(f"cannot load open_clip model {name!r}: {str(e).splitlines()[0]}") from None
         model.eval()
@@ -174,11 +177,12 @@ def load_open_clip(name, device="auto", image_resize_mode="longest", model_key="
 
 
 class _ClipTower:
-    def __init__(self, name, device="auto", batch_size=32, image_resize_mode="longest", model_key="clip"):
+    def __init__(self, name, device="auto", batch_size=32, image_resize_mode="longest", model_key="clip", *, smoke):
         self.device = pick_device(device)
         self.batch_size = batch_size
+        self.stand_in = models.resolve(name, model_key, smoke=smoke).kind == "smoke"
         self.model, self.preprocess, self.tokenizer, fingerprint = load_open_clip(
-            name, self.device, image_resize_mode, model_key)
+            name, self.device, image_resize_mode, model_key, smoke=smoke)
         with torch.inference_mode():  # the shared embedding size, whatever the tower's implementation
             self.dim = int(self.model.encode_text(self.tokenizer(["a"]).to(self.device)).shape[-1])
         self.spec = {"kind": self.kind, "model": str(name), "fingerprint": fingerprint, "dim": self.dim}
@@ -205,8 +209,8 @@ class ClipImageEncoder(_ClipTower):
     kind = "open_clip_image"
 
     def __init__(self, name, device="auto", batch_size=32, image_resize_mode="longest", model_key="clip",
-                 load_workers=2):
-        super().__init__(name, device, batch_size, image_resize_mode, model_key)
+                 load_workers=2, *, smoke):
+        super().__init__(name, device, batch_size, image_resize_mode, model_key, smoke=smoke)
         self.spec["image_resize_mode"] = image_resize_mode  # padding vs cropping changes the embeddings
         self.load_workers = load_workers
 

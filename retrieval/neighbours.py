@@ -4,7 +4,7 @@ The Python API other stages call (the CLI stage is `retrieval.retrieve`):
     from retrieval.encoders import TextEncoder, ClipImageEncoder
     from retrieval.neighbours import retrieve
 
-    enc = TextEncoder("sentence-transformers/all-MiniLM-L6-v2")
+    enc = TextEncoder("sentence-transformers/all-MiniLM-L6-v2", smoke=False)  # smoke: the run's cfg.SMOKE
     rows, scores = retrieve(test_texts, train_texts, enc, k=2)            # (m, k) train row numbers, cosines
     rows, scores = retrieve(test_texts, train_texts, enc, k=2, index_dir=DATA_DIR / "train/index/minilm")  # cached
 

@@ -64,7 +64,7 @@ def row_texts(df, fields, what, separator=FIELD_SEPARATOR):
 def index_name(encoder, fields):
     """A readable folder name per (encoder, fields); the content key inside decides whether it is current."""
     model = encoder.spec["model"]
-    if knobs.smoke_enabled():
+    if encoder.stand_in:  # SMOKE=1's tiny model, whatever the knob names
         model = "smoke"
     elif os.path.isdir(os.path.expanduser(model)):  # a local folder: its last two path parts
         model = "/".join(Path(os.path.expanduser(model)).resolve().parts[-2:])
@@ -100,7 +100,7 @@ def main(argv=None):
     test = dataset.read_info(test_csv)
     if cfg.MODE == "text":
         encoder = TextEncoder(cfg.TEXT_MODEL, device=device, batch_size=cfg.BATCH_SIZE, word_segment=cfg.WORD_SEGMENT,
-                              trust_remote_code=cfg.TRUST_REMOTE_CODE)
+                              trust_remote_code=cfg.TRUST_REMOTE_CODE, smoke=cfg.SMOKE)
         pool = build(cfg, encoder, "train", row_texts(train, cfg.POOL_FIELDS, train_csv, cfg.FIELD_SEPARATOR), train.id, cfg.POOL_FIELDS, rank,
                      world_size)
         query_encoder, query_items, query_fields = encoder, row_texts(test, cfg.QUERY_FIELDS, test_csv, cfg.FIELD_SEPARATOR), cfg.QUERY_FIELDS
@@ -118,11 +118,11 @@ def main(argv=None):
         if missing:
             raise InputError(f"{images_dir}: banner missing for train row id(s) {missing[:10]}")
         image_encoder = ClipImageEncoder(cfg.CLIP_MODEL, device=device, batch_size=cfg.BATCH_SIZE,
-                                         image_resize_mode=cfg.IMAGE_RESIZE_MODE)
+                                         image_resize_mode=cfg.IMAGE_RESIZE_MODE, smoke=cfg.SMOKE)
         pool = build(cfg, image_encoder, "train", [str(images_dir / b) for b in train.bannerImage], train.id, "",
                      rank, world_size)
         query_encoder = ClipTextEncoder(cfg.CLIP_MODEL, device=device, batch_size=cfg.BATCH_SIZE,
-                                        image_resize_mode=cfg.IMAGE_RESIZE_MODE)
+                                        image_resize_mode=cfg.IMAGE_RESIZE_MODE, smoke=cfg.SMOKE)
         query_items, query_fields = row_texts(trans, cfg.CLIP_QUERY_FIELDS, trans_csv, cfg.FIELD_SEPARATOR), cfg.CLIP_QUERY_FIELDS
     else:
         raise InputError(f"MODE must be text or clip_text_image, got {cfg.MODE!r}")

@@ -209,8 +209,8 @@ def load_teacher(cfg, teacher_file, weight_dtype, device):
     """SD 2.1 with the banner LoRA fused into the UNet and text encoder, frozen, in weight_dtype."""
     from diffusers import StableDiffusionPipeline
 
-    pipe = models.load(StableDiffusionPipeline.from_pretrained, cfg.MODEL, "sd21", dtype=weight_dtype,
-                       safety_checker=None, requires_safety_checker=False)
+    pipe = models.load(StableDiffusionPipeline.from_pretrained, cfg.MODEL, "sd21", smoke=cfg.SMOKE,
+                       dtype=weight_dtype, safety_checker=None, requires_safety_checker=False)
     if teacher_file is not None:
         with quiet_libraries():
             pipe.load_lora_weights(str(teacher_file.parent), weight_name=teacher_file.name, adapter_name="banners")

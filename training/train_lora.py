@@ -211,7 +211,7 @@ def load_models(cfg, weight_dtype, device):
     from transformers import CLIPTextModel, CLIPTokenizer
 
     def load(cls, sub, **kw):
-        return models.load(cls.from_pretrained, cfg.MODEL, "sd21", subfolder=sub, **kw)
+        return models.load(cls.from_pretrained, cfg.MODEL, "sd21", smoke=cfg.SMOKE, subfolder=sub, **kw)
 
     scheduler = load(DDPMScheduler, "scheduler", **lora.NOISE_SCHEDULES[cfg.NOISE_SCHEDULE])
     if cfg.PREDICTION_TYPE:
