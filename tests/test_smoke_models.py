@@ -277,8 +277,7 @@ def test_tiny_models_build_and_load_without_progress_bars(tmp_path, monkeypatch,
     from transformers import AutoModelForSeq2SeqLM
 
     monkeypatch.setenv("SMOKE_CACHE", str(tmp_path))
-    monkeypatch.setenv("SMOKE", "1")
-    models.load(AutoModelForSeq2SeqLM.from_pretrained, "org/not-downloaded", "translator")
+    models.load(AutoModelForSeq2SeqLM.from_pretrained, "org/not-downloaded", "translator", smoke=True)
     out = "".join(capfd.readouterr())
     assert "Writing model shards" not in out and "Loading weights" not in out and "\x1b[" not in out, out
     from transformers.utils import logging

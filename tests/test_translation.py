@@ -54,7 +54,7 @@ def smoke_seq2seq():
 
     threads = torch.get_num_threads()
     yield tr.Seq2SeqTranslator(smoke.smoke_model("seq2seq"), device="cpu", batch_size=4, max_new_tokens=8,
-                               num_beams=1, src_lang="vi_VN", tgt_lang="en_XX", cpu_threads=1)
+                               num_beams=1, src_lang="vi_VN", tgt_lang="en_XX", cpu_threads=1, smoke=False)
     torch.set_num_threads(threads)
 
 
@@ -247,13 +247,14 @@ def test_seq2seq_out_of_memory_halves_the_batch(translator, monkeypatch):
 
 
 def test_backend_auto_rule():
-    assert tr.resolve_backend("auto", {"HF_HUB_OFFLINE": "1"}) == "seq2seq"
-    assert tr.resolve_backend("auto", {"SMOKE": "1"}) == "seq2seq"
-    assert tr.resolve_backend("auto", {}) == "google"
-    assert tr.resolve_backend("google", {"HF_HUB_OFFLINE": "1"}) == "google"
-    assert tr.resolve_backend("auto", {"HF_HUB_OFFLINE": "0", "SMOKE": "0"}) == "google"
+    assert tr.resolve_backend("auto", False, {"HF_HUB_OFFLINE": "1"}) == "seq2seq"
+    assert tr.resolve_backend("auto", True, {}) == "seq2seq"  # the run's cfg.SMOKE
+    assert tr.resolve_backend("auto", False, {}) == "google"
+    assert tr.resolve_backend("auto", False, {"SMOKE": "1"}) == "google"  # the environment's SMOKE is not read here
+    assert tr.resolve_backend("google", True, {"HF_HUB_OFFLINE": "1"}) == "google"
+    assert tr.resolve_backend("auto", False, {"HF_HUB_OFFLINE": "0"}) == "google"
     with pytest.raises(knobs.InputError):
-        tr.resolve_backend("deepl", {})
+        tr.resolve_backend("deepl", False, {})
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -524,7 +525,7 @@ def test_language_codes_are_applied_when_the_tokenizer_has_them(tmp_path, tgt_la
     tok.save_pretrained(folder)
     model.save_pretrained(folder)
     t = tr.Seq2SeqTranslator(folder, device="cpu", max_new_tokens=6, num_beams=2, src_lang="vi_VN", tgt_lang="en_XX",
-                             tgt_lang_as=tgt_lang_as, cpu_threads=1)
+                             tgt_lang_as=tgt_lang_as, cpu_threads=1, smoke=False)
     en = tok.convert_tokens_to_ids("en_XX")
     key = "decoder_start_token_id" if tgt_lang_as == "decoder_start" else "forced_bos_token_id"
     assert t.generate_kwargs[key] == en and t.notes == [f"{tgt_lang_as}=en_XX"]
