@@ -389,14 +389,15 @@ def test_compare_table(split, tmp_path, cache_dir, extractor):
     assert cells["dup_over_guard"] == cells["dup_over_competition"] == ("-", "3")  # counts, "-" where not scored
 
 
-def test_knobs_come_from_flags_not_the_environment(monkeypatch):
-    """PRED_DIR, GT_DIR, CACHE_DIR... are flags; only DATA_DIR (the run/*.sh contract) comes from the environment."""
-    env = {"PRED_DIR": "from-env", "CACHE_DIR": "from-env", "DATA_DIR": "data-from-env"}
-    cfg = knobs.configure(evaluate_module, ["--GT_DIR=gt"], env=env)
-    assert cfg.PRED_DIR == "" and cfg.CACHE_DIR == ".cache/features" and cfg.DATA_DIR == "data-from-env"
-    assert cfg.GT_DIR == "gt"
+def test_knobs_come_from_flags_not_the_environment(monkeypatch, tmp_path):
+    """PRED_DIR and GT_DIR are flags: exported in the environment (for another tool) they change nothing, and the stage
+    still asks for them (only DATA_DIR and OUT_DIR, the run/*.sh contract, come from there: test_common.py)."""
+    monkeypatch.setenv("PRED_DIR", str(tmp_path))
+    monkeypatch.setenv("GT_DIR", str(tmp_path))
     with pytest.raises(InputError, match="--PRED_DIR"):
-        evaluate_module.main(["--GT_DIR=gt"])
+        evaluate_module.main([])
+    with pytest.raises(InputError, match="--GT_DIR"):
+        evaluate_module.main([f"--PRED_DIR={tmp_path}"])
 
 
 @pytest.mark.slow
