@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from core import images, knobs
+from core import images
 from core.dataset import read_info
 from core.errors import error_list
 from core.files import read_json
