@@ -214,8 +214,9 @@ def test_evaluate_identical_predictions_give_the_extremes(split, tmp_path, cache
         assert set(parser.sort_keys) <= set(r["data"]) and r["data"]["psnr"] == "Infinity"  # identical images
     # the one meaning of duplication: both levels and the rows over each are in the report
     dup = __import__("pandas").read_csv(pred / "scores.csv")["duplication"]
-    assert report["dup_guard_level"] == duplication.DUP_MAX and report["dup_competition_level"] == 0.89
-    assert report["dup_over_guard"] == (dup > 0.85).sum() and report["dup_over_competition"] == (dup > 0.89).sum()
+    assert report["dup_guard_level"] == duplication.DUP_MAX and report["dup_competition_level"] == duplication.COMPETITION_FAIL
+    assert report["dup_over_guard"] == (dup > duplication.DUP_MAX).sum()
+    assert report["dup_over_competition"] == (dup > duplication.COMPETITION_FAIL).sum()
 
     # a prediction that IS a training banner: duplication 1.0 for that row, and the banner named
     train_banner = read_info(split / "train" / "info.csv")["bannerImage"].iloc[0]
