@@ -45,8 +45,8 @@ def content_key(spec, ids, row_keys, dtype):
 
 
 class Index:
-    """A finished index folder: `.ids`, `.n`, `.dim`, `.shape`, `.path` (the safetensors file), `.meta`; `index[a:b]` reads
-    rows a..b from the file."""
+    """A finished index folder: `.ids`, `.n`, `.dim`, `.shape`, `.path` (the safetensors file), `.meta`;
+    `index[a:b]` reads rows a..b from the file."""
 
     def __init__(self, folder, meta):
         self.folder = Path(folder)
