@@ -7,7 +7,8 @@ The pool is anything with `.shape` (n, dim) whose rows read by a slice, `pool[st
 tensor, or retrieval's on-disk `Index` (which reads only that slice from its file, so a pool larger than RAM works).
 For each pool chunk: scores = queries @ chunk.T, its top-k, merged with the running top-k. Memory: queries + one chunk +
 (queries x chunk) scores, whatever the pool size. With L2-normalised rows the dot product is the cosine. Among equal
-scores the lower pool row wins, whatever the chunk sizes.
+scores the lower pool row wins, whatever the chunk sizes. Equal means equal to the bit: the BLAS matrix product may
+score a row and its exact duplicate one last bit apart, depending on their places in the product (seen with MKL).
 """
 import numpy as np
 import torch
