@@ -351,10 +351,23 @@ def test_duplication_levels_and_clipped_cosines():
     x = np.random.default_rng(0).random((3, 8)) * 1e3
     assert cosine(x, x).max() <= 1.0 and max_cosine(x, x * (1 + 1e-12))[0].max() <= 1.0
     np.testing.assert_allclose(cosine(x, x), 1.0, atol=1e-12)  # clipped, not pulled below 1
-    for scale in (1 + 1e-12, 3.7):  # cosine ignores length: each row's nearest in a rescaled copy is itself
-        best, where = max_cosine(x, x * scale)
-        assert where.tolist() == [0, 1, 2]
-        np.testing.assert_allclose(best, 1.0, atol=1e-12)
+    # max_cosine against the exact cosines: lengths ignored, the lowest row on ties, its own row excluded. Rows of
+    # +-0.5 on 4 of 8 coordinates times powers of two: normalising is exact and every cosine a multiple of 0.25, so
+    # equal cosines are equal to the bit whatever order the matrix product sums in (for real features, a row and its
+    # exact duplicate can differ in the last bit with the row's place in the product)
+    rng = np.random.default_rng(1)
+    pattern = np.zeros((60, 8))
+    for row in pattern:
+        row[rng.choice(8, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
+    scaled = pattern * 2.0 ** rng.integers(-3, 10, (60, 1))
+    pool, queries = scaled[:50], scaled[50:]
+    exact = pattern @ pattern[:50].T
+    for got, cos in ((max_cosine(queries, pool, chunk=16), exact[50:]),
+                     (max_cosine(pool, pool, chunk=16, exclude=np.arange(50)), exact[:50] - 9 * np.eye(50))):
+        top2 = np.sort(cos, axis=1)[:, -2:]
+        assert (top2[:, 0] == top2[:, 1]).sum() >= 3  # ties for the best are there to be broken
+        assert got[1].tolist() == cos.argmax(axis=1).tolist()  # argmax: the first (lowest) row among equal maxima
+        np.testing.assert_array_equal(got[0], cos.max(axis=1))
 
 
 def test_compare_table(split, tmp_path, cache_dir, extractor):
