@@ -6,7 +6,7 @@ Retrieval benchmark: embedding throughput and search time / memory. Prints a tab
    - the open_clip image tower with the REAL ViT-B-32 architecture and RANDOM weights (no CLIP weights here; speed
      does not depend on weight values), image decoding and preprocessing included.
 2. Search: QUERIES random unit queries against 10k / 100k / 1M random unit 512-d embeddings written to disk as an index
-   (fp16), top-k by `retrieval.search.search` reading the index chunk by chunk, beside one bare in-memory fp32
+   (fp16), top-k by `core.nearest.nearest` reading the index chunk by chunk, beside one bare in-memory fp32
    `torch.matmul` of the same size (the limit). Peak memory = the highest resident anonymous memory during one search
    in a fresh process above what it was before (the index's own pages are file-backed, counted apart as "index pages
    touched": the page cache can drop them at any time).
@@ -136,18 +136,18 @@ def memory_in_fresh_process(folder):
 
 def probe_memory(cfg, folder):
     from retrieval.index import Index
-    from retrieval.search import search
+    from core.nearest import nearest
 
     index = Index.open(folder)
     queries = torch.from_numpy(unit_rows(np.random.default_rng(0), cfg.QUERIES, cfg.DIM))
     with PeakMemory() as mem:
-        search(queries, index, cfg.TOP_K, chunk_rows=cfg.SEARCH_CHUNK)
+        nearest(queries, index, cfg.TOP_K, chunk_rows=cfg.SEARCH_CHUNK)
     print(f"{mem.anon_mb:.1f} {mem.file_mb:.1f}")
 
 
 def bench_search(cfg, work):
     from retrieval.index import Index, write_embeddings
-    from retrieval.search import search
+    from core.nearest import nearest
 
     rng = np.random.default_rng(0)
     queries = torch.from_numpy(unit_rows(rng, cfg.QUERIES, cfg.DIM))
@@ -165,10 +165,10 @@ def bench_search(cfg, work):
         files.write_json(folder / "meta.json", {"key": "bench", "n": n, "dim": cfg.DIM, "dtype": "fp16",
                                                  "ids": [], "row_keys": []})
         index = Index.open(folder)
-        search(queries, index, cfg.TOP_K, chunk_rows=cfg.SEARCH_CHUNK)  # warm-up (page cache)
+        nearest(queries, index, cfg.TOP_K, chunk_rows=cfg.SEARCH_CHUNK)  # warm-up (page cache)
         anon_mb, file_mb = memory_in_fresh_process(folder)
         pool = index.embeddings()  # fp32 in memory: what the bare matmul gets for free
-        t_search, t_matmul = best_times([lambda: search(queries, index, cfg.TOP_K, chunk_rows=cfg.SEARCH_CHUNK),
+        t_search, t_matmul = best_times([lambda: nearest(queries, index, cfg.TOP_K, chunk_rows=cfg.SEARCH_CHUNK),
                                          lambda: torch.matmul(queries, pool.T)], cfg.REPEATS)
         del pool
         size_mb = os.path.getsize(index.path) / 2**20

@@ -10,6 +10,7 @@
 - progress: the one progress bar (hidden when the output is not a terminal); quiet library logs for tiny models
 - errors:   long lists of failures shown short (the first few, the count, the file with all of them)
 - prompt_fit: ad copy cleaned and fitted to a text encoder's token window (both methods, the prompt stage)
+- nearest:  the one nearest-neighbour search, exact chunked top-k (retrieval, the duplication measure and guard)
 """
 from pathlib import Path
 

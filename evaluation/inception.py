@@ -9,6 +9,7 @@ implementation), after quantising to 0..255 as a saved JPEG would be.
 import numpy as np
 import torch
 from core.images import load_rgb
+from core.nearest import nearest
 from core.progress import progress as progress_bar
 from evaluation.duplication import clip_cosine
 
@@ -74,15 +75,11 @@ def cosine(a, b):
     return clip_cosine(np.sum(l2_normalize(a) * l2_normalize(b), axis=-1))
 
 
-def max_cosine(queries, pool, chunk=4096):
-    """For each query row: (max cosine to any pool row, index of that row); the pool is walked in chunks."""
-    q = l2_normalize(queries)
-    best = np.full(len(q), -np.inf)
-    arg = np.zeros(len(q), dtype=np.int64)
-    for start in range(0, len(pool), chunk):
-        sims = q @ l2_normalize(pool[start:start + chunk]).T
-        j = sims.argmax(axis=1)
-        s = sims[np.arange(len(q)), j]
-        better = s > best
-        best[better], arg[better] = s[better], j[better] + start
-    return clip_cosine(best), arg  # rounding can pass 1 for an exact copy
+def max_cosine(queries, pool, chunk=4096, exclude=None):
+    """For each query row: (max cosine to any pool row, index of that row; the lowest on ties), clipped to [-1, 1].
+
+    The duplication measure of the evaluation and of Method 1's guard: `core.nearest` in float64, because the guard
+    compares the value with a fixed level during generation. exclude: optional (m,) pool row per query to skip."""
+    rows, scores = nearest(l2_normalize(queries), l2_normalize(pool), 1, chunk_rows=chunk, exclude=exclude,
+                           dtype=torch.float64)
+    return clip_cosine(scores[:, 0]), rows[:, 0]  # rounding can pass 1 for an exact copy

@@ -25,7 +25,7 @@ import models
 from core import dataset, devices, files, knobs, prompt_fit
 from core.progress import quiet_libraries
 from inference import accel, pipelines, runner
-from training import lora
+from training import distill, lora
 
 DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
 MODEL = models.SD21  # SD 2.1 (v-prediction) base: hub id[@revision] or local folder
@@ -110,6 +110,25 @@ def lora_hash(cfg):
     """The LoRA file's content hash ("" = the base model): in the resume key, so a retrained LoRA redoes the banners."""
     path = lora_file(cfg)
     return files.file_hash(path)[:16] if path else ""
+
+
+def check_adapter(cfg):
+    """A consistency LoRA of run/distill.sh learned one banner LoRA on one noise schedule; stacked on another LoRA, or
+    sampled on another schedule, it is silently wrong: refused in one line. An adapter without a distillation record
+    (LCM-LoRA, TCD from the hub) is not checked."""
+    folder = Path(cfg.ADAPTER)
+    folder = folder.parent if folder.is_file() else folder
+    record = files.read_json(folder / distill.SETTINGS_FILE, None) if cfg.ADAPTER and folder.is_dir() else None
+    if not isinstance(record, dict):
+        return
+    teacher = (record.get("settings") or {}).get("teacher_lora_sha256", "")[:16]
+    if teacher != lora_hash(cfg):
+        raise knobs.InputError(f"ADAPTER {folder} was distilled from another banner LoRA than LORA={cfg.LORA or '(base)'}"
+                               f": distil it again (bash run/distill.sh --TEACHER_LORA={cfg.LORA}) or pass its own LORA")
+    schedule = lora.schedule_for(cfg.NOISE_SCHEDULE, lora_file(cfg))[0]
+    if record.get("noise_schedule") != schedule:
+        raise knobs.InputError(f"ADAPTER {folder} was distilled on the noise schedule {record.get('noise_schedule')}, "
+                               f"this run samples on {schedule} (NOISE_SCHEDULE={cfg.NOISE_SCHEDULE}): use the same")
 
 
 def layout_banners(cfg, rows):
@@ -212,6 +231,7 @@ def main(argv=None):
     cfg = knobs.configure(globals(), argv)
     knobs.announce_smoke("inference / method 2", cfg.SMOKE)
     rows, llm = read_inputs(cfg)
+    check_adapter(cfg)
     settings = {**runner.image_settings(cfg, _IMAGE_SETTINGS), "LORA": lora_hash(cfg)}
     with runner.open_runs(cfg, rows, layout_banners(cfg, rows)) as runs:  # folders checked and locked, copy checked, guard ready: no model yet
         pipe = load_pipeline(cfg, runs.device)

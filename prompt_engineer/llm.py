@@ -117,19 +117,13 @@ class TransformersGenerator:
 
 
 def exact_generation_config(max_new_tokens, pad_token_id, eos_token_id, bos_token_id):
-    """Greedy decoding over what RowSampler leaves, with every field that changes a token choice set to its neutral
-    value: no penalty, no warper, no forced or suppressed token, one beam (top_k and min_p act only when sampling,
-    which this config never does: transformers warns when they are set)."""
+    """Greedy decoding over what RowSampler leaves: a fresh GenerationConfig, whose every field that changes a token
+    choice (penalties, warpers, forced or suppressed tokens, beams) is at its neutral default. The caller makes it the
+    model's generation_config too, since generate() fills fields left at their defaults from that one."""
     from transformers import GenerationConfig
 
-    return GenerationConfig(max_new_tokens=max_new_tokens, min_new_tokens=0, do_sample=False, num_beams=1,
-                        temperature=1.0, top_p=1.0, typical_p=1.0, epsilon_cutoff=0.0,
-                        eta_cutoff=0.0, repetition_penalty=1.0, encoder_repetition_penalty=1.0, length_penalty=1.0,
-                        no_repeat_ngram_size=0, encoder_no_repeat_ngram_size=0, bad_words_ids=None,
-                        forced_bos_token_id=None, forced_eos_token_id=None, suppress_tokens=None,
-                        begin_suppress_tokens=None, sequence_bias=None, renormalize_logits=False,
-                        exponential_decay_length_penalty=None, guidance_scale=None, pad_token_id=pad_token_id,
-                        eos_token_id=eos_token_id, bos_token_id=bos_token_id)
+    return GenerationConfig(max_new_tokens=max_new_tokens, do_sample=False, num_beams=1, pad_token_id=pad_token_id,
+                            eos_token_id=eos_token_id, bos_token_id=bos_token_id)
 
 
 def load_transformers(name, device="auto", dtype="bf16", trust_remote_code=False, gguf_file="", *, smoke, **kwargs):

@@ -45,7 +45,8 @@ def content_key(spec, ids, row_keys, dtype):
 
 
 class Index:
-    """A finished index folder: `.ids`, `.n`, `.dim`, `.path` (the safetensors file), `.meta`."""
+    """A finished index folder: `.ids`, `.n`, `.dim`, `.shape`, `.path` (the safetensors file), `.meta`;
+    `index[a:b]` reads rows a..b from the file."""
 
     def __init__(self, folder, meta):
         self.folder = Path(folder)
@@ -72,12 +73,23 @@ class Index:
             return None  # a kill between writing the embeddings and the meta: not this index
         return cls(folder, meta)
 
-    def embeddings(self, start=0, stop=None):
-        """Rows [start, stop) as float32 torch tensor (reads only that slice)."""
+    @property
+    def shape(self):
+        return self.n, self.dim
+
+    def __getitem__(self, rows):
+        """Rows by a slice, as stored (fp16 or fp32 torch tensor), reading only that slice from the file: an index
+        reads like an (n, dim) array, so `core.nearest` searches it chunk by chunk."""
         from safetensors import safe_open
 
+        if not isinstance(rows, slice):
+            raise TypeError(f"an Index reads rows by a slice, not {type(rows).__name__}")
         with safe_open(str(self.path), framework="pt") as f:
-            return f.get_slice(TENSOR)[start:self.n if stop is None else stop].float()
+            return f.get_slice(TENSOR)[rows]
+
+    def embeddings(self, start=0, stop=None):
+        """Rows [start, stop) as float32 torch tensor (reads only that slice)."""
+        return self[start:stop].float()
 
 
 def read_metadata(path):

@@ -14,8 +14,8 @@ a (n, dim) array, or an `Index` for the pool.
 """
 import numpy as np
 
+from core.nearest import nearest
 from retrieval.index import Index, build_index
-from retrieval.search import search
 
 
 def embed(items, encoder):
@@ -47,4 +47,4 @@ def retrieve(queries, pool, encoder, k, query_encoder=None, index_dir=None, pool
     pool = pool_of(pool, encoder, index_dir, pool_ids, **build_kwargs)
     q = embed(queries, query_encoder or encoder)
     exclude = np.arange(len(q)) if exclude_self else None
-    return search(q, pool, k, chunk_rows=chunk_rows, device=device, exclude=exclude)
+    return nearest(q, pool, k, chunk_rows=chunk_rows, device=device, exclude=exclude)

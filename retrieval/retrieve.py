@@ -87,7 +87,7 @@ def build(cfg, encoder, split, items, ids, fields, rank, world_size):
 
 def main(argv=None):
     from retrieval.encoders import ClipImageEncoder, ClipTextEncoder, TextEncoder
-    from retrieval.search import search
+    from core.nearest import nearest
 
     cfg = knobs.configure(globals(), argv)
     if cfg.TOP_K < 1:  # before any model loads or any index is built
@@ -131,8 +131,8 @@ def main(argv=None):
         return
     if cfg.TOP_K > pool.n:
         print(f"warning: TOP_K={cfg.TOP_K} but only {pool.n} train rows: {pool.n} neighbours per row", flush=True)
-    rows, scores = search(queries.embeddings(), pool, cfg.TOP_K, chunk_rows=cfg.SEARCH_CHUNK, device=device,
-                          progress="search")
+    rows, scores = nearest(queries.embeddings(), pool, cfg.TOP_K, chunk_rows=cfg.SEARCH_CHUNK, device=device,
+                           progress="search")
     # the indexes carry their ids; map back through them, never through positions in a CSV that may have changed
     train_banner = dict(zip(train.id, train.bannerImage))
     test_banner = dict(zip(test.id, test.bannerImage))

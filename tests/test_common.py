@@ -181,10 +181,14 @@ def test_row_seed_is_stable_and_distinct():
 
 
 def test_per_row_noise_independent_of_batch_and_order():
+    """The noise a method draws for a row (inference.pipelines.generators over runner.try_seed, as method1/method2
+    pass them to the pipeline) depends on the row alone: not on its batch, its place in it, or the rows beside it."""
+    from inference import pipelines, runner
+
     ids = ["3", "11", "25", "31", "42"]
 
     def noise(batch_ids):
-        gens = [torch.Generator().manual_seed(seeds.row_seed(7, i)) for i in batch_ids]
+        gens = pipelines.generators([runner.try_seed(7, i, 1) for i in batch_ids])
         return {i: torch.randn((4, 8, 8), generator=g) for i, g in zip(batch_ids, gens)}
 
     single = {}
@@ -194,6 +198,10 @@ def test_per_row_noise_independent_of_batch_and_order():
     shuffled = noise(list(reversed(ids)))
     for i in ids:
         assert torch.equal(single[i], batched[i]) and torch.equal(single[i], shuffled[i])
+    # each try and each part of a row its own noise; rows differ
+    seeds = {runner.try_seed(7, "3", 1), runner.try_seed(7, "3", 2), runner.try_seed(7, "3", 1, part=1),
+             runner.try_seed(7, "11", 1), runner.try_seed(8, "3", 1)}
+    assert len(seeds) == 5 and not torch.equal(single["3"], single["11"])
 
 
 def test_pick_dtype_cpu_is_fp32():

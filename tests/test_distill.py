@@ -3,7 +3,8 @@
 The teacher is the smoke SD 2.1 with a banner LoRA of random weights (smoke.random_lora, standing in for
 run/train_sd.sh's output); the fixture is the embedded sample's 12 training banners at 32x32. What is checked: the
 loss falls, a stopped run resumes to a bit-identical adapter, a retrained teacher is not mistaken for the old one, and
-the adapter loads into a fresh Method 2 pipeline beside the banner LoRA and changes its banners.
+the adapter loads into a fresh Method 2 pipeline beside the banner LoRA and changes its banners, and Method 2
+refuses it beside another banner LoRA or on another noise schedule.
 """
 import csv
 
@@ -117,3 +118,9 @@ def test_the_adapter_loads_beside_the_banner_lora_and_changes_method_2s_banners(
             off = np.asarray(method2.generate(pipe, cfg, calls)[0], dtype=np.int16)
             assert np.abs(off - outs["fast"]).max() > 0  # the distilled adapter changes the banner
     assert outs["fast"].shape == outs["full"].shape == (64, 64, 3)
+    # the adapter knows its banner LoRA and noise schedule: stacked on another, or sampled on another, it is refused
+    fast = base + [f"--ADAPTER={tmp_path / 'lcm'}", "--SCHEDULER=lcm"]
+    method2.check_adapter(knobs.configure(method2, fast, env={"SMOKE": "1"}))
+    for other, refusal in (("--LORA=", "another banner LoRA"), ("--NOISE_SCHEDULE=model", "on the noise schedule")):
+        with pytest.raises(knobs.InputError, match=refusal):
+            method2.check_adapter(knobs.configure(method2, [*fast, other], env={"SMOKE": "1"}))

@@ -63,8 +63,8 @@ def cache_dir(tmp_path_factory):
 
 @pytest.fixture
 def m1(sample_dir, monkeypatch):
-    """The Method 1 module, SMOKE=1, on the sample copy. No module global is ever assigned: settings travel in flags
-    and in the Config that main builds from them."""
+    """The Method 1 module, SMOKE=1, on the sample copy. Settings travel in flags and in the Config that main builds
+    from them; a few tests patch a function of the module (a kill, a spy), listed in README.md's Tests section."""
     monkeypatch.setenv("SMOKE", "1")
     from inference import method1
 

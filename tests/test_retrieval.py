@@ -15,10 +15,10 @@ import pytest
 import torch
 
 from core import dataset, files, knobs
+from core.nearest import nearest
 from retrieval.encoders import ClipImageEncoder, ClipTextEncoder, TextEncoder, _word_segmenter
 from retrieval.index import Index, build_index, write_embeddings
 from retrieval.neighbours import retrieve
-from retrieval.search import search
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -154,33 +154,48 @@ def test_simulated_multi_process_build_equals_single_process(sample_dir, text_en
 # search
 
 
-def test_chunked_search_from_disk_equals_brute_force(tmp_path):
+def brute_force(queries, pool, k, exclude=None):
+    """The reference: every score at once in float64, excluded rows dropped, sorted by (score descending, row)."""
+    scores = np.asarray(queries, dtype=np.float64) @ np.asarray(pool, dtype=np.float64).T
+    if exclude is not None:
+        scores[np.arange(len(scores)), exclude] = -np.inf
+    k = min(k, pool.shape[0] - (exclude is not None))
+    rows = np.array([np.lexsort((np.arange(len(row)), -row))[:k] for row in scores], dtype=np.int64).reshape(-1, k)
+    return rows, np.take_along_axis(scores, rows, axis=1)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_search_equals_brute_force_with_ties_and_exclude(tmp_path, dtype):
+    """Small-integer vectors make many exact ties (integer dot products are exact in float32 too): the chunked search
+    must give the reference's rows and scores exactly, for every pool form, chunk and query block, with and without
+    excluding each query's own row."""
     rng = np.random.default_rng(1)
-    pool, queries = unit(rng.standard_normal((1000, 24))), unit(rng.standard_normal((37, 24)))
+    pool = rng.integers(-1, 2, size=(300, 6)).astype(np.float32)
+    queries = np.concatenate([pool[:40], rng.integers(-1, 2, size=(17, 6)).astype(np.float32)])
+    exclude = np.arange(len(queries))  # queries 0..39 are pool rows 0..39; the others skip an arbitrary row
     index = array_index(tmp_path / "pool", pool)
-    full = torch.from_numpy(queries) @ torch.from_numpy(pool).T
-    want_scores, want_rows = torch.topk(full, 7, dim=1)
-    # chunks of 64 pool rows (16 chunks, the last partial) and blocks of 10 queries
-    rows, scores = search(queries, index, 7, chunk_rows=64, query_rows=10)
-    assert np.array_equal(rows, want_rows.numpy())
-    np.testing.assert_allclose(scores, want_scores.numpy(), atol=1e-5)
-    rows_mem, _ = search(queries, torch.from_numpy(pool), 7, chunk_rows=300)  # in-memory pool, same answer
-    assert np.array_equal(rows_mem, rows)
-    # a pool searched against itself without its own rows
-    rows, _ = search(pool[:50], index, 3, chunk_rows=64, exclude=np.arange(50))
-    assert not (rows == np.arange(50)[:, None]).any()
-    want = torch.topk(torch.from_numpy(pool[:50]) @ torch.from_numpy(pool).T - 10 * torch.eye(50, 1000), 3).indices
-    assert np.array_equal(rows, want.numpy())
+    for pool_form in (pool, torch.from_numpy(pool), index):
+        for chunk_rows, query_rows in ((1000, 4096), (64, 10), (7, 3), (1, 57)):
+            for k, excl in ((1, None), (5, None), (5, exclude), (300, exclude)):
+                want_rows, want_scores = brute_force(queries, pool, k, excl)
+                rows, scores = nearest(queries, pool_form, k, chunk_rows=chunk_rows, query_rows=query_rows,
+                                       exclude=excl, dtype=dtype)
+                where = f"{type(pool_form).__name__} chunk {chunk_rows} block {query_rows} k {k} {excl is not None}"
+                assert np.array_equal(rows, want_rows), where
+                assert scores.dtype == {torch.float32: np.float32, torch.float64: np.float64}[dtype]
+                assert np.array_equal(scores, want_scores), where
+    _, six = brute_force(queries, pool, 6)
+    assert (six[:, 4] == six[:, 5]).sum() > len(queries) // 2  # most queries tie across the k=5 cut: the rule is tested
 
 
 def test_ranks_on_a_constructed_case(tmp_path):
     pool = np.eye(10, 16, dtype=np.float32)
     # query 0 is mostly row 3, then row 1, then row 7; query 1 the reverse order over rows 8, 5, 0
     queries = unit([[0, .4, 0, .9, 0, 0, 0, .1] + [0] * 8, [.2, 0, 0, 0, 0, .5, 0, 0, .8] + [0] * 7])
-    rows, scores = search(queries, array_index(tmp_path / "pool", pool, dtype="fp16"), 3, chunk_rows=4)
+    rows, scores = nearest(queries, array_index(tmp_path / "pool", pool, dtype="fp16"), 3, chunk_rows=4)
     assert rows.tolist() == [[3, 1, 7], [8, 5, 0]]
     assert (np.diff(scores, axis=1) < 0).all()
-    rows, _ = search(queries, pool, 50)  # k larger than the pool: capped at the pool size
+    rows, _ = nearest(queries, pool, 50)  # k larger than the pool: capped at the pool size
     assert rows.shape == (2, 10)
 
 
@@ -191,6 +206,12 @@ def test_identical_captions_retrieve_their_own_rows(sample_dir, text_encoder, tm
                             pool_ids=ids)
     assert rows[:, 0].tolist() == order
     assert np.allclose(scores[:, 0], 1.0, atol=2e-3)
+    # the pool against itself without each row's own: the reference's neighbours over the index's stored vectors
+    rows, scores = retrieve(texts, texts, text_encoder, k=3, index_dir=tmp_path / "ix", pool_ids=ids, exclude_self=True)
+    stored = Index.open(tmp_path / "ix").embeddings().numpy()
+    want_rows, want_scores = brute_force(text_encoder.encode(texts), stored, 3, exclude=np.arange(len(texts)))
+    assert np.array_equal(rows, want_rows)
+    np.testing.assert_allclose(scores, want_scores, atol=1e-6)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -321,7 +342,7 @@ def test_ties_keep_the_lowest_rows_whatever_the_chunk_size():
     pool[::2] = [0.0, 1.0]  # even rows point elsewhere; the 10 odd rows tie exactly
     query = np.array([[1.0, 0.0]], dtype=np.float32)
     for chunk in (40, 16, 7, 3):
-        rows, scores = search(query, pool, 3, chunk_rows=chunk)
+        rows, scores = nearest(query, pool, 3, chunk_rows=chunk)
         assert rows.tolist() == [[1, 3, 5]] and np.allclose(scores, 1.0), chunk
 
 

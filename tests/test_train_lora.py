@@ -523,7 +523,8 @@ def test_bf16_autocast_on_the_cpu_trains_and_resumes_bit_identically(tmp_path, s
     settings = straight_and_resumed(data_dir, tmp_path, sd21, flags, stop_at=2)
     assert settings["settings"]["precision"] == "bf16"
     fp32 = make_data(tmp_path / "fp32" / "data", 3)
-    AcceleratorState = pytest.importorskip("accelerate.state").AcceleratorState
+    from accelerate.state import AcceleratorState
+
     AcceleratorState._reset_state()
     train(fp32, tmp_path / "fp32" / "out", sd21, *flags[1:], "--MIXED_PRECISION=no")
     assert losses(tmp_path / "fp32" / "out") != losses(tmp_path / "straight")  # bf16 really ran

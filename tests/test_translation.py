@@ -503,14 +503,6 @@ def test_unreachable_service_through_main(sample_dir, monkeypatch):
     assert exit_info.value.code == 2 and time.monotonic() - started < 10
 
 
-def test_knobs_are_flags_not_environment_variables():
-    env = {"BATCH_SIZE": "99", "BACKEND": "google", "SMOKE": "1", "DATA_DIR": "elsewhere"}
-    cfg = knobs.configure(tr, [], env=env)
-    assert cfg.BACKEND == "auto" and cfg.DATA_DIR == "elsewhere"
-    assert (cfg.BATCH_SIZE, cfg.MAX_NEW_TOKENS, cfg.NUM_BEAMS) == (8, 16, 1)  # SMOKE_OVERRIDES, not the env's 99
-    assert knobs.configure(tr, ["--BATCH_SIZE=2"], env=env).BATCH_SIZE == 2
-
-
 @pytest.mark.parametrize("tgt_lang_as", ["decoder_start", "forced_bos"])
 def test_language_codes_are_applied_when_the_tokenizer_has_them(tmp_path, tgt_lang_as):
     """vinai-translate (decoder_start=en_XX) and NLLB/mBART-50 (forced_bos) settings, on the smoke model given two

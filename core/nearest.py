@@ -1,40 +1,32 @@
 """
-Exact top-k cosine search of every query against a pool, by chunked matrix products.
+The project's one nearest-neighbour search: exact top-k by dot product of every query against a pool, by chunked
+matrix products. Retrieval's text/image search, the duplication measure (evaluation and Method 1's guard) and the
+guard's calibration all call it.
 
-The pool is an `Index` on disk (read chunk by chunk through `safetensors.safe_open(...).get_slice`, so a pool larger
-than RAM works) or an in-memory (n, dim) tensor. For each pool chunk: scores = queries @ chunk.T, its top-k, merged with
-the running top-k. Memory: queries + one chunk + (queries x chunk) scores, whatever the pool size.
-Rows are L2-normalised, so the dot product is the cosine. Among equal scores the merge prefers the lower pool row.
+The pool is anything with `.shape` (n, dim) whose rows read by a slice, `pool[start:stop]`: an (n, dim) array or
+tensor, or retrieval's on-disk `Index` (which reads only that slice from its file, so a pool larger than RAM works).
+For each pool chunk: scores = queries @ chunk.T, its top-k, merged with the running top-k. Memory: queries + one chunk +
+(queries x chunk) scores, whatever the pool size. With L2-normalised rows the dot product is the cosine. Among equal
+scores the lower pool row wins, whatever the chunk sizes. Equal means equal to the bit: the BLAS matrix product may
+score a row and its exact duplicate one last bit apart, depending on their places in the product (seen with MKL).
 """
 import numpy as np
 import torch
+
 from core.progress import progress as progress_bar
 
-from retrieval.index import TENSOR, Index
 
-
-def _pool_chunks(pool, chunk_rows, device):
-    """Yield (start, float32 chunk on device) over the pool's rows in order.
+def _pool_chunks(pool, chunk_rows, device, dtype):
+    """Yield (start, chunk on device in `dtype`) over the pool's rows in order.
 
     The chunk lands in one preallocated buffer reused for every chunk: a fresh 64 MB tensor per chunk costs page
     faults that add ~10-20 % to the search on a CPU.
     """
-    n = pool.n if isinstance(pool, Index) else len(pool)
-    dim = pool.dim if isinstance(pool, Index) else pool.shape[1]
-    buffer = torch.empty((min(chunk_rows, n), dim), dtype=torch.float32, device=device)
-    if isinstance(pool, Index):
-        from safetensors import safe_open
-
-        with safe_open(str(pool.path), framework="pt") as f:
-            rows = f.get_slice(TENSOR)
-            for start in range(0, n, chunk_rows):
-                stored = rows[start:start + chunk_rows]
-                yield start, buffer[:len(stored)].copy_(stored)
-    else:
-        pool = torch.as_tensor(pool)
-        for start in range(0, n, chunk_rows):
-            stored = pool[start:start + chunk_rows]
-            yield start, buffer[:len(stored)].copy_(stored)
+    n, dim = pool.shape
+    buffer = torch.empty((min(chunk_rows, n), dim), dtype=dtype, device=device)
+    for start in range(0, n, chunk_rows):
+        stored = torch.as_tensor(pool[start:start + chunk_rows])
+        yield start, buffer[:len(stored)].copy_(stored)
 
 
 def _merge(best_scores, best_rows, scores, rows, k):
@@ -50,8 +42,8 @@ def _merge(best_scores, best_rows, scores, rows, k):
 
 def _topk_lowest_rows_on_ties(scores, k):
     """torch.topk, except that among equal scores at the cut the lowest rows are kept (topk picks any of them, so
-    duplicate captions would get a neighbour that depends on SEARCH_CHUNK). One extra candidate tells which query rows
-    have a tie across the cut; only those (rare: duplicate embeddings) take the exact, slower rule."""
+    duplicate captions would get a neighbour that depends on the chunk size). One extra candidate tells which query
+    rows have a tie across the cut; only those (rare: duplicate embeddings) take the exact, slower rule."""
     n = scores.shape[1]
     values, rows = torch.topk(scores, min(k + 1, n), dim=1)  # sorted, best first
     top_scores, top_rows = values[:, :k].contiguous(), rows[:, :k].contiguous()
@@ -66,28 +58,30 @@ def _topk_lowest_rows_on_ties(scores, k):
     return top_scores, top_rows
 
 
-def search(queries, pool, k, chunk_rows=32768, query_rows=4096, device="cpu", exclude=None, progress=None):
-    """Top-k pool rows for each query: (rows int64 (m, k), scores float32 (m, k)), best first.
+def nearest(queries, pool, k, chunk_rows=32768, query_rows=4096, device="cpu", exclude=None, progress=None,
+            dtype=torch.float32):
+    """Top-k pool rows for each query by dot product: (rows int64 (m, k), scores (m, k) in `dtype`), best first.
 
-    queries: (m, dim) array/tensor (normalised); pool: `Index` or (n, dim) array/tensor. k is capped at the pool size.
+    queries: (m, dim) array/tensor; pool: (n, dim) array/tensor or an object with `.shape` and `pool[start:stop]`.
+    Normalise both for cosines. k is capped at the pool size (less one with `exclude`).
     exclude: optional (m,) pool row per query to skip (e.g. the query's own row when searching a pool against itself).
     progress: a label to show a progress bar over the pool's rows.
+    dtype: the arithmetic's precision (torch.float64 for the duplication measure, whose level is a fixed threshold).
     """
-    queries = torch.as_tensor(np.asarray(queries, dtype=np.float32)) if not torch.is_tensor(queries) else queries
-    queries = queries.to(device=device, dtype=torch.float32)
-    n = pool.n if isinstance(pool, Index) else len(pool)
-    dim = pool.dim if isinstance(pool, Index) else pool.shape[1]
+    queries = queries if torch.is_tensor(queries) else torch.as_tensor(np.asarray(queries))
+    queries = queries.to(device=device, dtype=dtype)
+    n, dim = pool.shape
     if queries.ndim != 2 or queries.shape[1] != dim:
         raise ValueError(f"queries of shape {tuple(queries.shape)} against a pool of dim {dim}")
     k = min(int(k), n - (1 if exclude is not None else 0))
     m = len(queries)
-    best_scores = torch.full((m, k), -torch.inf, device=device)
+    best_scores = torch.full((m, k), -torch.inf, dtype=dtype, device=device)
     best_rows = torch.full((m, k), n, dtype=torch.int64, device=device)  # n = "no row yet", sorts last on ties
     excl = None if exclude is None else torch.as_tensor(np.asarray(exclude), dtype=torch.int64, device=device)
     # one scores buffer reused for every (query block, chunk) product, for the same reason as the chunk buffer
-    scores_buffer = torch.empty(min(m, query_rows) * min(chunk_rows, n), dtype=torch.float32, device=device)
+    scores_buffer = torch.empty(min(m, query_rows) * min(chunk_rows, n), dtype=dtype, device=device)
     bar = progress_bar(total=n, desc=progress, unit="row", unit_scale=True, disable=progress is None)
-    for start, chunk in _pool_chunks(pool, chunk_rows, device):
+    for start, chunk in _pool_chunks(pool, chunk_rows, device, dtype):
         bar.update(len(chunk))
         kk = min(k, len(chunk))
         for q0 in range(0, m, query_rows):  # bounded scores matrix when there are many queries too
