@@ -128,8 +128,7 @@ def exact_generation_config(max_new_tokens, pad_token_id, eos_token_id, bos_toke
 
 def load_transformers(name, device="auto", dtype="bf16", trust_remote_code=False, gguf_file="", *, smoke, **kwargs):
     """TransformersGenerator for a hub id[@revision] or local folder (`smoke`, the run's cfg.SMOKE: the tiny stand-in
-    of models' `llm`);
-    bf16/fp16 on CUDA, fp32 on the CPU; a torch dtype is taken as is (tests run bf16 on the CPU)."""
+    of models' `llm`); bf16/fp16 on CUDA, fp32 on the CPU; a torch dtype is taken as is (tests run bf16 on the CPU)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     device = devices.pick_device(device)
