@@ -477,35 +477,24 @@ def download(entries, cfg, log=print):
         log(f"fetched {key}: {repo}@{sha[:10]} -> {where} ({time.perf_counter() - started:.0f} s)")
 
 
-def method2_entries(argv):
-    """The Method 2 models as run/method2.sh's flags set them (--train.MODEL=... and the like; its other flags belong
-    to the stages), for the steps it runs; None when it will not run a step (--help, --DRY_RUN)."""
-    flags = dict(a[2:].split("=", 1) for a in argv if a.startswith("--") and "=" in a)
-    dry_run = "--DRY_RUN" in argv or flags.get("DRY_RUN", "0").strip().lower() in ("1", "true", "yes", "on")
-    if dry_run or any(a in ("-h", "--help") for a in argv):
-        return None
-    steps = [s.strip() for s in flags.get("STEPS", "caption,train,prompts,generate").split(",")]
+def method2_entries(step_configs):
+    """The Method 2 models as the chain's steps are configured ({step: its Config}, run/method2.sh's --train.MODEL=...
+    already applied), once each, in the list's order: what inference/method2_all.py checks before its first step."""
     entries = []
     for key, m in MODELS.items():
         for flag in m.method2_flags:
-            entry = (key, flags.get(flag, default(key)))
-            if flag.split(".")[0] in steps and entry not in entries:
-                entries.append(entry)
+            step, knob = flag.split(".")
+            if step in step_configs and (key, getattr(step_configs[step], knob)) not in entries:
+                entries.append((key, getattr(step_configs[step], knob)))
     return entries
 
 
 def main(argv=None):
-    """python -m models [download | list | check] [--NAME=value ...]; `method2 <run/method2.sh's flags>` checks the
-    models of that command before its first step."""
+    """python -m models [download | list | check] [--NAME=value ...]"""
     from core import knobs
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    mode = argv.pop(0) if argv and argv[0] in ("download", "list", "check", "method2") else "download"
-    if mode == "method2":
-        entries = method2_entries(argv)
-        if entries is not None:
-            check(entries, knobs.configure(globals(), []))  # its flags are the stages'; SMOKE is read here
-        return
+    mode = argv.pop(0) if argv and argv[0] in ("download", "list", "check") else "download"
     cfg = knobs.configure(globals(), argv)
     entries = chosen(cfg)
     if mode == "list":

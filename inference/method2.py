@@ -66,13 +66,14 @@ _SPEED_KNOBS = ("DEVICE", "BATCH_SIZE", "OVERWRITE", "CACHE_DIR", "VAE_SLICING",
 # inputs
 
 
-def lora_file(cfg):
-    """The LoRA's .safetensors file (LORA names it or its folder), or None for the base model; one line if missing."""
+def lora_file(cfg, must_exist=True):
+    """The LoRA's .safetensors file (LORA names it or its folder), or None for the base model; one line if missing
+    (`must_exist`; run/method2.sh's dry run names the file training will write)."""
     if not cfg.LORA:
         return None
     path = Path(cfg.LORA)
-    path = path / lora.LORA_FILE if path.is_dir() else path
-    if not path.is_file():
+    path = path / lora.LORA_FILE if path.is_dir() or (not path.exists() and path.suffix != ".safetensors") else path
+    if must_exist and not path.is_file():
         raise knobs.InputError(f"LoRA not found: {path} (train it with bash run/train_sd.sh, or --LORA= for the base "
                                f"model)")
     return path
@@ -90,7 +91,7 @@ def stage_files(cfg):
     return files.StageFiles(inputs=[data / "test" / "info.csv", data / "test" / cfg.INFO_FILE,
                                     data / "test" / cfg.PROMPT_FILE, data / "train" / "images",
                                     *([data / "test" / cfg.LAYOUT_FILE] if cfg.TEXT_LAYER and cfg.LAYOUT_FILE else []),
-                                    *([lora_file(cfg)] if cfg.LORA else []), *([adapter] if cfg.ADAPTER else [])],
+                                    *([lora_file(cfg, must_exist=False)] if cfg.LORA else []), *([adapter] if cfg.ADAPTER else [])],
                             done=done, settings=settings, redo_flags=("--OVERWRITE=1",))
 
 

@@ -27,6 +27,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import models
 from core import files, knobs
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR: the run/*.sh contract)
@@ -137,10 +138,13 @@ def main(argv=None):
         raise knobs.InputError(f"unknown step(s) {unknown}; steps: {', '.join(STAGES)}")
     stamps = Path(cfg.DATA_DIR) / ".method2"
     chosen = [step for step in STAGES if step in cfg.STEPS]  # in the chain's order, whatever order STEPS lists
+    modules = {step: importlib.import_module(STAGES[step]) for step in chosen}
+    flags = {step: [f"--DATA_DIR={cfg.DATA_DIR}", *per_step.get(step, [])] for step in chosen}
+    step_cfgs = {step: knobs.configure(modules[step], flags[step], env=step_env()) for step in chosen}
+    if not cfg.DRY_RUN:  # every model of the chain resolves before captions are paid for
+        models.check(models.method2_entries(step_cfgs), knobs.configure(models, []))
     for number, step in enumerate(chosen, start=1):
-        module = importlib.import_module(STAGES[step])
-        flags = [f"--DATA_DIR={cfg.DATA_DIR}", *per_step.get(step, [])]
-        step_cfg = knobs.configure(module, flags, env=step_env())
+        module, step_cfg = modules[step], step_cfgs[step]
         declared = module.stage_files(step_cfg)
         stamp = stamp_of(declared, step_cfg.SMOKE)
         saved = files.read_json(stamps / f"{step}.json")
@@ -160,7 +164,7 @@ def main(argv=None):
             set_aside(declared)  # before the stamp says this run is under way: a refusal leaves no trace
         redo = stale or was_redo  # this run, or the unfinished one it resumes, replaces older work
         files.write_json(stamps / f"{step}.json", {**stamp, "pending": True, "redo": redo})
-        run_step(step, STAGES[step], flags + list(declared.redo_flags if redo else ()))
+        run_step(step, STAGES[step], flags[step] + list(declared.redo_flags if redo else ()))
         # outputs now exist: re-hash
         files.write_json(stamps / f"{step}.json", stamp_of(module.stage_files(step_cfg), step_cfg.SMOKE))
 

@@ -3,5 +3,4 @@
 # up to date with its inputs and settings (inference/method2_all.py). A step's knobs: --<step>.NAME=value, e.g.
 #   bash run/method2.sh --train.NUM_EPOCHS=20 --generate.SUBMISSION=1      (steps: caption, train, prompts, generate)
 source "$(dirname "$0")/_env.sh"
-"$PYTHON" -m models method2 "$@"  # its four models resolve before captions are paid for
 exec "$PYTHON" -m inference.method2_all "$@"

@@ -289,11 +289,15 @@ def test_download_without_the_hub_fails_in_one_line_naming_the_first_model(tmp_p
 
 
 def test_method2_checks_its_four_models_before_the_first_step(sample_dir, tmp_path):
-    entries = models.method2_entries(["--train.MODEL=/m/sd21", "--generate.OUT_DIR=x", "--STEPS=train,generate"])
-    assert entries == [("sd21", "/m/sd21"), ("sd21", models.SD21)]
-    assert [k for k, _ in models.method2_entries([])] == ["llava", "sd21", "llm", "few_shot_encoder"]
-    assert models.method2_entries(["--help"]) is None and models.method2_entries(["--DRY_RUN=1"]) is None
-    assert models.method2_entries(["--DRY_RUN"]) is None and models.method2_entries(["--DRY_RUN=0"])
+    from inference import method2, method2_all
+    from training import train_lora
+
+    configs = {"train": knobs.configure(train_lora, ["--MODEL=/m/sd21"], env={}),
+               "generate": knobs.configure(method2, [], env={})}
+    assert models.method2_entries(configs) == [("sd21", "/m/sd21"), ("sd21", models.SD21)]
+    every = {step: knobs.configure(importlib.import_module(module), [], env={})
+             for step, module in method2_all.STAGES.items()}
+    assert [k for k, _ in models.method2_entries(every)] == ["llava", "sd21", "llm", "few_shot_encoder"]
     env = {k: v for k, v in os.environ.items() if k != "SMOKE"}
     result = subprocess.run(["bash", "run/method2.sh", f"--caption.MODEL={smoke.smoke_model('llava')}"],
                             cwd=REPO, env={**env, "DATA_DIR": str(sample_dir), "HF_HOME": str(tmp_path)},
@@ -304,6 +308,9 @@ def test_method2_checks_its_four_models_before_the_first_step(sample_dir, tmp_pa
                     "download it first (bash run/download.sh --ONLY=sd21, on a machine with the hub) or pass a local "
                     "folder")
     assert not (sample_dir / "train" / "llava_caption.json").exists() and not (sample_dir / ".method2").exists()
+    dry = subprocess.run(["bash", "run/method2.sh", "--DRY_RUN=1"], cwd=REPO, capture_output=True, text=True,
+                         env={**env, "DATA_DIR": str(sample_dir), "HF_HOME": str(tmp_path)}, timeout=120)
+    assert dry.returncode == 0 and "to run (no earlier run)" in dry.stdout  # a dry run checks no model
     broken = tmp_path / "half"
     shutil.copytree(smoke.smoke_model("sd21"), broken)
     (broken / "unet" / "diffusion_pytorch_model.safetensors").unlink()
