@@ -404,13 +404,18 @@ def plan_one(key, knob, timeout):
     return repo, revision, info.sha, [(f, sizes[f]) for f in files]
 
 
-def fetch(key, knob, timeout):
-    """(snapshot folder, files) of one hub model, fetched now (what is cached already is not fetched again)."""
+def snapshot(repo, revision, files):
+    """Fetch `files` (as plan_one lists them) of a hub repository into the cache; its snapshot folder. By the revision
+    asked (the branch "main" when none): the cache then maps it to the commit, for offline loads."""
     from huggingface_hub import snapshot_download
 
+    return snapshot_download(repo, revision=revision or None, allow_patterns=[f for f, _ in files])
+
+
+def fetch(key, knob, timeout):
+    """(snapshot folder, files) of one hub model, fetched now (what is cached already is not fetched again)."""
     repo, revision, _, files = plan_one(key, knob, timeout)
-    # by the revision asked (the branch "main" when none): the cache then maps it to the commit, for offline loads
-    return snapshot_download(repo, revision=revision or None, allow_patterns=[f for f, _ in files]), files
+    return snapshot(repo, revision, files), files
 
 
 def check(entries, cfg, log=print):
@@ -441,7 +446,7 @@ def check(entries, cfg, log=print):
 def download(entries, cfg, log=print):
     """Fetch every model's files: first every repository's metadata (a bad one stops the run before any download),
     then the files, each model into the Hugging Face cache."""
-    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub import constants
     from huggingface_hub.utils import disable_progress_bars
 
     plans = []
@@ -472,8 +477,7 @@ def download(entries, cfg, log=print):
         disable_progress_bars()
     for key, repo, revision, sha, files in plans:
         started = time.perf_counter()
-        # by the revision asked (the branch "main" when none): the cache then maps it to the commit, for offline loads
-        where = snapshot_download(repo, revision=revision or None, allow_patterns=[f for f, _ in files])
+        where = snapshot(repo, revision, files)
         log(f"fetched {key}: {repo}@{sha[:10]} -> {where} ({time.perf_counter() - started:.0f} s)")
 
 
