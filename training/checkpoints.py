@@ -52,17 +52,13 @@ def weight_dtype(accelerator):
 
 
 def save_strip(images, path):
-    """Validation images side by side, written atomically as one PNG."""
+    """Validation images side by side (diffusers' make_image_grid), written atomically as one PNG."""
     import io
 
-    from PIL import Image
+    from diffusers.utils import make_image_grid
 
-    width, height = images[0].size
-    strip = Image.new("RGB", (width * len(images), height))
-    for i, image in enumerate(images):
-        strip.paste(image, (i * width, 0))
     buf = io.BytesIO()
-    strip.save(buf, format="PNG")
+    make_image_grid(images, rows=1, cols=len(images)).save(buf, format="PNG")
     files.atomic_write(path, buf.getvalue())
 
 
