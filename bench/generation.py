@@ -112,12 +112,15 @@ def add_fast_parts(pipe, method, method_cfg, dtype):
 
 
 def generate(cfg, pipe, method_cfg, calls):
-    """The method's own generate function on `calls` [(prompt, init path or None, seed)]."""
+    """The method's own generate function on `calls` [(prompt, init path or None, seed)], BATCH_SIZE a pipeline call
+    (as the runner's batches hand them to it)."""
     from inference import method1, method2
 
-    if cfg.MODE == "method2":
-        return method2.generate(pipe, method_cfg, calls)
-    return method1.generate(pipe, method_cfg, calls, method_cfg.STRENGTH)
+    out = []
+    for batch in (calls[i:i + cfg.BATCH_SIZE] for i in range(0, len(calls), cfg.BATCH_SIZE)):
+        out += method2.generate(pipe, method_cfg, batch) if cfg.MODE == "method2" else \
+            method1.generate(pipe, method_cfg, batch, method_cfg.STRENGTH)
+    return out
 
 
 def method_config(cfg, preset):

@@ -104,15 +104,11 @@ def add_fast_parts(pipe, cfg, dtype):
 
 
 def generate(pipe, cfg, calls, strength):
-    """calls: [(prompt, init banner path, seed)] -> [PIL images], in pipeline calls of at most BATCH_SIZE."""
-    out = []
-    for i in range(0, len(calls), cfg.BATCH_SIZE):
-        chunk = calls[i:i + cfg.BATCH_SIZE]
-        inits = [images.load_rgb(path).resize(tuple(cfg.GEN_SIZE)) for _, path, _ in chunk]
-        out += pipe(prompt=[p for p, _, _ in chunk], negative_prompt=[cfg.NEGATIVE_PROMPT] * len(chunk),
-                    image=inits, strength=strength, num_inference_steps=cfg.STEPS,
-                    guidance_scale=cfg.GUIDANCE, generator=pipelines.generators([s for _, _, s in chunk])).images
-    return out
+    """calls: [(prompt, init banner path, seed)] (a runner batch) -> [PIL images], in one pipeline call."""
+    inits = [images.load_rgb(path).resize(tuple(cfg.GEN_SIZE)) for _, path, _ in calls]
+    return pipe(prompt=[p for p, _, _ in calls], negative_prompt=[cfg.NEGATIVE_PROMPT] * len(calls), image=inits,
+                strength=strength, num_inference_steps=cfg.STEPS, guidance_scale=cfg.GUIDANCE,
+                generator=pipelines.generators([s for _, _, s in calls])).images
 
 
 def retry_strength(cfg, attempt):

@@ -205,16 +205,11 @@ def add_fast_parts(pipe, cfg, dtype):
 
 
 def generate(pipe, cfg, calls):
-    """calls: [(prompt, None, seed)] -> [PIL images], in pipeline calls of at most BATCH_SIZE."""
+    """calls: [(prompt, None, seed)] (a runner batch) -> [PIL images], in one pipeline call."""
     width, height = cfg.GEN_SIZE
-    out = []
-    for i in range(0, len(calls), cfg.BATCH_SIZE):
-        chunk = calls[i:i + cfg.BATCH_SIZE]
-        out += pipe(prompt=[p for p, _, _ in chunk], negative_prompt=[cfg.NEGATIVE_PROMPT] * len(chunk),
-                    width=width, height=height, num_inference_steps=cfg.STEPS, guidance_scale=cfg.GUIDANCE,
-                    guidance_rescale=cfg.GUIDANCE_RESCALE,
-                    generator=pipelines.generators([s for _, _, s in chunk])).images
-    return out
+    return pipe(prompt=[p for p, _, _ in calls], negative_prompt=[cfg.NEGATIVE_PROMPT] * len(calls), width=width,
+                height=height, num_inference_steps=cfg.STEPS, guidance_scale=cfg.GUIDANCE,
+                guidance_rescale=cfg.GUIDANCE_RESCALE, generator=pipelines.generators([s for _, _, s in calls])).images
 
 
 def unet_formula(cfg):

@@ -13,10 +13,10 @@ The run machinery both generation methods share. A method's main() reads top to 
 - Output folders: one OUT_DIR, or the submission layout: one run per seed into submission{k}/ (banners only: the grader
   reads every file there) with the bookkeeping beside it and time_submission{k}.csv (fname,time).
 - Resume that cannot mix runs: a banner counts as done only when it is a valid 1024x533 JPEG (core.images.
-  is_banner_jpeg, the one check every stage uses) AND its manifest record was made with the same settings and inputs
-  (a hash over the method's settings, the row's prompt, its input banners and the seed). A banner made otherwise is
-  refused with one line that names the settings that differ and how to overwrite (`--OVERWRITE=1`), never silently kept
-  and never silently replaced (it may be paid work).
+  is_banner_jpeg, the one check every stage uses) AND its record (core.files.ItemRecords, as every stage keeps them)
+  was made with the same settings (the method's, the seed) and inputs (the row's prompt, its input banners, the text
+  layer's copy). A banner made otherwise is refused with one line that names the settings that differ and how to
+  overwrite (`--OVERWRITE=1`), never silently kept and never silently replaced (it may be paid work).
 - The output folders are checked for writing and locked before any model loads: a second run into a folder in use is
   refused with one line.
 - Seeds: per row, per try and per part (`try_seed`), so a banner never depends on batch size, order or process count.
@@ -24,8 +24,9 @@ The run machinery both generation methods share. A method's main() reads top to 
   measured against every training banner. A row above the guard level comes back from `todo_batches` in a batch of its
   own, one try further, until DUP_MAX_TRIES; the method's retry policy says what a try changes (img2img raises
   strength; text-to-image changes only the seed, which the runner does), and the least similar try is kept.
-- Manifest: each process appends records to its own JSON file as rows finish (record first, then the banner: a kill in
-  between redoes the row); rank 0 merges them into manifest.csv in info order.
+- Manifest: each process records its rows in its own file as they finish (record first, then the banner: a kill in
+  between redoes the row); rank 0 merges them into the folder's .records.json, and its rows into manifest.csv in info
+  order.
 """
 import contextlib
 import sys
@@ -45,7 +46,7 @@ from inference.train_pool import training_stats
 # them; a method's own constant of the same name wins)
 
 OVERWRITE = False  # regenerate banners in OUT_DIR that were made with other settings (else: refused with one line)
-BATCH_SIZE = 4  # images per pipeline call
+BATCH_SIZE = 4  # images per pipeline call (a POSTPROCESS pair's two go in one call, even at BATCH_SIZE=1)
 VAE_SLICING = True  # decode a batch's latents one image at a time (less peak memory at 1024x536, same images)
 COMPILE = False  # torch.compile the UNet (CUDA; the first batches compile, then each UNet call is faster)
 CHANNELS_LAST = False  # UNet in channels_last memory format (measure with bench.generation before turning on)
@@ -147,24 +148,6 @@ def try_seed(seed, row_id, attempt, part=0):
     return seeds.row_seed(run, row_id if part == 0 else f"{row_id}#part{part + 1}")
 
 
-def row_key(settings, seed, prompt, inputs):
-    """What must be equal for an existing banner to count as this run's: settings, seed, prompt, input banners."""
-    return files.settings_key({"settings": files.settings_key(settings), "seed": seed, "prompt": prompt,
-                               "inputs": list(inputs)})
-
-
-def differences(old, new):
-    """What changed between the saved settings and these, compared as JSON holds them (a tuple equals its list)."""
-    if not isinstance(old, dict):
-        return "unknown earlier settings (banners made outside this tool, or by an older version)"
-    new = files.as_json(new)
-    diff = [f"{k} {old.get(k, '-')!r} -> {new.get(k, '-')!r}" for k in sorted(set(old) | set(new))
-            if old.get(k) != new.get(k)]
-    if not diff:
-        return "the same settings but other prompts, input banners, or copy or layout banner of the text layer"
-    return ", ".join(diff[:6]) + (f" (+{len(diff) - 6} more)" if len(diff) > 6 else "")
-
-
 @dataclass(frozen=True)
 class Place:
     """Where one run writes: its banner folder, its seed, and whether it is a submission folder (whose bookkeeping is
@@ -179,15 +162,23 @@ class Place:
     def times_csv(self):
         return self.out_dir.parent / f"time_{self.out_dir.name}.csv"
 
-    def load_records(self):
-        """Manifest records of every process of every earlier run here ({bannerImage: record}; newest wins)."""
-        records = {}
-        pattern = self.meta(".manifest.rank*.json")
-        for path in sorted(pattern.parent.glob(pattern.name)):
-            for name, rec in (files.read_json(path, {}) or {}).items():
-                if name not in records or rec.get("finished", 0) > records[name].get("finished", 0):
-                    records[name] = rec
-        return records
+    def records(self, settings=None, rank=None):
+        """What made each banner here (files.ItemRecords: settings, inputs and the manifest's columns): the folder's
+        record, or the one process `rank` appends to during a run (merged into the folder's by merge_records)."""
+        return files.ItemRecords(self.meta(".records.json" if rank is None else f".records.rank{rank}.json"), settings)
+
+    def merge_records(self):
+        """The processes' records folded into the folder's, then removed: rank 0 does it at the start (what an
+        interrupted run left) and once every process is done, so no banner has two records."""
+        pattern = self.meta(".records.rank*.json")
+        parts = sorted(pattern.parent.glob(pattern.name))
+        if parts:
+            records = self.records()
+            for part in parts:
+                records.update(files.ItemRecords(part))
+            records.save()
+            for part in parts:
+                part.unlink()
 
 
 def places(cfg):
@@ -268,6 +259,8 @@ def open_runs(cfg, rows, layouts=None):
         # a post-processed canvas is two generations side by side: no banner's layout is left on it
         layouts = layouts if layer_cfg is not None and layer_cfg.LAYOUT and not cfg.POSTPROCESS else {}
         device = devices.pick_device(cfg.DEVICE) if world == 1 else device
+        for place in where if rank == 0 else []:  # what an interrupted run's processes left, before any plans
+            place.merge_records()
         for turn in (0, 1):  # one process fills the caches (training statistics, text blocks); the others read them
             if (rank == 0) == (turn == 0):
                 guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
@@ -313,28 +306,24 @@ class Run:
 
     def __init__(self, runs, place):
         self.runs, self.place, self.cfg = runs, place, runs.cfg
-        self.keys, self.best, self.seconds, self.unet_evals, self.figures = {}, {}, {}, {}, {}
+        self.inputs, self.best, self.seconds, self.unet_evals, self.figures = {}, {}, {}, {}, {}
 
     def todo_batches(self, jobs, settings, pipe):
         """This process's share of `jobs` (every world-th row), less the rows already made with `settings` (a banner
         made otherwise is refused, unless OVERWRITE), in batches of at most BATCH_SIZE generations (a row of two
-        parts takes two). finish_and_write must follow each batch; its near-copies come back as a batch of their own.
-        `pipe`: the method's pipeline, whose UNet counter gives each row its UNet evaluations (the manifest's)."""
+        parts takes two), each one pipeline call. finish_and_write must follow each batch; its near-copies come back
+        as a batch of their own. `pipe`: the method's pipeline, whose UNet counter gives each row its UNet evaluations
+        (the manifest's)."""
         runs, place = self.runs, self.place
         self.pipe = pipe
         mine = devices.shard(jobs, runs.rank, runs.world)
-        self.keys = {job.row.id: row_key(settings, place.seed, job.prompt,
-                                         [*job.init_names, *runs.finishing.key_inputs(job.row.id)]) for job in mine}
-        settings = {**settings, "SEED": place.seed}  # recorded, so a refusal can name a changed seed
-        todo = self.plan(mine, settings)
-        files.write_json(place.meta(".settings.json"), settings)  # the newest run's: a refusal says what changed
+        todo = self.plan(mine, {**settings, "SEED": place.seed})  # the seed recorded, so a refusal can name it
         print(f"[rank {runs.rank}/{runs.world}] {len(mine)} rows, {len(mine) - len(todo)} already done, {len(todo)} "
               f"to generate into {place.out_dir} (seed {place.seed})", file=sys.stderr)
         if str(runs.device).startswith("cuda"):
             import torch
 
             torch.cuda.reset_peak_memory_stats()
-        self.store = files.JsonStore(place.meta(f".manifest.rank{runs.rank}.json"), every=1)
         self.bar = progress(total=len(todo), desc=f"{place.out_dir.name} [rank {runs.rank}]", unit="banner")
         started, self.figures = time.perf_counter(), {"rows": len(todo), "generations": 0}
         per_batch = max(1, self.cfg.BATCH_SIZE // max((len(job.inputs) for job in todo), default=1))
@@ -350,28 +339,22 @@ class Run:
                     raise RuntimeError("runner: call run.finish_and_write(batch, images) for every batch")
                 pending, attempt = batch.retry, attempt + 1
         self.bar.close()
-        self.store.save()
         self.figures["seconds"] = time.perf_counter() - started
 
     def plan(self, jobs, settings):
-        """The jobs still to generate. A valid banner whose record matches the job's key is done; a banner made with
-        other settings is refused (one line naming what differs) unless OVERWRITE."""
-        records = self.place.load_records()
-        todo, foreign = [], []
-        for job in jobs:
-            path = self.place.out_dir / job.row.bannerImage
-            key = (records.get(job.row.bannerImage) or {}).get("key")
-            if path.exists() and images.is_banner_jpeg(path) and key == self.keys[job.row.id]:
-                continue
-            todo.append(job)
-            if path.exists() and key != self.keys[job.row.id]:
-                foreign.append(job.row)
-        if foreign and not self.cfg.OVERWRITE:
-            earlier = files.read_json(self.place.meta(".settings.json"))
-            raise InputError(f"{self.place.out_dir}: {len(foreign)} banner(s) (e.g. {foreign[0].bannerImage}) were "
-                             f"made with other settings: {differences(earlier, settings)}; pass --OVERWRITE=1 to "
-                             f"regenerate them, or another --OUT_DIR")
-        return todo
+        """The jobs still to generate (files.plan_items): a valid banner whose record has these settings and the job's
+        inputs (prompt, input banners, the text layer's copy and layout banner) is done; a banner made otherwise is
+        refused in one line naming what differs, unless OVERWRITE. Opens the records this process appends to."""
+        out, finishing = self.place.out_dir, self.runs.finishing
+        self.inputs = {job.row.bannerImage: files.settings_key({"prompt": job.prompt, "inputs": [
+            *job.init_names, *finishing.key_inputs(job.row.id)]}) for job in jobs}
+        records = self.place.records(settings)
+        # a broken file under this run's record (e.g. truncated by a killed copy) is redone, not refused
+        present = {name for name, made_from in self.inputs.items() if (out / name).exists()
+                   and (images.is_banner_jpeg(out / name) or not records.is_current(name, made_from))}
+        todo = set(files.plan_items(self.inputs, present, records, self.cfg.OVERWRITE, out, "banner(s)"))
+        self.records = self.place.records(settings, self.runs.rank)
+        return [job for job in jobs if job.row.bannerImage in todo]
 
     def finish_and_write(self, batch, generated, strength=1.0):
         """The batch's generations (in the order of batch.calls) -> each row's banner: post-processing, text layer,
@@ -408,10 +391,11 @@ class Run:
         rec, name = self.best.pop(job.row.id), job.row.bannerImage
         jpeg = rec.pop("jpeg")
         (self.place.out_dir / name).unlink(missing_ok=True)
-        self.store.put(name, {"id": job.row.id, "bannerImage": name, "init_bannerImage": ";".join(job.init_names),
-                              **rec, "tries": tries, "seconds": self.seconds.pop(job.row.id),
-                              "unet_evals": round(self.unet_evals.pop(job.row.id), 2), "prompt": job.prompt,
-                              "key": self.keys[job.row.id], "finished": time.time()})
+        self.records.put(name, self.inputs[name], id=job.row.id, bannerImage=name,
+                         init_bannerImage=";".join(job.init_names), **rec, tries=tries,
+                         seconds=self.seconds.pop(job.row.id), unet_evals=round(self.unet_evals.pop(job.row.id), 2),
+                         prompt=job.prompt)
+        self.records.save()
         images.save_banner(jpeg, self.place.out_dir, name)
         self.bar.update(1)
 
@@ -428,6 +412,7 @@ class Run:
         print(pipelines.compute_line(figures, unet_formula[1], unet_formula[0], peak_gib), file=sys.stderr)
         devices.wait_for_everyone()
         if self.runs.rank == 0:
+            self.place.merge_records()
             merge_manifest(self.place, self.runs.rows, self.cfg.DUP_MAX)
         devices.wait_for_everyone()
         return figures
@@ -437,10 +422,10 @@ def merge_manifest(place, rows, dup_max):
     """One manifest.csv for every row, in info order (every row must be done), and its summary line."""
     import pandas as pd
 
-    records, out, missing = place.load_records(), [], []
+    records, out, missing = place.records(), [], []
     for row in rows:
         rec = records.get(row.bannerImage)
-        if rec is None or not images.is_banner_jpeg(place.out_dir / row.bannerImage):
+        if not rec or not images.is_banner_jpeg(place.out_dir / row.bannerImage):
             missing.append(row.id)
             continue
         out.append({c: rec.get(c, "") for c in MANIFEST_COLUMNS})

@@ -1,4 +1,5 @@
 """Small stand-ins shared by the tests."""
+from pathlib import Path
 
 
 def killed_on_call(real, n):
@@ -26,3 +27,11 @@ def two_cpu_processes():
         port = s.getsockname()[1]
     return [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes=2", "--num_machines=1",
             "--mixed_precision=no", "--dynamo_backend=no", f"--main_process_port={port}"]
+
+
+def recorded_settings(out_dir):
+    """The settings a generation run recorded for the banners of out_dir (one run's: one set)."""
+    from core import files
+
+    (settings,) = files.read_json(Path(out_dir) / ".records.json")["settings"].values()
+    return settings

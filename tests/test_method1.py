@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.helpers import killed_on_call, two_cpu_processes
+from tests.helpers import killed_on_call, recorded_settings, two_cpu_processes
 from core import dataset, files, images, knobs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -186,7 +186,7 @@ def test_resume_never_mixes_runs(m1, flags, sample_dir, tmp_path):
     other.mkdir()
     Image.new("RGB", (1024, 533)).save(other / "1.jpg", format="PNG")
     assert not images.is_banner_jpeg(other / "1.jpg")
-    with pytest.raises(knobs.InputError, match=r"1 banner\(s\) \(e.g. 1.jpg\).*unknown earlier settings"):
+    with pytest.raises(knobs.InputError, match=r"1 banner\(s\) \(e.g. 1.jpg\).*with no record"):
         m1.main(flags(f"--OUT_DIR={other}", "--LIMIT=2"))
     m1.main(flags(f"--OUT_DIR={other}", "--LIMIT=2", "--OVERWRITE=1"))
     assert images.is_banner_jpeg(other / "1.jpg")
@@ -309,21 +309,21 @@ def test_text_layer_sets_the_vietnamese_copy_after_postprocessing(m1, flags, sam
     expected = text_layer.apply(Image.open(tmp_path / "plain" / "1.jpg").convert("RGB"), row)
     assert np.abs(np.asarray(expected, dtype=np.int16) - text).mean() < 3
     # the resume key holds the layer's whole recipe (its settings and font bytes), not just TEXT_LAYER=True
-    settings = files.read_json(tmp_path / "text" / ".settings.json")
+    settings = recorded_settings(tmp_path / "text")
     assert settings["TEXT_LAYER"] == text_layer.recipe(text_layer.default_config())
     assert set(settings["TEXT_LAYER"]["fonts"]) == {"DejaVuSans-Bold.ttf", "DejaVuSans.ttf"}
-    assert files.read_json(tmp_path / "plain" / ".settings.json")["TEXT_LAYER"] is False
+    assert recorded_settings(tmp_path / "plain")["TEXT_LAYER"] is False
     # the layer's own knobs are Method 1's knobs too: a wider margin moves the copy, and the resume key follows it
     m1.main([*base, f"--OUT_DIR={tmp_path / 'margin'}", "--TEXT_LAYER", "--MARGIN=90"])
     assert np.abs(pixels(tmp_path / "margin" / "1.jpg") - text).mean() > 1
-    assert files.read_json(tmp_path / "margin" / ".settings.json")["TEXT_LAYER"] == text_layer.recipe(
+    assert recorded_settings(tmp_path / "margin")["TEXT_LAYER"] == text_layer.recipe(
         text_layer.default_config(MARGIN=90))
     with pytest.raises(knobs.InputError, match=r"other settings: TEXT_LAYER .*'MARGIN': 90.*'MARGIN': 48"):
         m1.main([*base, f"--OUT_DIR={tmp_path / 'margin'}", "--TEXT_LAYER"])
     # the copy the layer sets is part of each banner's key: an edited caption is not this run's banner any more
     info = pd.read_csv(sample_dir / "test" / "info.csv", dtype=str, keep_default_na=False)
     files.write_csv(sample_dir / "test" / "info.csv", info.assign(caption="Mới: " + info["caption"]))
-    with pytest.raises(knobs.InputError, match="1.jpg.* other prompts, input banners, or copy"):
+    with pytest.raises(knobs.InputError, match=r"1.jpg\) were made from other inputs"):
         m1.main([*base, f"--OUT_DIR={tmp_path / 'text'}", "--TEXT_LAYER"])
     # a character the font lacks stops the run before any model loads, naming the row and the character
     info.loc[0, "caption"] = "Ưu đãi 漢"
@@ -414,8 +414,9 @@ def test_two_processes_under_accelerate_make_the_banners_of_one(sample_dir, cach
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes(), name
     columns = ["id", "bannerImage", "init_bannerImage", "strength", "seed", "tries", "dup_similarity", "prompt"]
     assert manifest(tmp_path / "one")[columns].equals(manifest(tmp_path / "two")[columns])
-    assert sorted(p.name for p in (tmp_path / "two").glob(".manifest.rank*.json")) == [".manifest.rank0.json",
-                                                                                      ".manifest.rank1.json"]
+    # rank 0 merged both processes' records into the folder's one and removed theirs
+    assert len(files.read_json(tmp_path / "two" / ".records.json")["items"]) == 6
+    assert not list((tmp_path / "two").glob(".records.rank*.json"))
 
 
 def test_help_lists_every_knob_its_default_and_smoke_changes():
@@ -508,7 +509,7 @@ def test_the_guard_keeps_the_least_similar_try(tmp_path):
         pipe.unet_calls[0] += 2
         run.finish_and_write(batch, [Image.new("RGB", (64, 32), colours[batch.attempt]) for _ in batch.calls])
     assert tries == [1, 2, 3]  # every try was over the guard level
-    record = place.load_records()["7.jpg"]
+    record = place.records(rank=0).get("7.jpg")
     assert record["tries"] == 3 and record["dup_similarity"] == 0.80 and record["unet_evals"] == 6  # every try's
     assert record["seed"] == runner.try_seed(42, "7", 2)
     assert np.abs(pixels(tmp_path / "out" / "7.jpg")[10, 10] - np.array([0, 255, 0])).max() < 8  # try 2's green

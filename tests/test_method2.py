@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from tests.helpers import killed_on_call
+from tests.helpers import killed_on_call, recorded_settings
 from core import dataset, files, images, knobs
 from tests.test_method1 import write_fixtures
 
@@ -182,7 +182,7 @@ def test_text_layer_knobs_are_method2_knobs_too(m2, flags, tmp_path):
     m2.main(flags(f"--OUT_DIR={tmp_path / 'without'}", "--LIMIT=2", "--TEXT_LAYER", "--DISCLAIMER=0"))
     assert (tmp_path / "with" / "1.jpg").read_bytes() == (tmp_path / "without" / "1.jpg").read_bytes()  # none there
     assert np.abs(pixels(tmp_path / "with" / "3.jpg") - pixels(tmp_path / "without" / "3.jpg")).mean() > 1
-    assert files.read_json(tmp_path / "without" / ".settings.json")["TEXT_LAYER"] == text_layer.recipe(
+    assert recorded_settings(tmp_path / "without")["TEXT_LAYER"] == text_layer.recipe(
         text_layer.default_config(DISCLAIMER=False))
 
 

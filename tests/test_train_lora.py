@@ -337,11 +337,10 @@ def test_smoke_run_on_the_sample(sample_dir, tmp_path, monkeypatch, capsys):
     assert train_lora.measured_speed([10.0, 11.0, 13.0], 8, [1.0, 2.0]) == {
         "steps_per_s": 0.6667, "images_per_s": 5.333, "steps_timed": 2, "seconds_per_strip": 1.5}
     assert train_lora.measured_speed([10.0, 11.0], 8) is None
-    cfg = knobs.configure(train_lora, args)
-    assert train_lora.is_up_to_date(out_dir, train_lora.expected_fingerprint(cfg))
-    assert not train_lora.is_up_to_date(out_dir, train_lora.expected_fingerprint(cfg.replace(LORA_RANK=8)))
-    train_lora.main(args)
+    train_lora.main(args)  # the same knobs and inputs: up to date
     assert "nothing to do" in capsys.readouterr().out
+    with pytest.raises(InputError, match=r"made with other settings or inputs \(differ: LORA_RANK\)"):
+        train_lora.main([*args, "--LORA_RANK=8"])  # a knob that shapes the weights: not this run's, before any model
 
 
 def test_the_launch_script_stops_on_one_line(tmp_path):

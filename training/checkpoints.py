@@ -7,7 +7,6 @@ automatic naming, its total_limit rotating the oldest away), and the hooks here 
 diffusers-format file instead of whole-model weights. A progress file written last marks a checkpoint complete:
 a kill during a save leaves a folder that is ignored, never one that looks usable.
 """
-import functools
 import os
 import shutil
 from pathlib import Path
@@ -53,38 +52,31 @@ def weight_dtype(accelerator):
 
 
 def save_strip(images, path):
-    """Validation images side by side, written atomically as one PNG."""
+    """Validation images side by side (diffusers' make_image_grid), written atomically as one PNG."""
     import io
 
-    from PIL import Image
+    from diffusers.utils import make_image_grid
 
-    width, height = images[0].size
-    strip = Image.new("RGB", (width * len(images), height))
-    for i, image in enumerate(images):
-        strip.paste(image, (i * width, 0))
     buf = io.BytesIO()
-    strip.save(buf, format="PNG")
+    make_image_grid(images, rows=1, cols=len(images)).save(buf, format="PNG")
     files.atomic_write(path, buf.getvalue())
 
 
 def register_lora_hooks(accelerator, models, resume_hint, attention_only=True):
     """save_state writes the LoRA of `models` ({"unet": ..., "text_encoder": ...}) and load_state reads it back, every
     trained weight checked; `resume_hint` says what to do when a checkpoint's LoRA is unreadable."""
-    accelerator.register_save_state_pre_hook(functools.partial(_save_lora, models, accelerator.is_main_process,
-                                                               attention_only))
-    accelerator.register_load_state_pre_hook(functools.partial(_load_lora, models, resume_hint))
+    def save(_prepared, weights, folder):
+        if accelerator.is_main_process:
+            lora.save_lora(folder, models, attention_only)
+        weights.clear()  # accelerate writes no model file: the frozen base comes from MODEL
 
+    def load(prepared, folder):
+        prepared.clear()  # accelerate reads no model file
+        lora.load_lora(Path(folder) / lora.LORA_FILE, models, made_by=f"a training checkpoint: delete {folder} to "
+                       f"resume from the one before, or {resume_hint}")
 
-def _save_lora(models, main_process, attention_only, _prepared, weights, folder):
-    if main_process:
-        lora.save_lora(folder, models, attention_only)
-    weights.clear()  # accelerate writes no model file: the frozen base comes from MODEL
-
-
-def _load_lora(models, resume_hint, prepared, folder):
-    prepared.clear()  # accelerate reads no model file
-    lora.load_lora(Path(folder) / lora.LORA_FILE, models,
-                   made_by=f"a training checkpoint: delete {folder} to resume from the one before, or {resume_hint}")
+    accelerator.register_save_state_pre_hook(save)
+    accelerator.register_load_state_pre_hook(load)
 
 
 def list_checkpoints(out_dir):

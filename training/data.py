@@ -6,7 +6,6 @@ Determinism is per sample, not per process: the epoch's order comes from (SEED, 
 noise and timestep from (SEED, epoch, bannerImage). So a resumed run sees exactly what an uninterrupted one sees, and
 batch 8x1, 4x2 or 2 GPUs x 4 draw the same numbers for the same image.
 """
-import json
 from pathlib import Path
 
 from core import dataset, files
@@ -20,30 +19,20 @@ def caption_path(data_dir, captions=""):
 
 
 def read_vlm_captions(path):
-    """{bannerImage: caption} from the captioning stage's JSON; a missing file is {} (the caller reports it), an empty
-    one is an error: it means the captioning run wrote nothing."""
+    """{bannerImage: caption} from the captioning stage's JSON (every value text: one line naming the rows that are
+    not); a missing file is None (the caller reports it), an empty one is an error: it means the captioning run wrote
+    nothing."""
     path = Path(path)
     if not path.exists():
         return None
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as e:
+        empty = not path.read_bytes().strip()
+    except OSError as e:
         raise InputError(f"{path}: unreadable caption file ({e})") from None
-    if not text.strip():
+    data = {} if empty else files.read_json(path)
+    if data == {}:
         raise InputError(f"{path}: empty caption file (rerun bash run/caption.sh, or delete it to train on the copy)")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(data, dict):
-        raise InputError(f"{path}: expected a JSON object {{bannerImage: caption}}")
-    if not data:
-        raise InputError(f"{path}: empty caption file {{}} (rerun bash run/caption.sh, or delete it to train on the "
-                         f"copy)")
-    bad = [k for k, v in data.items() if not isinstance(v, str)]
-    if bad:
-        raise InputError(f"{path}: caption of {bad[0]!r} is not a string")
-    return {k: dataset.normalize_text(v) for k, v in data.items()}
+    return {k: dataset.normalize_text(v) for k, v in files.check_strings(data, path, "{bannerImage: caption}").items()}
 
 
 def copy_text(row):
@@ -182,14 +171,6 @@ class BannerDataset:
     def input_ids(self, indices):
         return self.tokenizer([self.items[i][2] for i in indices], padding="max_length", truncation=True,
                               max_length=self.tokenizer.model_max_length, return_tensors="pt").input_ids
-
-
-def collate(examples):
-    import torch
-
-    return {"index": [e["index"] for e in examples],
-            "pixels": torch.stack([e["pixels"] for e in examples]).contiguous(),
-            "input_ids": torch.stack([e["input_ids"] for e in examples])}
 
 
 # ----------------------------------------------------------------------------------------------------------------------

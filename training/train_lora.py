@@ -116,30 +116,8 @@ def check_settings(cfg):
             raise knobs.InputError("USE_8BIT_ADAM=1 needs bitsandbytes (pip install bitsandbytes)") from None
 
 
-def fingerprint(cfg, inputs, world_size, precision):
-    """(settings that shape the weights, their sha256): knobs, input hashes, process count, SMOKE."""
-    return checkpoints.fingerprint(cfg, inputs, world_size, precision, _NOT_FINGERPRINTED)
-
-
 def settings_diff(saved, current):
     return [k for k in sorted(set(saved) | set(current)) if saved.get(k) != current.get(k)]
-
-
-def expected_fingerprint(cfg, world_size=1, precision=None):
-    """The fingerprint a finished run of this config writes (cfg = knobs.configure(train_lora, argv)); precision is
-    what the run used: MIXED_PRECISION, but 'no' for fp16 on a CPU. Reads and checks the inputs, loads no model."""
-    import torch
-
-    items, _ = data.load_train_set(cfg.DATA_DIR, cfg.CAPTIONS, cfg.CAPTION_FALLBACK)
-    cpu_fp16 = cfg.MIXED_PRECISION == "fp16" and not torch.cuda.is_available()
-    precision = precision or ("no" if cpu_fp16 else cfg.MIXED_PRECISION)
-    return fingerprint(cfg, data.inputs_fingerprint(items), world_size, precision)[1]
-
-
-def is_up_to_date(out_dir, expected):
-    """out_dir holds a finished LoRA whose run had the fingerprint `expected` (a rerun then has nothing to do)."""
-    saved = files.read_json(Path(out_dir) / lora.SETTINGS_FILE, {})
-    return saved.get("fingerprint") == expected and (Path(out_dir) / lora.LORA_FILE).is_file()
 
 
 def stage_files(cfg):
@@ -232,16 +210,6 @@ def load_models(cfg, weight_dtype, device):
     return pipe, scheduler
 
 
-def make_optimizer(cfg, params):
-    import torch
-
-    if cfg.USE_8BIT_ADAM:
-        import bitsandbytes as bnb
-
-        return bnb.optim.AdamW8bit(params, lr=cfg.LEARNING_RATE, weight_decay=cfg.ADAM_WEIGHT_DECAY)
-    return torch.optim.AdamW(params, lr=cfg.LEARNING_RATE, weight_decay=cfg.ADAM_WEIGHT_DECAY)
-
-
 @dataclasses.dataclass
 class Run:
     """What the training steps share. pipe: the frozen base (its UNet and text encoder carry the LoRA); models: those
@@ -284,7 +252,12 @@ def build(run, plan):
     if cfg.COMPILE:
         lora.compile_models(pipe.unet, None if plan.cache_latents else pipe.vae)
     run.params = list(lora.trainable(run.models).values())
-    optimizer = make_optimizer(cfg, run.params)
+    adamw = torch.optim.AdamW
+    if cfg.USE_8BIT_ADAM:
+        import bitsandbytes
+
+        adamw = bitsandbytes.optim.AdamW8bit
+    optimizer = adamw(run.params, lr=cfg.LEARNING_RATE, weight_decay=cfg.ADAM_WEIGHT_DECAY)
     # prepared, accelerate steps the schedule once per process per optimizer step (skipping fp16-skipped steps):
     # its length counts processes too, as in diffusers' example
     world = accelerator.num_processes
@@ -345,7 +318,7 @@ def micro_batches(run, epoch, steps):
             yield {"index": index, "input_ids": run.dataset.input_ids(index)}
         return
     yield from torch.utils.data.DataLoader(run.dataset, batch_sampler=[[(i, epoch) for i in b] for b in mine],
-                                           num_workers=run.cfg.DATALOADER_WORKERS, collate_fn=data.collate,
+                                           num_workers=run.cfg.DATALOADER_WORKERS,
                                            pin_memory=run.accelerator.device.type == "cuda")
 
 
@@ -494,9 +467,10 @@ def train(cfg):
     items, report = data.load_train_set(cfg.DATA_DIR, cfg.CAPTIONS, cfg.CAPTION_FALLBACK)
     accelerator = checkpoints.make_accelerator(out_dir, cfg.MIXED_PRECISION, cfg.GRAD_ACCUM, cfg.CPU_THREADS)
     main_process = accelerator.is_main_process
-    settings, digest = fingerprint(cfg, data.inputs_fingerprint(items), accelerator.num_processes,
-                                   checkpoints.precision_of(accelerator))
-    if is_up_to_date(out_dir, digest):
+    settings, digest = checkpoints.fingerprint(cfg, data.inputs_fingerprint(items), accelerator.num_processes,
+                                               checkpoints.precision_of(accelerator), _NOT_FINGERPRINTED)
+    saved = files.read_json(out_dir / lora.SETTINGS_FILE, {})
+    if saved.get("fingerprint") == digest and (out_dir / lora.LORA_FILE).is_file():
         accelerator.print(f"{out_dir / lora.LORA_FILE} is already trained with these settings and inputs: nothing "
                           f"to do")
         return out_dir / lora.LORA_FILE
@@ -521,6 +495,8 @@ def train(cfg):
 
 def finish(run, plan, step, report, seconds):
     """The speed line, then (at the last step) the LoRA and train_settings.json; None when STOP_AT_STEP stopped it."""
+    from importlib.metadata import version
+
     cfg, accelerator, out_dir = run.cfg, run.accelerator, run.out_dir
     world = accelerator.num_processes
     speed = measured_speed(run.step_ends, cfg.TRAIN_BATCH_SIZE * cfg.GRAD_ACCUM * world, run.strip_seconds)
@@ -544,7 +520,8 @@ def finish(run, plan, step, report, seconds):
             "noise_schedule": {"NOISE_SCHEDULE": cfg.NOISE_SCHEDULE, "prediction_type": schedule.prediction_type,
                                "rescale_betas_zero_snr": schedule.rescale_betas_zero_snr,
                                "timestep_spacing": schedule.timestep_spacing},
-            "versions": library_versions(), "seconds_this_run": round(seconds, 1), "speed_this_run": speed})
+            "versions": {p: version(p) for p in ("torch", "diffusers", "transformers", "peft", "accelerate")},
+            "seconds_this_run": round(seconds, 1), "speed_this_run": speed})
         print(f"LoRA -> {lora_path} ({plan.max_steps} steps; pipe.load_lora_weights({str(out_dir)!r}))", flush=True)
     accelerator.wait_for_everyone()
     accelerator.end_training()  # closes the loss log
@@ -563,12 +540,6 @@ def measured_speed(step_ends, images_per_step, strip_seconds=()):
     if strip_seconds:
         speed["seconds_per_strip"] = round(sum(strip_seconds) / len(strip_seconds), 2)
     return speed
-
-
-def library_versions():
-    from importlib.metadata import version
-
-    return {p: version(p) for p in ("torch", "diffusers", "transformers", "peft", "accelerate")}
 
 
 def main(argv=None):
