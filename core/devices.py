@@ -32,12 +32,13 @@ def pick_dtype(device, prefer="fp16"):
     return torch.float16 if prefer == "fp16" else torch.float32
 
 
-def process_info():
-    """(rank, world_size, device) under `accelerate launch`, or (0, 1, pick_device()) in a plain run."""
+def process_info(prefer="auto"):
+    """(rank, world_size, device) under `accelerate launch` (its process's device), or (0, 1, pick_device(prefer)) in
+    a plain run."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 or "LOCAL_RANK" in os.environ:
         state = _partial_state()
         return state.process_index, state.num_processes, str(state.device)
-    return 0, 1, pick_device()
+    return 0, 1, pick_device(prefer)
 
 
 def shard(items, rank, world_size):

@@ -247,18 +247,16 @@ def open_runs(cfg, rows, layouts=None):
     if cfg.DUP_GUARD and cfg.DUP_MAX_TRIES < 1:
         raise InputError(f"DUP_MAX_TRIES={cfg.DUP_MAX_TRIES}: must be >= 1 (the first generation counts)")
     where = places(cfg)
-    for place in where:
-        files.check_writable(place.out_dir)
-        files.check_writable(place.meta("x").parent)
-    rank, world, device = devices.process_info()
+    rank, world, device = devices.process_info(cfg.DEVICE)
     with contextlib.ExitStack() as locks:
-        for place in where:  # each process locks its share of each folder
-            locks.enter_context(files.FolderLock(place.meta("x").parent, f".lock.{place.out_dir.name}.rank{rank}"))
+        for place in where:  # each process locks its share of each folder (banners and bookkeeping), once writable
+            files.check_writable(place.out_dir)
+            meta_dir = files.check_writable(place.meta("x").parent)
+            locks.enter_context(files.FolderLock(meta_dir, f".lock.{place.out_dir.name}.rank{rank}"))
         layer_cfg = text_layer_config(cfg) if cfg.TEXT_LAYER else None
         copies = copy_rows(cfg, rows, layer_cfg)
         # a post-processed canvas is two generations side by side: no banner's layout is left on it
         layouts = layouts if layer_cfg is not None and layer_cfg.LAYOUT and not cfg.POSTPROCESS else {}
-        device = devices.pick_device(cfg.DEVICE) if world == 1 else device
         for place in where if rank == 0 else []:  # what an interrupted run's processes left, before any plans
             place.merge_records()
         for turn in (0, 1):  # one process fills the caches (training statistics, text blocks); the others read them
