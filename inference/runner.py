@@ -126,9 +126,7 @@ def image_settings(cfg, own):
 
 def copy_rows(cfg, rows, layer_cfg):
     """TEXT_LAYER: each row's Vietnamese copy from test/info.csv (never the translation), every character checked
-    against the font now, before any model loads. {} when the layer is off."""
-    if layer_cfg is None:
-        return {}
+    against the font now, before any model loads."""
     info = dataset.read_info(dataset.split_dir("test", cfg.DATA_DIR) / "info.csv")
     by_id = {row.id: row for row in info.itertuples()}
     for row in rows:
@@ -254,7 +252,7 @@ def open_runs(cfg, rows, layouts=None):
             meta_dir = files.check_writable(place.meta("x").parent)
             locks.enter_context(files.FolderLock(meta_dir, f".lock.{place.out_dir.name}.rank{rank}"))
         layer_cfg = text_layer_config(cfg) if cfg.TEXT_LAYER else None
-        copies = copy_rows(cfg, rows, layer_cfg)
+        copies = copy_rows(cfg, rows, layer_cfg) if cfg.TEXT_LAYER else None
         # a post-processed canvas is two generations side by side: no banner's layout is left on it
         layouts = layouts if layer_cfg is not None and layer_cfg.LAYOUT and not cfg.POSTPROCESS else {}
         for place in where if rank == 0 else []:  # what an interrupted run's processes left, before any plans
