@@ -157,9 +157,6 @@ class Place:
     def meta(self, name):
         return self.out_dir.parent / f"{self.out_dir.name}_{name}" if self.submission else self.out_dir / name
 
-    def times_csv(self):
-        return self.out_dir.parent / f"time_{self.out_dir.name}.csv"
-
     def records(self, settings=None, rank=None):
         """What made each banner here (files.ItemRecords: settings, inputs and the manifest's columns): the folder's
         record, or the one process `rank` appends to during a run (merged into the folder's by merge_records)."""
@@ -440,6 +437,6 @@ def merge_manifest(place, rows, dup_max):
         print(f"{place.out_dir}: {len(manifest)} banners (duplication guard off: no similarity measured)",
               file=sys.stderr)
     if place.submission:  # fname,time: seconds per image, measured around its generation
-        files.write_csv(place.times_csv(), pd.DataFrame({
+        files.write_csv(place.out_dir.parent / f"time_{place.out_dir.name}.csv", pd.DataFrame({
             "fname": manifest["bannerImage"], "time": pd.to_numeric(manifest["seconds"], errors="coerce").round(4)}))
     return manifest
