@@ -415,17 +415,14 @@ def merge_manifest(place, rows, dup_max):
     """One manifest.csv for every row, in info order (every row must be done), and its summary line."""
     import pandas as pd
 
-    records, out, missing = place.records(), [], []
-    for row in rows:
-        rec = records.get(row.bannerImage)
-        if not rec or not images.is_banner_jpeg(place.out_dir / row.bannerImage):
-            missing.append(row.id)
-            continue
-        out.append({c: rec.get(c, "") for c in MANIFEST_COLUMNS})
+    records = place.records()
+    missing = [row.id for row in rows
+               if not records.get(row.bannerImage) or not images.is_banner_jpeg(place.out_dir / row.bannerImage)]
     if missing:
         raise InputError(f"{place.out_dir}: no finished banner for {len(missing)} row(s) (e.g. id={missing[0]}): "
                          f"rerun to finish them")
-    manifest = pd.DataFrame(out, columns=MANIFEST_COLUMNS)
+    manifest = pd.DataFrame([{c: records.get(row.bannerImage).get(c, "") for c in MANIFEST_COLUMNS} for row in rows],
+                            columns=MANIFEST_COLUMNS)
     files.write_csv(place.meta("manifest.csv"), manifest)
     sims = pd.to_numeric(manifest["dup_similarity"], errors="coerce").dropna()
     if len(sims):
