@@ -354,10 +354,9 @@ class Run:
         the JPEG as it will be on disk, and its similarity to the nearest training banner (measured on that JPEG, as
         the evaluation will). A row at or under DUP_MAX, or out of tries, is written with its least similar try; the
         others go to batch.retry. `strength`: what this try used (the manifest's column; text-to-image: 1.0)."""
-        finals, k = [], 0
-        for job in batch.jobs:
-            finals.append(images.banner_jpeg(self.runs.finishing.apply(job.row.id, generated[k:k + len(job.inputs)])))
-            k += len(job.inputs)
+        outputs = iter(generated)  # each row takes its parts' images in turn
+        finals = [images.banner_jpeg(self.runs.finishing.apply(job.row.id, [next(outputs) for _ in job.inputs]))
+                  for job in batch.jobs]
         if self.runs.guard is not None:
             sims, nearest = self.runs.guard.measure([images.decode_image(jpeg) for jpeg in finals])
         else:
