@@ -395,12 +395,10 @@ class Run:
         """This process's compute summary (UNet evaluations counted at the UNet, against the method's `unet_formula`:
         (how it is computed, evaluations per banner on a first try)); then, once every process is done, rank 0 merges
         the records into manifest.csv (SUBMISSION: and time_submission{k}.csv). Returns the figures."""
-        figures = {**self.figures, "rank": self.runs.rank, "unet_images": pipelines.unet_images_since_last(pipe)}
-        peak_gib = None
-        if str(self.runs.device).startswith("cuda"):
-            import torch
+        import torch  # loaded with the pipeline
 
-            peak_gib = torch.cuda.max_memory_allocated() / 2**30
+        figures = {**self.figures, "rank": self.runs.rank, "unet_images": pipelines.unet_images_since_last(pipe)}
+        peak_gib = torch.cuda.max_memory_allocated() / 2**30 if str(self.runs.device).startswith("cuda") else None
         print(pipelines.compute_line(figures, unet_formula[1], unet_formula[0], peak_gib), file=sys.stderr)
         devices.wait_for_everyone()
         if self.runs.rank == 0:
