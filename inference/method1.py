@@ -143,7 +143,7 @@ def main(argv=None):
                 strength = retry_strength(cfg, batch.attempt)
                 generated = generate(pipe, cfg, batch.calls, strength)
                 run.finish_and_write(batch, generated, strength)  # guard, post-processing, text layer, JPEG, record
-            run.close(pipe, unet_formula(cfg))  # compute summary; manifest.csv (+ time CSV) once all processes are done
+            run.close(unet_formula(cfg))  # compute summary; manifest.csv (+ time CSV) once all processes are done
 
 
 if __name__ == "__main__":

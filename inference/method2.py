@@ -237,7 +237,7 @@ def main(argv=None):
             for batch in run.todo_batches(jobs, settings, pipe):
                 generated = generate(pipe, cfg, batch.calls)
                 run.finish_and_write(batch, generated)  # guard, post-processing, text layer, JPEG, record
-            run.close(pipe, unet_formula(cfg))  # compute summary; manifest.csv (+ time CSV) once all processes are done
+            run.close(unet_formula(cfg))  # compute summary; manifest.csv (+ time CSV) once all processes are done
 
 
 if __name__ == "__main__":

@@ -5,10 +5,10 @@ The run machinery both generation methods share. A method's main() reads top to 
         pipe = load_pipeline(cfg, runs.device)        # the method's own pipeline
         jobs = make_jobs(cfg, rows, ...)              # one Job per row: its prompt and its input banners
         for run in runs:                              # OUT_DIR, or one submission{k}/ per seed of SEEDS
-            for batch in run.todo_batches(jobs, settings):      # rows not yet made with these settings
+            for batch in run.todo_batches(jobs, settings, pipe):  # rows not yet made with these settings
                 images = generate(pipe, cfg, batch.calls)       # the method's own call
                 run.finish_and_write(batch, images)             # guard, post-processing, text layer, JPEG, record
-            run.close(pipe, formula)                  # compute summary; manifest.csv (+ time CSV)
+            run.close(formula)                        # compute summary; manifest.csv (+ time CSV)
 
 - Output folders: one OUT_DIR, or the submission layout: one run per seed into submission{k}/ (banners only: the grader
   reads every file there) with the bookkeeping beside it and time_submission{k}.csv (fname,time).
@@ -391,13 +391,13 @@ class Run:
         images.save_banner(jpeg, self.place.out_dir, name)
         self.bar.update(1)
 
-    def close(self, pipe, unet_formula):
+    def close(self, unet_formula):
         """This process's compute summary (UNet evaluations counted at the UNet, against the method's `unet_formula`:
         (how it is computed, evaluations per banner on a first try)); then, once every process is done, rank 0 merges
         the records into manifest.csv (SUBMISSION: and time_submission{k}.csv). Returns the figures."""
         import torch  # loaded with the pipeline
 
-        figures = {**self.figures, "rank": self.runs.rank, "unet_images": pipelines.unet_images_since_last(pipe)}
+        figures = dict(self.figures, rank=self.runs.rank, unet_images=pipelines.unet_images_since_last(self.pipe))
         peak_gib = torch.cuda.max_memory_allocated() / 2**30 if str(self.runs.device).startswith("cuda") else None
         print(pipelines.compute_line(figures, unet_formula[1], unet_formula[0], peak_gib), file=sys.stderr)
         devices.wait_for_everyone()
