@@ -422,14 +422,12 @@ def merge_manifest(place, rows, dup_max):
                             columns=MANIFEST_COLUMNS)
     files.write_csv(place.meta("manifest.csv"), manifest)
     sims = pd.to_numeric(manifest["dup_similarity"], errors="coerce").dropna()
+    summary = " (duplication guard off: no similarity measured)"
     if len(sims):
-        print(f"{place.out_dir}: {len(manifest)} banners; duplication similarity mean {sims.mean():.4f}, max "
-              f"{sims.max():.4f} (nearest training banner, Inception cosine; guard level {dup_max}); "
-              f"{int((pd.to_numeric(manifest['tries'], errors='coerce') > 1).sum())} rows regenerated",
-              file=sys.stderr)
-    else:
-        print(f"{place.out_dir}: {len(manifest)} banners (duplication guard off: no similarity measured)",
-              file=sys.stderr)
+        regenerated = int((pd.to_numeric(manifest["tries"], errors="coerce") > 1).sum())
+        summary = (f"; duplication similarity mean {sims.mean():.4f}, max {sims.max():.4f} (nearest training banner, "
+                   f"Inception cosine; guard level {dup_max}); {regenerated} rows regenerated")
+    print(f"{place.out_dir}: {len(manifest)} banners{summary}", file=sys.stderr)
     if place.submission:  # fname,time: seconds per image, measured around its generation
         files.write_csv(place.out_dir.parent / f"time_{place.out_dir.name}.csv", pd.DataFrame({
             "fname": manifest["bannerImage"], "time": pd.to_numeric(manifest["seconds"], errors="coerce").round(4)}))
