@@ -357,10 +357,9 @@ class Run:
         outputs = iter(generated)  # each row takes its parts' images in turn
         finals = [images.banner_jpeg(self.runs.finishing.apply(job.row.id, [next(outputs) for _ in job.inputs]))
                   for job in batch.jobs]
+        sims, nearest = [float("nan")] * len(finals), [""] * len(finals)  # the guard off: nothing measured
         if self.runs.guard is not None:
             sims, nearest = self.runs.guard.measure([images.decode_image(jpeg) for jpeg in finals])
-        else:
-            sims, nearest = [float("nan")] * len(finals), [""] * len(finals)
         wall = time.perf_counter() - batch.started
         unet = (self.pipe.unet_calls[0] - batch.unet_start) / len(batch.jobs)  # counted at the UNet, tries add up
         for job, jpeg, sim, near in zip(batch.jobs, finals, sims, nearest):
