@@ -254,13 +254,13 @@ def open_runs(cfg, rows, layouts=None):
         layouts = layouts if layer_cfg is not None and layer_cfg.LAYOUT and not cfg.POSTPROCESS else {}
         for place in where if rank == 0 else []:  # what an interrupted run's processes left, before any plans
             place.merge_records()
-        for turn in (0, 1):  # one process fills the caches (training statistics, text blocks); the others read them
-            if (rank == 0) == (turn == 0):
-                guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
-                if layouts:
-                    text_layer.layout_blocks(sorted(set(layouts.values())), layer_cfg, desc="layout banners' text")
-            if turn == 0:
-                devices.wait_for_everyone()
+        if rank != 0:  # rank 0 fills the caches (training statistics, text blocks) first; the others then read them
+            devices.wait_for_everyone()
+        guard, mean_rgb = training_stats(cfg.DATA_DIR, device, cfg.CACHE_DIR, cfg.DUP_GUARD, cfg.POSTPROCESS)
+        if layouts:
+            text_layer.layout_blocks(sorted(set(layouts.values())), layer_cfg, desc="layout banners' text")
+        if rank == 0:
+            devices.wait_for_everyone()
         recipe = postprocess.Recipe.from_config(cfg) if cfg.POSTPROCESS else None
         yield Runs(cfg, rows, where, device, rank, world, guard,
                    Finishing(recipe, mean_rgb, layer_cfg, copies, layouts))
