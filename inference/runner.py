@@ -317,21 +317,20 @@ class Run:
             import torch
 
             torch.cuda.reset_peak_memory_stats()
-        self.bar = progress(total=len(todo), desc=f"{place.out_dir.name} [rank {runs.rank}]", unit="banner")
         started, self.figures = time.perf_counter(), {"rows": len(todo), "generations": 0}
         per_batch = max(1, self.cfg.BATCH_SIZE // max((len(job.inputs) for job in todo), default=1))
-        for start in range(0, len(todo), per_batch):
-            pending, attempt = todo[start:start + per_batch], 1
-            while pending:
-                batch = Batch(pending, attempt, [(job.prompt, given, try_seed(place.seed, job.row.id, attempt, part))
-                                                 for job in pending for part, given in enumerate(job.inputs)],
-                              unet_start=pipe.unet_calls[0])
-                self.figures["generations"] += len(batch.calls)
-                yield batch
-                if not batch.written:
-                    raise RuntimeError("runner: call run.finish_and_write(batch, images) for every batch")
-                pending, attempt = batch.retry, attempt + 1
-        self.bar.close()
+        with progress(total=len(todo), desc=f"{place.out_dir.name} [rank {runs.rank}]", unit="banner") as self.bar:
+            for start in range(0, len(todo), per_batch):
+                pending, attempt = todo[start:start + per_batch], 1
+                while pending:
+                    calls = [(job.prompt, given, try_seed(place.seed, job.row.id, attempt, part))
+                             for job in pending for part, given in enumerate(job.inputs)]
+                    batch = Batch(pending, attempt, calls, unet_start=pipe.unet_calls[0])
+                    self.figures["generations"] += len(batch.calls)
+                    yield batch
+                    if not batch.written:
+                        raise RuntimeError("runner: call run.finish_and_write(batch, images) for every batch")
+                    pending, attempt = batch.retry, attempt + 1
         self.figures["seconds"] = time.perf_counter() - started
 
     def plan(self, jobs, settings):
