@@ -53,13 +53,10 @@ def weight_dtype(accelerator):
 
 def save_strip(images, path):
     """Validation images side by side (diffusers' make_image_grid), written atomically as one PNG."""
-    import io
-
     from diffusers.utils import make_image_grid
 
-    buf = io.BytesIO()
-    make_image_grid(images, rows=1, cols=len(images)).save(buf, format="PNG")
-    files.atomic_write(path, buf.getvalue())
+    with files.atomic_open(path) as f:
+        make_image_grid(images, rows=1, cols=len(images)).save(f, format="PNG")
 
 
 def register_lora_hooks(accelerator, models, resume_hint, attention_only=True):
