@@ -186,11 +186,8 @@ def epoch_steps(n, seed, epoch, micro_batch, grad_accum, world):
     per_step = micro_batch * grad_accum * world
     generator = torch.Generator().manual_seed(row_seed(seed, f"order:{epoch}"))
     order = torch.randperm(n, generator=generator).tolist()
-    steps = []
-    for start in range(0, n - per_step + 1, per_step):
-        chunk = order[start:start + per_step]
-        steps.append([chunk[i:i + micro_batch] for i in range(0, per_step, micro_batch)])
-    return steps
+    chunks = [order[start:start + per_step] for start in range(0, n - per_step + 1, per_step)]
+    return [[chunk[i:i + micro_batch] for i in range(0, per_step, micro_batch)] for chunk in chunks]
 
 
 def sample_draws(seed, epoch, name, latent_shape, num_timesteps):
