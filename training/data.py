@@ -128,12 +128,6 @@ def make_transform(resolution, center_crop=True, randaugment=True):
     return transforms.Compose(steps)
 
 
-def fixed_pixels(cfg):
-    """True when an image's pixels are the same every epoch up to a flip: its latents (and its mirror's) can be
-    encoded once."""
-    return cfg.CENTER_CROP and not cfg.RANDAUGMENT
-
-
 def flips(seed, epoch, name):
     """Whether this sample is mirrored this epoch (probability 1/2)."""
     import torch

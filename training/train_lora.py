@@ -141,9 +141,10 @@ def plan_steps(cfg, n_items, world):
         raise knobs.InputError(f"{n_items} banners are fewer than one step's batch (TRAIN_BATCH_SIZE x GRAD_ACCUM "
                                f"x processes = {cfg.TRAIN_BATCH_SIZE * cfg.GRAD_ACCUM * world})")
     max_steps = cfg.MAX_STEPS or cfg.NUM_EPOCHS * steps_per_epoch
+    # latents once when an image's pixels are the same every epoch up to a flip (its mirror is encoded too)
     return Plan(steps_per_epoch, max_steps, math.ceil(max_steps / steps_per_epoch),
-                min(cfg.STOP_AT_STEP or max_steps, max_steps), cfg.CACHE_LATENTS and data.fixed_pixels(cfg),
-                cfg.CACHE_LATENTS and not cfg.TRAIN_TEXT_ENCODER)
+                min(cfg.STOP_AT_STEP or max_steps, max_steps), cfg.CACHE_LATENTS and cfg.CENTER_CROP
+                and not cfg.RANDAUGMENT, cfg.CACHE_LATENTS and not cfg.TRAIN_TEXT_ENCODER)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
