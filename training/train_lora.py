@@ -284,7 +284,7 @@ def encode_once(run, latents, text):
     import torch
 
     n, batch_size, dataset = len(run.dataset), run.cfg.TRAIN_BATCH_SIZE, run.dataset
-    means, stds, texts = ([], []), ([], []), []  # [plain, mirrored] chunks
+    moments, texts = ([], []), []  # [plain, mirrored] chunks of (mean, std)
     with torch.no_grad():
         for start in progress_bar(range(0, n, batch_size), desc="encoding once", unit="batch",
                                   disable=not (run.cfg.PROGRESS and run.accelerator.is_main_process
@@ -293,14 +293,13 @@ def encode_once(run, latents, text):
             if latents:
                 pixels = torch.stack([dataset.pixels(i, 0, flip=False) for i in index]).to(run.accelerator.device)
                 for k, view in enumerate((pixels, pixels.flip(-1))):
-                    mean, std = lora.posterior_moments(run.pipe.vae, view)
-                    means[k].append(mean)
-                    stds[k].append(std)
+                    moments[k].append(lora.posterior_moments(run.pipe.vae, view))
             if text:
                 texts.append(embed(run, dataset.input_ids(index)))
     cache = {"text": torch.cat(texts)} if text else {}
     if latents:
-        cache.update(mean=torch.cat(means[0] + means[1]), std=torch.cat(stds[0] + stds[1]))
+        means, stds = zip(*moments[0], *moments[1])
+        cache.update(mean=torch.cat(means), std=torch.cat(stds))
     return cache
 
 
