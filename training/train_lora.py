@@ -355,7 +355,7 @@ def micro_loss(run, batch, epoch):
     if "text" in run.cache:
         text_embeddings = run.cache["text"][index]
     else:
-        with contextlib.nullcontext() if cfg.TRAIN_TEXT_ENCODER else torch.no_grad():
+        with torch.set_grad_enabled(cfg.TRAIN_TEXT_ENCODER):
             text_embeddings = embed(run, batch["input_ids"])
     latents, noise, timesteps = noised_inputs(run, [items[i][0] for i in index], epoch, moments)
     return lora.diffusion_loss(run.prepared[0], run.noise_scheduler, latents, noise, timesteps, text_embeddings,
