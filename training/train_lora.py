@@ -517,9 +517,8 @@ def finish(run, plan, step, report, seconds):
             "fingerprint": run.digest, "settings": run.settings, "knobs": cfg.as_dict(), "lora": lora.LORA_FILE,
             "lora_sha256": files.file_hash(lora_path), "steps": plan.max_steps, "epochs": plan.num_epochs,
             "effective_batch": cfg.TRAIN_BATCH_SIZE * cfg.GRAD_ACCUM * world, "captions": report,
-            "noise_schedule": {"NOISE_SCHEDULE": cfg.NOISE_SCHEDULE, "prediction_type": schedule.prediction_type,
-                               "rescale_betas_zero_snr": schedule.rescale_betas_zero_snr,
-                               "timestep_spacing": schedule.timestep_spacing},
+            "noise_schedule": {"NOISE_SCHEDULE": cfg.NOISE_SCHEDULE, **{k: schedule[k] for k in (
+                "prediction_type", "rescale_betas_zero_snr", "timestep_spacing")}},
             "versions": {p: version(p) for p in ("torch", "diffusers", "transformers", "peft", "accelerate")},
             "seconds_this_run": round(seconds, 1), "speed_this_run": speed})
         print(f"LoRA -> {lora_path} ({plan.max_steps} steps; pipe.load_lora_weights({str(out_dir)!r}))", flush=True)
