@@ -328,8 +328,7 @@ def noised_inputs(run, names, epoch, moments):
 
     cfg, vae = run.cfg, run.pipe.vae
     width, height = cfg.RESOLUTION
-    scale = 2 ** (len(vae.config.block_out_channels) - 1)
-    latent_shape = (vae.config.latent_channels, height // scale, width // scale)
+    latent_shape = (vae.config.latent_channels, height // run.pipe.vae_scale_factor, width // run.pipe.vae_scale_factor)
     mean, std = moments
     draws = [data.sample_draws(cfg.SEED, epoch, name, latent_shape, run.noise_scheduler.config.num_train_timesteps)
              for name in names]
