@@ -151,11 +151,10 @@ def plan_steps(cfg, n_items, world):
 # accelerate: devices, precision, accumulation, the loss log, checkpoints (with the LoRA in diffusers' format)
 
 
-def resume_point(cfg, out_dir, settings, digest):
+def resume_point(cfg, out_dir, saved, settings, digest):
     """(checkpoint folder, its step) to continue from, or (None, 0), after checking that it, and a finished LoRA
-    already in out_dir, were made with these settings."""
+    already in out_dir (`saved`: its train_settings.json), were made with these settings."""
     found = checkpoints.list_checkpoints(out_dir)
-    saved = files.read_json(out_dir / lora.SETTINGS_FILE, {})
     if saved and cfg.RESUME != "no" and not found:
         raise knobs.InputError(f"{out_dir} holds a LoRA trained with other settings or inputs (differ: "
                                f"{', '.join(settings_diff(saved.get('settings', {}), settings))}): pass another "
@@ -465,7 +464,6 @@ def train(cfg):
     # the inputs, every banner decoded once: bad input stops here, before any model loads
     items, report = data.load_train_set(cfg.DATA_DIR, cfg.CAPTIONS, cfg.CAPTION_FALLBACK)
     accelerator = checkpoints.make_accelerator(out_dir, cfg.MIXED_PRECISION, cfg.GRAD_ACCUM, cfg.CPU_THREADS)
-    main_process = accelerator.is_main_process
     settings, digest = checkpoints.fingerprint(cfg, data.inputs_fingerprint(items), accelerator.num_processes,
                                                checkpoints.precision_of(accelerator), _NOT_FINGERPRINTED)
     saved = files.read_json(out_dir / lora.SETTINGS_FILE, {})
@@ -473,18 +471,17 @@ def train(cfg):
         accelerator.print(f"{out_dir / lora.LORA_FILE} is already trained with these settings and inputs: nothing "
                           f"to do")
         return out_dir / lora.LORA_FILE
-    resume_from, step = resume_point(cfg, out_dir, settings, digest)
+    resume_from, step = resume_point(cfg, out_dir, saved, settings, digest)
     plan = plan_steps(cfg, len(items), accelerator.num_processes)
     run = Run(cfg, accelerator, out_dir, items, settings, digest)
     build(run, plan)
-    if main_process:
-        announce(run, plan, report)
     if resume_from is not None:
         # optimizer, LR schedule, grad scaler, every process's RNG and accumulation count; the LoRA through the hook
         accelerator.load_state(str(resume_from))
         accelerator.print(f"resumed from {resume_from} (step {step}, epoch {step // plan.steps_per_epoch})",
                           flush=True)
-    if main_process:
+    if accelerator.is_main_process:
+        announce(run, plan, report)
         loss_log.restart(out_dir / checkpoints.LOSSES_FILE, step)
     accelerator.init_trackers("lora")
     started = time.time()
