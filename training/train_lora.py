@@ -184,14 +184,10 @@ def resume_point(cfg, out_dir, saved, settings, digest):
 def load_models(cfg, weight_dtype, device):
     """The frozen base (weight_dtype) as a pipeline that samples on the training schedule (the validation strips'),
     and the training noise scheduler: NOISE_SCHEDULE applied, checked before the large models load."""
-    from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline,
-                           UNet2DConditionModel)
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
 
-    def load(cls, sub, **kw):
-        return models.load(cls.from_pretrained, cfg.MODEL, "sd21", smoke=cfg.SMOKE, subfolder=sub, **kw)
-
-    scheduler = load(DDPMScheduler, "scheduler", **lora.NOISE_SCHEDULES[cfg.NOISE_SCHEDULE])
+    scheduler = models.load(DDPMScheduler.from_pretrained, cfg.MODEL, "sd21", smoke=cfg.SMOKE, subfolder="scheduler",
+                            **lora.NOISE_SCHEDULES[cfg.NOISE_SCHEDULE])
     if cfg.PREDICTION_TYPE:
         scheduler.register_to_config(prediction_type=cfg.PREDICTION_TYPE)
     if scheduler.config.rescale_betas_zero_snr and scheduler.config.prediction_type == "epsilon":
@@ -199,15 +195,13 @@ def load_models(cfg, weight_dtype, device):
         raise knobs.InputError(f"NOISE_SCHEDULE={cfg.NOISE_SCHEDULE} (zero terminal SNR) needs v-prediction, and "
                                f"{cfg.MODEL} predicts epsilon: pass --PREDICTION_TYPE=v_prediction or "
                                f"--NOISE_SCHEDULE=model")
-    frozen = {"text_encoder": load(CLIPTextModel, "text_encoder", dtype=weight_dtype),  # transformers 5 says dtype
-              "vae": load(AutoencoderKL, "vae", torch_dtype=weight_dtype),
-              "unet": load(UNet2DConditionModel, "unet", torch_dtype=weight_dtype)}
-    pipe = StableDiffusionPipeline(**{k: m.to(device).requires_grad_(False) for k, m in frozen.items()},
-                                   tokenizer=load(CLIPTokenizer, "tokenizer"), safety_checker=None,
-                                   scheduler=DDIMScheduler.from_config(scheduler.config), feature_extractor=None,
-                                   requires_safety_checker=False)
+    pipe = models.load(StableDiffusionPipeline.from_pretrained, cfg.MODEL, "sd21", smoke=cfg.SMOKE, dtype=weight_dtype,
+                       scheduler=DDIMScheduler.from_config(scheduler.config), safety_checker=None,
+                       feature_extractor=None, requires_safety_checker=False)
+    for model in (pipe.unet, pipe.text_encoder, pipe.vae):
+        model.requires_grad_(False)
     pipe.set_progress_bar_config(disable=True)
-    return pipe, scheduler
+    return pipe.to(device), scheduler
 
 
 @dataclasses.dataclass
