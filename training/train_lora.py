@@ -320,11 +320,9 @@ def noised_inputs(run, names, epoch, moments):
     import torch
 
     cfg, vae = run.cfg, run.pipe.vae
-    width, height = cfg.RESOLUTION
-    latent_shape = (vae.config.latent_channels, height // run.pipe.vae_scale_factor, width // run.pipe.vae_scale_factor)
     mean, std = moments
-    draws = [data.sample_draws(cfg.SEED, epoch, name, latent_shape, run.noise_scheduler.config.num_train_timesteps)
-             for name in names]
+    draws = [data.sample_draws(cfg.SEED, epoch, name, tuple(mean.shape[1:]),
+                               run.noise_scheduler.config.num_train_timesteps) for name in names]
     timesteps, noise, posterior, offset = (torch.stack(x).to(mean.device) for x in zip(*draws))
     latents = (mean.float() + std.float() * posterior) * vae.config.scaling_factor
     if cfg.NOISE_OFFSET:
