@@ -79,9 +79,8 @@ def register_lora_hooks(accelerator, models, resume_hint, attention_only=True):
 def list_checkpoints(out_dir):
     """[(step, folder)] of the complete checkpoints in out_dir, oldest first. One a killed save left without its
     progress file is ignored, and replaced when the run reaches its step again."""
-    found = [(int(p.name.split("_")[1]), p) for p in (Path(out_dir) / "checkpoints").glob("checkpoint_*")
-             if p.name.split("_")[1].isdigit() and (p / PROGRESS_FILE).is_file()]
-    return sorted(found)
+    return sorted((int(p.name.split("_")[1]), p) for p in (Path(out_dir) / "checkpoints").glob("checkpoint_*")
+                  if p.name.split("_")[1].isdigit() and (p / PROGRESS_FILE).is_file())
 
 
 def save_checkpoint(accelerator, out_dir, step, progress, keep):
