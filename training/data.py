@@ -52,9 +52,8 @@ def load_train_set(data_dir, captions="", fallback=True):
     cap_file = caption_path(data_dir, captions)
     vlm = read_vlm_captions(cap_file)
     trans_file = train / "info_trans.csv"
-    trans = None
-    if trans_file.exists():
-        trans = {r.bannerImage: copy_text(r) for r in dataset.read_info(trans_file).itertuples()}
+    trans = ({r.bannerImage: copy_text(r) for r in dataset.read_info(trans_file).itertuples()}
+             if trans_file.exists() else {})
     items, report = [], {"vlm": 0, "info_trans": 0, "info": 0}
     for row in info.itertuples():
         text, source = (vlm or {}).get(row.bannerImage, ""), "vlm"
@@ -62,7 +61,7 @@ def load_train_set(data_dir, captions="", fallback=True):
             if not fallback:
                 where = f"{cap_file} is missing" if vlm is None else f"no caption in {cap_file}"
                 raise InputError(f"row id={row.id} ({row.bannerImage}): {where} (CAPTION_FALLBACK=0)")
-            text, source = (trans or {}).get(row.bannerImage, ""), "info_trans"
+            text, source = trans.get(row.bannerImage, ""), "info_trans"
             if not text:
                 text, source = copy_text(row), "info"
         if not text:
