@@ -24,6 +24,7 @@ Method 2 samples with (zero terminal SNR, trailing timesteps).
 import collections
 import contextlib
 import dataclasses
+import importlib.util
 import math
 import time
 from pathlib import Path
@@ -109,11 +110,8 @@ def check_settings(cfg):
         if getattr(cfg, name) not in allowed:
             raise knobs.InputError(f"{name} must be one of {', '.join(map(repr, allowed))}, got "
                                    f"{getattr(cfg, name)!r}")
-    if cfg.USE_8BIT_ADAM:
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise knobs.InputError("USE_8BIT_ADAM=1 needs bitsandbytes (pip install bitsandbytes)") from None
+    if cfg.USE_8BIT_ADAM and importlib.util.find_spec("bitsandbytes") is None:
+        raise knobs.InputError("USE_8BIT_ADAM=1 needs bitsandbytes (pip install bitsandbytes)")
 
 
 def settings_diff(saved, current):
