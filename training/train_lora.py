@@ -235,8 +235,7 @@ def build(run, plan):
 
     cfg, accelerator = run.cfg, run.accelerator
     set_seed(cfg.SEED)  # the LoRA's initial weights: the same in every process and every fresh run
-    weight_dtype = checkpoints.weight_dtype(accelerator)
-    run.pipe, run.noise_scheduler = load_models(cfg, weight_dtype, accelerator.device)
+    run.pipe, run.noise_scheduler = load_models(cfg, checkpoints.weight_dtype(accelerator), accelerator.device)
     pipe = run.pipe
     run.models = lora.add_lora(pipe.unet, pipe.text_encoder if cfg.TRAIN_TEXT_ENCODER else None, cfg.LORA_RANK)
     if cfg.GRADIENT_CHECKPOINTING:
