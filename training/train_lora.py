@@ -236,12 +236,11 @@ def build(run, plan):
     cfg, accelerator = run.cfg, run.accelerator
     set_seed(cfg.SEED)  # the LoRA's initial weights: the same in every process and every fresh run
     run.pipe, run.noise_scheduler = load_models(cfg, checkpoints.weight_dtype(accelerator), accelerator.device)
-    pipe = run.pipe
-    run.models = lora.add_lora(pipe.unet, pipe.text_encoder if cfg.TRAIN_TEXT_ENCODER else None, cfg.LORA_RANK)
+    run.models = lora.add_lora(run.pipe.unet, run.pipe.text_encoder if cfg.TRAIN_TEXT_ENCODER else None, cfg.LORA_RANK)
     if cfg.GRADIENT_CHECKPOINTING:
         lora.checkpoint_activations(run.models)
     if cfg.COMPILE:
-        lora.compile_models(pipe.unet, None if plan.cache_latents else pipe.vae)
+        lora.compile_models(run.pipe.unet, None if plan.cache_latents else run.pipe.vae)
     run.params = list(lora.trainable(run.models).values())
     adamw = torch.optim.AdamW
     if cfg.USE_8BIT_ADAM:
@@ -257,7 +256,7 @@ def build(run, plan):
     *run.prepared, run.optimizer, run.lr_scheduler = accelerator.prepare(*run.models.values(), optimizer,
                                                                          lr_scheduler)
     checkpoints.register_lora_hooks(accelerator, run.models, "pass --RESUME=no")
-    run.dataset = data.BannerDataset(run.items, pipe.tokenizer, data.make_transform(
+    run.dataset = data.BannerDataset(run.items, run.pipe.tokenizer, data.make_transform(
         cfg.RESOLUTION, cfg.CENTER_CROP, cfg.RANDAUGMENT), cfg.SEED, cfg.RANDOM_FLIP)
     run.cache = encode_once(run, plan.cache_latents, plan.cache_text)
 
