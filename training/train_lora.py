@@ -211,8 +211,7 @@ class Run:
     accelerator: object
     out_dir: Path
     items: list  # [(bannerImage, path, caption)]
-    settings: dict
-    digest: str
+    record: dict  # {"fingerprint": sha256, "settings": ...}: what every checkpoint and train_settings.json carry
     pipe: object = None
     noise_scheduler: object = None
     models: dict = None
@@ -387,8 +386,7 @@ def run_epoch(run, plan, epoch, step, bar):
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", epoch=epoch)
         if step % cfg.CHECKPOINT_EVERY == 0 or step == plan.stop_at:
-            checkpoints.save_checkpoint(run.accelerator, run.out_dir, step,
-                                        {"fingerprint": run.digest, "settings": run.settings}, cfg.KEEP_CHECKPOINTS)
+            checkpoints.save_checkpoint(run.accelerator, run.out_dir, step, run.record, cfg.KEEP_CHECKPOINTS)
     return step
 
 
@@ -461,7 +459,7 @@ def train(cfg):
         return out_dir / lora.LORA_FILE
     resume_from, step = resume_point(cfg, out_dir, saved, settings, digest)
     plan = plan_steps(cfg, len(items), accelerator.num_processes)
-    run = Run(cfg, accelerator, out_dir, items, settings, digest)
+    run = Run(cfg, accelerator, out_dir, items, {"fingerprint": digest, "settings": settings})
     build(run, plan)
     if resume_from is not None:
         # optimizer, LR schedule, grad scaler, every process's RNG and accumulation count; the LoRA through the hook
@@ -498,7 +496,7 @@ def finish(run, plan, step, report, seconds):
         lora.save_lora(out_dir, run.models)
         schedule = run.noise_scheduler.config
         files.write_json(out_dir / lora.SETTINGS_FILE, {
-            "fingerprint": run.digest, "settings": run.settings, "knobs": cfg.as_dict(), "lora": lora.LORA_FILE,
+            **run.record, "knobs": cfg.as_dict(), "lora": lora.LORA_FILE,
             "lora_sha256": files.file_hash(lora_path), "steps": plan.max_steps, "epochs": plan.num_epochs,
             "effective_batch": cfg.TRAIN_BATCH_SIZE * cfg.GRAD_ACCUM * world, "captions": report,
             "noise_schedule": {"NOISE_SCHEDULE": cfg.NOISE_SCHEDULE, **{k: schedule[k] for k in (
