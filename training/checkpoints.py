@@ -53,13 +53,10 @@ def weight_dtype(accelerator):
 
 def save_strip(images, path):
     """Validation images side by side (diffusers' make_image_grid), written atomically as one PNG."""
-    import io
-
     from diffusers.utils import make_image_grid
 
-    buf = io.BytesIO()
-    make_image_grid(images, rows=1, cols=len(images)).save(buf, format="PNG")
-    files.atomic_write(path, buf.getvalue())
+    with files.atomic_open(path) as f:
+        make_image_grid(images, rows=1, cols=len(images)).save(f, format="PNG")
 
 
 def register_lora_hooks(accelerator, models, resume_hint, attention_only=True):
@@ -82,9 +79,8 @@ def register_lora_hooks(accelerator, models, resume_hint, attention_only=True):
 def list_checkpoints(out_dir):
     """[(step, folder)] of the complete checkpoints in out_dir, oldest first. One a killed save left without its
     progress file is ignored, and replaced when the run reaches its step again."""
-    found = [(int(p.name.split("_")[1]), p) for p in (Path(out_dir) / "checkpoints").glob("checkpoint_*")
-             if p.name.split("_")[1].isdigit() and (p / PROGRESS_FILE).is_file()]
-    return sorted(found)
+    return sorted((int(p.name.split("_")[1]), p) for p in (Path(out_dir) / "checkpoints").glob("checkpoint_*")
+                  if p.name.split("_")[1].isdigit() and (p / PROGRESS_FILE).is_file())
 
 
 def save_checkpoint(accelerator, out_dir, step, progress, keep):

@@ -52,9 +52,8 @@ def load_train_set(data_dir, captions="", fallback=True):
     cap_file = caption_path(data_dir, captions)
     vlm = read_vlm_captions(cap_file)
     trans_file = train / "info_trans.csv"
-    trans = None
-    if trans_file.exists():
-        trans = {r.bannerImage: copy_text(r) for r in dataset.read_info(trans_file).itertuples()}
+    trans = ({r.bannerImage: copy_text(r) for r in dataset.read_info(trans_file).itertuples()}
+             if trans_file.exists() else {})
     items, report = [], {"vlm": 0, "info_trans": 0, "info": 0}
     for row in info.itertuples():
         text, source = (vlm or {}).get(row.bannerImage, ""), "vlm"
@@ -62,7 +61,7 @@ def load_train_set(data_dir, captions="", fallback=True):
             if not fallback:
                 where = f"{cap_file} is missing" if vlm is None else f"no caption in {cap_file}"
                 raise InputError(f"row id={row.id} ({row.bannerImage}): {where} (CAPTION_FALLBACK=0)")
-            text, source = (trans or {}).get(row.bannerImage, ""), "info_trans"
+            text, source = trans.get(row.bannerImage, ""), "info_trans"
             if not text:
                 text, source = copy_text(row), "info"
         if not text:
@@ -128,12 +127,6 @@ def make_transform(resolution, center_crop=True, randaugment=True):
     return transforms.Compose(steps)
 
 
-def fixed_pixels(cfg):
-    """True when an image's pixels are the same every epoch up to a flip: its latents (and its mirror's) can be
-    encoded once."""
-    return cfg.CENTER_CROP and not cfg.RANDAUGMENT
-
-
 def flips(seed, epoch, name):
     """Whether this sample is mirrored this epoch (probability 1/2)."""
     import torch
@@ -186,11 +179,8 @@ def epoch_steps(n, seed, epoch, micro_batch, grad_accum, world):
     per_step = micro_batch * grad_accum * world
     generator = torch.Generator().manual_seed(row_seed(seed, f"order:{epoch}"))
     order = torch.randperm(n, generator=generator).tolist()
-    steps = []
-    for start in range(0, n - per_step + 1, per_step):
-        chunk = order[start:start + per_step]
-        steps.append([chunk[i:i + micro_batch] for i in range(0, per_step, micro_batch)])
-    return steps
+    chunks = [order[start:start + per_step] for start in range(0, n - per_step + 1, per_step)]
+    return [[chunk[i:i + micro_batch] for i in range(0, per_step, micro_batch)] for chunk in chunks]
 
 
 def sample_draws(seed, epoch, name, latent_shape, num_timesteps):

@@ -26,12 +26,12 @@ def add_lora(unet, text_encoder, rank, targets=UNET_TARGETS):
     from diffusers.training_utils import cast_training_params
     from peft import LoraConfig, inject_adapter_in_model
 
-    unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(targets)))
+    lora_args = dict(r=rank, lora_alpha=rank, init_lora_weights="gaussian")
+    unet.add_adapter(LoraConfig(**lora_args, target_modules=list(targets)))
     models = {"unet": unet}
     if text_encoder is not None:
         # peft directly: transformers' add_adapter insists on peft >= 0.22, the pinned peft is 0.21
-        inject_adapter_in_model(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                                           target_modules=TEXT_TARGETS), text_encoder)
+        inject_adapter_in_model(LoraConfig(**lora_args, target_modules=TEXT_TARGETS), text_encoder)
         models["text_encoder"] = text_encoder
     cast_training_params(list(models.values()))
     return models
@@ -39,16 +39,15 @@ def add_lora(unet, text_encoder, rank, targets=UNET_TARGETS):
 
 def trainable(models):
     """{"unet.<param>": tensor} of the parameters being trained, in a stable order."""
-    return {f"{prefix}.{name}": p for prefix, model in models.items() if model is not None
+    return {f"{prefix}.{name}": p for prefix, model in models.items()
             for name, p in model.named_parameters() if p.requires_grad}
 
 
 def checkpoint_activations(models):
     """Gradient checkpointing on the models being trained: less memory, about half the speed."""
     models["unet"].enable_gradient_checkpointing()
-    text_encoder = models.get("text_encoder")
-    if text_encoder is not None:  # transformers 5 renamed it
-        getattr(text_encoder, "activation_checkpointing_enable", text_encoder.gradient_checkpointing_enable)()
+    if "text_encoder" in models:  # transformers 5's name (gradient_checkpointing_enable is its deprecated alias)
+        models["text_encoder"].activation_checkpointing_enable()
 
 
 def compile_models(unet, vae=None):

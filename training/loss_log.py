@@ -14,26 +14,23 @@ HEADER = "step,epoch,loss,lr\n"
 
 class LossCsv(GeneralTracker):
     """Appends a row per accelerator.log call, on the main process only (accelerate calls it there)."""
-    name, requires_logging_directory, main_process_only = "losses_csv", False, True
+    name, requires_logging_directory = "losses_csv", False
+    tracker = None  # accelerate's name for what the tracker writes through: here the open file
 
     def __init__(self, path):
         super().__init__()
-        self.path, self.file = Path(path), None
-
-    @property
-    def tracker(self):
-        return self.file
+        self.path = Path(path)
 
     def start(self):
-        self.file = open(self.path, "a", encoding="utf-8")
+        self.tracker = open(self.path, "a", encoding="utf-8")
 
     def log(self, values, step=None, **kwargs):
-        self.file.write(f"{step},{values['epoch']},{values['loss']:.6f},{values['lr']:.6g}\n")
-        self.file.flush()
+        self.tracker.write(f"{step},{values['epoch']},{values['loss']:.6f},{values['lr']:.6g}\n")
+        self.tracker.flush()
 
     def finish(self):
-        if self.file:
-            self.file.close()
+        if self.tracker:
+            self.tracker.close()
 
 
 def restart(path, step):

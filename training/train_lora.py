@@ -24,6 +24,7 @@ Method 2 samples with (zero terminal SNR, trailing timesteps).
 import collections
 import contextlib
 import dataclasses
+import importlib.util
 import math
 import time
 from pathlib import Path
@@ -109,11 +110,8 @@ def check_settings(cfg):
         if getattr(cfg, name) not in allowed:
             raise knobs.InputError(f"{name} must be one of {', '.join(map(repr, allowed))}, got "
                                    f"{getattr(cfg, name)!r}")
-    if cfg.USE_8BIT_ADAM:
-        try:
-            import bitsandbytes  # noqa: F401
-        except ImportError:
-            raise knobs.InputError("USE_8BIT_ADAM=1 needs bitsandbytes (pip install bitsandbytes)") from None
+    if cfg.USE_8BIT_ADAM and importlib.util.find_spec("bitsandbytes") is None:
+        raise knobs.InputError("USE_8BIT_ADAM=1 needs bitsandbytes (pip install bitsandbytes)")
 
 
 def settings_diff(saved, current):
@@ -141,20 +139,20 @@ def plan_steps(cfg, n_items, world):
         raise knobs.InputError(f"{n_items} banners are fewer than one step's batch (TRAIN_BATCH_SIZE x GRAD_ACCUM "
                                f"x processes = {cfg.TRAIN_BATCH_SIZE * cfg.GRAD_ACCUM * world})")
     max_steps = cfg.MAX_STEPS or cfg.NUM_EPOCHS * steps_per_epoch
+    # latents once when an image's pixels are the same every epoch up to a flip (its mirror is encoded too)
     return Plan(steps_per_epoch, max_steps, math.ceil(max_steps / steps_per_epoch),
-                min(cfg.STOP_AT_STEP or max_steps, max_steps), cfg.CACHE_LATENTS and data.fixed_pixels(cfg),
-                cfg.CACHE_LATENTS and not cfg.TRAIN_TEXT_ENCODER)
+                min(cfg.STOP_AT_STEP or max_steps, max_steps), cfg.CACHE_LATENTS and cfg.CENTER_CROP
+                and not cfg.RANDAUGMENT, cfg.CACHE_LATENTS and not cfg.TRAIN_TEXT_ENCODER)
 
 
 # ----------------------------------------------------------------------------------------------------------------------
 # accelerate: devices, precision, accumulation, the loss log, checkpoints (with the LoRA in diffusers' format)
 
 
-def resume_point(cfg, out_dir, settings, digest):
+def resume_point(cfg, out_dir, saved, settings, digest):
     """(checkpoint folder, its step) to continue from, or (None, 0), after checking that it, and a finished LoRA
-    already in out_dir, were made with these settings."""
+    already in out_dir (`saved`: its train_settings.json), were made with these settings."""
     found = checkpoints.list_checkpoints(out_dir)
-    saved = files.read_json(out_dir / lora.SETTINGS_FILE, {})
     if saved and cfg.RESUME != "no" and not found:
         raise knobs.InputError(f"{out_dir} holds a LoRA trained with other settings or inputs (differ: "
                                f"{', '.join(settings_diff(saved.get('settings', {}), settings))}): pass another "
@@ -184,14 +182,10 @@ def resume_point(cfg, out_dir, settings, digest):
 def load_models(cfg, weight_dtype, device):
     """The frozen base (weight_dtype) as a pipeline that samples on the training schedule (the validation strips'),
     and the training noise scheduler: NOISE_SCHEDULE applied, checked before the large models load."""
-    from diffusers import (AutoencoderKL, DDIMScheduler, DDPMScheduler, StableDiffusionPipeline,
-                           UNet2DConditionModel)
-    from transformers import CLIPTextModel, CLIPTokenizer
+    from diffusers import DDIMScheduler, DDPMScheduler, StableDiffusionPipeline
 
-    def load(cls, sub, **kw):
-        return models.load(cls.from_pretrained, cfg.MODEL, "sd21", smoke=cfg.SMOKE, subfolder=sub, **kw)
-
-    scheduler = load(DDPMScheduler, "scheduler", **lora.NOISE_SCHEDULES[cfg.NOISE_SCHEDULE])
+    scheduler = models.load(DDPMScheduler.from_pretrained, cfg.MODEL, "sd21", smoke=cfg.SMOKE, subfolder="scheduler",
+                            **lora.NOISE_SCHEDULES[cfg.NOISE_SCHEDULE])
     if cfg.PREDICTION_TYPE:
         scheduler.register_to_config(prediction_type=cfg.PREDICTION_TYPE)
     if scheduler.config.rescale_betas_zero_snr and scheduler.config.prediction_type == "epsilon":
@@ -199,15 +193,13 @@ def load_models(cfg, weight_dtype, device):
         raise knobs.InputError(f"NOISE_SCHEDULE={cfg.NOISE_SCHEDULE} (zero terminal SNR) needs v-prediction, and "
                                f"{cfg.MODEL} predicts epsilon: pass --PREDICTION_TYPE=v_prediction or "
                                f"--NOISE_SCHEDULE=model")
-    frozen = {"text_encoder": load(CLIPTextModel, "text_encoder", dtype=weight_dtype),  # transformers 5 says dtype
-              "vae": load(AutoencoderKL, "vae", torch_dtype=weight_dtype),
-              "unet": load(UNet2DConditionModel, "unet", torch_dtype=weight_dtype)}
-    pipe = StableDiffusionPipeline(**{k: m.to(device).requires_grad_(False) for k, m in frozen.items()},
-                                   tokenizer=load(CLIPTokenizer, "tokenizer"), safety_checker=None,
-                                   scheduler=DDIMScheduler.from_config(scheduler.config), feature_extractor=None,
-                                   requires_safety_checker=False)
+    pipe = models.load(StableDiffusionPipeline.from_pretrained, cfg.MODEL, "sd21", smoke=cfg.SMOKE, dtype=weight_dtype,
+                       scheduler=DDIMScheduler.from_config(scheduler.config), safety_checker=None,
+                       feature_extractor=None, requires_safety_checker=False)
+    for model in (pipe.unet, pipe.text_encoder, pipe.vae):
+        model.requires_grad_(False)
     pipe.set_progress_bar_config(disable=True)
-    return pipe, scheduler
+    return pipe.to(device), scheduler
 
 
 @dataclasses.dataclass
@@ -219,8 +211,7 @@ class Run:
     accelerator: object
     out_dir: Path
     items: list  # [(bannerImage, path, caption)]
-    settings: dict
-    digest: str
+    record: dict  # {"fingerprint": sha256, "settings": ...}: what every checkpoint and train_settings.json carry
     pipe: object = None
     noise_scheduler: object = None
     models: dict = None
@@ -243,14 +234,12 @@ def build(run, plan):
 
     cfg, accelerator = run.cfg, run.accelerator
     set_seed(cfg.SEED)  # the LoRA's initial weights: the same in every process and every fresh run
-    weight_dtype = checkpoints.weight_dtype(accelerator)
-    run.pipe, run.noise_scheduler = load_models(cfg, weight_dtype, accelerator.device)
-    pipe = run.pipe
-    run.models = lora.add_lora(pipe.unet, pipe.text_encoder if cfg.TRAIN_TEXT_ENCODER else None, cfg.LORA_RANK)
+    run.pipe, run.noise_scheduler = load_models(cfg, checkpoints.weight_dtype(accelerator), accelerator.device)
+    run.models = lora.add_lora(run.pipe.unet, run.pipe.text_encoder if cfg.TRAIN_TEXT_ENCODER else None, cfg.LORA_RANK)
     if cfg.GRADIENT_CHECKPOINTING:
         lora.checkpoint_activations(run.models)
     if cfg.COMPILE:
-        lora.compile_models(pipe.unet, None if plan.cache_latents else pipe.vae)
+        lora.compile_models(run.pipe.unet, None if plan.cache_latents else run.pipe.vae)
     run.params = list(lora.trainable(run.models).values())
     adamw = torch.optim.AdamW
     if cfg.USE_8BIT_ADAM:
@@ -266,7 +255,7 @@ def build(run, plan):
     *run.prepared, run.optimizer, run.lr_scheduler = accelerator.prepare(*run.models.values(), optimizer,
                                                                          lr_scheduler)
     checkpoints.register_lora_hooks(accelerator, run.models, "pass --RESUME=no")
-    run.dataset = data.BannerDataset(run.items, pipe.tokenizer, data.make_transform(
+    run.dataset = data.BannerDataset(run.items, run.pipe.tokenizer, data.make_transform(
         cfg.RESOLUTION, cfg.CENTER_CROP, cfg.RANDAUGMENT), cfg.SEED, cfg.RANDOM_FLIP)
     run.cache = encode_once(run, plan.cache_latents, plan.cache_text)
 
@@ -283,7 +272,7 @@ def encode_once(run, latents, text):
     import torch
 
     n, batch_size, dataset = len(run.dataset), run.cfg.TRAIN_BATCH_SIZE, run.dataset
-    means, stds, texts = ([], []), ([], []), []  # [plain, mirrored] chunks
+    moments, texts = ([], []), []  # [plain, mirrored] chunks of (mean, std)
     with torch.no_grad():
         for start in progress_bar(range(0, n, batch_size), desc="encoding once", unit="batch",
                                   disable=not (run.cfg.PROGRESS and run.accelerator.is_main_process
@@ -292,14 +281,13 @@ def encode_once(run, latents, text):
             if latents:
                 pixels = torch.stack([dataset.pixels(i, 0, flip=False) for i in index]).to(run.accelerator.device)
                 for k, view in enumerate((pixels, pixels.flip(-1))):
-                    mean, std = lora.posterior_moments(run.pipe.vae, view)
-                    means[k].append(mean)
-                    stds[k].append(std)
+                    moments[k].append(lora.posterior_moments(run.pipe.vae, view))
             if text:
                 texts.append(embed(run, dataset.input_ids(index)))
     cache = {"text": torch.cat(texts)} if text else {}
     if latents:
-        cache.update(mean=torch.cat(means[0] + means[1]), std=torch.cat(stds[0] + stds[1]))
+        means, stds = zip(*moments[0], *moments[1])
+        cache.update(mean=torch.cat(means), std=torch.cat(stds))
     return cache
 
 
@@ -327,12 +315,9 @@ def noised_inputs(run, names, epoch, moments):
     import torch
 
     cfg, vae = run.cfg, run.pipe.vae
-    width, height = cfg.RESOLUTION
-    scale = 2 ** (len(vae.config.block_out_channels) - 1)
-    latent_shape = (vae.config.latent_channels, height // scale, width // scale)
     mean, std = moments
-    draws = [data.sample_draws(cfg.SEED, epoch, name, latent_shape, run.noise_scheduler.config.num_train_timesteps)
-             for name in names]
+    draws = [data.sample_draws(cfg.SEED, epoch, name, tuple(mean.shape[1:]),
+                               run.noise_scheduler.config.num_train_timesteps) for name in names]
     timesteps, noise, posterior, offset = (torch.stack(x).to(mean.device) for x in zip(*draws))
     latents = (mean.float() + std.float() * posterior) * vae.config.scaling_factor
     if cfg.NOISE_OFFSET:
@@ -355,7 +340,7 @@ def micro_loss(run, batch, epoch):
     if "text" in run.cache:
         text_embeddings = run.cache["text"][index]
     else:
-        with contextlib.nullcontext() if cfg.TRAIN_TEXT_ENCODER else torch.no_grad():
+        with torch.set_grad_enabled(cfg.TRAIN_TEXT_ENCODER):
             text_embeddings = embed(run, batch["input_ids"])
     latents, noise, timesteps = noised_inputs(run, [items[i][0] for i in index], epoch, moments)
     return lora.diffusion_loss(run.prepared[0], run.noise_scheduler, latents, noise, timesteps, text_embeddings,
@@ -401,8 +386,7 @@ def run_epoch(run, plan, epoch, step, bar):
         bar.update(1)
         bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}", epoch=epoch)
         if step % cfg.CHECKPOINT_EVERY == 0 or step == plan.stop_at:
-            checkpoints.save_checkpoint(run.accelerator, run.out_dir, step,
-                                        {"fingerprint": run.digest, "settings": run.settings}, cfg.KEEP_CHECKPOINTS)
+            checkpoints.save_checkpoint(run.accelerator, run.out_dir, step, run.record, cfg.KEEP_CHECKPOINTS)
     return step
 
 
@@ -466,7 +450,6 @@ def train(cfg):
     # the inputs, every banner decoded once: bad input stops here, before any model loads
     items, report = data.load_train_set(cfg.DATA_DIR, cfg.CAPTIONS, cfg.CAPTION_FALLBACK)
     accelerator = checkpoints.make_accelerator(out_dir, cfg.MIXED_PRECISION, cfg.GRAD_ACCUM, cfg.CPU_THREADS)
-    main_process = accelerator.is_main_process
     settings, digest = checkpoints.fingerprint(cfg, data.inputs_fingerprint(items), accelerator.num_processes,
                                                checkpoints.precision_of(accelerator), _NOT_FINGERPRINTED)
     saved = files.read_json(out_dir / lora.SETTINGS_FILE, {})
@@ -474,18 +457,17 @@ def train(cfg):
         accelerator.print(f"{out_dir / lora.LORA_FILE} is already trained with these settings and inputs: nothing "
                           f"to do")
         return out_dir / lora.LORA_FILE
-    resume_from, step = resume_point(cfg, out_dir, settings, digest)
+    resume_from, step = resume_point(cfg, out_dir, saved, settings, digest)
     plan = plan_steps(cfg, len(items), accelerator.num_processes)
-    run = Run(cfg, accelerator, out_dir, items, settings, digest)
+    run = Run(cfg, accelerator, out_dir, items, {"fingerprint": digest, "settings": settings})
     build(run, plan)
-    if main_process:
-        announce(run, plan, report)
     if resume_from is not None:
         # optimizer, LR schedule, grad scaler, every process's RNG and accumulation count; the LoRA through the hook
         accelerator.load_state(str(resume_from))
         accelerator.print(f"resumed from {resume_from} (step {step}, epoch {step // plan.steps_per_epoch})",
                           flush=True)
-    if main_process:
+    if accelerator.is_main_process:
+        announce(run, plan, report)
         loss_log.restart(out_dir / checkpoints.LOSSES_FILE, step)
     accelerator.init_trackers("lora")
     started = time.time()
@@ -514,12 +496,11 @@ def finish(run, plan, step, report, seconds):
         lora.save_lora(out_dir, run.models)
         schedule = run.noise_scheduler.config
         files.write_json(out_dir / lora.SETTINGS_FILE, {
-            "fingerprint": run.digest, "settings": run.settings, "knobs": cfg.as_dict(), "lora": lora.LORA_FILE,
+            **run.record, "knobs": cfg.as_dict(), "lora": lora.LORA_FILE,
             "lora_sha256": files.file_hash(lora_path), "steps": plan.max_steps, "epochs": plan.num_epochs,
             "effective_batch": cfg.TRAIN_BATCH_SIZE * cfg.GRAD_ACCUM * world, "captions": report,
-            "noise_schedule": {"NOISE_SCHEDULE": cfg.NOISE_SCHEDULE, "prediction_type": schedule.prediction_type,
-                               "rescale_betas_zero_snr": schedule.rescale_betas_zero_snr,
-                               "timestep_spacing": schedule.timestep_spacing},
+            "noise_schedule": {"NOISE_SCHEDULE": cfg.NOISE_SCHEDULE, **{k: schedule[k] for k in (
+                "prediction_type", "rescale_betas_zero_snr", "timestep_spacing")}},
             "versions": {p: version(p) for p in ("torch", "diffusers", "transformers", "peft", "accelerate")},
             "seconds_this_run": round(seconds, 1), "speed_this_run": speed})
         print(f"LoRA -> {lora_path} ({plan.max_steps} steps; pipe.load_lora_weights({str(out_dir)!r}))", flush=True)
