@@ -2,8 +2,6 @@
 The competition's tables: info.csv (id, caption, description, moreInfo, bannerImage) and the retrieval stage's
 retrieval.csv, read and validated with errors that name the file, line, row id or column.
 """
-import re
-import unicodedata
 from pathlib import Path
 
 from core.images import check_image
@@ -16,11 +14,6 @@ TEXT_COLUMNS = ["caption", "description", "moreInfo"]
 def split_dir(split, root):
     """`root/split` (train or test) of a data folder."""
     return Path(root) / split
-
-
-def normalize_text(text):
-    """NFC + collapsed whitespace: Vietnamese arrives both composed and decomposed, and spacing varies."""
-    return re.sub(r"\s+", " ", unicodedata.normalize("NFC", text)).strip()
 
 
 def _read_csv(path):

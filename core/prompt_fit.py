@@ -20,7 +20,7 @@ the strongest cue for the kind of picture; they come last, so they are the first
 import re
 import unicodedata
 
-from core.dataset import normalize_text
+from core.copy_text import normalize_copy
 from core.disclaimer import is_disclaimer, strip_disclaimer  # noqa: F401 (the prompt stage takes them from here)
 
 SEED_TEMPLATE = "{caption}, description is {description} and more information is {moreInfo}"
@@ -37,13 +37,13 @@ _HASHTAG = re.compile(r"#\w+")
 
 def clean(text):
     """Drop what an image model cannot draw: emoji/symbols, URLs, phone numbers, hashtags, repeated punctuation."""
-    text = normalize_text(text or "")
+    text = normalize_copy(text)
     text = _URL.sub(" ", text)
     text = _PHONE.sub(" ", text)
     text = _HASHTAG.sub(" ", text)
     text = "".join(ch for ch in text if unicodedata.category(ch) not in ("So", "Sk", "Cs", "Co", "Cn", "Cf"))
     text = re.sub(r"([!?.,;:~*_=-])\1+", r"\1", text)
-    text = re.sub(r"\s+([,.;:!?])", r"\1", normalize_text(text))
+    text = re.sub(r"\s+([,.;:!?])", r"\1", normalize_copy(text))
     return text.strip(" ,.;:-")
 
 

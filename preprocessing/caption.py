@@ -33,6 +33,7 @@ from pathlib import Path
 
 import models
 from core import batching, dataset, devices, errors, files, images, knobs, seeds
+from core.copy_text import normalize_copy
 from core.progress import progress
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR: the run/*.sh contract)
@@ -89,7 +90,7 @@ def read_rows(data_dir, split):
         source = english if use_en else row
         rows.append(dict(id=row["id"], bannerImage=row["bannerImage"], image=folder / "images" / row["bannerImage"],
                          text="en" if use_en else "vi",
-                         **{c: dataset.normalize_text(source[c]) for c in dataset.TEXT_COLUMNS}))
+                         **{c: normalize_copy(source[c]) for c in dataset.TEXT_COLUMNS}))
     return rows, trans_path.exists()
 
 

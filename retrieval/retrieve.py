@@ -20,6 +20,7 @@ import pandas as pd
 
 import models
 from core import dataset, devices, files, knobs
+from core.copy_text import normalize_copy
 from core.knobs import InputError
 
 DATA_DIR = "data"  # the data folder: train/ and test/ (also from env DATA_DIR: the run/*.sh contract)
@@ -47,7 +48,7 @@ def row_texts(df, fields, what, separator=FIELD_SEPARATOR):
     if not columns or missing:
         raise InputError(f"{what}: field(s) {missing or fields!r} not among the columns {list(df.columns)}")
     def join(cols):
-        return [separator.join(t for t in map(dataset.normalize_text, values) if t) for values in zip(*(df[c] for c in cols))]
+        return [separator.join(t for t in map(normalize_copy, values) if t) for values in zip(*(df[c] for c in cols))]
 
     texts = join(columns)
     # a row whose chosen fields are all empty falls back to its other copy rather than stopping the stage

@@ -377,3 +377,22 @@ def test_process_info_under_torchrun(tmp_path):
     # each process writes its own file: two processes printing to one stdout interleave
     shards = [(tmp_path / f"rank{r}.txt").read_text().split() for r in (0, 1)]
     assert shards == [["2", "0", "2", "4", "6"], ["2", "1", "3", "5"]]
+
+
+def test_every_stage_reads_the_copy_through_the_one_rule():
+    # Method 1's prompts, the retrieval texts and the LoRA captions: an invisible character (the competition's U+0008,
+    # a zero-width space, a tab) between the letters must not reach a model or split a cache key
+    import pandas as pd
+
+    from core import prompt_fit
+    from retrieval import retrieve
+    from training import data
+
+    dirty, clean = "Trà\x08 sữa\u200b\tngon", "Trà sữa ngon"
+    count = len  # characters stand in for tokens: the rule, not the tokenizer, is under test
+    assert prompt_fit.fit_prompt(dirty, dirty, "", count)[0] == prompt_fit.fit_prompt(clean, clean, "", count)[0]
+    frame = pd.DataFrame({"caption": [dirty], "description": [dirty]})
+    assert retrieve.row_texts(frame, "caption,description", "test") == retrieve.row_texts(
+        pd.DataFrame({"caption": [clean], "description": [clean]}), "caption,description", "test")
+    row = pd.DataFrame({"caption": [dirty], "description": [""]}).iloc[0]
+    assert data.copy_text(row) == clean

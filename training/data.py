@@ -9,6 +9,7 @@ batch 8x1, 4x2 or 2 GPUs x 4 draw the same numbers for the same image.
 from pathlib import Path
 
 from core import dataset, files
+from core.copy_text import normalize_copy
 from core.images import load_rgb
 from core.knobs import InputError
 from core.seeds import row_seed
@@ -32,12 +33,12 @@ def read_vlm_captions(path):
     data = {} if empty else files.read_json(path)
     if data == {}:
         raise InputError(f"{path}: empty caption file (rerun bash run/caption.sh, or delete it to train on the copy)")
-    return {k: dataset.normalize_text(v) for k, v in files.check_strings(data, path, "{bannerImage: caption}").items()}
+    return {k: normalize_copy(v) for k, v in files.check_strings(data, path, "{bannerImage: caption}").items()}
 
 
 def copy_text(row):
     """The ad copy as a caption: caption, then description (moreInfo is mostly a category tag or a disclaimer)."""
-    return ", ".join(t for t in (dataset.normalize_text(row.caption), dataset.normalize_text(row.description)) if t)
+    return ", ".join(t for t in (normalize_copy(row.caption), normalize_copy(row.description)) if t)
 
 
 def load_train_set(data_dir, captions="", fallback=True):
