@@ -14,6 +14,8 @@ class FittingBatches:
     batch size; on out-of-memory the size halves (said once per halving) and the failed chunk is tried again."""
 
     def __init__(self, batch_size, what="rows", log=print):
+        if int(batch_size) < 1:
+            raise InputError(f"BATCH_SIZE must be at least 1, got {batch_size}")
         self.size, self.what, self.log = batch_size, what, log
 
     def _halve(self):

@@ -74,6 +74,8 @@ def nearest(queries, pool, k, chunk_rows=32768, query_rows=4096, device="cpu", e
     if queries.ndim != 2 or queries.shape[1] != dim:
         raise ValueError(f"queries of shape {tuple(queries.shape)} against a pool of dim {dim}")
     k = min(int(k), n - (1 if exclude is not None else 0))
+    if k < 1:
+        raise ValueError(f"a pool of {n} row(s) leaves none to search{' besides the excluded one' if n else ''}")
     m = len(queries)
     best_scores = torch.full((m, k), -torch.inf, dtype=dtype, device=device)
     best_rows = torch.full((m, k), n, dtype=torch.int64, device=device)  # n = "no row yet", sorts last on ties

@@ -104,12 +104,12 @@ def clip_texts(gt_dir, gt_info):
 
 
 def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=".cache/features", gallery=True, thumb_width=384,
-             clip_model=None, device="auto", extractor=None, report_dir=None, beside=(), smoke=False):
+             clip_model=None, device="auto", extractor=None, report_dir=None, beside=(), smoke=None):
     """Score pred_dir against gt_dir; writes report.json, scores.csv (and gallery.html) into report_dir (default
     pred_dir); returns the report.
 
     train_dir None/"none" skips duplication; clip_model None skips the CLIP score (`smoke`: the run's cfg.SMOKE, the
-    tiny CLIP stand-in); `extractor` lets a caller share one loaded InceptionFeatures across several evaluations.
+    tiny CLIP stand-in; required with clip_model, as every model load takes it); `extractor` lets a caller share one loaded InceptionFeatures across several evaluations.
     """
     start = time.time()
     pred_dir, gt_dir = Path(pred_dir), Path(gt_dir)
@@ -175,6 +175,8 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=".cache/features", gall
     lap("duplication")
 
     if clip_model:
+        if smoke is None:
+            raise TypeError("evaluate(clip_model=...) needs smoke= (the run's cfg.SMOKE)")
         from evaluation.clip_score import ClipScorer
 
         scorer = ClipScorer(clip_model, device=devices.pick_device(device), smoke=smoke)

@@ -75,11 +75,12 @@ def cosine(a, b):
     return clip_cosine(np.sum(l2_normalize(a) * l2_normalize(b), axis=-1))
 
 
-def max_cosine(queries, pool, chunk=4096, exclude=None):
+def max_cosine(queries, pool, chunk=4096, exclude=None, pool_normalized=False):
     """For each query row: (max cosine to any pool row, index of that row; the lowest on ties), clipped to [-1, 1].
 
     The duplication measure of the evaluation and of Method 1's guard: `core.nearest` in float64, because the guard
-    compares the value with a fixed level during generation. exclude: optional (m,) pool row per query to skip."""
-    rows, scores = nearest(l2_normalize(queries), l2_normalize(pool), 1, chunk_rows=chunk, exclude=exclude,
+    compares the value with a fixed level during generation. exclude: optional (m,) pool row per query to skip.
+    pool_normalized: `pool` is l2_normalize's output already (the guard normalises its pool once, not per batch)."""
+    rows, scores = nearest(l2_normalize(queries), pool if pool_normalized else l2_normalize(pool), 1, chunk_rows=chunk, exclude=exclude,
                            dtype=torch.float64)
     return clip_cosine(scores[:, 0]), rows[:, 0]  # rounding can pass 1 for an exact copy

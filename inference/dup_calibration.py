@@ -33,9 +33,11 @@ def main(argv=None):
     paths = sorted(paths)
     random.Random(cfg.SEED).shuffle(paths)
     paths = paths[:cfg.N]
+    if len(paths) < 2:
+        raise knobs.InputError(f"N={cfg.N}: the calibration needs at least 2 training banners ({len(paths)} found)")
     extractor = InceptionFeatures(device=devices.pick_device())
     feats = l2_normalize(extractor(paths, progress="inception features"))
-    nearest, _ = max_cosine(feats, feats, exclude=np.arange(len(feats)))  # each banner's nearest OTHER one
+    nearest, _ = max_cosine(feats, feats, exclude=np.arange(len(feats)), pool_normalized=True)  # each banner's nearest OTHER one
     p50, p90, p99 = np.percentile(nearest, [50, 90, 99])
     print(f"{len(paths)} distinct training banners, cosine to the nearest other one: median {p50:.3f}, "
           f"90th pct {p90:.3f}, 99th pct {p99:.3f}, max {nearest.max():.3f}")

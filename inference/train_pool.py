@@ -63,11 +63,11 @@ def cached_inception(paths, cache_dir, extractor):
 
 class DupGuard:
     def __init__(self, names, paths, cache_dir, device="cpu"):
-        from evaluation.inception import InceptionFeatures
+        from evaluation.inception import InceptionFeatures, l2_normalize
 
         self.extractor = InceptionFeatures(device=device)
         self.names = list(names)
-        self.pool = cached_inception(paths, cache_dir, self.extractor)
+        self.pool = l2_normalize(cached_inception(paths, cache_dir, self.extractor))  # once, not per batch
 
     def measure(self, images):
         """PIL images -> (similarity to the nearest training banner, that banner's name) for each."""
@@ -75,7 +75,7 @@ class DupGuard:
 
         if not images:
             return np.zeros(0), []
-        sims, idx = max_cosine(self.extractor(list(images)), self.pool)
+        sims, idx = max_cosine(self.extractor(list(images)), self.pool, pool_normalized=True)
         return sims, [self.names[i] for i in idx]
 
 

@@ -396,3 +396,10 @@ def test_every_stage_reads_the_copy_through_the_one_rule():
         pd.DataFrame({"caption": [clean], "description": [clean]}), "caption,description", "test")
     row = pd.DataFrame({"caption": [dirty], "description": [""]}).iloc[0]
     assert data.copy_text(row) == clean
+
+
+def test_a_batch_size_below_one_is_one_line_not_a_hang():
+    from core.batching import FittingBatches
+
+    with pytest.raises(InputError, match="BATCH_SIZE must be at least 1, got 0"):
+        FittingBatches(0)

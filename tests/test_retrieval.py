@@ -197,6 +197,8 @@ def test_ranks_on_a_constructed_case(tmp_path):
     assert (np.diff(scores, axis=1) < 0).all()
     rows, _ = nearest(queries, pool, 50)  # k larger than the pool: capped at the pool size
     assert rows.shape == (2, 10)
+    with pytest.raises(ValueError, match="leaves none to search"):  # one row, excluded: nothing left, said so
+        nearest(pool[:1], pool[:1], 1, exclude=[0])
 
 
 def test_identical_captions_retrieve_their_own_rows(sample_dir, text_encoder, tmp_path):
