@@ -190,6 +190,11 @@ def test_only_what_the_loaders_read_is_selected():
                                                                                          "pytorch_model.bin"]
     with pytest.raises(InputError, match="no model_index.json"):
         models.select_files("diffusers", ["v2-1_768-ema-pruned.safetensors"])
+    # an acceleration LoRA (lcm-lora-sdv1-5's listing): its one weights file and card, no pickle, no sample image
+    lcm = [".gitattributes", "README.md", "pytorch_lora_weights.safetensors", "image.png", "lcm_lora.bin"]
+    assert models.select_files("lora", lcm) == [".gitattributes", "README.md", "pytorch_lora_weights.safetensors"]
+    assert models.missing("lora", smoke.smoke_model("lcm_lora_sd15")) == []
+    assert models.missing("lora", Path(smoke.smoke_model("lcm_lora_sd15")).parent) == ["pytorch_lora_weights.safetensors"]
 
 
 @pytest.mark.parametrize("family,layout,loader", [
