@@ -1,10 +1,10 @@
 """
 accelerate for the LoRA trainers (train_lora.py, distill.py): one Accelerator setup (checkpoint naming and rotation,
 accumulation, the losses.csv tracker, the CPU thread count), the precision it really runs, and checkpoints through
-accelerate's own state saving: save_state writes
-the optimizer, LR scheduler, grad scaler and RNG states into checkpoints/checkpoint_<step> (ProjectConfiguration's
-automatic naming, its total_limit rotating the oldest away), and the hooks here put the LoRA in that folder as one
-diffusers-format file instead of whole-model weights. A progress file written last marks a checkpoint complete:
+accelerate's own state saving: save_state writes the optimizer, LR scheduler, grad scaler and RNG states into
+checkpoints/checkpoint_<step> (ProjectConfiguration's automatic naming; save_checkpoint rotates the oldest away once
+the new one is complete), and the hooks here put the LoRA in that folder as one diffusers-format file instead of
+whole-model weights. A progress file written last marks a checkpoint complete:
 a kill during a save leaves a folder that is ignored, never one that looks usable.
 """
 import os

@@ -67,7 +67,7 @@ MIXED_PRECISION = "fp16"  # fp16 | bf16 | no on a GPU (frozen weights in that dt
 GRADIENT_CHECKPOINTING = False  # less memory, slower
 SEED = 1337  # sample order, timesteps, noise and guidance scales of every step derive from (SEED, step)
 CHECKPOINT_EVERY = 250  # steps between checkpoints (also one at the end and at STOP_AT_STEP)
-KEEP_CHECKPOINTS = 2  # accelerate's total_limit
+KEEP_CHECKPOINTS = 2  # newest complete checkpoints kept (checkpoints.save_checkpoint rotates; 0 = all)
 STOP_AT_STEP = 0  # stop after this step with a checkpoint (a rerun continues)
 VALIDATION_EVERY = 500  # steps between validation strips (0 = only at the end)
 VALIDATION_N = 4  # captions of the first training banners
