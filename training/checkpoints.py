@@ -101,6 +101,12 @@ def save_checkpoint(accelerator, out_dir, step, progress, keep):
     return folder
 
 
+def is_up_to_date(out_dir, settings_file, digest):
+    """out_dir holds a finished LoRA whose settings file carries this fingerprint: a rerun has nothing to do."""
+    saved = files.read_json(Path(out_dir) / settings_file, {})
+    return isinstance(saved, dict) and saved.get("fingerprint") == digest and (Path(out_dir) / lora.LORA_FILE).is_file()
+
+
 def fingerprint(cfg, inputs, world_size, precision, left_out):
     """(settings that shape the weights, their sha256): the knobs but `left_out`, input hashes, process count (the
     batch per step), the precision really run, SMOKE."""

@@ -333,8 +333,7 @@ def distill(cfg):
     settings, digest = checkpoints.fingerprint(cfg, {**data.inputs_fingerprint(items), **teacher},
                                                accelerator.num_processes, checkpoints.precision_of(accelerator),
                                                _NOT_FINGERPRINTED)
-    saved = files.read_json(out_dir / SETTINGS_FILE, {})
-    if saved.get("fingerprint") == digest and (out_dir / lora.LORA_FILE).is_file():
+    if checkpoints.is_up_to_date(out_dir, SETTINGS_FILE, digest):
         print(f"{out_dir / lora.LORA_FILE} is already distilled with these settings and inputs: nothing to do")
         return out_dir / lora.LORA_FILE
     run = dict(setup(cfg, accelerator, items, teacher_file), settings=settings, digest=digest)
