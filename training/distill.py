@@ -286,7 +286,6 @@ def setup(cfg, accelerator, items, teacher_file):
     from diffusers.optimization import get_scheduler
 
     pipe = load_teacher(cfg, teacher_file, checkpoints.weight_dtype(accelerator), accelerator.device)
-    check_prediction({**pipe.scheduler.config, **noise_schedule(cfg)})
     latents, text, uncond = encode_inputs(cfg, pipe, items, accelerator.device)
     torch.manual_seed(cfg.SEED)  # the LoRA's initial weights: the same in every process and every fresh run
     unet = pipe.unet
@@ -336,10 +335,12 @@ def distill(cfg):
     if checkpoints.is_up_to_date(out_dir, SETTINGS_FILE, digest):
         print(f"{out_dir / lora.LORA_FILE} is already distilled with these settings and inputs: nothing to do")
         return out_dir / lora.LORA_FILE
+    # another run's checkpoints, a schedule the teacher cannot be distilled on: one line before any model loads
+    resume_from, step = resume_point(out_dir, digest)
+    check_prediction(cfg)
     run = dict(setup(cfg, accelerator, items, teacher_file), settings=settings, digest=digest)
     from training import loss_log  # here: importing accelerate's tracker base takes seconds (--help need not)
 
-    resume_from, step = resume_point(out_dir, run["digest"])
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         print(f"resumed from {resume_from} (step {step})", flush=True)
@@ -387,8 +388,13 @@ def finish(cfg, accelerator, run, out_dir, seconds):
     return path
 
 
-def check_prediction(config):
-    """Zero terminal SNR leaves no signal at the last timestep: only a v-prediction model can be distilled on it."""
+def check_prediction(cfg):
+    """Zero terminal SNR leaves no signal at the last timestep: only a v-prediction model can be distilled on it.
+    Read from MODEL's scheduler config alone, before the teacher loads."""
+    from diffusers import DDPMScheduler
+
+    scheduler = models.load(DDPMScheduler.from_pretrained, cfg.MODEL, "sd21", smoke=cfg.SMOKE, subfolder="scheduler")
+    config = {**scheduler.config, **noise_schedule(cfg)}
     if config.get("rescale_betas_zero_snr") and config.get("prediction_type") != "v_prediction":
         raise knobs.InputError(f"NOISE_SCHEDULE (zero terminal SNR) needs a v-prediction model; the teacher predicts "
                                f"{config.get('prediction_type')}: pass --NOISE_SCHEDULE=model")
