@@ -32,13 +32,12 @@ writes  OUT_DIR/pytorch_lora_weights.safetensors  the consistency LoRA, diffuser
 """
 import contextlib
 import json
-import os
 import time
 from pathlib import Path
 
 import model_facts
 import models
-from core import files, knobs
+from core import devices, files, knobs
 from core.progress import progress as progress_bar
 from core.progress import quiet_libraries
 from core.seeds import row_seed
@@ -221,15 +220,17 @@ def load_teacher(cfg, teacher_file, weight_dtype, device):
     return pipe.to(device)
 
 
-def encode_inputs(cfg, pipe, items, device):
-    """VAE posterior means (scaled) of the center-cropped banners, their caption embeddings and the empty prompt's."""
+def encode_inputs(cfg, pipe, items, accelerator):
+    """VAE posterior means (scaled) of the center-cropped banners, their caption embeddings and the empty prompt's
+    (every process encodes them all; the main one shows the progress bar)."""
     import torch
 
+    device = accelerator.device
     dataset = data.BannerDataset(items, pipe.tokenizer, data.make_transform(cfg.RESOLUTION, True, False), cfg.SEED)
     latents, text = [], []
     with torch.no_grad():
         for start in progress_bar(range(0, len(items), cfg.TRAIN_BATCH_SIZE), desc="encoding once", unit="batch",
-                                  disable=not cfg.PROGRESS):
+                                  disable=not (cfg.PROGRESS and accelerator.is_main_process)):
             index = list(range(start, min(start + cfg.TRAIN_BATCH_SIZE, len(items))))
             pixels = torch.stack([dataset.pixels(i, 0, flip=False) for i in index]).to(device)
             latents.append(lora.posterior_moments(pipe.vae, pixels)[0] * pipe.vae.config.scaling_factor)
@@ -286,7 +287,7 @@ def setup(cfg, accelerator, items, teacher_file):
     from diffusers.optimization import get_scheduler
 
     pipe = load_teacher(cfg, teacher_file, checkpoints.weight_dtype(accelerator), accelerator.device)
-    latents, text, uncond = encode_inputs(cfg, pipe, items, accelerator.device)
+    latents, text, uncond = encode_inputs(cfg, pipe, items, accelerator)
     torch.manual_seed(cfg.SEED)  # the LoRA's initial weights: the same in every process and every fresh run
     unet = pipe.unet
     params = list(lora.trainable(lora.add_lora(unet, None, cfg.LORA_RANK, LCM_TARGETS)).values())  # fp32
@@ -419,8 +420,11 @@ def check_settings(cfg):
 
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
-    knobs.announce_smoke("consistency distillation", cfg.SMOKE)
-    lock = files.FolderLock(cfg.OUT_DIR) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+    rank, _, _ = devices.process_info()
+    if rank == 0:
+        knobs.announce_smoke("consistency distillation", cfg.SMOKE)
+    # one lock per output folder, taken by the launcher's first process (the others share its run)
+    lock = files.FolderLock(cfg.OUT_DIR) if rank == 0 else contextlib.nullcontext()
     with lock, quiet_libraries():
         return distill(cfg)
 
