@@ -54,7 +54,8 @@ def test_the_consistency_loss_falls(distill, sample_dir, teacher, tmp_path):
     assert len(loss) == 30 and np.mean(loss[-10:]) < np.mean(loss[:10])
 
 
-def test_a_stopped_distillation_resumes_to_a_bit_identical_adapter(distill, sample_dir, teacher, tmp_path):
+def test_a_stopped_distillation_resumes_to_a_bit_identical_adapter(distill, sample_dir, teacher, tmp_path, capsys,
+                                                                     monkeypatch):
     straight, sliced = tmp_path / "straight", tmp_path / "sliced"
     run(distill, sample_dir, straight, teacher, "--MAX_STEPS=4", "--CHECKPOINT_EVERY=2")
     assert run(distill, sample_dir, sliced, teacher, "--MAX_STEPS=4", "--CHECKPOINT_EVERY=2", "--STOP_AT_STEP=2") is None
@@ -65,8 +66,15 @@ def test_a_stopped_distillation_resumes_to_a_bit_identical_adapter(distill, samp
     assert losses(straight) == losses(sliced)
     first = load_file(straight / "checkpoints" / "checkpoint_2" / "pytorch_lora_weights.safetensors")
     assert any(not torch.equal(first[k], a[k]) for k in a)  # step 4 is not step 2: the resume really trained on
-    # up to date: a rerun does nothing; another teacher is another distillation, refused over the old checkpoints
+    # up to date: a rerun does nothing; another teacher is another distillation, refused over the old checkpoints;
+    # neither loads the teacher
+    monkeypatch.setattr(distill, "load_teacher", lambda *a: pytest.fail("the teacher loaded for nothing to do or a "
+                                                                         "refused run"))
+    written = (straight / "pytorch_lora_weights.safetensors").stat().st_mtime_ns
+    capsys.readouterr()
     assert run(distill, sample_dir, straight, teacher, "--MAX_STEPS=4", "--CHECKPOINT_EVERY=2").is_file()
+    assert "nothing to do" in capsys.readouterr().out
+    assert (straight / "pytorch_lora_weights.safetensors").stat().st_mtime_ns == written
     with pytest.raises(knobs.InputError, match="other settings or inputs"):
         run(distill, sample_dir, sliced, teacher, "--MAX_STEPS=6", "--CHECKPOINT_EVERY=2")
     # a retrained banner LoRA (the teacher) is another distillation too, with the very same flags

@@ -1,10 +1,10 @@
 """
 accelerate for the LoRA trainers (train_lora.py, distill.py): one Accelerator setup (checkpoint naming and rotation,
 accumulation, the losses.csv tracker, the CPU thread count), the precision it really runs, and checkpoints through
-accelerate's own state saving: save_state writes
-the optimizer, LR scheduler, grad scaler and RNG states into checkpoints/checkpoint_<step> (ProjectConfiguration's
-automatic naming, its total_limit rotating the oldest away), and the hooks here put the LoRA in that folder as one
-diffusers-format file instead of whole-model weights. A progress file written last marks a checkpoint complete:
+accelerate's own state saving: save_state writes the optimizer, LR scheduler, grad scaler and RNG states into
+checkpoints/checkpoint_<step> (ProjectConfiguration's automatic naming; save_checkpoint rotates the oldest away once
+the new one is complete), and the hooks here put the LoRA in that folder as one diffusers-format file instead of
+whole-model weights. A progress file written last marks a checkpoint complete:
 a kill during a save leaves a folder that is ignored, never one that looks usable.
 """
 import os
@@ -99,6 +99,12 @@ def save_checkpoint(accelerator, out_dir, step, progress, keep):
         for _, old in list_checkpoints(out_dir)[:-keep] if keep else []:
             shutil.rmtree(old, ignore_errors=True)
     return folder
+
+
+def is_up_to_date(out_dir, settings_file, digest):
+    """out_dir holds a finished LoRA whose settings file carries this fingerprint: a rerun has nothing to do."""
+    saved = files.read_json(Path(out_dir) / settings_file, {})
+    return isinstance(saved, dict) and saved.get("fingerprint") == digest and (Path(out_dir) / lora.LORA_FILE).is_file()
 
 
 def fingerprint(cfg, inputs, world_size, precision, left_out):

@@ -24,16 +24,17 @@ def read_vlm_captions(path):
     not); a missing file is None (the caller reports it), an empty one is an error: it means the captioning run wrote
     nothing."""
     path = Path(path)
-    if not path.exists():
-        return None
     try:
-        empty = not path.read_bytes().strip()
+        data = files.read_string_map(path, "{bannerImage: caption}")
     except OSError as e:
         raise InputError(f"{path}: unreadable caption file ({e})") from None
-    data = {} if empty else files.read_json(path)
+    except InputError:
+        if path.read_bytes().strip():  # read again only to tell a blank file (said as empty below) from bad JSON
+            raise
+        data = {}
     if data == {}:
         raise InputError(f"{path}: empty caption file (rerun bash run/caption.sh, or delete it to train on the copy)")
-    return {k: normalize_copy(v) for k, v in files.check_strings(data, path, "{bannerImage: caption}").items()}
+    return None if data is None else {k: normalize_copy(v) for k, v in data.items()}
 
 
 def copy_text(row):

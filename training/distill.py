@@ -32,13 +32,12 @@ writes  OUT_DIR/pytorch_lora_weights.safetensors  the consistency LoRA, diffuser
 """
 import contextlib
 import json
-import os
 import time
 from pathlib import Path
 
 import model_facts
 import models
-from core import files, knobs
+from core import devices, files, knobs
 from core.progress import progress as progress_bar
 from core.progress import quiet_libraries
 from core.seeds import row_seed
@@ -67,7 +66,7 @@ MIXED_PRECISION = "fp16"  # fp16 | bf16 | no on a GPU (frozen weights in that dt
 GRADIENT_CHECKPOINTING = False  # less memory, slower
 SEED = 1337  # sample order, timesteps, noise and guidance scales of every step derive from (SEED, step)
 CHECKPOINT_EVERY = 250  # steps between checkpoints (also one at the end and at STOP_AT_STEP)
-KEEP_CHECKPOINTS = 2  # accelerate's total_limit
+KEEP_CHECKPOINTS = 2  # newest complete checkpoints kept (checkpoints.save_checkpoint rotates; 0 = all)
 STOP_AT_STEP = 0  # stop after this step with a checkpoint (a rerun continues)
 VALIDATION_EVERY = 500  # steps between validation strips (0 = only at the end)
 VALIDATION_N = 4  # captions of the first training banners
@@ -221,15 +220,17 @@ def load_teacher(cfg, teacher_file, weight_dtype, device):
     return pipe.to(device)
 
 
-def encode_inputs(cfg, pipe, items, device):
-    """VAE posterior means (scaled) of the center-cropped banners, their caption embeddings and the empty prompt's."""
+def encode_inputs(cfg, pipe, items, accelerator):
+    """VAE posterior means (scaled) of the center-cropped banners, their caption embeddings and the empty prompt's
+    (every process encodes them all; the main one shows the progress bar)."""
     import torch
 
+    device = accelerator.device
     dataset = data.BannerDataset(items, pipe.tokenizer, data.make_transform(cfg.RESOLUTION, True, False), cfg.SEED)
     latents, text = [], []
     with torch.no_grad():
         for start in progress_bar(range(0, len(items), cfg.TRAIN_BATCH_SIZE), desc="encoding once", unit="batch",
-                                  disable=not cfg.PROGRESS):
+                                  disable=not (cfg.PROGRESS and accelerator.is_main_process)):
             index = list(range(start, min(start + cfg.TRAIN_BATCH_SIZE, len(items))))
             pixels = torch.stack([dataset.pixels(i, 0, flip=False) for i in index]).to(device)
             latents.append(lora.posterior_moments(pipe.vae, pixels)[0] * pipe.vae.config.scaling_factor)
@@ -286,8 +287,7 @@ def setup(cfg, accelerator, items, teacher_file):
     from diffusers.optimization import get_scheduler
 
     pipe = load_teacher(cfg, teacher_file, checkpoints.weight_dtype(accelerator), accelerator.device)
-    check_prediction({**pipe.scheduler.config, **noise_schedule(cfg)})
-    latents, text, uncond = encode_inputs(cfg, pipe, items, accelerator.device)
+    latents, text, uncond = encode_inputs(cfg, pipe, items, accelerator)
     torch.manual_seed(cfg.SEED)  # the LoRA's initial weights: the same in every process and every fresh run
     unet = pipe.unet
     params = list(lora.trainable(lora.add_lora(unet, None, cfg.LORA_RANK, LCM_TARGETS)).values())  # fp32
@@ -333,14 +333,15 @@ def distill(cfg):
     settings, digest = checkpoints.fingerprint(cfg, {**data.inputs_fingerprint(items), **teacher},
                                                accelerator.num_processes, checkpoints.precision_of(accelerator),
                                                _NOT_FINGERPRINTED)
-    saved = files.read_json(out_dir / SETTINGS_FILE, {})
-    if saved.get("fingerprint") == digest and (out_dir / lora.LORA_FILE).is_file():
+    if checkpoints.is_up_to_date(out_dir, SETTINGS_FILE, digest):
         print(f"{out_dir / lora.LORA_FILE} is already distilled with these settings and inputs: nothing to do")
         return out_dir / lora.LORA_FILE
+    # another run's checkpoints, a schedule the teacher cannot be distilled on: one line before any model loads
+    resume_from, step = resume_point(out_dir, digest)
+    check_prediction(cfg)
     run = dict(setup(cfg, accelerator, items, teacher_file), settings=settings, digest=digest)
     from training import loss_log  # here: importing accelerate's tracker base takes seconds (--help need not)
 
-    resume_from, step = resume_point(out_dir, run["digest"])
     if resume_from is not None:
         accelerator.load_state(str(resume_from))
         print(f"resumed from {resume_from} (step {step})", flush=True)
@@ -388,8 +389,13 @@ def finish(cfg, accelerator, run, out_dir, seconds):
     return path
 
 
-def check_prediction(config):
-    """Zero terminal SNR leaves no signal at the last timestep: only a v-prediction model can be distilled on it."""
+def check_prediction(cfg):
+    """Zero terminal SNR leaves no signal at the last timestep: only a v-prediction model can be distilled on it.
+    Read from MODEL's scheduler config alone, before the teacher loads."""
+    from diffusers import DDPMScheduler
+
+    scheduler = models.load(DDPMScheduler.from_pretrained, cfg.MODEL, "sd21", smoke=cfg.SMOKE, subfolder="scheduler")
+    config = {**scheduler.config, **noise_schedule(cfg)}
     if config.get("rescale_betas_zero_snr") and config.get("prediction_type") != "v_prediction":
         raise knobs.InputError(f"NOISE_SCHEDULE (zero terminal SNR) needs a v-prediction model; the teacher predicts "
                                f"{config.get('prediction_type')}: pass --NOISE_SCHEDULE=model")
@@ -414,8 +420,11 @@ def check_settings(cfg):
 
 def main(argv=None):
     cfg = knobs.configure(globals(), argv)
-    knobs.announce_smoke("consistency distillation", cfg.SMOKE)
-    lock = files.FolderLock(cfg.OUT_DIR) if os.environ.get("RANK", "0") == "0" else contextlib.nullcontext()
+    rank, _, _ = devices.process_info()
+    if rank == 0:
+        knobs.announce_smoke("consistency distillation", cfg.SMOKE)
+    # one lock per output folder, taken by the launcher's first process (the others share its run)
+    lock = files.FolderLock(cfg.OUT_DIR) if rank == 0 else contextlib.nullcontext()
     with lock, quiet_libraries():
         return distill(cfg)
 

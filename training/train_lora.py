@@ -452,11 +452,11 @@ def train(cfg):
     accelerator = checkpoints.make_accelerator(out_dir, cfg.MIXED_PRECISION, cfg.GRAD_ACCUM, cfg.CPU_THREADS)
     settings, digest = checkpoints.fingerprint(cfg, data.inputs_fingerprint(items), accelerator.num_processes,
                                                checkpoints.precision_of(accelerator), _NOT_FINGERPRINTED)
-    saved = files.read_json(out_dir / lora.SETTINGS_FILE, {})
-    if saved.get("fingerprint") == digest and (out_dir / lora.LORA_FILE).is_file():
+    if checkpoints.is_up_to_date(out_dir, lora.SETTINGS_FILE, digest):
         accelerator.print(f"{out_dir / lora.LORA_FILE} is already trained with these settings and inputs: nothing "
                           f"to do")
         return out_dir / lora.LORA_FILE
+    saved = files.read_json(out_dir / lora.SETTINGS_FILE, {})
     resume_from, step = resume_point(cfg, out_dir, saved, settings, digest)
     plan = plan_steps(cfg, len(items), accelerator.num_processes)
     run = Run(cfg, accelerator, out_dir, items, {"fingerprint": digest, "settings": settings})
