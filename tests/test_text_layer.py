@@ -301,6 +301,43 @@ def test_the_pass_takes_each_rows_layout_banner_from_a_manifest(tmp_path):
         tl.main(args + [f"--LAYOUT_CSV={tmp_path / 'other.csv'}"])
 
 
+def test_a_new_detector_redoes_exactly_the_banners_whose_text_block_moved(tmp_path, monkeypatch, capsys):
+    # each banner's key holds the text block that placed its copy (text_layer.row_key), not the layout banner's name
+    # or bytes: a detector change that finds the same block keeps the banner, one that moves it redoes the banner
+    from inference import runner
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "train").mkdir()
+    text_banner(tmp_path / "train" / "t1.jpg", (40, 40))
+    Image.open(tmp_path / "train" / "t1.jpg").save(tmp_path / "in" / "42.jpg")
+    pd.DataFrame([ROW]).to_csv(tmp_path / "info.csv", index=False)
+    pd.DataFrame([{"id": "42", "bannerImage": "42.jpg", "init_bannerImage": "t1.jpg"}]).to_csv(
+        tmp_path / "manifest.csv", index=False)
+    args = [f"--IN_DIR={tmp_path / 'in'}", f"--INFO={tmp_path / 'info.csv'}", f"--OUT_DIR={tmp_path / 'out'}",
+            f"--REGION_CACHE={tmp_path / 'regions.json'}", f"--LAYOUT_IMAGES={tmp_path / 'train'}",
+            f"--LAYOUT_CSV={tmp_path / 'manifest.csv'}"]
+    cfg = tl.default_config(REGION_CACHE=str(tmp_path / "regions.json"))
+    finishing = runner.Finishing(layer_cfg=cfg, copies={"42": ROW}, layouts={"42": tmp_path / "train" / "t1.jpg"})
+    out = tmp_path / "out" / "42.jpg"
+    tl.main(args)
+    placed, runner_key = out.read_bytes(), finishing.key_inputs("42")
+    assert tl.layout_blocks([tmp_path / "train" / "t1.jpg"], cfg)[0] is not None
+    calls = []
+    detect = text_regions.detect_edges
+    monkeypatch.setattr(text_regions, "detect_edges", lambda image: calls.append(1) or detect(image))
+    monkeypatch.setattr(text_regions, "EDGES_VERSION", "edges-test")  # a new version finding the same block
+    capsys.readouterr()
+    tl.main(args)
+    assert "0 banners written, 1 already done" in capsys.readouterr().out and out.read_bytes() == placed
+    assert len(calls) == 1  # detected once for the new version: the per-row keys read the cached blocks
+    assert finishing.key_inputs("42") == runner_key
+    monkeypatch.setattr(text_regions, "MIN_GLYPHS", 10 ** 6)  # a detector setting that finds no block there any more
+    tl.main(args)
+    assert "1 banners written, 0 already done" in capsys.readouterr().out and out.read_bytes() != placed
+    assert finishing.key_inputs("42") != runner_key  # the runner's resume key moves with it
+    assert len(calls) == 2
+
+
 def test_a_headline_set_just_above_the_disclaimer_keeps_both_legible(tmp_path):
     # the layout banner's text sits at the bottom, over a light busy patch, while the disclaimer's band is dark and
     # calm (white text, no panel): the headline's light frosted halo must not wash over the disclaimer
