@@ -755,8 +755,8 @@ def main(argv=None):
         images.check_banner_name(row.bannerImage, f"row id={row.id}")
     copies = {row.id: checked_copy(row, cfg) for row in info.itertuples()}
     sources = layout_sources(cfg, info)
+    files.check_writable(cfg.OUT_DIR)  # before the text-block pass: a bad folder is refused in seconds
     layout_blocks(sorted(set(sources.values())), cfg, desc="text regions of the layout banners (cached)")
-    files.check_writable(cfg.OUT_DIR)
     # resume per banner: done only when its record says it was made with this recipe, these input banner bytes, this
     # copy and this text block (a changed knob, caption, banner or block redoes that banner; a kill loses at most one)
     wanted = recipe(cfg)

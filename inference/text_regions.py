@@ -243,11 +243,13 @@ def cached_blocks(paths, detector, cache_path, tesseract="tesseract", desc=None)
     table = store.data.setdefault(tag, {})
     hashes = [files.content_hash(p) for p in paths]
     todo = {h: p for h, p in zip(hashes, paths) if h not in table}
-    for h, p in progress(list(todo.items()), desc=desc or "text regions", unit="img", disable=desc is None):
-        table[h] = [list(b) for b in find_blocks(images.load_rgb(p), detector, tesseract)]
-        store.put(tag, table)  # saved every 16 new banners: a kill loses little
-    if todo:
-        store.save()
+    try:  # a failure on one banner (a bad file, tesseract) keeps the blocks found before it
+        for h, p in progress(list(todo.items()), desc=desc or "text regions", unit="img", disable=desc is None):
+            table[h] = [list(b) for b in find_blocks(images.load_rgb(p), detector, tesseract)]
+            store.put(tag, table)  # saved every 16 new banners: a kill loses little
+    finally:
+        if todo:
+            store.save()
     return [[tuple(b) for b in table[h]] for h in hashes]
 
 

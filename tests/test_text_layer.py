@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from tests.helpers import killed_on_call
-from core import images, knobs
+from core import files, images, knobs
 from core.copy_text import normalize_copy
 from inference import text_layer as tl
 from inference import text_regions
@@ -271,6 +271,18 @@ def test_text_regions_are_found_once_per_content(tmp_path, monkeypatch):
     assert tl.layout_blocks([copy, banner], cfg) == first * 2 and first[0] is not None
     text_regions._store.cache_clear()  # a new process reads the file
     assert tl.layout_blocks([copy], cfg) == first
+
+
+def test_a_failed_text_region_pass_keeps_the_blocks_it_found(tmp_path):
+    cfg = tl.default_config(REGION_CACHE=str(tmp_path / "regions.json"))
+    banner, _ = text_banner(tmp_path / "a.jpg", (600, 300))
+    broken = tmp_path / "b.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(knobs.InputError, match="unreadable image: .*b.jpg"):
+        tl.layout_blocks([banner, broken], cfg)
+    text_regions._store.cache_clear()  # a new process reads the file: the first banner's blocks were saved
+    tag = text_regions.detector_tag(cfg.TEXT_DETECTOR)
+    assert list(files.read_json(tmp_path / "regions.json")[tag]) == [files.content_hash(banner)]
 
 
 @pytest.mark.skipif(shutil.which("tesseract") is None, reason="TEXT_DETECTOR=tesseract needs the tesseract binary "
