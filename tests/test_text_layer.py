@@ -1,5 +1,6 @@
 """The text layer: every Vietnamese letter renders inside the banner, a missing glyph names the row and the character,
 the measured contrast holds on white, black and noise, and the pass writes the same 1024x533 JPEG every time."""
+import dataclasses
 import math
 import shutil
 import unicodedata
@@ -168,6 +169,7 @@ def test_invisible_characters_are_not_missing_glyphs():
     row = dict(ROW, caption="Trà\x08 xanh\tThái\u200b Nguyên\u00a0\u00a0nguyên chất", description="Giảm\u00a050%\r\n")
     assert normalize_copy(row["caption"]) == "Trà xanh Thái Nguyên nguyên chất"
     assert normalize_copy("a\u0301\u200b b\ufeff") == "á b"  # NFC after the removal, BOM gone
+    assert normalize_copy("a\u200b\u0301") == "á"  # a mark split from its letter by an invisible one joins it
     cfg = tl.default_config()
     copy = tl.checked_copy(row, cfg)
     assert copy.headline == "Trà xanh Thái Nguyên nguyên chất" and copy.badge == "Giảm 50%"
@@ -193,6 +195,10 @@ def test_busy_background_is_frosted_until_its_worst_part_reads_at_4_5():
     head = layout.groups[0]
     assert tl.texture(background, head.box, cfg.TILE_PX) > 0.15  # busy under the text...
     assert head.frost > 0 and head.texture <= cfg.TEXTURE_MAX  # ...calm after the panel, tile by tile
+    # measured again here, on the panels alone (drawn without any text): the busiest tile under the headline is calm
+    bare = tl.draw_layout(background, dataclasses.replace(
+        layout, groups=[dataclasses.replace(g, lines=[]) for g in layout.groups], badge=None))
+    assert tl.texture(bare, head.box, cfg.TILE_PX) <= cfg.TEXTURE_MAX
     written = images.decode_image(images.banner_jpeg(image))
     for text, ratio in tl.measured_contrasts(written, layout):  # the worst tile, on the JPEG a viewer gets
         assert ratio >= 4.5, (text, ratio)
