@@ -300,7 +300,9 @@ def test_tesseract_detector_finds_the_same_block(tmp_path):
     assert text_regions.covered_share([tess], [edges]) > 0.7 and text_regions.covered_share([edges], [tess]) > 0.7
 
 
-def test_the_pass_takes_each_rows_layout_banner_from_a_manifest(tmp_path):
+def layout_pass(tmp_path):
+    """A one-row pass whose input banner is its layout banner train/t1.jpg (named by manifest.csv): its flags,
+    without --LAYOUT_CSV."""
     (tmp_path / "in").mkdir()
     (tmp_path / "train").mkdir()
     text_banner(tmp_path / "train" / "t1.jpg", (40, 40))
@@ -308,8 +310,12 @@ def test_the_pass_takes_each_rows_layout_banner_from_a_manifest(tmp_path):
     pd.DataFrame([ROW]).to_csv(tmp_path / "info.csv", index=False)
     pd.DataFrame([{"id": "42", "bannerImage": "42.jpg", "init_bannerImage": "t1.jpg"}]).to_csv(
         tmp_path / "manifest.csv", index=False)
-    args = [f"--IN_DIR={tmp_path / 'in'}", f"--INFO={tmp_path / 'info.csv'}", f"--OUT_DIR={tmp_path / 'out'}",
+    return [f"--IN_DIR={tmp_path / 'in'}", f"--INFO={tmp_path / 'info.csv'}", f"--OUT_DIR={tmp_path / 'out'}",
             f"--REGION_CACHE={tmp_path / 'regions.json'}", f"--LAYOUT_IMAGES={tmp_path / 'train'}"]
+
+
+def test_the_pass_takes_each_rows_layout_banner_from_a_manifest(tmp_path):
+    args = layout_pass(tmp_path)
     tl.main(args)
     calm = (tmp_path / "out" / "42.jpg").read_bytes()
     tl.main(args + [f"--LAYOUT_CSV={tmp_path / 'manifest.csv'}"])  # another layout: the banner is redone
@@ -324,16 +330,7 @@ def test_a_new_detector_redoes_exactly_the_banners_whose_text_block_moved(tmp_pa
     # or bytes: a detector change that finds the same block keeps the banner, one that moves it redoes the banner
     from inference import runner
 
-    (tmp_path / "in").mkdir()
-    (tmp_path / "train").mkdir()
-    text_banner(tmp_path / "train" / "t1.jpg", (40, 40))
-    Image.open(tmp_path / "train" / "t1.jpg").save(tmp_path / "in" / "42.jpg")
-    pd.DataFrame([ROW]).to_csv(tmp_path / "info.csv", index=False)
-    pd.DataFrame([{"id": "42", "bannerImage": "42.jpg", "init_bannerImage": "t1.jpg"}]).to_csv(
-        tmp_path / "manifest.csv", index=False)
-    args = [f"--IN_DIR={tmp_path / 'in'}", f"--INFO={tmp_path / 'info.csv'}", f"--OUT_DIR={tmp_path / 'out'}",
-            f"--REGION_CACHE={tmp_path / 'regions.json'}", f"--LAYOUT_IMAGES={tmp_path / 'train'}",
-            f"--LAYOUT_CSV={tmp_path / 'manifest.csv'}"]
+    args = layout_pass(tmp_path) + [f"--LAYOUT_CSV={tmp_path / 'manifest.csv'}"]
     cfg = tl.default_config(REGION_CACHE=str(tmp_path / "regions.json"))
     finishing = runner.Finishing(layer_cfg=cfg, copies={"42": ROW}, layouts={"42": tmp_path / "train" / "t1.jpg"})
     out = tmp_path / "out" / "42.jpg"
