@@ -7,6 +7,7 @@ before any model loads and locked against a second run (the lock names its pid).
 """
 import contextlib
 import errno
+import functools
 import hashlib
 import json
 import os
@@ -108,6 +109,17 @@ def file_hash(path, chunk=1 << 20):
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def content_hash(path):
+    """sha256 of the file's bytes, remembered per (path, size, mtime) so one run hashes each file once."""
+    st = os.stat(path)
+    return _content_hash(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=None)
+def _content_hash(path, size, mtime_ns):
+    return file_hash(path)
 
 
 def as_json(value):

@@ -25,12 +25,12 @@ import models
 from core import dataset, devices, files, images, knobs
 from core.dataset import read_info
 from core.errors import error_list
-from core.files import JsonStore, write_csv, write_json
+from core.files import JsonStore, content_hash, write_csv, write_json
 from core.images import load_rgb
 from core.knobs import InputError
 from core.progress import progress
 from evaluation import duplication, metrics
-from evaluation.feature_cache import FeatureCache, content_hash
+from evaluation.feature_cache import FeatureCache
 from evaluation.inception import cosine, max_cosine
 
 DATA_DIR = "data"  # the data folder (also from env DATA_DIR): its train/ is the default duplication pool

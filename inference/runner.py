@@ -31,7 +31,7 @@ The run machinery both generation methods share. A method's main() reads top to 
 import contextlib
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from core import dataset, devices, files, images, knobs, seeds
@@ -201,12 +201,12 @@ class Finishing:
 
     def key_inputs(self, row_id):
         """What the text layer draws from for this row, beyond its settings (in the recipe): the copy it sets and the
-        bytes of the banner that places it. [] when the layer is off, so such runs keep their keys."""
+        text block that places it (text_layer.row_key; open_runs found the blocks). [] when the layer is off, so such
+        runs keep their keys."""
         if self.layer_cfg is None:
             return []
-        layout = (self.layouts or {}).get(row_id)
-        copy = asdict(text_layer.extract_copy(self.copies[row_id], self.layer_cfg))
-        return [files.settings_key({"copy": copy, "layout": files.file_hash(layout) if layout else None})]
+        copy = text_layer.extract_copy(self.copies[row_id], self.layer_cfg)
+        return [text_layer.row_key(copy, (self.layouts or {}).get(row_id), self.layer_cfg)]
 
     def apply(self, row_id, generated):
         image = postprocess.compose(generated, self.mean_rgb, self.recipe) if self.recipe else generated[0]

@@ -676,9 +676,20 @@ def render(image, copy, cfg, row_id="", layout_from=None):
     the banner file whose largest text block places the headline (Method 1: the init banner it repaints; Method 2:
     the nearest training banner); None, LAYOUT=0 or no usable text block there: the calmest box."""
     canvas = images.to_banner(image)
-    block = layout_blocks([layout_from], cfg)[0] if layout_from and cfg.LAYOUT else None
-    layout = plan_layout(canvas, copy, cfg, row_id, block)
+    layout = plan_layout(canvas, copy, cfg, row_id, block_used(layout_from, cfg))
     return draw_layout(canvas, layout), layout
+
+
+def block_used(layout_from, cfg):
+    """The text block of `layout_from` that places the headline (as `render` takes it), or None: the calm box."""
+    return layout_blocks([layout_from], cfg)[0] if layout_from and cfg.LAYOUT else None
+
+
+def row_key(copy, layout_from, cfg):
+    """One banner's resume key beyond the recipe: what `render` draws from, the copy and the text block it is placed
+    by (found by the detector, cached by content: call layout_blocks for all rows first). A new detector version or
+    setting then redoes exactly the banners whose block moved, a renamed layout banner none."""
+    return files.settings_key({"copy": asdict(copy), "block": block_used(layout_from, cfg)})
 
 
 def apply(image, row, cfg=None, layout_from=None):
@@ -700,8 +711,8 @@ _NOT_RECIPE = SCRIPT_KNOBS + ("REGION_CACHE", "TESSERACT")  # where, not how: no
 
 def recipe(cfg):
     """What every output depends on: knobs and the font files' content (a new recipe redoes every banner). The text
-    blocks depend on the detector (TEXT_DETECTOR, in the recipe) and on the layout banner's bytes, which a caller
-    puts in each banner's own key."""
+    block that places the copy depends on the detector and the layout banner: `row_key` puts the block itself in
+    each banner's own key."""
     keys = [k for k in cfg.as_dict() if k not in _NOT_RECIPE]
     fonts = [font_file(cfg.FONT_BOLD, True), font_file(cfg.FONT_REGULAR, False)]
     return {"knobs": {k: list(v) if isinstance(v, tuple) else v for k, v in ((k, getattr(cfg, k)) for k in keys)},
@@ -744,10 +755,10 @@ def main(argv=None):
         images.check_banner_name(row.bannerImage, f"row id={row.id}")
     copies = {row.id: checked_copy(row, cfg) for row in info.itertuples()}
     sources = layout_sources(cfg, info)
+    files.check_writable(cfg.OUT_DIR)  # before the text-block pass: a bad folder is refused in seconds
     layout_blocks(sorted(set(sources.values())), cfg, desc="text regions of the layout banners (cached)")
-    files.check_writable(cfg.OUT_DIR)
-    # resume per banner: done only when its record says it was made with this recipe, this copy and these input
-    # and layout banner bytes (a changed knob, caption or banner redoes that banner; a kill loses at most one)
+    # resume per banner: done only when its record says it was made with this recipe, these input banner bytes, this
+    # copy and this text block (a changed knob, caption, banner or block redoes that banner; a kill loses at most one)
     wanted = recipe(cfg)
     with files.FolderLock(cfg.OUT_DIR, ".text_layer.lock"):  # a second run would write back its own records
         records = files.JsonStore(Path(cfg.OUT_DIR) / ".text_layer.json", every=1)
@@ -755,8 +766,8 @@ def main(argv=None):
         for row in progress(list(info.itertuples()), desc="text layer", unit="img"):
             out, src = Path(cfg.OUT_DIR) / row.bannerImage, Path(cfg.IN_DIR) / row.bannerImage
             source = sources.get(row.id)
-            key = files.settings_key({"recipe": wanted, "copy": asdict(copies[row.id]), "input": files.file_hash(src),
-                                      "layout": files.file_hash(source) if source else None})
+            key = files.settings_key({"recipe": wanted, "input": files.file_hash(src),
+                                      "row": row_key(copies[row.id], source, cfg)})
             if records.get(row.bannerImage) == key and images.is_banner_jpeg(out):
                 continue
             write_banner(images.load_rgb(src), copies[row.id], cfg, row, source)

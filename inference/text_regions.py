@@ -239,17 +239,17 @@ def _store(path):
 def cached_blocks(paths, detector, cache_path, tesseract="tesseract", desc=None):
     """Text blocks of each banner file in `paths` (a list of lists, in order), computed only for contents not yet in
     the cache file `cache_path`; `desc` labels a progress bar over the new ones."""
-    from evaluation.feature_cache import content_hash
-
     tag, store = detector_tag(detector), _store(str(Path(cache_path).resolve()))
     table = store.data.setdefault(tag, {})
-    hashes = [content_hash(p) for p in paths]
+    hashes = [files.content_hash(p) for p in paths]
     todo = {h: p for h, p in zip(hashes, paths) if h not in table}
-    for h, p in progress(list(todo.items()), desc=desc or "text regions", unit="img", disable=desc is None):
-        table[h] = [list(b) for b in find_blocks(images.load_rgb(p), detector, tesseract)]
-        store.put(tag, table)  # saved every 16 new banners: a kill loses little
-    if todo:
-        store.save()
+    try:  # a failure on one banner (a bad file, tesseract) keeps the blocks found before it
+        for h, p in progress(list(todo.items()), desc=desc or "text regions", unit="img", disable=desc is None):
+            table[h] = [list(b) for b in find_blocks(images.load_rgb(p), detector, tesseract)]
+            store.put(tag, table)  # saved every 16 new banners: a kill loses little
+    finally:
+        if todo:
+            store.save()
     return [[tuple(b) for b in table[h]] for h in hashes]
 
 

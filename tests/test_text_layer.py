@@ -1,5 +1,6 @@
 """The text layer: every Vietnamese letter renders inside the banner, a missing glyph names the row and the character,
 the measured contrast holds on white, black and noise, and the pass writes the same 1024x533 JPEG every time."""
+import dataclasses
 import math
 import shutil
 import unicodedata
@@ -10,7 +11,7 @@ import pytest
 from PIL import Image, ImageDraw
 
 from tests.helpers import killed_on_call
-from core import images, knobs
+from core import files, images, knobs
 from core.copy_text import normalize_copy
 from inference import text_layer as tl
 from inference import text_regions
@@ -168,6 +169,7 @@ def test_invisible_characters_are_not_missing_glyphs():
     row = dict(ROW, caption="Trà\x08 xanh\tThái\u200b Nguyên\u00a0\u00a0nguyên chất", description="Giảm\u00a050%\r\n")
     assert normalize_copy(row["caption"]) == "Trà xanh Thái Nguyên nguyên chất"
     assert normalize_copy("a\u0301\u200b b\ufeff") == "á b"  # NFC after the removal, BOM gone
+    assert normalize_copy("a\u200b\u0301") == "á"  # a mark split from its letter by an invisible one joins it
     cfg = tl.default_config()
     copy = tl.checked_copy(row, cfg)
     assert copy.headline == "Trà xanh Thái Nguyên nguyên chất" and copy.badge == "Giảm 50%"
@@ -193,6 +195,10 @@ def test_busy_background_is_frosted_until_its_worst_part_reads_at_4_5():
     head = layout.groups[0]
     assert tl.texture(background, head.box, cfg.TILE_PX) > 0.15  # busy under the text...
     assert head.frost > 0 and head.texture <= cfg.TEXTURE_MAX  # ...calm after the panel, tile by tile
+    # measured again here, on the panels alone (drawn without any text): the busiest tile under the headline is calm
+    bare = tl.draw_layout(background, dataclasses.replace(
+        layout, groups=[dataclasses.replace(g, lines=[]) for g in layout.groups], badge=None))
+    assert tl.texture(bare, head.box, cfg.TILE_PX) <= cfg.TEXTURE_MAX
     written = images.decode_image(images.banner_jpeg(image))
     for text, ratio in tl.measured_contrasts(written, layout):  # the worst tile, on the JPEG a viewer gets
         assert ratio >= 4.5, (text, ratio)
@@ -273,6 +279,18 @@ def test_text_regions_are_found_once_per_content(tmp_path, monkeypatch):
     assert tl.layout_blocks([copy], cfg) == first
 
 
+def test_a_failed_text_region_pass_keeps_the_blocks_it_found(tmp_path):
+    cfg = tl.default_config(REGION_CACHE=str(tmp_path / "regions.json"))
+    banner, _ = text_banner(tmp_path / "a.jpg", (600, 300))
+    broken = tmp_path / "b.jpg"
+    broken.write_bytes(b"not a jpeg")
+    with pytest.raises(knobs.InputError, match="unreadable image: .*b.jpg"):
+        tl.layout_blocks([banner, broken], cfg)
+    text_regions._store.cache_clear()  # a new process reads the file: the first banner's blocks were saved
+    tag = text_regions.detector_tag(cfg.TEXT_DETECTOR)
+    assert list(files.read_json(tmp_path / "regions.json")[tag]) == [files.content_hash(banner)]
+
+
 @pytest.mark.skipif(shutil.which("tesseract") is None, reason="TEXT_DETECTOR=tesseract needs the tesseract binary "
                     "(bash run/ocr_setup.sh); the default detector is tested without it")
 def test_tesseract_detector_finds_the_same_block(tmp_path):
@@ -282,7 +300,9 @@ def test_tesseract_detector_finds_the_same_block(tmp_path):
     assert text_regions.covered_share([tess], [edges]) > 0.7 and text_regions.covered_share([edges], [tess]) > 0.7
 
 
-def test_the_pass_takes_each_rows_layout_banner_from_a_manifest(tmp_path):
+def layout_pass(tmp_path):
+    """A one-row pass whose input banner is its layout banner train/t1.jpg (named by manifest.csv): its flags,
+    without --LAYOUT_CSV."""
     (tmp_path / "in").mkdir()
     (tmp_path / "train").mkdir()
     text_banner(tmp_path / "train" / "t1.jpg", (40, 40))
@@ -290,8 +310,12 @@ def test_the_pass_takes_each_rows_layout_banner_from_a_manifest(tmp_path):
     pd.DataFrame([ROW]).to_csv(tmp_path / "info.csv", index=False)
     pd.DataFrame([{"id": "42", "bannerImage": "42.jpg", "init_bannerImage": "t1.jpg"}]).to_csv(
         tmp_path / "manifest.csv", index=False)
-    args = [f"--IN_DIR={tmp_path / 'in'}", f"--INFO={tmp_path / 'info.csv'}", f"--OUT_DIR={tmp_path / 'out'}",
+    return [f"--IN_DIR={tmp_path / 'in'}", f"--INFO={tmp_path / 'info.csv'}", f"--OUT_DIR={tmp_path / 'out'}",
             f"--REGION_CACHE={tmp_path / 'regions.json'}", f"--LAYOUT_IMAGES={tmp_path / 'train'}"]
+
+
+def test_the_pass_takes_each_rows_layout_banner_from_a_manifest(tmp_path):
+    args = layout_pass(tmp_path)
     tl.main(args)
     calm = (tmp_path / "out" / "42.jpg").read_bytes()
     tl.main(args + [f"--LAYOUT_CSV={tmp_path / 'manifest.csv'}"])  # another layout: the banner is redone
@@ -299,6 +323,34 @@ def test_the_pass_takes_each_rows_layout_banner_from_a_manifest(tmp_path):
     pd.DataFrame([{"id": "7", "init_bannerImage": "t1.jpg"}]).to_csv(tmp_path / "other.csv", index=False)
     with pytest.raises(knobs.InputError, match=r"other.csv: no layout banner .* id 42"):
         tl.main(args + [f"--LAYOUT_CSV={tmp_path / 'other.csv'}"])
+
+
+def test_a_new_detector_redoes_exactly_the_banners_whose_text_block_moved(tmp_path, monkeypatch, capsys):
+    # each banner's key holds the text block that placed its copy (text_layer.row_key), not the layout banner's name
+    # or bytes: a detector change that finds the same block keeps the banner, one that moves it redoes the banner
+    from inference import runner
+
+    args = layout_pass(tmp_path) + [f"--LAYOUT_CSV={tmp_path / 'manifest.csv'}"]
+    cfg = tl.default_config(REGION_CACHE=str(tmp_path / "regions.json"))
+    finishing = runner.Finishing(layer_cfg=cfg, copies={"42": ROW}, layouts={"42": tmp_path / "train" / "t1.jpg"})
+    out = tmp_path / "out" / "42.jpg"
+    tl.main(args)
+    placed, runner_key = out.read_bytes(), finishing.key_inputs("42")
+    assert tl.layout_blocks([tmp_path / "train" / "t1.jpg"], cfg)[0] is not None
+    calls = []
+    detect = text_regions.detect_edges
+    monkeypatch.setattr(text_regions, "detect_edges", lambda image: calls.append(1) or detect(image))
+    monkeypatch.setattr(text_regions, "EDGES_VERSION", "edges-test")  # a new version finding the same block
+    capsys.readouterr()
+    tl.main(args)
+    assert "0 banners written, 1 already done" in capsys.readouterr().out and out.read_bytes() == placed
+    assert len(calls) == 1  # detected once for the new version: the per-row keys read the cached blocks
+    assert finishing.key_inputs("42") == runner_key
+    monkeypatch.setattr(text_regions, "MIN_GLYPHS", 10 ** 6)  # a detector setting that finds no block there any more
+    tl.main(args)
+    assert "1 banners written, 0 already done" in capsys.readouterr().out and out.read_bytes() != placed
+    assert finishing.key_inputs("42") != runner_key  # the runner's resume key moves with it
+    assert len(calls) == 2
 
 
 def test_a_headline_set_just_above_the_disclaimer_keeps_both_legible(tmp_path):
