@@ -9,10 +9,33 @@ LoRA from run/distill.sh) stacked on a loaded pipeline, and the decoder knob (th
   of the full VAE's cost; img2img encodes the init banner with it too. Its scaling factor is 1.0 and the pipelines
   read it from its config, so nothing else changes.
 """
+from pathlib import Path
+
 import models
+from core import files
 from core.knobs import InputError
+from training.lora import LORA_FILE
 
 FULL_DECODER = ("", "full")  # DECODER values that keep the checkpoint's own VAE
+
+
+def adapter_file(knob):
+    """The LoRA file an ADAPTER knob names: a folder's LORA_FILE, or the file itself ("" = None; a hub id comes back as
+    a path that is no file)."""
+    if not knob:
+        return None
+    path = Path(knob).expanduser()
+    return path / LORA_FILE if path.is_dir() else path
+
+
+def adapter_key(knob, key=None, *, smoke):
+    """ADAPTER as the banners' resume key holds it: a local LoRA by its file's content hash (first 16 hex digits), so
+    an adapter distilled again into the same folder redoes the banners; a hub id, or the smoke stand-in that `key`
+    swaps in under `smoke` (the run's cfg.SMOKE), as written."""
+    path = adapter_file(knob)
+    if path is None or not path.is_file() or (smoke and key and models.MODELS[key].smoke):
+        return knob
+    return files.file_hash(path)[:16]
 
 
 def add_adapter(pipe, adapter, weight=1.0, name="accel", key=None, *, smoke):
@@ -21,8 +44,6 @@ def add_adapter(pipe, adapter, weight=1.0, name="accel", key=None, *, smoke):
     `smoke` (the run's cfg.SMOKE) swaps in."""
     if not adapter:
         return pipe
-    from pathlib import Path
-
     from core.progress import quiet_libraries
 
     try:
