@@ -194,3 +194,22 @@ def test_an_adapter_distilled_again_into_the_same_folder_redoes_the_banners(samp
     # a hub id, and method 1's smoke stand-in whatever the knob names, stay as written
     assert accel.adapter_key("org/lcm-lora", smoke=False) == "org/lcm-lora"
     assert accel.adapter_key(str(adapter), "lcm_lora_sd15", smoke=True) == str(adapter)
+
+
+def test_a_lora_for_another_base_model_is_refused_in_one_line(capfd):
+    """The smoke LCM-LoRA of SD 1.5 onto the smoke SD 2.1 (whose transformer blocks project linearly, not by 1x1
+    convolution, as the real ones do): torch's dozens of "size mismatch" lines become one line naming the LoRA."""
+    from diffusers import StableDiffusionPipeline
+
+    import smoke
+    from inference import accel
+
+    pipe = StableDiffusionPipeline.from_pretrained(smoke.smoke_model("sd21"))
+    capfd.readouterr()
+    lcm_sd15 = smoke.smoke_model("lcm_lora_sd15")
+    with pytest.raises(knobs.InputError) as refused:
+        accel.add_adapter(pipe, lcm_sd15, name="accel", smoke=False)
+    assert str(refused.value) == (f"cannot load the LoRA {lcm_sd15!r} (accel): its layers do not fit this model (made "
+                                  f"for another base model? SD 1.5 vs 2.1)")
+    assert "size mismatch" not in capfd.readouterr().err  # diffusers' own log of every layer is silenced too
+    assert not getattr(pipe, "adapter_weights", None) and not any(pipe.get_list_adapters().values())  # none half-loaded
