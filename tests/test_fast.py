@@ -137,6 +137,8 @@ def test_method_2_samples_on_the_noise_schedule_its_lora_was_trained_with(tmp_pa
     assert not sampler(zero, "--NOISE_SCHEDULE=model").rescale_betas_zero_snr  # told otherwise
     with pytest.raises(knobs.InputError, match="SCHEDULER=pndm cannot sample on this noise schedule"):
         sampler(zero, "--SCHEDULER=pndm")  # PNDM has no zero-SNR rescale: refused, not silently dropped
+    with pytest.raises(knobs.InputError, match="choose one of dpmpp, ddim, euler_a, lcm, tcd, or NOISE_SCHEDULE"):
+        sampler(zero, "--SCHEDULER=pndm")  # the samplers named are those that keep the schedule, tcd included
     assert type(method2.set_scheduler(pipe(), knobs.configure(method2, [f"--LORA={lora_dir}", "--SCHEDULER=lcm"],
                                                            env={"SMOKE": "1"})).scheduler).__name__ == "LCMScheduler"
 
