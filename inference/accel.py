@@ -9,10 +9,35 @@ LoRA from run/distill.sh) stacked on a loaded pipeline, and the decoder knob (th
   of the full VAE's cost; img2img encodes the init banner with it too. Its scaling factor is 1.0 and the pipelines
   read it from its config, so nothing else changes.
 """
+import contextlib
+import logging
+from pathlib import Path
+
 import models
+from core import files
 from core.knobs import InputError
+from training.lora import LORA_FILE
 
 FULL_DECODER = ("", "full")  # DECODER values that keep the checkpoint's own VAE
+
+
+def adapter_file(knob):
+    """The LoRA file an ADAPTER knob names: a folder's LORA_FILE, or the file itself ("" = None; a hub id comes back as
+    a path that is no file)."""
+    if not knob:
+        return None
+    path = Path(knob).expanduser()
+    return path / LORA_FILE if path.is_dir() else path
+
+
+def adapter_key(knob, key=None, *, smoke):
+    """ADAPTER as the banners' resume key holds it: a local LoRA by its file's content hash (first 16 hex digits), so
+    an adapter distilled again into the same folder redoes the banners; a hub id, or the smoke stand-in that `key`
+    swaps in under `smoke` (the run's cfg.SMOKE), as written."""
+    path = adapter_file(knob)
+    if path is None or not path.is_file() or (smoke and key and models.MODELS[key].smoke):
+        return knob
+    return files.file_hash(path)[:16]
 
 
 def add_adapter(pipe, adapter, weight=1.0, name="accel", key=None, *, smoke):
@@ -21,16 +46,20 @@ def add_adapter(pipe, adapter, weight=1.0, name="accel", key=None, *, smoke):
     `smoke` (the run's cfg.SMOKE) swaps in."""
     if not adapter:
         return pipe
-    from pathlib import Path
-
     from core.progress import quiet_libraries
 
     try:
         path = models.path(adapter, key, smoke=smoke)
         where = {"weight_name": Path(path).name} if Path(path).is_file() else {}
-        # quiet: a UNet-only LoRA makes diffusers warn that the text encoder has no keys
-        with quiet_libraries():
+        # quiet: a UNet-only LoRA makes diffusers warn that the text encoder has no keys; and a LoRA of another shape
+        # makes it log every size mismatch before raising (said below in one line)
+        with quiet_libraries(), _silenced("diffusers.loaders.peft"):
             pipe.load_lora_weights(str(Path(path).parent) if where else path, adapter_name=name, **where)
+    except RuntimeError as e:  # torch's load_state_dict: "size mismatch for ..." once per layer
+        if "size mismatch" not in str(e):
+            raise  # another failure (e.g. out of memory) is not this one
+        raise InputError(f"cannot load the LoRA {adapter!r} ({name}): its layers do not fit this model (made for "
+                         f"another base model? SD 1.5 vs 2.1)") from None
     except (InputError, OSError, ValueError) as e:
         raise InputError(f"cannot load the LoRA {adapter!r} ({name}): "
                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
@@ -38,6 +67,18 @@ def add_adapter(pipe, adapter, weight=1.0, name="accel", key=None, *, smoke):
     pipe.set_adapters(list(weights), adapter_weights=list(weights.values()))
     pipe.adapter_weights = weights  # what set_adapters was told: the next adapter keeps these
     return pipe
+
+
+@contextlib.contextmanager
+def _silenced(logger_name):
+    """Within the block, the standard-library logger `logger_name` logs nothing (not even errors); restored after."""
+    logger = logging.getLogger(logger_name)
+    level = logger.level
+    logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def fuse_adapters(pipe):

@@ -132,7 +132,9 @@ def main(argv=None):
     cfg = knobs.configure(globals(), argv)
     knobs.announce_smoke("inference / method 1", cfg.SMOKE)
     rows, inits = read_inputs(cfg)
-    settings = runner.image_settings(cfg, _IMAGE_SETTINGS)
+    # a local adapter by its file's hash: one distilled again into the same folder redoes the banners
+    settings = {**runner.image_settings(cfg, _IMAGE_SETTINGS),
+                "ADAPTER": accel.adapter_key(cfg.ADAPTER, "lcm_lora_sd15", smoke=cfg.SMOKE)}
     # the text layer sets each copy where its rank-1 banner had text (covering the pseudo-letters a repaint leaves)
     layouts = {row.id: dataset.split_dir("train", cfg.DATA_DIR) / "images" / inits[row.id][0] for row in rows}
     with runner.open_runs(cfg, rows, layouts) as runs:  # folders checked and locked, copy checked, guard ready: no model yet

@@ -83,15 +83,14 @@ def stage_files(cfg):
     """For run/method2.sh: what generation reads (the LoRA and the few-step adapter by their files' hashes), the file
     that means done, the settings that can change a banner, and the flag that redoes its banners."""
     data = Path(cfg.DATA_DIR)
-    adapter = Path(cfg.ADAPTER)  # the few-step LoRA (run/distill.sh's folder): its file
-    adapter = adapter / lora.LORA_FILE if cfg.ADAPTER and adapter.is_dir() else adapter
     done = Path(cfg.SUBMISSION_DIR) / "submission1_manifest.csv" if cfg.SUBMISSION else \
         Path(cfg.OUT_DIR) / "manifest.csv"
     settings = {k: v for k, v in cfg.as_dict().items() if k not in _SPEED_KNOBS}
     return files.StageFiles(inputs=[data / "test" / "info.csv", data / "test" / cfg.INFO_FILE,
                                     data / "test" / cfg.PROMPT_FILE, data / "train" / "images",
                                     *([data / "test" / cfg.LAYOUT_FILE] if cfg.TEXT_LAYER and cfg.LAYOUT_FILE else []),
-                                    *([lora_file(cfg, must_exist=False)] if cfg.LORA else []), *([adapter] if cfg.ADAPTER else [])],
+                                    *([lora_file(cfg, must_exist=False)] if cfg.LORA else []),
+                                    *([accel.adapter_file(cfg.ADAPTER)] if cfg.ADAPTER else [])],
                             done=done, settings=settings, redo_flags=("--OVERWRITE=1",))
 
 
@@ -117,9 +116,9 @@ def check_adapter(cfg):
     """A consistency LoRA of run/distill.sh learned one banner LoRA on one noise schedule; stacked on another LoRA, or
     sampled on another schedule, it is silently wrong: refused in one line. An adapter without a distillation record
     (LCM-LoRA, TCD from the hub) is not checked."""
-    folder = Path(cfg.ADAPTER)
-    folder = folder.parent if folder.is_file() else folder
-    record = files.read_json(folder / distill.SETTINGS_FILE, None) if cfg.ADAPTER and folder.is_dir() else None
+    path = accel.adapter_file(cfg.ADAPTER)  # the few-step LoRA's file: its folder holds the distillation record
+    folder = path.parent if path is not None and path.is_file() else None
+    record = files.read_json(folder / distill.SETTINGS_FILE, None) if folder is not None else None
     if not isinstance(record, dict):
         return
     teacher = (record.get("settings") or {}).get("teacher_lora_sha256", "")[:16]
@@ -228,7 +227,8 @@ def main(argv=None):
     knobs.announce_smoke("inference / method 2", cfg.SMOKE)
     rows, llm = read_inputs(cfg)
     check_adapter(cfg)
-    settings = {**runner.image_settings(cfg, _IMAGE_SETTINGS), "LORA": lora_hash(cfg)}
+    settings = {**runner.image_settings(cfg, _IMAGE_SETTINGS), "LORA": lora_hash(cfg),
+                "ADAPTER": accel.adapter_key(cfg.ADAPTER, smoke=cfg.SMOKE)}  # LoRA files by their hashes
     with runner.open_runs(cfg, rows, layout_banners(cfg, rows)) as runs:  # folders checked and locked, copy checked, guard ready: no model yet
         pipe = load_pipeline(cfg, runs.device)
         jobs = make_jobs(cfg, rows, llm, pipe.tokenizer)

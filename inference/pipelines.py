@@ -24,13 +24,21 @@ def set_scheduler(pipe, name, schedule=None):
     if name == "default" and not schedule:
         return pipe
     cls, kwargs = SCHEDULERS[name] if name != "default" else (type(pipe.scheduler).__name__, {})
-    pipe.scheduler = getattr(diffusers, cls).from_config(pipe.scheduler.config, **{**kwargs, **(schedule or {})})
-    # from_config drops what a sampler has no setting for (PNDM has no zero-terminal-SNR rescale): never silently
-    lost = [k for k, v in (schedule or {}).items() if pipe.scheduler.config.get(k) != v]
+    config = pipe.scheduler.config
+    pipe.scheduler = getattr(diffusers, cls).from_config(config, **{**kwargs, **(schedule or {})})
+    lost = _lost(pipe.scheduler, schedule)
     if lost:
+        able = [n for n, (c, kw) in SCHEDULERS.items()
+                if not _lost(getattr(diffusers, c).from_config(config, **{**kw, **schedule}), schedule)]
         raise InputError(f"SCHEDULER={name} cannot sample on this noise schedule ({', '.join(lost)}): choose one of "
-                         f"ddim, dpmpp, euler_a, lcm, or NOISE_SCHEDULE=model")
+                         f"{', '.join(able)}, or NOISE_SCHEDULE=model")
     return pipe
+
+
+def _lost(scheduler, schedule):
+    """The settings of `schedule` that `scheduler` does not have: from_config drops what a sampler has no setting for
+    (PNDM has no zero-terminal-SNR rescale), and that is never silent."""
+    return [k for k, v in (schedule or {}).items() if scheduler.config.get(k) != v]
 
 
 def prepare(pipe, device, cfg):

@@ -24,9 +24,9 @@ The run machinery both generation methods share. A method's main() reads top to 
   measured against every training banner. A row above the guard level comes back from `todo_batches` in a batch of its
   own, one try further, until DUP_MAX_TRIES; the method's retry policy says what a try changes (img2img raises
   strength; text-to-image changes only the seed, which the runner does), and the least similar try is kept.
-- Manifest: each process records its rows in its own file as they finish (record first, then the banner: a kill in
-  between redoes the row); rank 0 merges them into the folder's .records.json, and its rows into manifest.csv in info
-  order.
+- Manifest: each process records its rows in its own file as they finish (a batch's records first, saved once, then
+  its banners: a kill in between redoes the rows); rank 0 merges them into the folder's .records.json, and its rows
+  into manifest.csv in info order.
 """
 import contextlib
 import sys
@@ -361,6 +361,7 @@ class Run:
             sims, nearest = self.runs.guard.measure([images.decode_image(jpeg) for jpeg in finals])
         wall = time.perf_counter() - batch.started
         unet = (self.pipe.unet_calls[0] - batch.unet_start) / len(batch.jobs)  # counted at the UNet, tries add up
+        done = []
         for job, jpeg, sim, near in zip(batch.jobs, finals, sims, nearest):
             row_id = job.row.id
             self.seconds[row_id] = self.seconds.get(row_id, 0.0) + wall / len(batch.jobs)
@@ -371,13 +372,19 @@ class Run:
             if self.runs.guard is not None and sim > self.cfg.DUP_MAX and batch.attempt < self.cfg.DUP_MAX_TRIES:
                 batch.retry.append(job)
             else:
-                self.write(job, batch.attempt)
+                done.append((job.row.bannerImage, self.record(job, batch.attempt)))
+        if done:  # saved once per batch: a save per banner rewrites the whole file, quadratic in the rows
+            self.records.save()
+        for name, jpeg in done:
+            images.save_banner(jpeg, self.place.out_dir, name)
+            self.bar.update(1)
         batch.written = True
 
-    def write(self, job, tries):
-        """The row's record, then its banner: a kill in between leaves a record whose banner is missing (redone), never
-        a banner without its record (its time_submission cell would be empty). A banner being redone goes first, or a
-        kill would leave the old image under the new record's key, counted as finished."""
+    def record(self, job, tries):
+        """The row's record, put before its banner is written (the batch's records are saved, then its banners): a kill
+        in between leaves a record whose banner is missing (redone), never a banner without its record (its
+        time_submission cell would be empty). A banner being redone goes first, or a kill would leave the old image
+        under the new record's key, counted as finished. Returns the banner's JPEG bytes."""
         rec, name = self.best.pop(job.row.id), job.row.bannerImage
         jpeg = rec.pop("jpeg")
         (self.place.out_dir / name).unlink(missing_ok=True)
@@ -385,9 +392,7 @@ class Run:
                          init_bannerImage=";".join(job.init_names), **rec, tries=tries,
                          seconds=self.seconds.pop(job.row.id), unet_evals=round(self.unet_evals.pop(job.row.id), 2),
                          prompt=job.prompt)
-        self.records.save()
-        images.save_banner(jpeg, self.place.out_dir, name)
-        self.bar.update(1)
+        return jpeg
 
     def close(self, unet_formula):
         """This process's compute summary (UNet evaluations counted at the UNet, against the method's `unet_formula`:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core import images, knobs
+from core import files, images, knobs
 
 REPO = Path(__file__).resolve().parents[1]
 FAST = str(REPO / "config" / "method1_fast.py")
@@ -137,6 +137,8 @@ def test_method_2_samples_on_the_noise_schedule_its_lora_was_trained_with(tmp_pa
     assert not sampler(zero, "--NOISE_SCHEDULE=model").rescale_betas_zero_snr  # told otherwise
     with pytest.raises(knobs.InputError, match="SCHEDULER=pndm cannot sample on this noise schedule"):
         sampler(zero, "--SCHEDULER=pndm")  # PNDM has no zero-SNR rescale: refused, not silently dropped
+    with pytest.raises(knobs.InputError, match="choose one of dpmpp, ddim, euler_a, lcm, tcd, or NOISE_SCHEDULE"):
+        sampler(zero, "--SCHEDULER=pndm")  # the samplers named are those that keep the schedule, tcd included
     assert type(method2.set_scheduler(pipe(), knobs.configure(method2, [f"--LORA={lora_dir}", "--SCHEDULER=lcm"],
                                                            env={"SMOKE": "1"})).scheduler).__name__ == "LCMScheduler"
 
@@ -156,3 +158,60 @@ def test_the_fast_preset_run_records_4_unet_evaluations_per_banner_in_its_manife
     with pytest.raises(knobs.InputError, match="ADAPTER"):
         m1.main([f"--DATA_DIR={sample_dir}", f"--OUT_DIR={out}", "--DUP_GUARD=0", "--DEVICE=cpu", "--GEN_SIZE=128,64",
                  f"--CACHE_DIR={tmp_path / 'cache'}"])
+
+
+def test_an_adapter_distilled_again_into_the_same_folder_redoes_the_banners(sample_dir, tmp_path, monkeypatch):
+    """ADAPTER is in the resume key by its LoRA file's hash, not by its folder's name: after run/distill.sh writes a
+    new adapter into the same folder, the banners made with the old one are another run's (refused naming ADAPTER,
+    redone with --OVERWRITE=1), never counted as done."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+
+    import smoke
+    from inference import accel, method2
+    from tests.helpers import recorded_settings
+    from tests.test_method1 import write_fixtures
+
+    monkeypatch.setenv("SMOKE", "1")
+    write_fixtures(sample_dir)
+    adapter, out = tmp_path / "adapter", tmp_path / "out"
+
+    def distil(seed):  # a consistency LoRA of the smoke SD 2.1 (random weights), written where distill.sh writes
+        torch.manual_seed(seed)
+        smoke.random_lora(StableDiffusionPipeline.from_pretrained(smoke.smoke_model("sd21")).unet, adapter)
+        return files.file_hash(adapter / "pytorch_lora_weights.safetensors")[:16]
+
+    run = [f"--DATA_DIR={sample_dir}", f"--OUT_DIR={out}", "--LORA=", f"--ADAPTER={adapter}", "--DUP_GUARD=0",
+           "--DEVICE=cpu", "--LIMIT=2", "--GEN_SIZE=64,64", "--STEPS=2", f"--CACHE_DIR={tmp_path / 'cache'}"]
+    first = distil(1)
+    method2.main(run)
+    assert recorded_settings(out)["ADAPTER"] == first
+    method2.main(run)  # the same adapter: done, nothing refused
+    second = distil(2)
+    assert second != first and accel.adapter_key(str(adapter), smoke=True) == second
+    with pytest.raises(knobs.InputError, match=f"ADAPTER '{first}' -> '{second}'"):
+        method2.main(run)
+    method2.main([*run, "--OVERWRITE=1"])
+    assert recorded_settings(out)["ADAPTER"] == second
+    # a hub id, and method 1's smoke stand-in whatever the knob names, stay as written
+    assert accel.adapter_key("org/lcm-lora", smoke=False) == "org/lcm-lora"
+    assert accel.adapter_key(str(adapter), "lcm_lora_sd15", smoke=True) == str(adapter)
+
+
+def test_a_lora_for_another_base_model_is_refused_in_one_line(capfd):
+    """The smoke LCM-LoRA of SD 1.5 onto the smoke SD 2.1 (whose transformer blocks project linearly, not by 1x1
+    convolution, as the real ones do): torch's dozens of "size mismatch" lines become one line naming the LoRA."""
+    from diffusers import StableDiffusionPipeline
+
+    import smoke
+    from inference import accel
+
+    pipe = StableDiffusionPipeline.from_pretrained(smoke.smoke_model("sd21"))
+    capfd.readouterr()
+    lcm_sd15 = smoke.smoke_model("lcm_lora_sd15")
+    with pytest.raises(knobs.InputError) as refused:
+        accel.add_adapter(pipe, lcm_sd15, name="accel", smoke=False)
+    assert str(refused.value) == (f"cannot load the LoRA {lcm_sd15!r} (accel): its layers do not fit this model (made "
+                                  f"for another base model? SD 1.5 vs 2.1)")
+    assert "size mismatch" not in capfd.readouterr().err  # diffusers' own log of every layer is silenced too
+    assert not getattr(pipe, "adapter_weights", None) and not any(pipe.get_list_adapters().values())  # none half-loaded
