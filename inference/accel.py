@@ -34,10 +34,15 @@ def adapter_key(knob, key=None, *, smoke):
     """ADAPTER as the banners' resume key holds it: a local LoRA by its file's content hash (first 16 hex digits), so
     an adapter distilled again into the same folder redoes the banners; a hub id, or the smoke stand-in that `key`
     swaps in under `smoke` (the run's cfg.SMOKE), as written."""
+    path = local_file(knob, key, smoke=smoke)
+    return files.file_hash(path)[:16] if path else knob
+
+
+def local_file(knob, key=None, *, smoke):
+    """The local LoRA file an ADAPTER knob names (a folder's or the file itself), or None: a hub id, or the smoke
+    stand-in that `key` swaps in under `smoke`."""
     path = adapter_file(knob)
-    if path is None or not path.is_file() or (smoke and key and models.MODELS[key].smoke):
-        return knob
-    return files.file_hash(path)[:16]
+    return path if path is not None and path.is_file() and not (smoke and key and models.MODELS[key].smoke) else None
 
 
 def add_adapter(pipe, adapter, weight=1.0, name="accel", key=None, *, smoke):
@@ -49,7 +54,8 @@ def add_adapter(pipe, adapter, weight=1.0, name="accel", key=None, *, smoke):
     from core.progress import quiet_libraries
 
     try:
-        path = models.path(adapter, key, smoke=smoke)
+        local = local_file(adapter, key, smoke=smoke)  # a .safetensors file is no model folder: models.path refuses it
+        path = str(local) if local else models.path(adapter, key, smoke=smoke)
         where = {"weight_name": Path(path).name} if Path(path).is_file() else {}
         # quiet: a UNet-only LoRA makes diffusers warn that the text encoder has no keys; and a LoRA of another shape
         # makes it log every size mismatch before raising (said below in one line)

@@ -69,7 +69,8 @@ def test_adapter_and_decoder_each_change_the_banner_and_both_decoders_give_banne
 
 
 def test_two_adapters_are_active_at_once_each_with_its_own_weight(tmp_path):
-    """Method 2's case: the banner LoRA and an acceleration LoRA on one SD 2.1 pipeline."""
+    """Method 2's case: the banner LoRA (by its folder) and an acceleration LoRA (by its file) on one SD 2.1
+    pipeline."""
     import torch
     from diffusers import StableDiffusionPipeline
 
@@ -90,7 +91,7 @@ def test_two_adapters_are_active_at_once_each_with_its_own_weight(tmp_path):
     plain = unet_out()
     accel.add_adapter(pipe, str(tmp_path / "banners"), 0.8, name="banners", smoke=False)
     one = unet_out()
-    accel.add_adapter(pipe, str(tmp_path / "accel"), 0.5, name="accel", smoke=False)
+    accel.add_adapter(pipe, str(tmp_path / "accel" / "pytorch_lora_weights.safetensors"), 0.5, name="accel", smoke=False)
     both = unet_out()
     assert sorted(pipe.get_active_adapters()) == ["accel", "banners"]
     assert pipe.adapter_weights == {"banners": 0.8, "accel": 0.5}
