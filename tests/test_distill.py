@@ -4,7 +4,8 @@ The teacher is the smoke SD 2.1 with a banner LoRA of random weights (smoke.rand
 run/train_sd.sh's output); the fixture is the embedded sample's 12 training banners at 32x32. What is checked: the
 loss falls, a stopped run resumes to a bit-identical adapter, a retrained teacher is not mistaken for the old one, and
 the adapter loads into a fresh Method 2 pipeline beside the banner LoRA and changes its banners, and Method 2
-refuses it beside another banner LoRA or on another noise schedule.
+refuses it beside another banner LoRA or on another noise schedule. The consistency loss's wiring (teacher with the
+adapters off, guidance, the DDIM step, the student's own target) is checked on an exact oracle in place of the UNet.
 """
 import csv
 
@@ -132,3 +133,61 @@ def test_the_adapter_loads_beside_the_banner_lora_and_changes_method_2s_banners(
     for other, refusal in (("--LORA=", "another banner LoRA"), ("--NOISE_SCHEDULE=model", "on the noise schedule")):
         with pytest.raises(knobs.InputError, match=refusal):
             method2.check_adapter(knobs.configure(method2, [*fast, other], env={"SMOKE": "1"}))
+
+
+class OracleUNet:
+    """Stands in for the UNet inside consistency_loss (a tiny random UNet cannot know the clean latents): it predicts v
+    exactly for known clean latents. With its adapters off (the teacher) those are the conditional `x0_cond` for the
+    caption embeddings and `x0_free` for the empty prompt's; with them on (the student), `x0_student`. It records the
+    adapter state of every call."""
+
+    def __init__(self, schedule, text, x0_cond, x0_free, x0_student):
+        self.schedule, self.text, self.x0_cond, self.x0_free, self.x0_student = schedule, text, x0_cond, x0_free, \
+            x0_student
+        self.adapters_on, self.calls = True, []
+
+    def disable_adapters(self):
+        self.adapters_on = False
+
+    def enable_adapters(self):
+        self.adapters_on = True
+
+    def __call__(self, noisy, timesteps, text):
+        from types import SimpleNamespace
+
+        self.calls.append(self.adapters_on)
+        x0 = self.x0_student if self.adapters_on else self.x0_cond if torch.equal(text, self.text) else self.x0_free
+        alpha, sigma = self.schedule.at(timesteps)
+        eps = (noisy - alpha * x0) / sigma
+        return SimpleNamespace(sample=alpha * eps - sigma * x0)
+
+
+def test_the_consistency_loss_anchors_the_student_to_the_guided_teacher(distill):
+    """The loss's wiring on an exact oracle. Away from t = 0 the target is the student's own estimate one DDIM step
+    earlier; at the first solver timestep it is the teacher's DDIM step itself (c_skip = 1, c_out = 0 at t = 0): the
+    teacher running with the adapters off, on the caption and on the empty prompt, its two estimates mixed with the
+    guidance scale w. So a student predicting the guided image x0_cond + w (x0_cond - x0_free) has (next to) no loss,
+    and one predicting the unguided image, or guided the wrong way, a large one."""
+    from diffusers import DDPMScheduler
+
+    from training import lora
+
+    schedule = distill.Schedule(DDPMScheduler(prediction_type="v_prediction").config,
+                                lora.NOISE_SCHEDULES["zero_snr_trailing"], 50, "cpu")
+    g = torch.Generator().manual_seed(0)
+    x0_cond, x0_free, text = (torch.randn(3, 4, 8, 8, generator=g), torch.randn(3, 4, 8, 8, generator=g),
+                              torch.randn(3, 7, 16, generator=g))
+    draws = {"ddim_index": torch.tensor([0, 20, 49]), "noise": torch.randn(3, 4, 8, 8, generator=g),
+             "w": torch.tensor([3.0, 7.5, 15.0])}
+    w = draws["w"].view(-1, 1, 1, 1)
+    guided = x0_cond + w * (x0_cond - x0_free)
+    inputs = (guided, text, torch.zeros(1, 7, 16))  # latents on the guided teacher's path, captions, empty prompt
+
+    def loss(student_x0):
+        oracle = OracleUNet(schedule, text, x0_cond, x0_free, student_x0)
+        value = distill.consistency_loss(oracle, oracle, schedule, inputs, draws, distill.HUBER_C).item()
+        assert oracle.calls == [True, False, False, True]  # student, teacher on caption and empty prompt, target
+        return value
+
+    right, unguided, backwards = loss(guided), loss(x0_cond), loss(x0_cond - w * (x0_cond - x0_free))
+    assert right < 0.02 and min(unguided, backwards) > 0.5, (right, unguided, backwards)
