@@ -48,7 +48,7 @@ OUT_DIR = "outputs/lcm_lora_sd21"  # where the consistency LoRA, logs and checkp
 MODEL = models.SD21  # the banner LoRA's base model: hub id[@revision] or local folder
 TEACHER_LORA = "outputs/lora_sd21"  # the banner LoRA (run/train_sd.sh's folder); "" = distil the base model alone
 TEACHER_LORA_SCALE = 1.0  # the banner LoRA's weight in the teacher (Method 2's LORA_SCALE)
-NOISE_SCHEDULE = "teacher"  # teacher: the banner LoRA's own (train_settings.json) | zero_snr_trailing | model
+NOISE_SCHEDULE = "trained"  # trained: the banner LoRA's own (its train_settings.json) | zero_snr_trailing | model
 CAPTIONS = ""  # the VLM caption file; "" = $DATA_DIR/train/llava_caption.json (the training stage's rule)
 RESOLUTION = (512, 512)  # training size (width, height), multiples of 8: the banner LoRA's
 LORA_RANK = 64  # the consistency LoRA's rank (LCM-LoRA: 64)
@@ -178,8 +178,7 @@ def consistency_loss(unet, student, schedule, inputs, draws, huber_c):
 def noise_schedule(cfg):
     """Scheduler config values of the teacher's noise schedule: what the banner LoRA was trained with (its
     train_settings.json), else the training stage's default; or the one NOISE_SCHEDULE names."""
-    choice = "trained" if cfg.NOISE_SCHEDULE == "teacher" else cfg.NOISE_SCHEDULE
-    return lora.schedule_for(choice, cfg.TEACHER_LORA)[0]
+    return lora.schedule_for(cfg.NOISE_SCHEDULE, cfg.TEACHER_LORA)[0]
 
 
 def stage_files(cfg):
@@ -412,8 +411,9 @@ def check_settings(cfg):
     if not 1 <= cfg.NUM_DDIM_TIMESTEPS <= 1000:
         raise knobs.InputError(f"NUM_DDIM_TIMESTEPS must be 1..1000 (the solver's timesteps), got "
                                f"{cfg.NUM_DDIM_TIMESTEPS}")
-    if cfg.NOISE_SCHEDULE not in ("teacher", *lora.NOISE_SCHEDULES):
-        raise knobs.InputError(f"NOISE_SCHEDULE={cfg.NOISE_SCHEDULE!r}: choose teacher, {', '.join(lora.NOISE_SCHEDULES)}")
+    if cfg.NOISE_SCHEDULE not in ("trained", *lora.NOISE_SCHEDULES):
+        raise knobs.InputError(f"NOISE_SCHEDULE={cfg.NOISE_SCHEDULE!r}: choose trained, "
+                               f"{', '.join(lora.NOISE_SCHEDULES)}")
     if not 0 <= cfg.W_MIN <= cfg.W_MAX:
         raise knobs.InputError(f"W_MIN, W_MAX must satisfy 0 <= W_MIN <= W_MAX, got {cfg.W_MIN}, {cfg.W_MAX}")
 
