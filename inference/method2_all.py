@@ -2,9 +2,11 @@
 The whole of Method 2 in one command (run/method2.sh): captions -> training -> [distillation] -> prompts -> generation.
 The distillation step (run/distill.sh: the consistency LoRA of the fast preset) is off by default: add it to STEPS.
 
-Each step is the stage's own script with its own knobs; pass a step's flags with its name in front:
+Each step is the stage's own script with its own knobs; pass a step's flags with its name in front, and a config file
+for one step as --<step>=FILE (its flags after it still win, as for the stage's own script):
 
     bash run/method2.sh --caption.GREEDY=1 --train.NUM_EPOCHS=20 --prompts.K=3 --generate.STEPS=25
+    bash run/method2.sh --STEPS=caption,train,distill,prompts,generate --generate=config/method2_fast.py
 
 Each stage declares what it reads and writes (its `stage_files(cfg)`: inputs, the file that means done, the settings
 that change its output, what a redo sets aside, its lock); nothing here repeats a stage's paths or knobs. A step is
@@ -41,13 +43,19 @@ STAGES = {"caption": "preprocessing.caption", "train": "training.train_lora", "d
 
 
 def split_flags(argv, steps):
-    """`--step.NAME=value` flags per step, and the orchestrator's own flags."""
+    """`--step.NAME=value` flags and `--step=FILE` config files per step (in the order given), and the orchestrator's
+    own flags."""
     per_step, own = {s: [] for s in steps}, []
     for arg in argv:
-        head = arg[2:].split("=", 1)[0] if arg.startswith("--") else ""
+        head, _, value = arg[2:].partition("=") if arg.startswith("--") else ("", "", "")
         if "." in head and head.split(".", 1)[0] in STAGES:
             step, rest = arg[2:].split(".", 1)
             per_step.setdefault(step, []).append("--" + rest)
+        elif head in STAGES:
+            if not value.endswith((".py", ".cfg")):
+                raise knobs.InputError(f"{arg}: --{head}= takes a config file for that step (NAME.py or NAME.cfg); "
+                                       f"its knobs are --{head}.NAME=value")
+            per_step.setdefault(head, []).append(value)
         else:
             own.append(arg)
     return per_step, own

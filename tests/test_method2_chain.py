@@ -169,3 +169,17 @@ def test_fitting_batches_halve_on_out_of_memory_and_say_so_when_one_does_not_fit
         fitting.run(square, [1, 2])
     with pytest.raises(ValueError):  # any other error is the caller's, untouched
         batching.FittingBatches(4).run(lambda chunk: [int("x")], [1])
+
+
+def test_a_step_takes_a_config_file_and_its_flags_after_it_win():
+    """--generate=config/method2_fast.py hands the preset to the generation step alone, in order with its flags."""
+    from inference import method2
+
+    preset = REPO_ROOT / "config" / "method2_fast.py"
+    per_step, own = method2_all.split_flags(["--STEPS=generate,prompts", f"--generate={preset}", "--generate.STEPS=8",
+                                             "--prompts.K=3"], method2_all.STAGES)
+    assert own == ["--STEPS=generate,prompts"] and per_step["prompts"] == ["--K=3"]
+    cfg = knobs.configure(method2, per_step["generate"], env={})
+    assert (cfg.SCHEDULER, cfg.STEPS, cfg.GUIDANCE, cfg.FUSE_LORA) == ("lcm", 8, 1.0, True)
+    with pytest.raises(knobs.InputError, match="--generate= takes a config file for that step"):
+        method2_all.split_flags(["--generate=lcm"], method2_all.STAGES)
