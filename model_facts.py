@@ -157,6 +157,8 @@ QWEN_CHAT_TEMPLATE = (
 # model card) on the layers diffusers' examples/consistency_distillation/train_lcm_distill_lora_sd_wds.py adapts:
 # attention, feed-forward, ResNet convolutions, resamplers and the time embedding projections. The smoke stand-in and
 # the banner model's own consistency LoRA (training/distill.py) cover the same layers, so loading and fusing a LoRA
-# on convolutions runs in the tests as it does with the real one.
+# on convolutions runs in the tests as it does with the real one. The published file names its layers kohya's way
+# (lora_unet_up_blocks_2_attentions_0_proj_in.lora_up.weight, with .alpha; latent-consistency-model issue 57), which
+# load_lora_weights converts: the stand-in is written so too.
 LCM_LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "proj_in", "proj_out", "ff.net.0.proj", "ff.net.2", "conv1",
                     "conv2", "conv_shortcut", "downsamplers.0.conv", "upsamplers.0.conv", "time_emb_proj"]

@@ -232,31 +232,39 @@ def _build_sd21(folder):
 ATTENTION = ["to_q", "to_k", "to_v", "to_out.0"]
 
 
-def random_lora(unet, folder, rank=4, scale=0.02, targets=ATTENTION):
+def random_lora(unet, folder, rank=4, scale=0.02, targets=ATTENTION, kohya=False):
     """A LoRA of random weights for `unet` on the `targets` layers, saved as `pipe.load_lora_weights(folder)` reads
     it. Both factors are random (peft would start B at zero: a LoRA that does nothing), so loading it changes the
     pipeline's output. Used for the smoke acceleration adapter and by the benchmarks (an adapter of the real one's
-    shape)."""
+    shape). `kohya`: the keys as the published LCM-LoRA file has them (lora_unet_<layer>.lora_down/lora_up/alpha,
+    diffusers' convert_state_dict_to_kohya), which load_lora_weights converts on loading."""
     import torch
     from diffusers import StableDiffusionPipeline
-    from diffusers.utils import convert_state_dict_to_diffusers
+    from diffusers.utils import convert_state_dict_to_diffusers, convert_state_dict_to_kohya
     from peft import LoraConfig, get_peft_model_state_dict
+    from safetensors.torch import save_file
     unet.add_adapter(LoraConfig(r=rank, lora_alpha=rank, target_modules=list(targets)))
     with torch.no_grad():
         for name, param in unet.named_parameters():
             if "lora_" in name:
                 param.copy_(torch.randn_like(param) * scale)
     layers = get_peft_model_state_dict(unet)
-    if list(targets) == ATTENTION:  # diffusers' names; its conversion renames only attention keys, so a wider LoRA
-        layers = convert_state_dict_to_diffusers(layers)  # keeps peft's (as training/lora.save_lora does)
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True)
+    if kohya:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        save_file(convert_state_dict_to_kohya({f"unet.{k}": v for k, v in layers.items()}),
+                  Path(folder) / "pytorch_lora_weights.safetensors")
+    else:
+        if list(targets) == ATTENTION:  # diffusers' names; its conversion renames only attention keys, so a wider
+            layers = convert_state_dict_to_diffusers(layers)  # LoRA keeps peft's (as training/lora.save_lora does)
+        StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=layers, safe_serialization=True)
     unet.delete_adapters(["default"])  # the caller's UNet as it was
 
 
 def _build_lcm_lora_sd15(folder):
-    # stand-in for latent-consistency/lcm-lora-sdv1-5: a LoRA on its layers (model_facts) of the smoke SD 1.5 UNet
+    # stand-in for latent-consistency/lcm-lora-sdv1-5: a LoRA on its layers (model_facts) of the smoke SD 1.5 UNet, in
+    # its file's key layout (kohya: lora_unet_up_blocks_2_attentions_0_proj_in.lora_up.weight, ...)
     import model_facts
-    random_lora(_sd_unet(v_prediction=False), folder, targets=model_facts.LCM_LORA_TARGETS)
+    random_lora(_sd_unet(v_prediction=False), folder, targets=model_facts.LCM_LORA_TARGETS, kohya=True)
 
 
 def _build_taesd(folder):

@@ -216,3 +216,25 @@ def test_a_lora_for_another_base_model_is_refused_in_one_line(capfd):
                                   f"for another base model? SD 1.5 vs 2.1)")
     assert "size mismatch" not in capfd.readouterr().err  # diffusers' own log of every layer is silenced too
     assert not getattr(pipe, "adapter_weights", None) and not any(pipe.get_list_adapters().values())  # none half-loaded
+
+
+def test_the_lcm_lora_stand_in_has_the_published_files_key_layout_and_every_layer_of_it_loads():
+    """latent-consistency/lcm-lora-sdv1-5's file names its layers kohya's way (lora_unet_<layer>.lora_down.weight,
+    .lora_up.weight, .alpha), which load_lora_weights converts on loading; the stand-in is written the same way, so
+    Method 1's fast preset goes through that conversion here too, and every layer of the file is adapted."""
+    from diffusers import StableDiffusionPipeline
+    from safetensors import safe_open
+
+    import smoke
+    from inference import accel
+
+    with safe_open(Path(smoke.smoke_model("lcm_lora_sd15")) / "pytorch_lora_weights.safetensors", "pt") as f:
+        keys = list(f.keys())
+    layers = {k.split(".", 1)[0] for k in keys}
+    assert all(k.startswith("lora_unet_") for k in keys)
+    assert sorted(keys) == sorted(f"{layer}.{part}" for layer in layers
+                                  for part in ("lora_down.weight", "lora_up.weight", "alpha"))
+    pipe = accel.add_adapter(StableDiffusionPipeline.from_pretrained(smoke.smoke_model("sd15")),
+                             "latent-consistency/lcm-lora-sdv1-5", key="lcm_lora_sd15", smoke=True)
+    adapted = {name for name, module in pipe.unet.named_modules() if "accel" in getattr(module, "lora_A", {})}
+    assert {"lora_unet_" + name.replace(".", "_") for name in adapted} == layers
