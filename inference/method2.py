@@ -184,21 +184,17 @@ def load_pipeline(cfg, device, dtype=None):
         # quiet: a UNet-only LoRA (TRAIN_TEXT_ENCODER=0) makes diffusers warn that the text encoder has no keys
         with quiet_libraries():
             pipe.load_lora_weights(lora.read_lora_file(path), adapter_name="banners")  # a bad file: one line
-        if cfg.FUSE_LORA and not cfg.ADAPTER:
-            pipe.fuse_lora(lora_scale=cfg.LORA_SCALE)
-            pipe.unload_lora_weights()
-        else:
-            pipe.set_adapters(["banners"], adapter_weights=[cfg.LORA_SCALE])
-            pipe.adapter_weights = {"banners": cfg.LORA_SCALE}  # kept active beside the few-step LoRA
+        pipe.set_adapters(["banners"], adapter_weights=[cfg.LORA_SCALE])
+        pipe.adapter_weights = {"banners": cfg.LORA_SCALE}  # kept active beside the few-step LoRA
     add_fast_parts(pipe, cfg, dtype)
     return pipelines.prepare(set_scheduler(pipe, cfg), device, cfg)
 
 
 def add_fast_parts(pipe, cfg, dtype):
     """The few-step preset (config/method2_fast.py): the banner model's consistency LoRA beside the banner LoRA, each
-    at its own weight (both fused with FUSE_LORA=1), and the decoder."""
+    at its own weight; FUSE_LORA=1 fuses every loaded LoRA at its weight; and the decoder."""
     accel.add_adapter(pipe, cfg.ADAPTER, cfg.ADAPTER_WEIGHT, smoke=cfg.SMOKE)
-    if cfg.FUSE_LORA and cfg.ADAPTER:
+    if cfg.FUSE_LORA:
         accel.fuse_adapters(pipe)
     return accel.set_decoder(pipe, cfg.DECODER, dtype, smoke=cfg.SMOKE)
 

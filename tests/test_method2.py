@@ -113,13 +113,16 @@ def test_lora_is_applied_and_scale_zero_is_the_base_model(m2, flags, lora_dir, t
     base = np.asarray(m2.generate(m2.load_pipeline(cfg.replace(LORA=""), "cpu"), cfg, calls)[0], dtype=np.int16)
     zero = np.asarray(m2.generate(m2.load_pipeline(cfg.replace(LORA_SCALE=0.0), "cpu"), cfg, calls)[0],
                       dtype=np.int16)
-    fused_pipe = m2.load_pipeline(cfg.replace(FUSE_LORA=True), "cpu")
+    half = np.asarray(m2.generate(m2.load_pipeline(cfg.replace(LORA_SCALE=0.5), "cpu"), cfg, calls)[0],
+                      dtype=np.int16)
+    fused_pipe = m2.load_pipeline(cfg.replace(FUSE_LORA=True, LORA_SCALE=0.5), "cpu")
     assert fused_pipe.get_list_adapters() == {}  # fused into the weights, no adapter left to apply it twice
     fused = np.asarray(m2.generate(fused_pipe, cfg, calls)[0], dtype=np.int16)
     del fused_pipe
     assert np.abs(lora - base).mean() > 2  # the LoRA changes the picture
     assert np.abs(zero - base).max() <= 1  # scale 0 gives the base model back
-    assert np.abs(fused - lora).max() <= 3  # fusing changes speed, not the picture
+    assert np.abs(half - lora).mean() > 1 and np.abs(half - base).mean() > 1  # half the LoRA: neither
+    assert np.abs(fused - half).max() <= 3  # fusing (at its scale) changes speed, not the picture
     with pytest.raises(knobs.InputError, match="LoRA not found"):
         m2.load_pipeline(cfg.replace(LORA=str(tmp_path / "nope")), "cpu")
     truncated = tmp_path / "truncated.safetensors"  # e.g. a copy cut short
