@@ -55,12 +55,16 @@ def add_adapter(pipe, adapter, weight=1.0, name="accel", key=None, *, smoke):
 
     try:
         local = local_file(adapter, key, smoke=smoke)  # a .safetensors file is no model folder: models.path refuses it
-        path = str(local) if local else models.path(adapter, key, smoke=smoke)
-        where = {"weight_name": Path(path).name} if Path(path).is_file() else {}
         # quiet: a UNet-only LoRA makes diffusers warn that the text encoder has no keys; and a LoRA of another shape
         # makes it log every size mismatch before raising (said below in one line)
         with quiet_libraries(), _silenced("diffusers.loaders.peft"):
-            pipe.load_lora_weights(str(Path(path).parent) if where else path, adapter_name=name, **where)
+            if local is not None:
+                pipe.load_lora_weights(str(local.parent), weight_name=local.name, adapter_name=name)
+            else:  # a hub id (at its revision), the smoke stand-in, or a folder holding another file name. A hub
+                # LoRA's file is named: the one download.sh fetches (offline, diffusers cannot list the repository to
+                # guess it: "you must specify a weight_name")
+                named = {} if models.resolve(adapter, key, smoke=smoke).kind == "folder" else {"weight_name": LORA_FILE}
+                models.load(pipe.load_lora_weights, adapter, key, smoke=smoke, adapter_name=name, **named)
     except RuntimeError as e:  # torch's load_state_dict: "size mismatch for ..." once per layer
         if "size mismatch" not in str(e):
             raise  # another failure (e.g. out of memory) is not this one

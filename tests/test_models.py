@@ -234,8 +234,11 @@ def hub(tmp_path_factory):
     shutil.copy(repo / "unet" / "diffusion_pytorch_model.safetensors",
                 repo / "unet" / "diffusion_pytorch_model.fp16.safetensors")
     (repo / "unet" / "diffusion_pytorch_model.bin").write_bytes(b"\0" * 64)
-    stand_in = StandInHub({"test-org/sd21": repo, "test-org/gated": repo}, gated={"test-org/gated"},
-                          renamed={"test-org/old-name": "test-org/sd21"})
+    lcm = tmp_path_factory.mktemp("hub") / "lcm"  # an acceleration LoRA's repository: the LoRA beside other files
+    shutil.copytree(smoke.smoke_model("lcm_lora_sd15"), lcm, ignore=shutil.ignore_patterns(smoke.MARKER))
+    (lcm / "README.md").write_text("a model card\n")
+    stand_in = StandInHub({"test-org/sd21": repo, "test-org/gated": repo, "test-org/lcm-lora": lcm},
+                          gated={"test-org/gated"}, renamed={"test-org/old-name": "test-org/sd21"})
     yield stand_in
     stand_in.close()
 
@@ -263,6 +266,27 @@ def test_download_fetches_exactly_what_the_loader_reads_then_loads_offline(hub, 
             "    print(type(pipe.unet).__name__, pipe.scheduler.config.prediction_type)\n")
     loaded = run_python(["-c", load], offline)
     assert loaded.stdout.split("\n")[:2] == ["UNet2DConditionModel v_prediction"] * 2, loaded.stderr[-2000:]
+
+
+def test_a_downloaded_acceleration_lora_loads_offline_by_its_hub_id(hub, tmp_path):
+    """Method 1's fast preset names LCM-LoRA by its hub id: after run/download.sh, an offline run loads the file
+    download.sh fetched (diffusers alone would list the repository to guess the file name, which offline it cannot),
+    also at a revision; a LoRA never downloaded is one line naming the download command."""
+    env = {"HF_ENDPOINT": hub.url, "HF_HOME": str(tmp_path / "hf")}
+    result = run_python(["-m", "models", "--ONLY=lcm_lora_sd15", "--LCM_LORA_SD15=test-org/lcm-lora"], env)
+    assert result.returncode == 0, result.stderr
+    load = ("from diffusers import StableDiffusionPipeline\nimport smoke\nfrom core import knobs\n"
+            "from core.progress import quiet_libraries\nfrom inference import accel\nwith quiet_libraries():\n"
+            "    pipe = StableDiffusionPipeline.from_pretrained(smoke.smoke_model('sd15'))\n"
+            "knobs.run_main(lambda argv: accel.add_adapter(pipe, argv[0], key='lcm_lora_sd15', smoke=False))\n"
+            "print(pipe.get_list_adapters()['unet'])\n")
+    offline = {**env, "HF_HUB_OFFLINE": "1"}
+    for knob in ("test-org/lcm-lora", f"test-org/lcm-lora@{COMMIT}"):
+        loaded = run_python(["-c", load, knob], offline)
+        assert loaded.stdout.strip() == "['accel']", loaded.stderr[-2000:]
+    line = one_line_error(run_python(["-c", load, "test-org/never-fetched"], offline))
+    assert line.startswith("error: cannot load the LoRA 'test-org/never-fetched' (accel): "), line
+    assert "download it first (bash run/download.sh --ONLY=lcm_lora_sd15 --LCM_LORA_SD15=test-org/never-fetched" in line
 
 
 @pytest.mark.parametrize("repo,says", [
