@@ -112,14 +112,20 @@ def lora_hash(cfg):
     return files.file_hash(path)[:16] if path else ""
 
 
+def distill_record(cfg):
+    """(folder, its distill_settings.json) of a few-step LoRA that run/distill.sh made, else (folder or None, None)."""
+    path = accel.adapter_file(cfg.ADAPTER)  # the few-step LoRA's file: its folder holds the distillation record
+    folder = path.parent if path is not None and path.is_file() else None
+    record = files.read_json(folder / distill.SETTINGS_FILE, None) if folder is not None else None
+    return folder, record if isinstance(record, dict) else None
+
+
 def check_adapter(cfg):
     """A consistency LoRA of run/distill.sh learned one banner LoRA on one noise schedule; stacked on another LoRA, or
     sampled on another schedule, it is silently wrong: refused in one line. An adapter without a distillation record
     (LCM-LoRA, TCD from the hub) is not checked."""
-    path = accel.adapter_file(cfg.ADAPTER)  # the few-step LoRA's file: its folder holds the distillation record
-    folder = path.parent if path is not None and path.is_file() else None
-    record = files.read_json(folder / distill.SETTINGS_FILE, None) if folder is not None else None
-    if not isinstance(record, dict):
+    folder, record = distill_record(cfg)
+    if record is None:
         return
     teacher = (record.get("settings") or {}).get("teacher_lora_sha256", "")[:16]
     if teacher != lora_hash(cfg):
@@ -169,7 +175,11 @@ def set_scheduler(pipe, cfg):
     schedule, why = lora.schedule_for(cfg.NOISE_SCHEDULE, lora_file(cfg))
     print(f"sampler {cfg.SCHEDULER} on the noise schedule {schedule or '(the checkpoint’s own)'}: {why}",
           file=sys.stderr, flush=True)
-    return pipelines.set_scheduler(pipe, cfg.SCHEDULER, schedule)
+    pipe = pipelines.set_scheduler(pipe, cfg.SCHEDULER, schedule)
+    grid = ((distill_record(cfg)[1] or {}).get("knobs") or {}).get("NUM_DDIM_TIMESTEPS")
+    if grid and "original_inference_steps" in pipe.scheduler.config:  # LCM, TCD: sample on the distilled timesteps
+        pipe.scheduler = type(pipe.scheduler).from_config(pipe.scheduler.config, original_inference_steps=grid)
+    return pipe
 
 
 def load_pipeline(cfg, device, dtype=None):

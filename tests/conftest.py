@@ -29,3 +29,13 @@ def sample_master(tmp_path_factory):
 def sample_dir(sample_master, tmp_path):
     """A private, writable copy of the sample as a DATA_DIR (train/, test/)."""
     return Path(shutil.copytree(sample_master, tmp_path / "data"))
+
+
+@pytest.fixture
+def fresh_accelerate_state():
+    """accelerate keeps one precision per process (AcceleratorState); a test of another one resets it around itself."""
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state()
+    yield
+    AcceleratorState._reset_state()

@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from core import knobs
+from core import REPO_ROOT as REPO, knobs
 
 FLAGS = ["--RESOLUTION=32,32", "--TRAIN_BATCH_SIZE=4", "--LORA_RANK=4", "--PROGRESS=0", "--VALIDATION_EVERY=0"]
 
@@ -89,6 +89,41 @@ def test_a_stopped_distillation_resumes_to_a_bit_identical_adapter(distill, samp
         run(distill, sample_dir, sliced, teacher, "--MAX_STEPS=4", "--CHECKPOINT_EVERY=2")
 
 
+def test_mixed_precision_distils_and_draws_its_validation_strip(distill, sample_dir, teacher, tmp_path,
+                                                                fresh_accelerate_state):
+    """bf16 autocast (a GPU's default is fp16: the same accelerate path): the frozen teacher and VAE in bf16, the
+    prepared UNet handing back fp32 latents; the validation strip samples under autocast, so it decodes."""
+    out = tmp_path / "bf16"
+    assert run(distill, sample_dir, out, teacher, "--MAX_STEPS=2", "--MIXED_PRECISION=bf16").is_file()
+    assert (out / "validation" / "step_000002.png").is_file()
+
+
+@pytest.mark.slow
+def test_two_processes_distil_resume_and_write_the_adapter(sample_dir, teacher, tmp_path):
+    """`accelerate launch --multi_gpu --num_processes=2` on the CPU (two gloo ranks): a run stopped at step 2 and the
+    rerun that finishes it both end cleanly (the process group outlives the last barrier), and the adapter and its
+    record are written; a third run has nothing to do."""
+    import os
+    import subprocess
+
+    from tests.helpers import two_cpu_processes
+
+    out = tmp_path / "two"
+    command = [*two_cpu_processes(), "-m", "training.distill", f"--DATA_DIR={sample_dir}", f"--OUT_DIR={out}",
+               f"--TEACHER_LORA={teacher}", *FLAGS, "--TRAIN_BATCH_SIZE=2", "--MAX_STEPS=4", "--CHECKPOINT_EVERY=2"]
+    env = {**{k: v for k, v in os.environ.items() if k not in ("DATA_DIR", "OUT_DIR")}, "SMOKE": "1"}
+
+    def launch(*more):
+        done = subprocess.run([*command, *more], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done.stdout
+
+    assert "stopped at step 2 of 4" in launch("--STOP_AT_STEP=2")
+    assert "resumed from" in launch()
+    assert (out / "pytorch_lora_weights.safetensors").is_file() and (out / "distill_settings.json").is_file()
+    assert "nothing to do" in launch()
+
+
 def test_the_consistency_arithmetic(distill):
     """The boundary conditions and the parametrisations the loss rests on, on known tensors."""
     skip, out = distill.boundary_scalings(torch.tensor([0, 999]))
@@ -109,7 +144,8 @@ def test_the_adapter_loads_beside_the_banner_lora_and_changes_method_2s_banners(
                                                                                    tmp_path, monkeypatch):
     from inference import method2
 
-    run(distill, sample_dir, tmp_path / "lcm", teacher, "--MAX_STEPS=2", "--LEARNING_RATE=1e-2")
+    run(distill, sample_dir, tmp_path / "lcm", teacher, "--MAX_STEPS=2", "--LEARNING_RATE=1e-2",
+        "--NUM_DDIM_TIMESTEPS=25")  # solver timesteps 39, 79, ..., 999 (LCMScheduler's default grid is 50's)
     base = ["--DEVICE=cpu", f"--LORA={teacher}", "--GEN_SIZE=64,64", "--BATCH_SIZE=1"]
     calls = [("a red sale banner", None, 5)]
     outs = {}
@@ -120,6 +156,7 @@ def test_the_adapter_loads_beside_the_banner_lora_and_changes_method_2s_banners(
         outs[name] = np.asarray(method2.generate(pipe, cfg, calls)[0], dtype=np.int16)
         if name == "fast":
             assert sorted(pipe.get_active_adapters()) == ["accel", "banners"]
+            assert set(pipe.scheduler.timesteps.tolist()) <= set(range(39, 1000, 40))  # on the distilled timesteps
             saved = load_file(tmp_path / "lcm" / "pytorch_lora_weights.safetensors")
             loaded = [n for n, _ in pipe.unet.named_parameters() if ".lora_A.accel." in n]
             assert len(loaded) == len(saved) // 2  # every layer of the file, attention included
@@ -135,13 +172,13 @@ def test_the_adapter_loads_beside_the_banner_lora_and_changes_method_2s_banners(
             method2.check_adapter(knobs.configure(method2, [*fast, other], env={"SMOKE": "1"}))
 
 
-
 def test_the_noise_schedule_knob_speaks_method_2s_words(distill, sample_dir, tmp_path):
     """NOISE_SCHEDULE=trained (the default) is the banner LoRA's own schedule, as in Method 2; another word is refused
     in one line before any data or model loads."""
     with pytest.raises(knobs.InputError, match="NOISE_SCHEDULE='teacher': choose trained, zero_snr_trailing, model"):
         run(distill, sample_dir, tmp_path / "out", "", "--NOISE_SCHEDULE=teacher")
     assert not (tmp_path / "out" / "pytorch_lora_weights.safetensors").exists()
+
 
 class OracleUNet:
     """Stands in for the UNet inside consistency_loss (a tiny random UNet cannot know the clean latents): it predicts v

@@ -495,16 +495,6 @@ def test_the_noise_schedule_is_a_training_knob_that_generation_can_follow(tmp_pa
 # half precision on the CPU (issue 19): autocast, the grad scaler, a resume after a skipped step
 
 
-@pytest.fixture
-def fresh_accelerate_state():
-    """accelerate keeps one precision per process (AcceleratorState); a test of another one resets it around itself."""
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state()
-    yield
-    AcceleratorState._reset_state()
-
-
 def straight_and_resumed(data_dir, tmp_path, model, flags, stop_at):
     train(data_dir, tmp_path / "straight", model, *flags)
     assert train(data_dir, tmp_path / "resumed", model, *flags, f"--STOP_AT_STEP={stop_at}") is None

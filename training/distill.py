@@ -267,7 +267,7 @@ def validation_strip(cfg, pipe, prompts, path):
     from diffusers import LCMScheduler, StableDiffusionPipeline
 
     sampler = StableDiffusionPipeline(**{**pipe.components, "scheduler": LCMScheduler.from_config(
-        pipe.scheduler.config, **noise_schedule(cfg))})
+        pipe.scheduler.config, **noise_schedule(cfg), original_inference_steps=cfg.NUM_DDIM_TIMESTEPS)})
     sampler.set_progress_bar_config(disable=True)
     width, height = cfg.RESOLUTION
     with torch.no_grad():
@@ -364,14 +364,18 @@ def distill(cfg):
                                         cfg.KEEP_CHECKPOINTS)
         if accelerator.is_main_process and ((cfg.VALIDATION_EVERY and step % cfg.VALIDATION_EVERY == 0)
                                             or step == cfg.MAX_STEPS):
-            validation_strip(cfg, run["pipe"], run["prompts"], out_dir / "validation" / f"step_{step:06d}.png")
-    accelerator.end_training()
+            # under autocast: the prepared UNet hands back fp32 (accelerate's convert_to_fp32), the VAE is in fp16/bf16
+            with accelerator.autocast():
+                validation_strip(cfg, run["pipe"], run["prompts"], out_dir / "validation" / f"step_{step:06d}.png")
     bar.close()
     accelerator.wait_for_everyone()
     if step < cfg.MAX_STEPS:
+        accelerator.end_training()
         print(f"stopped at step {step} of {cfg.MAX_STEPS} (STOP_AT_STEP): bash run/distill.sh continues", flush=True)
         return None
-    return finish(cfg, accelerator, run, out_dir, time.perf_counter() - started)
+    path = finish(cfg, accelerator, run, out_dir, time.perf_counter() - started)
+    accelerator.end_training()  # last: under several processes it ends the process group that barriers need
+    return path
 
 
 def finish(cfg, accelerator, run, out_dir, seconds):
