@@ -2,7 +2,8 @@
 Progress output, the one way for every stage: `progress(...)` is a tqdm bar on a terminal and nothing at all when the
 output is a file or a pipe (a log then holds no carriage returns or `[A` escape codes); `quiet_libraries()` silences
 the transformers/diffusers progress bars and info logs ("Loading weights", "Writing model shards", "Loading pipeline
-components") around loads and builds of models whose bars tell the user nothing (tiny SMOKE models).
+components") around loads and builds of models whose bars tell the user nothing (tiny SMOKE models); `silenced(...)`
+mutes named loggers around a call whose message is known and handled.
 """
 import contextlib
 import sys
@@ -42,3 +43,19 @@ def quiet_libraries(quiet=True):
             logging.set_verbosity(verbosity)
             if bars:
                 logging.enable_progress_bar()
+
+
+@contextlib.contextmanager
+def silenced(*logger_names):
+    """Within the block, the standard-library loggers `logger_names` log nothing (not even errors); restored after."""
+    import logging
+
+    loggers = [logging.getLogger(name) for name in logger_names]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)

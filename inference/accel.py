@@ -9,8 +9,6 @@ LoRA from run/distill.sh) stacked on a loaded pipeline, and the decoder knob (th
   of the full VAE's cost; img2img encodes the init banner with it too. Its scaling factor is 1.0 and the pipelines
   read it from its config, so nothing else changes.
 """
-import contextlib
-import logging
 from pathlib import Path
 
 import models
@@ -51,13 +49,13 @@ def add_adapter(pipe, adapter, weight=1.0, name="accel", key=None, *, smoke):
     `smoke` (the run's cfg.SMOKE) swaps in."""
     if not adapter:
         return pipe
-    from core.progress import quiet_libraries
+    from core.progress import quiet_libraries, silenced
 
     try:
         local = local_file(adapter, key, smoke=smoke)  # a .safetensors file is no model folder: models.path refuses it
         # quiet: a UNet-only LoRA makes diffusers warn that the text encoder has no keys; and a LoRA of another shape
         # makes it log every size mismatch before raising (said below in one line)
-        with quiet_libraries(), _silenced("diffusers.loaders.peft"):
+        with quiet_libraries(), silenced("diffusers.loaders.peft"):
             if local is not None:
                 pipe.load_lora_weights(str(local.parent), weight_name=local.name, adapter_name=name)
             else:  # a hub id (at its revision), the smoke stand-in, or a folder holding another file name. A hub
@@ -77,18 +75,6 @@ def add_adapter(pipe, adapter, weight=1.0, name="accel", key=None, *, smoke):
     pipe.set_adapters(list(weights), adapter_weights=list(weights.values()))
     pipe.adapter_weights = weights  # what set_adapters was told: the next adapter keeps these
     return pipe
-
-
-@contextlib.contextmanager
-def _silenced(logger_name):
-    """Within the block, the standard-library logger `logger_name` logs nothing (not even errors); restored after."""
-    logger = logging.getLogger(logger_name)
-    level = logger.level
-    logger.setLevel(logging.CRITICAL + 1)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
 
 
 def fuse_adapters(pipe):

@@ -22,6 +22,7 @@ per part), so a row's image does not depend on batch size, order or the number o
 """
 import models
 from core import dataset, devices, images, knobs, prompt_fit
+from core.progress import silenced
 from inference import accel, pipelines, runner
 
 DATA_DIR = "data"  # the data folder: test/ and train/ (also from env DATA_DIR: the run/*.sh contract)
@@ -106,9 +107,11 @@ def add_fast_parts(pipe, cfg, dtype):
 def generate(pipe, cfg, calls, strength):
     """calls: [(prompt, init banner path, seed)] (a runner batch) -> [PIL images], in one pipeline call."""
     inits = [images.load_rgb(path).resize(tuple(cfg.GEN_SIZE)) for _, path, _ in calls]
-    return pipe(prompt=[p for p, _, _ in calls], negative_prompt=[cfg.NEGATIVE_PROMPT] * len(calls), image=inits,
-                strength=strength, num_inference_steps=cfg.STEPS, guidance_scale=cfg.GUIDANCE,
-                generator=pipelines.generators([s for _, _, s in calls])).images
+    # LCM and TCD warn on every call that timesteps not starting at 999 may surprise: they are chosen (img2img_steps)
+    with silenced("diffusers.schedulers.scheduling_lcm", "diffusers.schedulers.scheduling_tcd"):
+        return pipe(prompt=[p for p, _, _ in calls], negative_prompt=[cfg.NEGATIVE_PROMPT] * len(calls), image=inits,
+                    **pipelines.img2img_steps(pipe.scheduler, cfg.STEPS, strength), guidance_scale=cfg.GUIDANCE,
+                    generator=pipelines.generators([s for _, _, s in calls])).images
 
 
 def retry_strength(cfg, attempt):

@@ -41,6 +41,20 @@ def _lost(scheduler, schedule):
     return [k for k, v in (schedule or {}).items() if scheduler.config.get(k) != v]
 
 
+def img2img_steps(scheduler, steps, strength):
+    """The img2img call's step arguments: int(steps x strength) steps from the noise level `strength` sets. A sampler
+    that cuts its own schedule at a strength (LCM, TCD) is asked for those steps directly, as diffusers' LCM img2img
+    pipeline does: cutting its `steps`-step schedule instead would start on its coarse grid, below that level (8 LCM
+    steps x 0.6 start at t=499; the seed's 30 DPM++ steps x 0.6 at 599). The pipeline then takes those timesteps
+    whole (strength 1 over them: the init banner is noised to the first)."""
+    import inspect
+
+    if "strength" not in inspect.signature(scheduler.set_timesteps).parameters:
+        return {"num_inference_steps": steps, "strength": strength}
+    scheduler.set_timesteps(max(1, int(steps * strength)), strength=strength)
+    return {"timesteps": scheduler.timesteps.tolist(), "strength": 1.0}
+
+
 def prepare(pipe, device, cfg):
     """The pipeline on `device`, ready for the methods' generate functions: its tokenizer checked, progress bars off,
     the speed knobs applied (VAE_SLICING, CHANNELS_LAST, COMPILE) and its UNet's calls counted (the compute accounting's

@@ -46,9 +46,16 @@ def test_fast_preset_costs_4_unet_evaluations_per_banner_against_36_at_the_seeds
     seed_cfg = knobs.configure(m1, ["--DEVICE=cpu", "--STEPS=30", "--GEN_SIZE=64,64"], env={"SMOKE": "1"})
     fast_cfg = knobs.configure(m1, [FAST, "--DEVICE=cpu", "--GEN_SIZE=64,64"], env={"SMOKE": "1"})
     seed_pipe, fast_pipe = m1.load_pipeline(seed_cfg, "cpu"), m1.load_pipeline(fast_cfg, "cpu")
+    seen = {}  # the timesteps each UNet is called at
+    for name, pipe in (("seed", seed_pipe), ("fast", fast_pipe)):
+        pipe.unet.register_forward_pre_hook(lambda _, args, name=name: seen.setdefault(name, []).append(int(args[1])))
     seed_evals, _ = unet_evaluations(seed_pipe, seed_cfg, calls, seed_cfg.STRENGTH)
     fast_evals, fast_out = unet_evaluations(fast_pipe, fast_cfg, calls, fast_cfg.STRENGTH)
     assert seed_evals == 36 and fast_evals == 4
+    # the same strength, the same noise level to start from (within one of the seed's 30 steps): the init banner is
+    # kept as much, not more (8 LCM steps cut to their last 4 would start at t=499)
+    assert seen["fast"][0] == 599 and abs(seen["fast"][0] - seen["seed"][0]) < 1000 / 30, seen
+    assert len(set(seen["fast"])) == 4
     assert type(fast_pipe.scheduler).__name__ == "LCMScheduler"
     assert type(fast_pipe.vae).__name__ == "AutoencoderTiny" and type(seed_pipe.vae).__name__ == "AutoencoderKL"
     assert all(im.size == (64, 64) for im in fast_out)
