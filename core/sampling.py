@@ -12,14 +12,16 @@ from core.knobs import InputError
 
 
 class RowSampler(LogitsProcessor):
-    """Repetition penalty (padding excluded) and, when sampling, temperature -> top-k -> top-p -> one draw per row
-    from the row's own generator. Returns logits where only the chosen token is finite, so greedy search takes it."""
+    """Repetition penalty (padding excluded; over the last `repetition_window` tokens of prompt and output, 0 = all)
+    and, when sampling, temperature -> top-k -> top-p -> one draw per row from the row's own generator. Returns
+    logits where only the chosen token is finite, so greedy search takes it."""
 
-    def __init__(self, seeds, pad_lengths, sample=True, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0):
+    def __init__(self, seeds, pad_lengths, sample=True, temperature=1.0, top_k=0, top_p=1.0, repetition_penalty=1.0,
+                 repetition_window=0):
         from transformers import TemperatureLogitsWarper, TopKLogitsWarper, TopPLogitsWarper
 
         self.pad_lengths = torch.as_tensor(pad_lengths, dtype=torch.long)
-        self.penalty = float(repetition_penalty)
+        self.penalty, self.window = float(repetition_penalty), int(repetition_window)
         # per row: sample, or take the most likely token (a batch may mix first greedy tries with sampled retries)
         self.sample = torch.as_tensor([sample] * len(seeds) if isinstance(sample, bool) else list(sample))
         self.generators = [torch.Generator().manual_seed(int(s)) for s in seeds]
@@ -38,8 +40,13 @@ class RowSampler(LogitsProcessor):
         self.pad_lengths = pad = self.pad_lengths.to(input_ids.device)  # moved once, on the first step
         positions = torch.arange(input_ids.shape[1], device=input_ids.device)
         padded = positions[None, :] < pad[:, None]
-        # a padded slot points at the row's first real token, which is penalised anyway: the pad token is left alone
-        first_real = input_ids.gather(1, pad.clamp(max=input_ids.shape[1] - 1)[:, None])
+        if self.window > 0:  # the slots before the window count as padding
+            padded = padded | (positions[None, :] < input_ids.shape[1] - self.window)
+        # a padded slot points at the row's first counted token, which is penalised anyway: the pad token (and a token
+        # only outside the window) is left alone
+        first = torch.maximum(pad, torch.as_tensor(input_ids.shape[1] - self.window if self.window > 0 else 0,
+                                                   device=pad.device))
+        first_real = input_ids.gather(1, first.clamp(max=input_ids.shape[1] - 1)[:, None])
         ids = torch.where(padded, first_real, input_ids)
         picked = scores.gather(1, ids)
         picked = torch.where(picked < 0, picked * self.penalty, picked / self.penalty)

@@ -59,6 +59,7 @@ TEMPERATURE = 0.9  # sampling temperature (the seed's)
 TOP_P = 0.95  # nucleus sampling (the seed's)
 TOP_K = 150  # top-k sampling (the seed's; 0 = off)
 REPETITION_PENALTY = 1.2  # over the prompt and the generated tokens (the seed's)
+REPETITION_WINDOW = 64  # ... in the last this many tokens (the seed's ctransformers last_n_tokens); 0 = all of them
 MAX_NEW_TOKENS = 77  # generated tokens at most (the seed's)
 STOP_AT_FIRST_LINE = True  # a row stops at the end of its first non-blank line (only that line is kept)
 BATCH_SIZE = 32  # rows per generate call (halved automatically on out-of-memory, core/batching.py)
@@ -120,8 +121,12 @@ def check_knobs(cfg):
         raise InputError(f"CHAT must be auto, on or off, got {cfg.CHAT!r}")
     if cfg.NO_CAPTIONS not in ("error", "zero_shot"):
         raise InputError(f"NO_CAPTIONS must be error or zero_shot, got {cfg.NO_CAPTIONS!r}")
-    if cfg.K < 0 or cfg.MAX_TRIES < 1 or cfg.BATCH_SIZE < 1 or cfg.MAX_NEW_TOKENS < 1:
-        raise InputError("K >= 0, MAX_TRIES >= 1, BATCH_SIZE >= 1 and MAX_NEW_TOKENS >= 1 are required")
+    if cfg.K < 0 or cfg.MAX_TRIES < 1 or cfg.BATCH_SIZE < 1 or cfg.MAX_NEW_TOKENS < 1 or cfg.REPETITION_WINDOW < 0:
+        raise InputError("K >= 0, MAX_TRIES >= 1, BATCH_SIZE >= 1, MAX_NEW_TOKENS >= 1 and REPETITION_WINDOW >= 0 are "
+                         "required")
+    if cfg.BACKEND == "vllm" and cfg.REPETITION_PENALTY != 1.0 and cfg.REPETITION_WINDOW:
+        raise InputError("BACKEND=vllm penalises repetition over the whole prompt and output (it has no window): pass "
+                         "--REPETITION_WINDOW=0 with it, or use BACKEND=transformers")
     for name in ("EXAMPLE_TEMPLATE", "QUERY_TEMPLATE"):
         try:
             few_shot.unescape(getattr(cfg, name)).format(copy="c", caption="d")
@@ -135,7 +140,7 @@ def check_knobs(cfg):
 
 _PROMPT_KNOBS = ("GGUF_FILE", "BACKEND", "INFO_FILE", "COPY_FIELDS", "INSTRUCTION", "QUERY_TEMPLATE", "CHAT",
                  "COPY_MAX_TOKENS", "MAX_PROMPT_TOKENS", "DO_SAMPLE", "TEMPERATURE", "TOP_P", "TOP_K",
-                 "REPETITION_PENALTY", "MAX_NEW_TOKENS", "STOP_AT_FIRST_LINE", "SEED", "MAX_TRIES", "CHECKS", "K")
+                 "REPETITION_PENALTY", "REPETITION_WINDOW", "MAX_NEW_TOKENS", "STOP_AT_FIRST_LINE", "SEED", "MAX_TRIES", "CHECKS", "K")
 _FEW_SHOT_KNOBS = ("ENCODER", "EXAMPLE_TEMPLATE", "CAPTION_MAX_TOKENS")
 
 
@@ -196,7 +201,7 @@ def load_generator(cfg):
     from prompt_engineer import llm
 
     sampling = dict(max_new_tokens=cfg.MAX_NEW_TOKENS, temperature=cfg.TEMPERATURE, top_p=cfg.TOP_P, top_k=cfg.TOP_K,
-                    repetition_penalty=cfg.REPETITION_PENALTY)
+                    repetition_penalty=cfg.REPETITION_PENALTY, repetition_window=cfg.REPETITION_WINDOW)
     if cfg.BACKEND == "vllm":
         return llm.VllmGenerator(cfg.MODEL, cfg.DTYPE, cfg.TRUST_REMOTE_CODE, smoke=cfg.SMOKE, **sampling)
     return llm.load_transformers(cfg.MODEL, cfg.DEVICE, cfg.DTYPE, cfg.TRUST_REMOTE_CODE, cfg.GGUF_FILE,

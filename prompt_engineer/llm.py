@@ -79,11 +79,12 @@ class TransformersGenerator:
     """A causal LM and its tokenizer, generating batches of rendered prompts (see the module docstring)."""
 
     def __init__(self, model, tokenizer, max_new_tokens=77, temperature=0.9, top_p=0.95, top_k=150,
-                 repetition_penalty=1.2, stop_at_first_line=True, name="model"):
+                 repetition_penalty=1.2, repetition_window=64, stop_at_first_line=True, name="model"):
         self.model, self.tokenizer, self.name = model.eval(), prepare_tokenizer(tokenizer, name), name
         self.device = next(model.parameters()).device
         self.max_new_tokens = max_new_tokens
-        self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty)
+        self.sampling = dict(temperature=temperature, top_k=top_k, top_p=top_p, repetition_penalty=repetition_penalty,
+                             repetition_window=repetition_window)
         eos = model.generation_config.eos_token_id
         eos = [eos] if isinstance(eos, int) else list(eos or [])
         if tokenizer.eos_token_id is not None and tokenizer.eos_token_id not in eos:

@@ -403,3 +403,24 @@ def test_a_batch_size_below_one_is_one_line_not_a_hang():
 
     with pytest.raises(InputError, match="BATCH_SIZE must be at least 1, got 0"):
         FittingBatches(0)
+
+
+def test_the_repetition_penalty_counts_the_real_tokens_of_its_window():
+    """A token in the last `repetition_window` positions (prompt and output alike, 0 = all) is penalised once, a
+    positive score divided by the penalty and a negative one multiplied; padding and tokens only before the window are
+    not (the seed's ctransformers penalised its last 64 tokens)."""
+    from core.sampling import RowSampler
+
+    scores = torch.arange(1, 11, dtype=torch.float).repeat(2, 1)
+    scores[:, 9] = -2.0
+    ids = torch.tensor([[0, 0, 3, 4, 5, 9], [1, 2, 3, 6, 7, 9]])  # row 0: two pad slots (id 0) on the left
+
+    def penalised(window):
+        out = RowSampler([0, 0], [2, 0], sample=False, repetition_penalty=1.2, repetition_window=window)(ids, scores)
+        return out, [torch.nonzero(out[r] != scores[r]).flatten().tolist() for r in range(2)]
+
+    everything, which = penalised(0)
+    assert which == [[3, 4, 5, 9], [1, 2, 3, 6, 7, 9]]
+    assert everything[1, 9].item() == pytest.approx(-2.4) and everything[1, 1].item() == pytest.approx(2 / 1.2)
+    assert penalised(3)[1] == [[4, 5, 9], [6, 7, 9]]
+    assert penalised(5)[1] == [[3, 4, 5, 9], [2, 3, 6, 7, 9]]  # the window reaches into row 0's padding

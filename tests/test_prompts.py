@@ -342,3 +342,12 @@ def test_one_disclaimer_rule_for_the_prompts_and_the_text_layer():
     plain = {**row, "moreInfo": "Thực phẩm chức năng"}
     assert not text_layer.extract_copy(plain, text_layer.default_config()).disclaimer
     assert few_shot.row_copy(plain, fields).endswith("Thực phẩm chức năng")
+
+
+def test_vllm_has_no_repetition_window_and_says_so():
+    """vLLM penalises repetition over the whole prompt and output; the seed's penalty (and this stage's default) counts
+    the last 64 tokens only: BACKEND=vllm asks for REPETITION_WINDOW=0 (or no penalty) instead of differing silently."""
+    with pytest.raises(knobs.InputError, match="BACKEND=vllm .* pass --REPETITION_WINDOW=0"):
+        stage.check_knobs(knobs.configure(stage, ["--BACKEND=vllm"], env={}))
+    stage.check_knobs(knobs.configure(stage, ["--BACKEND=vllm", "--REPETITION_WINDOW=0"], env={}))
+    stage.check_knobs(knobs.configure(stage, ["--BACKEND=vllm", "--REPETITION_PENALTY=1.0"], env={}))
