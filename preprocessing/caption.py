@@ -43,6 +43,9 @@ MODEL = models.LLAVA  # image-text-to-text model: hub id[@revision] or local fol
 PAD_TO_SQUARE = True  # pad each banner to a square of the processor's mean colour first, as LLaVA's own code does
 PROMPT = ('Given image is advertising about following information: "{caption}{description}". '  # the seed's; fills
           'What is happening in the image ?')  # {caption} {description} {moreInfo}
+# the system text of the seed's LLaVA conversation (llava_v1, LLaVA-1.5's training format); "" = none
+SYSTEM = ("A chat between a curious human and an artificial intelligence assistant. The assistant gives helpful, "
+          "detailed, and polite answers to the human's questions.")
 CHAT_FORMAT = "USER: <image>\n{question} ASSISTANT:"  # used only when the processor has no chat template
 BATCH_SIZE = 16  # images per generate call (halved automatically on out-of-memory, core/batching.py)
 MAX_NEW_TOKENS = 77  # the seed's answer length
@@ -147,12 +150,15 @@ def load_model(cfg, device):
     return processor, model.to(device).eval()
 
 
-def chat_prompt(processor, asked, fallback):
-    """The model's own chat template around one image and the question (fallback format if it has none)."""
+def chat_prompt(processor, asked, fallback, system=""):
+    """The model's own chat template around the system text, one image and the question (fallback format if it has
+    none). llava-hf's template writes a system message as its bare text: "<system> USER: <image>\n<question>
+    ASSISTANT:", the string LLaVA's own llava_v1 conversation builds."""
     if getattr(processor, "chat_template", None):
-        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": asked}]}]
+        messages = [{"role": "system", "content": [{"type": "text", "text": system}]}] if system else []
+        messages.append({"role": "user", "content": [{"type": "image"}, {"type": "text", "text": asked}]})
         return processor.apply_chat_template(messages, add_generation_prompt=True)
-    return fallback.format(question=asked)
+    return (f"{system} " if system else "") + fallback.format(question=asked)
 
 
 def generate(cfg, processor, model, batch, device):
@@ -233,7 +239,7 @@ def prepare_batch(cfg, processor, rows):
             bad.append((row, str(e)))
     batch = dict(rows=[r for r, _ in loaded], questions=[question(cfg.PROMPT, r) for r, _ in loaded], bad=bad)
     if loaded:
-        prompts = [chat_prompt(processor, q, cfg.CHAT_FORMAT) for q in batch["questions"]]
+        prompts = [chat_prompt(processor, q, cfg.CHAT_FORMAT, cfg.SYSTEM) for q in batch["questions"]]
         batch["inputs"] = processor(images=[im for _, im in loaded], text=prompts, padding=True, return_tensors="pt")
     return batch
 
@@ -250,7 +256,7 @@ def prefetched(fn, batches):
 
 def caption_settings(cfg, device):
     """The settings that change a caption: each caption's record, and the step's stamp in run/method2.sh."""
-    settings = {name: getattr(cfg, name) for name in ("PROMPT", "CHAT_FORMAT", "MAX_NEW_TOKENS", "GREEDY",
+    settings = {name: getattr(cfg, name) for name in ("PROMPT", "SYSTEM", "CHAT_FORMAT", "MAX_NEW_TOKENS", "GREEDY",
                                                       "SUPPRESS_BLANK_START", "PAD_TO_SQUARE")}
     settings["MODEL"] = models.path(cfg.MODEL, "llava", smoke=cfg.SMOKE)  # SMOKE=1: the tiny model
     settings["DTYPE"] = str(devices.pick_dtype(device, cfg.DTYPE)).removeprefix("torch.")  # the CPU runs fp32

@@ -257,3 +257,19 @@ def test_two_processes_under_accelerate_caption_as_one(data, tmp_path):
     assert merged == json.loads((tmp_path / "one.json").read_text(encoding="utf-8"))
     assert sorted(merged) == sorted(train_banners(data)) and len(set(merged.values())) > 1
     assert not list(tmp_path.glob("two.rank*"))  # the rank files were merged away
+
+
+def test_llava_is_asked_in_the_seeds_conversation_format():
+    """The seed asked through LLaVA's llava_v1 conversation: its system text, then `USER: <image>\\n<question>
+    ASSISTANT:`. The stand-in processor carries llava-hf's own chat template (model_facts), which writes a system
+    message as its bare text; without a template the fallback format gets the same string."""
+    from transformers import AutoProcessor
+
+    import smoke
+
+    processor = AutoProcessor.from_pretrained(smoke.smoke_model("llava"))
+    expected = f"{caption.SYSTEM} USER: <image>\nWhat is it? ASSISTANT:"
+    assert caption.chat_prompt(processor, "What is it?", caption.CHAT_FORMAT, caption.SYSTEM) == expected
+    processor.chat_template = None
+    assert caption.chat_prompt(processor, "What is it?", caption.CHAT_FORMAT, caption.SYSTEM) == expected
+    assert caption.chat_prompt(processor, "What is it?", caption.CHAT_FORMAT) == "USER: <image>\nWhat is it? ASSISTANT:"
