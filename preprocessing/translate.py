@@ -198,6 +198,7 @@ class Seq2SeqTranslator:
                 self.generate_kwargs["begin_suppress_tokens"] = blank
         self.calls = 0  # generate() calls, so callers and tests can check that cached work is never redone
         self.truncated = 0  # inputs longer than max_input_tokens
+        self.cut_short = 0  # translations that reached max_new_tokens before their end-of-sequence token
 
     def _knows(self, token):
         token_id = self.tokenizer.convert_tokens_to_ids(token)
@@ -219,6 +220,9 @@ class Seq2SeqTranslator:
         self.calls += 1
         with torch.inference_mode():
             out = self.model.generate(**inputs, **self.generate_kwargs)
+        eos = self.model.generation_config.eos_token_id
+        ended = torch.isin(out[:, 1:], torch.as_tensor(eos if isinstance(eos, list) else [eos], device=out.device))
+        self.cut_short += int((~ended.any(1)).sum()) if eos is not None else 0
         return [t.strip() for t in self.tokenizer.batch_decode(out, skip_special_tokens=True)]
 
     def translate_batch(self, texts):
@@ -467,12 +471,16 @@ def run(root, splits, make_translator, tag, cache_path, lowercase=False, progres
     seconds = getattr(translator, "seconds", 0.0)
     stats = dict(fields=len(all_texts), distinct=len(distinct), cached=cached, translated=done,
                  model_calls=getattr(translator, "calls", 0), truncated=getattr(translator, "truncated", 0),
+                 cut_short=getattr(translator, "cut_short", 0),
                  seconds=seconds, written=[], failures=[])
     if translator is not None:
         log(f"translated {done} strings in {seconds:.1f} s ({done / max(seconds, 1e-9):.1f} strings/s), "
             f"{stats['model_calls']} {translator.name} calls")
     if stats["truncated"]:
         log(f"warning: {stats['truncated']} strings were longer than the model's input limit and were truncated")
+    if stats["cut_short"]:
+        log(f"warning: {stats['cut_short']} translations reached MAX_NEW_TOKENS before their end and were cut: raise "
+            f"--MAX_NEW_TOKENS")
     for info in infos:
         bad = [dict(split=info.name, id=i, field=c, text=t, reason=failed[t]) for i, c, t in info.texts if t in failed]
         out = info.path.with_name("info_trans.csv")

@@ -60,7 +60,7 @@ def smoke_seq2seq():
 
 @pytest.fixture
 def translator(smoke_seq2seq):
-    smoke_seq2seq.calls = smoke_seq2seq.truncated = 0
+    smoke_seq2seq.calls = smoke_seq2seq.truncated = smoke_seq2seq.cut_short = 0
     smoke_seq2seq.batch_size = smoke_seq2seq.batches.size = 4
     return smoke_seq2seq
 
@@ -224,6 +224,21 @@ def test_seq2seq_language_codes_and_blank_guard(translator):
     long_text = "Đất nền ven biển, " * 200  # far over the 256-token limit of the smoke model: truncated, not a crash
     (out,) = translator.translate_batch([long_text])
     assert isinstance(out, str) and out and translator.truncated == 1
+
+
+def test_a_translation_cut_by_max_new_tokens_is_counted(translator, monkeypatch):
+    """A translation that reaches MAX_NEW_TOKENS before its end-of-sequence token is counted (the run warns with the
+    count); one that ends is not."""
+    texts = ["Giảm giá 50%", "Mua một tặng một"]
+    monkeypatch.setitem(translator.generate_kwargs, "max_new_tokens", 1)  # min_new_tokens=1: the one token is no end
+    translator.translate_batch(texts)
+    assert translator.cut_short == 2
+    translator.cut_short = 0
+    monkeypatch.setitem(translator.generate_kwargs, "max_new_tokens", 3)
+    monkeypatch.setitem(translator.generate_kwargs, "forced_eos_token_id",  # the last token is the end: complete
+                        translator.model.generation_config.eos_token_id)
+    translator.translate_batch(texts)
+    assert translator.cut_short == 0
 
 
 def test_seq2seq_out_of_memory_halves_the_batch(translator, monkeypatch):
