@@ -296,6 +296,12 @@ def run_main(main, argv=None):
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+    except OSError as e:
+        if not e.filename:
+            raise  # not about a file the user can look at: the traceback says more
+        # a folder made read-only, a full disk, a file gone: the file and the reason, not a traceback
+        print(f"error: {e.filename}: {e.strerror or e}", file=sys.stderr)
+        sys.exit(2)
     except KeyboardInterrupt:
         print("interrupted: finished items are kept, a rerun resumes", file=sys.stderr)
         sys.exit(130)

@@ -350,6 +350,20 @@ def test_run_main_user_error_exits_2(tmp_path):
     assert out.stderr.strip() == "error: row id=7: caption is not text"  # one clear line, no traceback
 
 
+def test_run_main_says_a_file_error_in_one_line_naming_the_file(tmp_path):
+    """A read-only folder or a full disk met mid-run (OSError with a file name): `error: <file>: <reason>`, exit 2; an
+    OSError about no file keeps its traceback."""
+    locked = tmp_path / "out" / "index.npy"
+    code = ("import sys; sys.path.insert(0, %r); from core import knobs\n"
+            "def main(argv): raise OSError(30, 'Read-only file system', argv[0])\n"
+            "knobs.run_main(main)") % str(REPO_ROOT)
+    out = subprocess.run([sys.executable, "-c", code, str(locked)], capture_output=True, text=True)
+    assert out.returncode == 2 and out.stderr.strip() == f"error: {locked}: Read-only file system"
+    bare = subprocess.run([sys.executable, "-c", code.replace("'Read-only file system', argv[0]", "'no file'")],
+                          capture_output=True, text=True)
+    assert bare.returncode == 1 and "Traceback" in bare.stderr
+
+
 def test_sample_maker(sample_dir):
 
     root = sample_dir
