@@ -746,6 +746,9 @@ def main(argv=None):
     cfg = knobs.configure(globals(), argv)
     if not cfg.IN_DIR or not cfg.INFO:
         raise knobs.InputError("--IN_DIR (a folder of banners) and --INFO (their info.csv) are both required")
+    if Path(cfg.IN_DIR).resolve() == Path(cfg.OUT_DIR).resolve():
+        raise knobs.InputError(f"--OUT_DIR is --IN_DIR ({cfg.IN_DIR}): each rerun would set the copy again on its own "
+                               f"output; write to another folder")
     info = dataset.read_info(cfg.INFO)
     missing = [r.id for r in info.itertuples() if not (Path(cfg.IN_DIR) / r.bannerImage).is_file()]
     if missing:
@@ -758,9 +761,10 @@ def main(argv=None):
     files.check_writable(cfg.OUT_DIR)  # before the text-block pass: a bad folder is refused in seconds
     layout_blocks(sorted(set(sources.values())), cfg, desc="text regions of the layout banners (cached)")
     # resume per banner: done only when its record says it was made with this recipe, these input banner bytes, this
-    # copy and this text block (a changed knob, caption, banner or block redoes that banner; a kill loses at most one)
+    # copy and this text block (a changed knob, caption, banner or block redoes that banner; a kill loses at most one),
+    # and the file there is still the one written (another tool may have rewritten it since)
     wanted = recipe(cfg)
-    with files.FolderLock(cfg.OUT_DIR, ".text_layer.lock"):  # a second run would write back its own records
+    with files.FolderLock(cfg.OUT_DIR):  # the methods' lock too: a generation run into this folder would overwrite
         records = files.JsonStore(Path(cfg.OUT_DIR) / ".text_layer.json", every=1)
         done = 0
         for row in progress(list(info.itertuples()), desc="text layer", unit="img"):
@@ -768,10 +772,10 @@ def main(argv=None):
             source = sources.get(row.id)
             key = files.settings_key({"recipe": wanted, "input": files.file_hash(src),
                                       "row": row_key(copies[row.id], source, cfg)})
-            if records.get(row.bannerImage) == key and images.is_banner_jpeg(out):
+            if out.is_file() and records.get(row.bannerImage) == [key, files.file_hash(out)]:
                 continue
             write_banner(images.load_rgb(src), copies[row.id], cfg, row, source)
-            records.put(row.bannerImage, key)
+            records.put(row.bannerImage, [key, files.file_hash(out)])
             done += 1
         records.save()
     print(f"{done} banners written, {len(info) - done} already done, in {cfg.OUT_DIR}")

@@ -12,6 +12,7 @@ for name in ("DATA_DIR", "OUT_DIR", "SMOKE", "DEMO_DATA_DIR", "DEMO_OUT"):
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import shutil  # noqa: E402
+import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -39,3 +40,23 @@ def fresh_accelerate_state():
     AcceleratorState._reset_state()
     yield
     AcceleratorState._reset_state()
+
+
+@pytest.fixture
+def lock_holder():
+    """Start a process that takes FolderLock(folder, name) and keeps it until killed; yields a starter."""
+    started = []
+
+    def hold(folder, name=".lock"):
+        code = ("import sys, time; from core import files; files.FolderLock(sys.argv[1], sys.argv[2]).__enter__(); "
+                "print('held', flush=True); time.sleep(120)")
+        proc = subprocess.Popen([sys.executable, "-c", code, str(folder), name], cwd=Path(__file__).resolve().parents[1],
+                                stdout=subprocess.PIPE, text=True)
+        started.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    yield hold
+    for proc in started:
+        proc.kill()
+        proc.wait()

@@ -15,26 +15,6 @@ from training import train_lora
 from training.lora import LORA_FILE
 
 
-@pytest.fixture
-def lock_holder():
-    """Start a process that takes FolderLock(folder, name) and keeps it until killed; yields a starter."""
-    started = []
-
-    def hold(folder, name=".lock"):
-        code = ("import sys, time; from core import files; files.FolderLock(sys.argv[1], sys.argv[2]).__enter__(); "
-                "print('held', flush=True); time.sleep(120)")
-        proc = subprocess.Popen([sys.executable, "-c", code, str(folder), name], cwd=REPO_ROOT,
-                                stdout=subprocess.PIPE, text=True)
-        started.append(proc)
-        assert proc.stdout.readline().strip() == "held"
-        return proc
-
-    yield hold
-    for proc in started:
-        proc.kill()
-        proc.wait()
-
-
 def test_lock_names_the_pid_holding_it_and_a_dead_runs_lock_is_taken_over(tmp_path, lock_holder):
     holder = lock_holder(tmp_path / "out")
     assert (tmp_path / "out" / ".lock").read_text().split()[0] == str(holder.pid)

@@ -121,7 +121,7 @@ def test_contrast_measured_on_the_jpeg_is_at_least_4_5(name):
         assert layout.groups[0].frost > 0
 
 
-def test_the_pass_writes_the_same_1024x533_jpeg_every_time_and_resumes(tmp_path):
+def test_the_pass_writes_the_same_1024x533_jpeg_every_time_and_resumes(tmp_path, lock_holder):
     (tmp_path / "in").mkdir()
     backgrounds()["noise"].resize((1024, 536)).save(tmp_path / "in" / "42.jpg")  # a generator-sized input
     pd.DataFrame([ROW]).to_csv(tmp_path / "info.csv", index=False)
@@ -140,6 +140,15 @@ def test_the_pass_writes_the_same_1024x533_jpeg_every_time_and_resumes(tmp_path)
     backgrounds()["white"].resize((1024, 536)).save(tmp_path / "in" / "42.jpg")  # the input banner changed
     tl.main(args + [f"--OUT_DIR={tmp_path / 'a'}"])
     assert a.read_bytes() != b.read_bytes()  # redone from the new banner, not kept because its name is the same
+    made = a.read_bytes()
+    backgrounds()["black"].resize((1024, 533)).save(a)  # another tool rewrote the output: its record is not trusted
+    tl.main(args + [f"--OUT_DIR={tmp_path / 'a'}"])
+    assert a.read_bytes() == made
+    with pytest.raises(knobs.InputError, match="--OUT_DIR is --IN_DIR"):  # the copy would be set on its own output
+        tl.main(args + [f"--OUT_DIR={tmp_path / 'in'}"])
+    lock_holder(tmp_path / "a")  # a generation run holds the folder (the methods' lock)
+    with pytest.raises(knobs.InputError, match="is in use by another run"):
+        tl.main(args + [f"--OUT_DIR={tmp_path / 'a'}"])
 
 
 def test_a_killed_pass_keeps_what_it_finished(tmp_path, monkeypatch, capsys):
