@@ -169,6 +169,8 @@ def extract_copy(row, cfg):
     headline = shorten(caption, cfg.HEADLINE_MAX_CHARS)
     if not headline:  # an empty caption: the description takes its place
         headline, description = shorten(description, cfg.HEADLINE_MAX_CHARS), ""
+    if not headline and not DISCLAIMER_RE.search(more):  # nor a description: the extra information
+        headline = shorten(more, cfg.HEADLINE_MAX_CHARS)
     subline = ""
     if cfg.SUBLINE and description and not DISCLAIMER_RE.search(description):
         subline = shorten(description, cfg.SUBLINE_MAX_CHARS)
@@ -234,6 +236,9 @@ def checked_copy(row, cfg):
     (a generation method does it before loading its model), so a missing glyph stops the run at once."""
     copy = extract_copy(row, cfg)
     _check_fonts(copy, cfg, _field(row, "id"))
+    if not copy.headline:
+        print(f"text layer: row id={_field(row, 'id')} has no headline to set (caption, description and moreInfo "
+              f"empty, or only a disclaimer): its banner is left as generated", file=sys.stderr)
     return copy
 
 
@@ -676,6 +681,8 @@ def render(image, copy, cfg, row_id="", layout_from=None):
     the banner file whose largest text block places the headline (Method 1: the init banner it repaints; Method 2:
     the nearest training banner); None, LAYOUT=0 or no usable text block there: the calmest box."""
     canvas = images.to_banner(image)
+    if not copy.headline:  # no copy to set (checked_copy said so): the banner as generated, no empty panel
+        return canvas, Layout(region="none", busyness=0.0)
     layout = plan_layout(canvas, copy, cfg, row_id, block_used(layout_from, cfg))
     return draw_layout(canvas, layout), layout
 

@@ -85,6 +85,20 @@ def test_offer_badge_from_the_copy(text, offer):
     assert tl.find_offer(text) == offer
 
 
+def test_a_row_without_caption_and_description_sets_its_extra_information_or_nothing(capsys):
+    """No caption and no description: the extra information (moreInfo) is the headline; no copy at all (or only a
+    disclaimer): the banner is left as generated and the row named, never an empty panel."""
+    cfg = tl.default_config()
+    only_more = dict(ROW, caption="", description="", moreInfo="Chỉ có thông tin thêm")
+    assert tl.checked_copy(only_more, cfg).headline == "Chỉ có thông tin thêm"
+    background = backgrounds()["noise"]
+    for row in (dict(ROW, caption="", description="", moreInfo=""), dict(ROW, caption="", description="")):
+        copy = tl.checked_copy(row, cfg)
+        assert "row id=42 has no headline to set" in capsys.readouterr().err
+        image, layout = tl.render(background, copy, cfg, row["id"])
+        assert np.array_equal(np.asarray(image), np.asarray(background)) and layout.groups == []
+
+
 def test_disclaimer_is_a_knob_and_the_description_never_repeats_it():
     row = dict(ROW, description="Sản phẩm này không phải là thuốc", moreInfo="Freeship toàn quốc")
     copy = tl.extract_copy(row, tl.default_config())
