@@ -4,6 +4,7 @@ retrieval.csv, read and validated with errors that name the file, line, row id o
 """
 from pathlib import Path
 
+from core import files
 from core.images import check_image
 from core.knobs import InputError
 
@@ -71,6 +72,27 @@ def read_info(path, images_dir=None, check_images=False):
         for row in df.itertuples():
             check_image(images_dir / row.bannerImage, f"row id={row.id}")
     return df.reset_index(drop=True)
+
+
+TRANSLATION_RECORD = ".info_trans.json"  # beside info_trans.csv: the hash of the info.csv it was translated from
+
+
+def check_translation(folder, name="info_trans.csv"):
+    """Refuse a translation of another info.csv: rows (id -> bannerImage) that differ, or, where the translation stage
+    recorded it, an info.csv whose bytes changed since (an edited caption would be generated from its old English)."""
+    folder = Path(folder)
+    source, translated = folder / "info.csv", folder / name
+    if not (source.is_file() and translated.is_file()):
+        return
+    rows = [dict(zip(frame["id"], frame["bannerImage"])) for frame in (read_info(source), read_info(translated))]
+    differ = sorted(set(rows[0].items()) ^ set(rows[1].items()))
+    if differ:
+        raise InputError(f"{translated}: its rows differ from info.csv (e.g. id={differ[0][0]} "
+                         f"{differ[0][1]}): rerun bash run/translation.sh")
+    made_from = (files.read_json(folder / TRANSLATION_RECORD, {}) or {}).get("info_csv_sha256")
+    if name == "info_trans.csv" and made_from and made_from != files.file_hash(source):
+        raise InputError(f"{translated} was translated from another info.csv ({source} changed since): rerun bash "
+                         f"run/translation.sh")
 
 
 def read_retrieval(path, ids=None, ranks=1):

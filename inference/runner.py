@@ -93,10 +93,8 @@ def read_test_rows(cfg):
         raise InputError(f"{info_path}: file not found (run bash run/translation.sh first, or pass "
                          f"--INFO_FILE=info.csv to prompt with the Vietnamese text)")
     info = dataset.read_info(info_path)
-    if cfg.INFO_FILE != "info.csv" and (test / "info.csv").is_file():
-        stale = sorted(set(dataset.read_info(test / "info.csv")["id"]).symmetric_difference(info["id"]))
-        if stale:
-            raise InputError(f"{info_path}: ids differ from info.csv (e.g. id={stale[0]}): rerun translation")
+    if cfg.INFO_FILE != "info.csv":
+        dataset.check_translation(test, cfg.INFO_FILE)
     rows = list((info.head(cfg.LIMIT) if cfg.LIMIT else info).itertuples())
     for row in rows:  # banners are JPEG bytes: checked up front
         images.check_banner_name(row.bannerImage, f"test row id={row.id}")

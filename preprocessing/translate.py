@@ -490,6 +490,7 @@ def run(root, splits, make_translator, tag, cache_path, lowercase=False, progres
                 log(f"note: {out} was NOT updated; the file there is from an earlier run")
             continue
         files.write_csv(out, translated_frame(info, store, tag, lowercase))
+        files.write_json(out.with_name(dataset.TRANSLATION_RECORD), {"info_csv_sha256": files.file_hash(info.path)})
         stats["written"].append(str(out))
         log(f"wrote {out} ({len(info.frame)} rows)")
     log(f"model calls: {stats['model_calls']}")

@@ -86,6 +86,8 @@ def read_split(cfg, split):
     if not path.is_file() and cfg.INFO_FILE == "info_trans.csv":
         raise InputError(f"{path}: not found; the prompts are written from the English copy (bash "
                          f"run/translation.sh), or pass --INFO_FILE=info.csv for the Vietnamese one")
+    if cfg.INFO_FILE != "info.csv":
+        dataset.check_translation(path.parent, cfg.INFO_FILE)
     return dataset.read_info(path)
 
 

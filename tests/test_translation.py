@@ -113,6 +113,32 @@ def test_rerun_makes_no_model_calls(sample_dir, translator):
     assert {s: (sample_dir / s / "info_trans.csv").read_bytes() for s in ("train", "test")} == before
 
 
+def test_a_translation_of_another_info_csv_is_refused_by_the_stages_that_read_it(sample_dir, translator):
+    """A changed banner name or an edited caption in info.csv after translating: the methods and the prompt stage
+    refuse the stale info_trans.csv in one line (they would write banners under old names, or from old English);
+    rerunning the translation makes it current again."""
+    from core.knobs import InputError
+    from inference import method1, runner
+    from prompt_engineer import generate_prompts
+
+    run_seq2seq(sample_dir, lambda: translator)
+    info_path = sample_dir / "test" / "info.csv"
+    cfg = knobs.configure(method1, [f"--DATA_DIR={sample_dir}"], env={})
+    prompts_cfg = knobs.configure(generate_prompts, [f"--DATA_DIR={sample_dir}"], env={})
+    assert len(runner.read_test_rows(cfg)) == 6 and len(generate_prompts.read_split(prompts_cfg, "test")) == 6
+    info = dataset.read_info(info_path)
+    for change, says in (("bannerImage", "its rows differ from info.csv"), ("caption", "translated from another")):
+        edited = info.copy()
+        edited.loc[0, change] = "renamed.jpg" if change == "bannerImage" else edited.loc[0, change] + " mới"
+        files.write_csv(info_path, edited)
+        with pytest.raises(InputError, match=says):
+            runner.read_test_rows(cfg)
+        with pytest.raises(InputError, match=says):
+            generate_prompts.read_split(prompts_cfg, "test")
+    run_seq2seq(sample_dir, lambda: translator)  # translated again: current
+    assert len(runner.read_test_rows(cfg)) == 6
+
+
 def test_cache_is_keyed_on_every_setting_that_changes_a_translation(sample_dir, translator):
     cfg = knobs.configure(tr, [], env={})
     tag = tr.seq2seq_tag(cfg, "some/model", "float32")
