@@ -64,6 +64,21 @@ def check_predictions(gt_info, pred_dir, report_dir):
     return paths
 
 
+def check_ground_truth_sizes(gt_info, gt_paths):
+    """PSNR and SSIM compare pixel by pixel with a 1024x533 prediction: a ground truth of another size is refused
+    naming its rows (read from the file headers, before any scoring)."""
+    from PIL import Image
+
+    wrong = []
+    for row_id, path in zip(gt_info["id"], gt_paths):
+        with Image.open(path) as im:
+            if im.size != images.BANNER_SIZE:
+                wrong.append(f"id={row_id} {path.name} {im.size[0]}x{im.size[1]}")
+    if wrong:
+        raise InputError(f"{len(wrong)} ground-truth banner(s) are not {images.BANNER_SIZE[0]}x{images.BANNER_SIZE[1]} "
+                         f"(the size predictions are scored at): {error_list(wrong)}")
+
+
 def pixel_metrics(pred_paths, gt_paths, store):
     """(psnr, ssim) per pair, memoised in `store` by the two files' contents."""
     out = []
@@ -121,6 +136,7 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=".cache/features", gall
     report_dir = files.check_writable(report_dir or pred_dir, "report folder", "--REPORT_DIR")  # before any scoring
     gt_info = read_info(gt_dir / "info.csv", check_images=True)
     gt_paths = [gt_dir / "images" / b for b in gt_info["bannerImage"]]
+    check_ground_truth_sizes(gt_info, gt_paths)
     pred_paths = check_predictions(gt_info, pred_dir, report_dir)
     extra = {p.name for p in pred_dir.glob("*.jp*g")} - set(gt_info["bannerImage"])
     if extra:

@@ -264,6 +264,16 @@ def test_missing_and_wrong_size_predictions_fail_by_name(split, tmp_path, cache_
         evaluate(pred, split / "test", split / "train", cache_dir)
 
 
+def test_a_ground_truth_banner_of_another_size_is_refused_by_name(split, tmp_path, cache_dir):
+    pred = copy_ground_truth(split, tmp_path / "pred")
+    info = read_info(split / "test" / "info.csv")
+    big = split / "test" / "images" / info["bannerImage"][1]
+    Image.open(big).convert("RGB").resize((2048, 1066)).save(big, format="JPEG")
+    with pytest.raises(InputError, match=rf"1 ground-truth banner\(s\) are not 1024x533 .*id={info['id'][1]} "
+                                         rf"{info['bannerImage'][1]} 2048x1066"):
+        evaluate(pred, split / "test", split / "train", cache_dir)
+
+
 def test_long_error_list_shows_a_few_names_the_count_and_the_file(tmp_path):
     names = [f"{i}.jpg (missing)" for i in range(300)]
     line = error_list(names, tmp_path / "all.txt")
