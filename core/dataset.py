@@ -26,7 +26,7 @@ def _read_csv(path):
     except UnicodeDecodeError as e:
         raise InputError(f"{path}: not UTF-8 text ({e})") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError) as e:
-        raise InputError(f"{path}: cannot parse CSV ({e})") from None
+        raise InputError(f"{path}: cannot parse CSV ({' '.join(str(e).split())})") from None  # pandas ends in \n
 
 
 def _plain_names(names, path, column):
@@ -60,7 +60,8 @@ def read_info(path, images_dir=None, check_images=False):
         df[col] = df[col].str.strip()
         empty = df.index[df[col] == ""].tolist()
         if empty:
-            raise InputError(f"{path}: empty {col} on data line(s) {[i + 2 for i in empty[:10]]}")
+            # data rows counted from 1 under the header (a quoted field may span lines, so no line number)
+            raise InputError(f"{path}: empty {col} in data row(s) {[i + 1 for i in empty[:10]]}")
         dup = df[col][df[col].duplicated()].unique().tolist()
         if dup:
             raise InputError(f"{path}: duplicate {col} value(s) {dup[:10]}")

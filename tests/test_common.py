@@ -49,7 +49,11 @@ def test_read_info_nan_text_becomes_empty(tmp_path):
     ("id,caption,description,bannerImage\n1,a,b,1.jpg\n", "missing column(s) ['moreInfo']"),
     ("id,caption,description,moreInfo,bannerImage\n1,a,b,c,1.jpg\n1,d,e,f,2.jpg\n", "duplicate id value(s) ['1']"),
     ("id,caption,description,moreInfo,bannerImage\n1,a,b,c,x.jpg\n2,d,e,f,x.jpg\n", "duplicate bannerImage value(s) ['x.jpg']"),
-    ("id,caption,description,moreInfo,bannerImage\n1,a,b,c,1.jpg\n2,d,e,f,\n", "empty bannerImage on data line(s) [3]"),
+    ("id,caption,description,moreInfo,bannerImage\n1,a,b,c,1.jpg\n2,d,e,f,\n", "empty bannerImage in data row(s) [2]"),
+    ('id,caption,description,moreInfo,bannerImage\n1,"two\nlines",b,c,1.jpg\n,d,e,f,2.jpg\n',
+     "empty id in data row(s) [2]"),  # the row, not the line: a quoted field spans two lines
+    ("id,caption,description,moreInfo,bannerImage\n1,a,b,c,1.jpg\n2,d,e,f,2.jpg,extra,more\n",
+     "cannot parse CSV (Error tokenizing data. C error: Expected 5 fields in line 3, saw 7)"),  # one line
     ("id,caption,description,moreInfo,bannerImage\n1,a,b,c,../../x.jpg\n", "must be a plain file name (no folders), got ['../../x.jpg']"),
     ("id,caption,description,moreInfo,bannerImage\n1,a,b,c,/etc/x.jpg\n", "must be a plain file name"),
 ])
