@@ -150,7 +150,8 @@ def write_gallery(path, rows, info, pred_dir, gt_dir, train_dir, report, thumb_w
                  f'</span><div class="nums">{nums}</div><div class="text" title="click to show all" '
                  f'onclick="this.classList.toggle(\'open\')">{copy}</div></td>',
                  *([_image_cell(thumbnail(train_path(init_name), thumb_width), init_name or "")] if has_init else []),
-                 (_image_cell(thumbnail(train_path(near_name), thumb_width), near_name or "") if near_name != init_name
+                 (_image_cell("", "not measured (no training pool)") if not near_name
+                  else _image_cell(thumbnail(train_path(near_name), thumb_width), near_name) if near_name != init_name
                   else _image_cell("", f"the init banner ({near_name})")),
                  _image_cell(thumbnail(Path(pred_dir) / row.bannerImage, thumb_width)),
                  *[_image_cell(thumbnail(b / row.bannerImage, thumb_width),

@@ -386,7 +386,9 @@ def test_compare_table(split, tmp_path, cache_dir, extractor):
     for name in read_info(split / "test" / "info.csv")["bannerImage"]:
         images.save_banner(Image.new("RGB", images.BANNER_SIZE, (128, 128, 128)), grey, name)
     for folder in (good, grey):
-        evaluate(folder, split / "test", "none", cache_dir, gallery=False, extractor=extractor)
+        evaluate(folder, split / "test", "none", cache_dir, gallery=folder == grey, extractor=extractor)
+    page = (grey / "gallery.html").read_text()  # no pool: the nearest-training column says so, not "the init banner"
+    assert page.count("not measured (no training pool)") == 4 and "the init banner" not in page
     table = compare([good, grey])
     assert table["run"].tolist() == ["good", "grey"] and table["score"][0] < table["score"][1]
     markdown = to_markdown(table)
