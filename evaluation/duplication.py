@@ -4,10 +4,14 @@ What "duplication" means in this project, in one place (the guard, the evaluatio
 A banner's duplication is its highest cosine of Inception-v3 pool features (evaluation/inception.py, the FID network)
 to any training banner, clipped to [-1, 1]: 1.0 is a copy. Two levels matter, and they differ on purpose:
 
-- DUP_MAX 0.85, the project's GUARD level: Method 1 regenerates an output above it. Calibrated on the real training set
-  (inference/dup_calibration.py, 200 banners): a distinct training banner's nearest other one scores median 0.726,
-  90th percentile 0.784; a copy blurred with radius 2 scores 0.927. So 0.85 sits above 90 % of genuinely different
-  pairs and below the mildest near-copy, with a margin under the competition's level.
+- DUP_MAX 0.85, the project's GUARD level: Method 1 and 2 regenerate an output above it. Measured on the real
+  training set as the guard measures (inference/dup_calibration.py: each of the 1362 banners against all the others):
+  a distinct banner's nearest other one scores median 0.775, 90th percentile 0.858, 99th 0.962 (the set holds crops
+  of the same photo); 11.5 % of them are over 0.85, 6.0 % over 0.89. A copy blurred with radius 2 scores 0.919 on
+  average. So the guard is conservative: it keeps a margin under the competition's level and regenerates about one
+  row in nine that is merely on-topic (each costs up to DUP_MAX_TRIES - 1 more generations); --DUP_MAX=0.89 halves
+  that share. Near-copies and distinct banners overlap on this measure (a radius-6 blur scores 0.766): no level
+  separates them exactly.
 - COMPETITION_FAIL 0.89, the competition's ESTIMATED failing level. The official check and its bound are not public;
   with the competition's own measure the seed's Method 1 scored 0.908 and failed, and another team's 0.894 failed,
   so the bound is somewhere below about 0.89. The report counts rows over it as "would probably fail", not as a
@@ -17,7 +21,7 @@ import numpy as np
 
 DUP_MAX = 0.85  # the guard's level: outputs above it are regenerated (inference, Method 1 and 2)
 COMPETITION_FAIL = 0.89  # estimated: 0.894 and 0.908 failed the competition's check; its bound is not public
-NEAREST_DISTINCT_MEDIAN, NEAREST_DISTINCT_P90, BLURRED_COPY = 0.726, 0.784, 0.927  # the calibration above
+NEAREST_DISTINCT_MEDIAN, NEAREST_DISTINCT_P90, BLURRED_COPY = 0.775, 0.858, 0.919  # the calibration above
 
 
 def clip_cosine(values):

@@ -353,7 +353,7 @@ def test_killed_feature_pass_keeps_saved_chunks_and_a_rerun_computes_the_rest(ex
 
 
 def test_duplication_levels_and_clipped_cosines():
-    assert duplication.NEAREST_DISTINCT_P90 < duplication.DUP_MAX < duplication.COMPETITION_FAIL
+    assert duplication.NEAREST_DISTINCT_MEDIAN < duplication.DUP_MAX < duplication.COMPETITION_FAIL
     assert duplication.DUP_MAX < duplication.BLURRED_COPY
     counts = duplication.report_counts(np.array([0.5, 0.86, 0.9, 1.000142]))
     assert counts["duplication_max"] == 1.0 and counts["dup_over_guard"] == 3 and counts["dup_over_competition"] == 2
@@ -451,3 +451,18 @@ def test_run_evaluate_sh_end_to_end(sample_dir, tmp_path, cache_dir):
     run = subprocess.run(["bash", "run/evaluate.sh", *flags], cwd=REPO, capture_output=True, text=True,
                          env={**env, "DATA_DIR": str(split)})
     assert run.returncode == 2 and f"{missing.name} (missing)" in run.stderr
+
+
+def test_the_calibration_measures_each_banner_against_the_whole_pool(sample_dir, tmp_path, capsys):
+    """inference/dup_calibration.py measures as the guard does: each chosen training banner against ALL the others (a
+    sample of the pool would understate the nearest similarity), with the shares over the two levels."""
+    from inference import dup_calibration
+
+    flags = [f"--DATA_DIR={sample_dir}", f"--CACHE_DIR={tmp_path / 'cache'}", "--N_COPIES=1"]
+    dup_calibration.main(flags + ["--N=3"])
+    out = capsys.readouterr().out
+    assert "3 distinct training banners against all 12, cosine to the nearest other one" in out
+    assert "over DUP_MAX (the guard) 0.85:" in out and "over COMPETITION_FAIL (estimated) 0.89:" in out
+    assert out.count("near-copy '") == len(dup_calibration.NEAR_COPIES)
+    dup_calibration.main(flags)  # all 12, from the features cached by the first run
+    assert "12 distinct training banners against all 12" in capsys.readouterr().out
