@@ -9,7 +9,8 @@ Predictions are matched to ground-truth rows by bannerImage; a prediction counts
 are named (the first few, the count, and the full list in REPORT_DIR) and fail the run. Written into REPORT_DIR
 (default PRED_DIR), which is checked for writing before anything is scored:
 - report.json: psnr_term, ssim_term, inception_term, fid_term, score, fid, duplication_mean, duplication_max, n, the
-  rows over the guard and the competition's duplication levels (evaluation/duplication.py), timings;
+  rows over the guard and the competition's duplication levels (evaluation/duplication.py), timings; under 2048
+  images a fid_note (FID's bias at small n: compare runs on the same split);
 - scores.csv: one row per banner (PSNR, SSIM, Inception cosine, their terms, row_score whose mean is the score,
   duplication = max Inception cosine to any banner of TRAIN_DIR and which one, CLIP score when asked);
 - gallery.html: every row with its text, init/retrieved banner, prediction, ground truth and numbers, sortable.
@@ -173,6 +174,9 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=".cache/features", gall
     report = metrics.total_score(rows["psnr_term"], rows["ssim_term"], rows["inception_term"], fid)
     rows["row_score"] = 0.25 * (rows["psnr_term"] + rows["ssim_term"] + rows["inception_term"] + report["fid_term"])
     report.update(fid=fid, n=len(rows))
+    if len(rows) < 2048:  # fewer images than feature dimensions: a rank-deficient covariance, and FID grows as n falls
+        report["fid_note"] = (f"FID of {len(rows)} images is biased upward against larger sets (on real banners: 182 "
+                              f"at n=136, 76 at n=681): compare runs on the same split, not with public scores")
     lap("fid")
 
     similarities = None

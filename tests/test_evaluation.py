@@ -196,7 +196,7 @@ def test_evaluate_identical_predictions_give_the_extremes(split, tmp_path, cache
     pred = copy_ground_truth(split, tmp_path / "pred")
     report = evaluate(pred, split / "test", split / "train", cache_dir, extractor=extractor)
     assert REQUIRED_KEYS <= set(report) and report == read_json(pred / "report.json")
-    assert report["n"] == 4
+    assert report["n"] == 4 and report["fid_note"].startswith("FID of 4 images is biased upward")
     assert report["psnr_term"] == 0.0 and report["ssim_term"] == 0.0
     assert report["inception_term"] == pytest.approx(0.0, abs=1e-9)
     assert report["fid"] == pytest.approx(0.0, abs=1e-6) and report["score"] == pytest.approx(0.0, abs=1e-6)
