@@ -99,6 +99,8 @@ def main(argv=None):
     train_csv, test_csv = dataset.split_dir("train", cfg.DATA_DIR) / "info.csv", dataset.split_dir("test", cfg.DATA_DIR) / "info.csv"
     train = dataset.read_info(train_csv)
     test = dataset.read_info(test_csv)
+    for split in ("train", "test"):  # the indexes and retrieval.csv are written there: refused before any model loads
+        files.check_writable(dataset.split_dir(split, cfg.DATA_DIR), f"the {split} folder", "a writable --DATA_DIR")
     if cfg.MODE == "text":
         encoder = TextEncoder(cfg.TEXT_MODEL, device=device, batch_size=cfg.BATCH_SIZE, word_segment=cfg.WORD_SEGMENT,
                               trust_remote_code=cfg.TRUST_REMOTE_CODE, smoke=cfg.SMOKE)
@@ -110,9 +112,10 @@ def main(argv=None):
         if not trans_csv.is_file():
             raise InputError(f"{trans_csv}: not found; MODE=clip_text_image needs the English translation "
                              f"(bash run/translation.sh)")
+        dataset.check_translation(trans_csv.parent)  # a translation of another info.csv: refused in one line
         trans = dataset.read_info(trans_csv)
         if list(trans.id) != list(test.id):
-            raise InputError(f"{trans_csv}: ids differ from {test_csv} (rerun the translation)")
+            raise InputError(f"{trans_csv}: ids differ from {test_csv} in order (rerun the translation)")
         images_dir = dataset.split_dir("train", cfg.DATA_DIR) / "images"
         # existence up front (fast); an unreadable file fails while encoding, naming it, and finished parts are kept
         missing = [i for i, b in zip(train.id, train.bannerImage) if not (images_dir / b).is_file()]

@@ -356,3 +356,23 @@ def test_row_texts_fall_back_to_other_fields():
     with pytest.raises(knobs.InputError, match=r"row id\(s\) \['3'\]"):
         row_texts(df, "caption", "info.csv")
     assert row_texts(df.head(2), "caption", "info.csv") == ["Áo phủ xe", "Giảm 30%"]
+
+
+def test_a_read_only_data_folder_is_refused_before_any_model_loads(sample_dir):
+    """The indexes and retrieval.csv are written under DATA_DIR: a folder that cannot be written is one line before the
+    encoder loads. Root writes into a mode-0500 folder anyway, so as root the folder is made immutable (chattr +i)."""
+    folder = sample_dir / "test"
+    root = os.geteuid() == 0
+    folder.chmod(0o500)
+    if root and subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0:
+        folder.chmod(0o700)
+        pytest.skip("root, and this filesystem has no immutable flag: no folder can refuse root here")
+    try:
+        result = run_stage(sample_dir)
+    finally:
+        if root:
+            subprocess.run(["chattr", "-i", str(folder)], check=True)
+        folder.chmod(0o700)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert f"error: the test folder {folder} is not writable" in result.stderr
+    assert "rows, " not in result.stdout  # no index was built: refused before the encoder
