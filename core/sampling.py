@@ -38,16 +38,14 @@ class RowSampler(LogitsProcessor):
 
     def _penalize(self, input_ids, scores):
         self.pad_lengths = pad = self.pad_lengths.to(input_ids.device)  # moved once, on the first step
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        padded = positions[None, :] < pad[:, None]
-        if self.window > 0:  # the slots before the window count as padding
-            padded = padded | (positions[None, :] < input_ids.shape[1] - self.window)
-        # a padded slot points at the row's first counted token, which is penalised anyway: the pad token (and a token
-        # only outside the window) is left alone
-        first = torch.maximum(pad, torch.as_tensor(input_ids.shape[1] - self.window if self.window > 0 else 0,
-                                                   device=pad.device))
-        first_real = input_ids.gather(1, first.clamp(max=input_ids.shape[1] - 1)[:, None])
-        ids = torch.where(padded, first_real, input_ids)
+        length = input_ids.shape[1]
+        # each row's first counted position: after its left padding, and inside the window when there is one
+        first = pad.clamp(min=max(0, length - self.window) if self.window > 0 else 0)
+        counted = torch.arange(length, device=input_ids.device)[None, :] >= first[:, None]
+        # an uncounted slot points at the row's first counted token, penalised anyway: the pad token (and a token
+        # only before the window) is left alone
+        first_token = input_ids.gather(1, first.clamp(max=length - 1)[:, None])
+        ids = torch.where(counted, input_ids, first_token)
         picked = scores.gather(1, ids)
         picked = torch.where(picked < 0, picked * self.penalty, picked / self.penalty)
         return scores.scatter(1, ids, picked)

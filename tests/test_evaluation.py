@@ -465,4 +465,14 @@ def test_the_calibration_measures_each_banner_against_the_whole_pool(sample_dir,
     assert "over DUP_MAX (the guard) 0.85:" in out and "over COMPETITION_FAIL (estimated) 0.89:" in out
     assert out.count("near-copy '") == len(dup_calibration.NEAR_COPIES)
     dup_calibration.main(flags)  # all 12, from the features cached by the first run
-    assert "12 distinct training banners against all 12" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "12 distinct training banners against all 12" in out
+    # the printed figures are each banner's nearest OTHER banner, computed here by brute force from the cached features
+    from evaluation.feature_cache import FeatureCache
+    from inference.train_pool import train_banners
+
+    feats = FeatureCache(tmp_path / "cache" / "inception_features.safetensors").features(train_banners(sample_dir)[1])
+    unit = feats / np.linalg.norm(feats, axis=1, keepdims=True)
+    cos = unit @ unit.T - 3 * np.eye(len(unit))
+    nearest = np.clip(cos.max(axis=1), -1, 1)
+    assert f"median {np.median(nearest):.3f}" in out and f"max {nearest.max():.3f}" in out
