@@ -334,6 +334,12 @@ def check_writable(folder, what="output folder", flag="--OUT_DIR"):
     return folder
 
 
+def banner_lock(meta_dir, out_dir, rank=0):
+    """The lock of process `rank` writing banners into `out_dir` (its bookkeeping in `meta_dir`, the folder itself
+    unless it is a submission folder): every tool that writes banners takes it, so two never write one folder."""
+    return FolderLock(meta_dir, f".lock.{Path(out_dir).name}.rank{rank}")
+
+
 class FolderLock:
     """`with FolderLock(folder):` refuses a second run into a folder in use: the lock file holds the pid of the
     process that took it, and the refusal names it ("held by pid N").

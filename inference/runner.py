@@ -245,7 +245,7 @@ def open_runs(cfg, rows, layouts=None):
         for place in where:  # each process locks its share of each folder (banners and bookkeeping), once writable
             files.check_writable(place.out_dir)
             meta_dir = files.check_writable(place.meta("x").parent)
-            locks.enter_context(files.FolderLock(meta_dir, f".lock.{place.out_dir.name}.rank{rank}"))
+            locks.enter_context(files.banner_lock(meta_dir, place.out_dir, rank))
         layer_cfg = text_layer_config(cfg) if cfg.TEXT_LAYER else None
         copies = copy_rows(cfg, rows, layer_cfg) if cfg.TEXT_LAYER else None
         # a post-processed canvas is two generations side by side: no banner's layout is left on it

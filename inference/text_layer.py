@@ -771,7 +771,7 @@ def main(argv=None):
     # copy and this text block (a changed knob, caption, banner or block redoes that banner; a kill loses at most one),
     # and the file there is still the one written (another tool may have rewritten it since)
     wanted = recipe(cfg)
-    with files.FolderLock(cfg.OUT_DIR):  # the methods' lock too: a generation run into this folder would overwrite
+    with files.banner_lock(cfg.OUT_DIR, cfg.OUT_DIR):  # a generation run's rank 0 takes it too: never both at once
         records = files.JsonStore(Path(cfg.OUT_DIR) / ".text_layer.json", every=1)
         done = 0
         for row in progress(list(info.itertuples()), desc="text layer", unit="img"):

@@ -160,7 +160,7 @@ def test_the_pass_writes_the_same_1024x533_jpeg_every_time_and_resumes(tmp_path,
     assert a.read_bytes() == made
     with pytest.raises(knobs.InputError, match="--OUT_DIR is --IN_DIR"):  # the copy would be set on its own output
         tl.main(args + [f"--OUT_DIR={tmp_path / 'in'}"])
-    lock_holder(tmp_path / "a")  # a generation run holds the folder (the methods' lock)
+    lock_holder(tmp_path / "a", ".lock.a.rank0")  # a generation run's rank 0 holds the folder (runner.open_runs)
     with pytest.raises(knobs.InputError, match="is in use by another run"):
         tl.main(args + [f"--OUT_DIR={tmp_path / 'a'}"])
 
