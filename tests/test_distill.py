@@ -172,9 +172,11 @@ def test_the_adapter_loads_beside_the_banner_lora_and_changes_method_2s_banners(
             method2.check_adapter(knobs.configure(method2, [*fast, other], env={"SMOKE": "1"}))
 
 
-def test_the_noise_schedule_knob_speaks_method_2s_words(distill, sample_dir, tmp_path):
+def test_the_noise_schedule_knob_speaks_method_2s_words(distill, sample_dir, tmp_path, monkeypatch):
     """NOISE_SCHEDULE=trained (the default) is the banner LoRA's own schedule, as in Method 2; another word is refused
     in one line before any data or model loads."""
+    monkeypatch.setattr(distill, "load_teacher", lambda *a: pytest.fail("the teacher loaded before the refusal"))
+    monkeypatch.setattr(distill.data, "load_train_set", lambda *a: pytest.fail("the data loaded before the refusal"))
     with pytest.raises(knobs.InputError, match="NOISE_SCHEDULE='teacher': choose trained, zero_snr_trailing, model"):
         run(distill, sample_dir, tmp_path / "out", "", "--NOISE_SCHEDULE=teacher")
     assert not (tmp_path / "out" / "pytorch_lora_weights.safetensors").exists()

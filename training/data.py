@@ -25,13 +25,10 @@ def read_vlm_captions(path):
     nothing."""
     path = Path(path)
     try:
-        data = files.read_string_map(path, "{bannerImage: caption}")
+        blank = path.is_file() and not path.read_bytes().strip()  # not JSON at all: said as an empty file below
+        data = {} if blank else files.read_string_map(path, "{bannerImage: caption}")
     except OSError as e:
         raise InputError(f"{path}: unreadable caption file ({e})") from None
-    except InputError:
-        if path.read_bytes().strip():  # read again only to tell a blank file (said as empty below) from bad JSON
-            raise
-        data = {}
     if data == {}:
         raise InputError(f"{path}: empty caption file (rerun bash run/caption.sh, or delete it to train on the copy)")
     return None if data is None else {k: normalize_copy(v) for k, v in data.items()}

@@ -373,9 +373,10 @@ def distill(cfg):
         accelerator.end_training()
         print(f"stopped at step {step} of {cfg.MAX_STEPS} (STOP_AT_STEP): bash run/distill.sh continues", flush=True)
         return None
-    path = finish(cfg, accelerator, run, out_dir, time.perf_counter() - started)
-    accelerator.end_training()  # last: under several processes it ends the process group that barriers need
-    return path
+    try:
+        return finish(cfg, accelerator, run, out_dir, time.perf_counter() - started)
+    finally:
+        accelerator.end_training()  # last: under several processes it ends the process group that barriers need
 
 
 def finish(cfg, accelerator, run, out_dir, seconds):
@@ -415,9 +416,8 @@ def check_settings(cfg):
     if not 1 <= cfg.NUM_DDIM_TIMESTEPS <= 1000:
         raise knobs.InputError(f"NUM_DDIM_TIMESTEPS must be 1..1000 (the solver's timesteps), got "
                                f"{cfg.NUM_DDIM_TIMESTEPS}")
-    if cfg.NOISE_SCHEDULE not in ("trained", *lora.NOISE_SCHEDULES):
-        raise knobs.InputError(f"NOISE_SCHEDULE={cfg.NOISE_SCHEDULE!r}: choose trained, "
-                               f"{', '.join(lora.NOISE_SCHEDULES)}")
+    if cfg.NOISE_SCHEDULE != "trained":
+        lora.schedule_for(cfg.NOISE_SCHEDULE, "")  # its one refusal of an unknown name, before anything loads
     if not 0 <= cfg.W_MIN <= cfg.W_MAX:
         raise knobs.InputError(f"W_MIN, W_MAX must satisfy 0 <= W_MIN <= W_MAX, got {cfg.W_MIN}, {cfg.W_MAX}")
 
