@@ -134,6 +134,8 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=".cache/features", gall
     missing_beside = [str(b) for b in beside if not Path(b).is_dir()]
     if missing_beside:
         raise InputError(f"BESIDE_DIRS: not a folder: {error_list(missing_beside)}")
+    if clip_model and smoke is None:  # a caller's mistake, said before any scoring is paid for
+        raise TypeError("evaluate(clip_model=...) needs smoke= (the run's cfg.SMOKE)")
     report_dir = files.check_writable(report_dir or pred_dir, "report folder", "--REPORT_DIR")  # before any scoring
     gt_info = read_info(gt_dir / "info.csv", check_images=True)
     gt_paths = [gt_dir / "images" / b for b in gt_info["bannerImage"]]
@@ -195,8 +197,6 @@ def evaluate(pred_dir, gt_dir, train_dir=None, cache_dir=".cache/features", gall
     lap("duplication")
 
     if clip_model:
-        if smoke is None:
-            raise TypeError("evaluate(clip_model=...) needs smoke= (the run's cfg.SMOKE)")
         from evaluation.clip_score import ClipScorer
 
         scorer = ClipScorer(clip_model, device=devices.pick_device(device), smoke=smoke)

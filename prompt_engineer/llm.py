@@ -79,7 +79,7 @@ class TransformersGenerator:
     """A causal LM and its tokenizer, generating batches of rendered prompts (see the module docstring)."""
 
     def __init__(self, model, tokenizer, max_new_tokens=77, temperature=0.9, top_p=0.95, top_k=150,
-                 repetition_penalty=1.2, repetition_window=64, stop_at_first_line=True, name="model"):
+                 repetition_penalty=1.2, repetition_window=0, stop_at_first_line=True, name="model"):
         self.model, self.tokenizer, self.name = model.eval(), prepare_tokenizer(tokenizer, name), name
         self.device = next(model.parameters()).device
         self.max_new_tokens = max_new_tokens

@@ -69,7 +69,9 @@ def causal_lm():
 
 @pytest.fixture(scope="module")
 def generator(causal_lm):
-    return llm.load_transformers(causal_lm, "cpu", "fp32", max_new_tokens=24, smoke=False)
+    # the stage's penalty window passed as load_generator passes it: a stage that dropped it would differ from this
+    return llm.load_transformers(causal_lm, "cpu", "fp32", max_new_tokens=24, smoke=False,
+                                 repetition_window=stage.REPETITION_WINDOW)
 
 
 def flags(data, causal_lm, *extra):

@@ -333,6 +333,12 @@ def test_stage_clip_text_image_mode(sample_dir):
     assert result.returncode == 0, result.stderr[-3000:]
     check_retrieval_csv(sample_dir, 3)
     assert (sample_dir / "train" / "index" / "open_clip_image__smoke" / "embeddings.safetensors").is_file()
+    stale = trans.copy()
+    stale.loc[0, "bannerImage"] = "renamed.jpg"  # a translation of another info.csv
+    files.write_csv(sample_dir / "test" / "info_trans.csv", stale)
+    result = run_stage(sample_dir, "--MODE=clip_text_image")
+    assert result.returncode == 2 and "its rows differ from info.csv" in result.stderr, result.stderr[-2000:]
+    files.write_csv(sample_dir / "test" / "info_trans.csv", trans)
     (sample_dir / "train" / "images" / "42.jpg").unlink()
     result = run_stage(sample_dir, "--MODE=clip_text_image")
     assert result.returncode == 2 and "id(s) ['42']" in result.stderr
